@@ -1,0 +1,98 @@
+//! Request parameters and response shapes shared by the list endpoints (`/history`, `/search`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::store::{Cursor, PageQuery};
+
+/// Default and largest page sizes.
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+
+/// The raw page parameters as they arrive in the query string; validated by [`PageParams::parse`].
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// Validates `limit` (1..=100, default 20), `offset` (>= 0) and `cursor` (a token from a
+    /// previous page).
+    pub fn parse(&self) -> Result<PageQuery, ApiError> {
+        let limit = match self.limit.as_deref() {
+            None | Some("") => DEFAULT_LIMIT,
+            Some(raw) => match raw.trim().parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "limit must be a whole number from 1 to {MAX_LIMIT}"
+                    )));
+                }
+            },
+        };
+        let offset = match self.offset.as_deref() {
+            None | Some("") => 0,
+            Some(raw) => match raw.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => n,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "offset must be a whole number, 0 or more",
+                    ));
+                }
+            },
+        };
+        let after = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
+                ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")
+            })?),
+        };
+        Ok(PageQuery {
+            limit,
+            offset,
+            after,
+        })
+    }
+}
+
+/// One page of a list: `{"items", "limit", "offset", "next_cursor"}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub limit: i64,
+    pub offset: i64,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(limit: Option<&str>, offset: Option<&str>, cursor: Option<&str>) -> PageParams {
+        PageParams {
+            limit: limit.map(Into::into),
+            offset: offset.map(Into::into),
+            cursor: cursor.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(params(None, None, None).parse().unwrap().limit, 20);
+        assert_eq!(params(Some("1"), None, None).parse().unwrap().limit, 1);
+        assert_eq!(params(Some("100"), None, None).parse().unwrap().limit, 100);
+        for bad in ["0", "101", "-1", "ten", "1.5", "99999999999999999999"] {
+            assert!(params(Some(bad), None, None).parse().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn offsets_and_cursors_are_checked() {
+        assert_eq!(params(None, Some("40"), None).parse().unwrap().offset, 40);
+        assert!(params(None, Some("-1"), None).parse().is_err());
+        assert!(params(None, None, Some("garbage")).parse().is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! PostgreSQL connections: a lazy pool with libpq-style TLS modes, and the embedded migrations.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::config::SslMode;
+
+use crate::error::StoreError;
+use crate::settings::{DbSettings, SettingsError};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// How the connection is encrypted, following libpq's `sslmode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TlsMode {
+    /// `sslmode=disable`.
+    Off,
+    /// `prefer` (the default) and `require`: encrypted when the server offers it (`require`: must),
+    /// certificate not checked, as libpq does without a root certificate.
+    Encrypt,
+    /// `verify-full` (and `verify-ca`): the chain is checked against the public web roots plus
+    /// `sslrootcert` (for RDS, the RDS CA bundle), and the host name is checked.
+    Verify { root_cert: Option<String> },
+}
+
+/// A parsed `DATABASE_URL`: the driver's config and the TLS mode.
+fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode), SettingsError> {
+    let invalid = |reason: String| SettingsError::Invalid {
+        name: "DATABASE_URL",
+        value: "<hidden>".into(),
+        reason,
+    };
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut mode = None;
+    let mut root_cert = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "sslmode" => mode = Some(v.to_owned()),
+            "sslrootcert" => root_cert = Some(v.to_owned()),
+            _ => kept.push(pair),
+        }
+    }
+    let root_cert = root_cert.or_else(|| std::env::var("PGSSLROOTCERT").ok());
+    let (tls, ssl_mode) = match mode.as_deref().unwrap_or("prefer") {
+        "disable" => (TlsMode::Off, SslMode::Disable),
+        "allow" | "prefer" => (TlsMode::Encrypt, SslMode::Prefer),
+        "require" => (TlsMode::Encrypt, SslMode::Require),
+        "verify-ca" | "verify-full" => (TlsMode::Verify { root_cert }, SslMode::Require),
+        other => return Err(invalid(format!("unknown sslmode {other:?}"))),
+    };
+    let rebuilt = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let mut config: tokio_postgres::Config = rebuilt
+        .parse()
+        .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+    config.ssl_mode(ssl_mode);
+    Ok((config, tls))
+}
+
+/// Builds the pool. It connects lazily: nothing touches the network until the first query.
+pub fn pool(settings: &DbSettings) -> Result<Pool, SettingsError> {
+    let (mut config, tls) = parse_url(settings.url.expose())?;
+    config.connect_timeout(settings.connect_timeout);
+    config.options(format!(
+        "-c statement_timeout={}",
+        settings.statement_timeout.as_millis()
+    ));
+    if config.get_application_name().is_none() {
+        config.application_name("llm-stream");
+    }
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        TlsMode::Off => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+        mode => {
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(client_config(&mode)?);
+            Manager::from_config(config, connector, manager_config)
+        }
+    };
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.connect_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .build()
+        .map_err(|e| SettingsError::Invalid {
+            name: "DATABASE_URL",
+            value: "<hidden>".into(),
+            reason: e.to_string(),
+        })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn client_config(mode: &TlsMode) -> Result<rustls::ClientConfig, SettingsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SettingsError::Invalid {
+            name: "DATABASE_URL",
+            value: "<hidden>".into(),
+            reason: e.to_string(),
+        })?;
+    let config = match mode {
+        TlsMode::Verify { root_cert } => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if let Some(path) = root_cert {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| SettingsError::Invalid {
+                        name: "PGSSLROOTCERT",
+                        value: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                roots.add_parsable_certificates(certs);
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        TlsMode::Off | TlsMode::Encrypt => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider())))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// libpq's `sslmode=require`: the channel is encrypted and the handshake signed by the key of the
+/// certificate presented, but the certificate itself is not checked against any authority.
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Applies every pending migration. Safe to run from several processes at once: it holds a
+/// PostgreSQL advisory lock while it works.
+pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
+    const LOCK: i64 = 0x6c6c_6d73_7472_6d31; // "llmstrm1"
+    let mut client = pool.get().await.map_err(StoreError::Pool)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
+        .await
+        .map_err(StoreError::Query)?;
+    let result = embedded::migrations::runner()
+        .run_async(&mut **client)
+        .await
+        .map_err(StoreError::Migrate);
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
+        .await
+        .map_err(StoreError::Query);
+    let report = result?;
+    unlock?;
+    Ok(report.applied_migrations().len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_follows_libpq() {
+        let (c, t) = parse_url("postgres://u@h/db?sslmode=require").unwrap();
+        assert_eq!(t, TlsMode::Encrypt);
+        assert_eq!(c.get_ssl_mode(), SslMode::Require);
+        let (_, t) = parse_url("postgres://u@h/db?sslmode=disable").unwrap();
+        assert_eq!(t, TlsMode::Off);
+        let (c, t) = parse_url("postgres://u@h/db?sslmode=verify-full&sslrootcert=/x.pem").unwrap();
+        assert_eq!(
+            t,
+            TlsMode::Verify {
+                root_cert: Some("/x.pem".into())
+            }
+        );
+        assert_eq!(c.get_ssl_mode(), SslMode::Require);
+        let (c, t) = parse_url("postgres://u@h/db?application_name=x").unwrap();
+        assert_eq!(t, TlsMode::Encrypt);
+        assert_eq!(c.get_application_name(), Some("x"));
+    }
+
+    #[test]
+    fn unknown_sslmode_is_a_clear_error() {
+        let err = parse_url("postgres://u@h/db?sslmode=sometimes").unwrap_err();
+        assert!(err.to_string().contains("sslmode"), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! Domain types: a conversation and its lifecycle.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Where a conversation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The provider is still answering (or the writer died; see [`Conversation::settle`]).
+    Streaming,
+    /// The whole answer arrived.
+    Complete,
+    /// Some text arrived, then the provider, the network or a limit stopped it.
+    Partial,
+    /// No text arrived.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Streaming => "streaming",
+            Status::Complete => "complete",
+            Status::Partial => "partial",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// Parses the database spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "streaming" => Status::Streaming,
+            "complete" => Status::Complete,
+            "partial" => Status::Partial,
+            "failed" => Status::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Token counts reported by the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub total_tokens: Option<i32>,
+}
+
+/// One prompt, its answer and what happened on the way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: Uuid,
+    pub prompt: String,
+    pub response: String,
+    pub status: Status,
+    /// Error code when the conversation did not complete (`provider_error`, `interrupted`, ...).
+    pub error: Option<String>,
+    pub provider: String,
+    pub model: String,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub total_tokens: Option<i32>,
+    /// Milliseconds from request to the first text.
+    pub ttfb_ms: Option<i32>,
+    /// Milliseconds from request to the end of the answer.
+    pub duration_ms: Option<i32>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// The error code given to a row whose writer went away mid-stream.
+pub const INTERRUPTED: &str = "interrupted";
+
+impl Conversation {
+    /// A new conversation, as written when the stream starts.
+    pub fn start(prompt: String, provider: &str, model: &str) -> Self {
+        let now = now_micros();
+        Self {
+            id: Uuid::now_v7(),
+            prompt,
+            response: String::new(),
+            status: Status::Streaming,
+            error: None,
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            total_tokens: None,
+            ttfb_ms: None,
+            duration_ms: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// A row still `streaming` after the longest a stream may run was abandoned by its writer
+    /// (a Lambda timeout or crash): it reads as `partial` with error `interrupted`.
+    pub fn settle(mut self, stale_after: std::time::Duration, now: OffsetDateTime) -> Self {
+        if self.status == Status::Streaming && now - self.updated_at > stale_after {
+            self.status = Status::Partial;
+            self.error = Some(INTERRUPTED.to_owned());
+        }
+        self
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+        }
+    }
+
+    pub fn set_usage(&mut self, usage: Usage) {
+        self.prompt_tokens = usage.prompt_tokens;
+        self.completion_tokens = usage.completion_tokens;
+        self.total_tokens = usage.total_tokens;
+    }
+}
+
+/// The current time at PostgreSQL's precision (microseconds), so values round-trip exactly.
+pub fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let micros = now.nanosecond() / 1000 * 1000;
+    now.replace_nanosecond(micros).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_stale_streaming_row_reads_as_interrupted() {
+        let c = Conversation::start("p".into(), "offline", "m");
+        let later = c.updated_at + Duration::from_secs(600);
+        let settled = c.clone().settle(Duration::from_secs(300), later);
+        assert_eq!(settled.status, Status::Partial);
+        assert_eq!(settled.error.as_deref(), Some(INTERRUPTED));
+        let fresh = c.clone().settle(Duration::from_secs(300), c.updated_at);
+        assert_eq!(fresh.status, Status::Streaming);
+    }
+
+    #[test]
+    fn status_round_trips_through_its_spelling() {
+        for s in [
+            Status::Streaming,
+            Status::Complete,
+            Status::Partial,
+            Status::Failed,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("nope"), None);
+    }
+
+    #[test]
+    fn ids_are_uuid_v7() {
+        let c = Conversation::start("p".into(), "offline", "m");
+        assert_eq!(c.id.get_version_num(), 7);
+    }
+}

@@ -1,0 +1,146 @@
+//! Errors: the store's, and the one API error that maps to status codes and the JSON error body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// A failure of a store backend. Keeps its source for the logs.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not get a database connection")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("database query failed")]
+    Query(#[source] tokio_postgres::Error),
+    #[error("database returned an unexpected value in column {column}")]
+    Decode { column: &'static str },
+    #[error("migration failed")]
+    Migrate(#[source] refinery::Error),
+}
+
+impl StoreError {
+    /// True when the database could not be reached at all (as opposed to a query it rejected).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Query(e) => e.is_closed() || e.code().is_none(),
+            StoreError::Decode { .. } | StoreError::Migrate(_) => false,
+        }
+    }
+}
+
+/// What a client may be told. Every variant maps to one status and one stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    Validation { code: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    /// A 422 with code `invalid_request`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Validation {
+            code: "invalid_request",
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation { code, .. } => code,
+            ApiError::NotFound(_) => "not_found",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unavailable(_) => "database_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(Box::new(e))
+        }
+    }
+}
+
+/// The JSON error body: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// Builds an error response from a status, code and client-safe message.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %error_chain(&self), code = self.code(), "request failed");
+        }
+        error_response(status, self.code(), &self.to_string())
+    }
+}
+
+/// The whole cause chain of an error on one line, for logs only.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_never_show_their_source() {
+        let inner = std::io::Error::other("password=hunter2 at 10.0.0.1");
+        let err = ApiError::Internal(Box::new(inner));
+        assert_eq!(err.to_string(), "internal error");
+        assert!(error_chain(&err).contains("hunter2"));
+    }
+}

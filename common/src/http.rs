@@ -1,0 +1,72 @@
+//! HTTP pieces every function shares: JSON errors for rejected input, `/health`, fallbacks.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::error::{ApiError, error_response};
+use crate::store::HealthCheck;
+
+/// Like axum's `Query`, but a malformed query string is a 422 with the JSON error body.
+pub struct ValidQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ValidQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(_)) | Err(_) => {
+                Err(ApiError::invalid("the query string is not valid"))
+            }
+        }
+    }
+}
+
+/// `GET /health`: 200 when the database answers, 503 when it does not.
+pub fn health_router(db: Arc<dyn HealthCheck>) -> Router {
+    Router::new().route("/health", get(health)).with_state(db)
+}
+
+async fn health(State(db): State<Arc<dyn HealthCheck>>) -> Response {
+    match db.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "database": "ok"})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %crate::error::error_chain(&e), "health check: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "degraded", "database": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Adds the JSON 404 and 405 answers every router gives for paths and methods it does not know.
+pub fn with_fallbacks(router: Router) -> Router {
+    router
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this method is not allowed on this path",
+            )
+        })
+}

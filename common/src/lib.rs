@@ -1,0 +1,15 @@
+//! Shared code of the LLM streaming service: settings, domain types, stores, providers, HTTP helpers.
+
+pub mod api;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod provider;
+pub mod settings;
+pub mod store;
+pub mod telemetry;
+
+pub use domain::{Conversation, Status};
+pub use error::ApiError;
+pub use settings::Settings;

@@ -1,0 +1,348 @@
+//! OpenAI-compatible Chat Completions streaming (OpenAI, vLLM, Ollama, llama.cpp, gateways).
+//! SSE framing is parsed by `eventsource-stream`; each chunk's JSON by [`parse_chunk`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Chunk, ChunkStream, CompletionRequest, Provider, ProviderError};
+use crate::domain::Usage;
+use crate::settings::{ProviderSettings, Secret};
+
+/// The longest `Retry-After` we honour before the first chunk.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(20);
+/// How much of an error body is kept for the log.
+const ERROR_BODY_BYTES: usize = 2048;
+
+pub struct OpenAiProvider {
+    client: reqwest::Client,
+    url: String,
+    key: Option<Secret>,
+    model: String,
+    max_retries: usize,
+}
+
+impl OpenAiProvider {
+    pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ProviderError::Api {
+                message: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(ProviderError::Connect)?;
+        Ok(Self {
+            client,
+            url: format!("{}/chat/completions", settings.openai_base_url),
+            key: settings.openai_api_key.clone(),
+            model: settings.model.clone(),
+            max_retries: settings.max_retries,
+        })
+    }
+
+    async fn send_once(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(body);
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key.expose());
+        }
+        let resp = req.send().await.map_err(ProviderError::Connect)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut body = resp.text().await.unwrap_or_default();
+        if body.len() > ERROR_BODY_BYTES {
+            let mut cut = ERROR_BODY_BYTES;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.truncate(cut);
+        }
+        Err(ProviderError::Status {
+            status: status.as_u16(),
+            body,
+            retry_after,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn default_model(&self) -> &str {
+        &self.model
+    }
+
+    async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
+        let mut body = json!({
+            "model": request.model,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        if let Some(n) = request.max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        if let Some(t) = request.temperature {
+            body["temperature"] = json!(t);
+        }
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(self.max_retries)
+            .with_jitter();
+        let resp = (|| self.send_once(&body))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(ProviderError::is_retryable)
+            .adjust(|err, delay| {
+                let after = match err {
+                    ProviderError::Status { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                delay.map(|d| after.map_or(d, |a| a.min(MAX_RETRY_AFTER)))
+            })
+            .notify(|err, delay| {
+                tracing::warn!(error = %err, ?delay, "provider call failed; retrying");
+            })
+            .await?;
+        Ok(Box::pin(chunks(resp.bytes_stream().eventsource())))
+    }
+}
+
+/// What one SSE `data:` payload of a Chat Completions stream says.
+#[derive(Debug, Default, PartialEq)]
+pub struct ParsedChunk {
+    pub text: Option<String>,
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+    /// The `[DONE]` sentinel.
+    pub done: bool,
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    delta: Option<WireDelta>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    total_tokens: Option<i64>,
+}
+
+/// Parses one `data:` payload. Error payloads (`{"error": ...}`) and unreadable JSON are errors.
+pub fn parse_chunk(data: &str) -> Result<ParsedChunk, ProviderError> {
+    let data = data.trim();
+    if data == "[DONE]" {
+        return Ok(ParsedChunk {
+            done: true,
+            ..ParsedChunk::default()
+        });
+    }
+    let wire: WireChunk = serde_json::from_str(data).map_err(|e| ProviderError::Malformed {
+        reason: e.to_string(),
+    })?;
+    if let Some(err) = wire.error {
+        let message = err
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| err.to_string());
+        return Err(ProviderError::Api { message });
+    }
+    let first = wire.choices.into_iter().next();
+    let (text, finish_reason) = match first {
+        Some(c) => (
+            c.delta.and_then(|d| d.content).filter(|t| !t.is_empty()),
+            c.finish_reason,
+        ),
+        None => (None, None),
+    };
+    let to_i32 = |v: Option<i64>| v.and_then(|n| i32::try_from(n).ok());
+    Ok(ParsedChunk {
+        text,
+        finish_reason,
+        usage: wire.usage.map(|u| Usage {
+            prompt_tokens: to_i32(u.prompt_tokens),
+            completion_tokens: to_i32(u.completion_tokens),
+            total_tokens: to_i32(u.total_tokens),
+        }),
+        done: false,
+    })
+}
+
+struct State<S> {
+    events: S,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    ended: bool,
+}
+
+/// Turns SSE events into chunks: text as it comes, `Finish` on `[DONE]`, an error on anything
+/// else (a cut connection before `[DONE]` included). Nothing is yielded after an error.
+fn chunks<S, E>(events: S) -> impl Stream<Item = Result<Chunk, ProviderError>> + Send
+where
+    S: Stream<Item = Result<eventsource_stream::Event, EventStreamError<E>>> + Send + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let state = State {
+        events,
+        finish_reason: None,
+        usage: None,
+        ended: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        loop {
+            let item = match st.events.next().await {
+                None => {
+                    st.ended = true;
+                    return Some((Err(ProviderError::Incomplete), st));
+                }
+                Some(Err(EventStreamError::Transport(e))) => {
+                    st.ended = true;
+                    return Some((Err(ProviderError::Disconnected(Box::new(e))), st));
+                }
+                Some(Err(e)) => {
+                    st.ended = true;
+                    let reason = e.to_string();
+                    return Some((Err(ProviderError::Malformed { reason }), st));
+                }
+                Some(Ok(event)) => event,
+            };
+            if item.data.is_empty() {
+                continue;
+            }
+            match parse_chunk(&item.data) {
+                Err(e) => {
+                    st.ended = true;
+                    return Some((Err(e), st));
+                }
+                Ok(p) if p.done => {
+                    st.ended = true;
+                    let finish = Chunk::Finish {
+                        reason: st.finish_reason.take(),
+                        usage: st.usage.take(),
+                    };
+                    return Some((Ok(finish), st));
+                }
+                Ok(p) => {
+                    if p.finish_reason.is_some() {
+                        st.finish_reason = p.finish_reason;
+                    }
+                    if p.usage.is_some() {
+                        st.usage = p.usage;
+                    }
+                    if let Some(text) = p.text {
+                        return Some((Ok(Chunk::Text(text)), st));
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_delta_is_text() {
+        let p = parse_chunk(
+            r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.text.as_deref(), Some("Hel"));
+        assert!(!p.done);
+    }
+
+    #[test]
+    fn the_role_chunk_and_the_usage_chunk_carry_no_text() {
+        let p =
+            parse_chunk(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#)
+                .unwrap();
+        assert_eq!(p.text, None);
+        let p = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.usage.unwrap().total_tokens, Some(12));
+    }
+
+    #[test]
+    fn done_error_and_garbage_are_recognised() {
+        assert!(parse_chunk("[DONE]").unwrap().done);
+        let err =
+            parse_chunk(r#"{"error":{"message":"overloaded","type":"server_error"}}"#).unwrap_err();
+        assert_eq!(err.code(), "provider_error");
+        assert!(err.to_string().contains("overloaded"));
+        assert_eq!(
+            parse_chunk("{not json").unwrap_err().code(),
+            "provider_malformed"
+        );
+    }
+
+    #[test]
+    fn retries_only_for_connect_429_and_5xx() {
+        let status = |s| ProviderError::Status {
+            status: s,
+            body: String::new(),
+            retry_after: None,
+        };
+        assert!(status(429).is_retryable());
+        assert!(status(503).is_retryable());
+        assert!(!status(400).is_retryable());
+        assert!(!ProviderError::Incomplete.is_retryable());
+    }
+}

@@ -1,0 +1,295 @@
+//! Typed settings, read once from the environment at start.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A setting that was missing or could not be parsed; names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("environment variable {name} is required: {hint}")]
+    Missing {
+        name: &'static str,
+        hint: &'static str,
+    },
+    #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// A string that must not appear in logs or debug output.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the environment comes from: the process, or a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).map(|v| (*v).to_owned())
+    }
+}
+
+/// Database connection settings.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    /// `DATABASE_URL`: a libpq-style URL; `sslmode=require` turns TLS on.
+    pub url: Secret,
+    /// `DB_POOL_SIZE`: connections per process (default 8; Lambda uses 1 or 2).
+    pub pool_size: usize,
+    /// `DB_CONNECT_TIMEOUT_MS`: time to open one connection (default 3000).
+    pub connect_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_MS`: server-side statement timeout (default 5000).
+    pub statement_timeout: Duration,
+}
+
+/// Which LLM provider serves `/stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Offline,
+    OpenAi,
+}
+
+/// Provider and stream settings.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// `LLM_PROVIDER`: `offline` (default) or `openai`.
+    pub kind: ProviderKind,
+    /// `OPENAI_BASE_URL`: default `https://api.openai.com/v1`.
+    pub openai_base_url: String,
+    /// `OPENAI_API_KEY`: required with `openai` against the OpenAI API; optional for local servers.
+    pub openai_api_key: Option<Secret>,
+    /// `LLM_MODEL`: the default model name.
+    pub model: String,
+    /// `OFFLINE_CHUNK_DELAY_MS`: delay between offline chunks (default 20).
+    pub offline_chunk_delay: Duration,
+    /// `LLM_CONNECT_TIMEOUT_MS` (default 5000).
+    pub connect_timeout: Duration,
+    /// `LLM_FIRST_CHUNK_TIMEOUT_MS`: until the first text arrives, retries included (default 30000).
+    pub first_chunk_timeout: Duration,
+    /// `LLM_IDLE_TIMEOUT_MS`: longest silence between chunks (default 30000).
+    pub idle_timeout: Duration,
+    /// `LLM_TOTAL_TIMEOUT_MS`: a whole generation (default 300000).
+    pub total_timeout: Duration,
+    /// `LLM_MAX_RETRIES`: retries before the first chunk (default 2).
+    pub max_retries: usize,
+}
+
+/// Limits of the `/stream` endpoint.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// `MAX_PROMPT_CHARS` (default 32000).
+    pub max_prompt_chars: usize,
+    /// `MAX_BODY_BYTES` (default 262144): larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// `CHECKPOINT_INTERVAL_MS` (default 2000).
+    pub checkpoint_interval: Duration,
+    /// `KEEPALIVE_INTERVAL_MS` (default 15000).
+    pub keepalive_interval: Duration,
+}
+
+/// Everything a function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub db: DbSettings,
+    pub provider: ProviderSettings,
+    pub stream: StreamSettings,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    /// Reads any environment source; used by tests with a map.
+    pub fn from_source(env: &dyn Env) -> Result<Self, SettingsError> {
+        let url = env.var("DATABASE_URL").ok_or(SettingsError::Missing {
+            name: "DATABASE_URL",
+            hint: "a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres",
+        })?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(SettingsError::Invalid {
+                name: "DATABASE_URL",
+                value: "<hidden>".into(),
+                reason: "must start with postgres:// or postgresql://".into(),
+            });
+        }
+        let db = DbSettings {
+            url: Secret::new(url),
+            pool_size: parse(env, "DB_POOL_SIZE", 8usize)?,
+            connect_timeout: millis(env, "DB_CONNECT_TIMEOUT_MS", 3000)?,
+            statement_timeout: millis(env, "DB_STATEMENT_TIMEOUT_MS", 5000)?,
+        };
+        if db.pool_size == 0 {
+            return Err(invalid("DB_POOL_SIZE", "0", "must be at least 1"));
+        }
+        let kind = match env.var("LLM_PROVIDER").as_deref() {
+            None | Some("offline") => ProviderKind::Offline,
+            Some("openai") => ProviderKind::OpenAi,
+            Some(other) => {
+                return Err(invalid("LLM_PROVIDER", other, "expected offline or openai"));
+            }
+        };
+        let provider = ProviderSettings {
+            kind,
+            openai_base_url: env
+                .var("OPENAI_BASE_URL")
+                .unwrap_or_else(|| "https://api.openai.com/v1".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            openai_api_key: env.var("OPENAI_API_KEY").map(Secret::new),
+            model: env.var("LLM_MODEL").unwrap_or_else(|| match kind {
+                ProviderKind::Offline => "offline-echo".into(),
+                ProviderKind::OpenAi => "gpt-4o-mini".into(),
+            }),
+            offline_chunk_delay: millis(env, "OFFLINE_CHUNK_DELAY_MS", 20)?,
+            connect_timeout: millis(env, "LLM_CONNECT_TIMEOUT_MS", 5000)?,
+            first_chunk_timeout: millis(env, "LLM_FIRST_CHUNK_TIMEOUT_MS", 30_000)?,
+            idle_timeout: millis(env, "LLM_IDLE_TIMEOUT_MS", 30_000)?,
+            total_timeout: millis(env, "LLM_TOTAL_TIMEOUT_MS", 300_000)?,
+            max_retries: parse(env, "LLM_MAX_RETRIES", 2usize)?,
+        };
+        if kind == ProviderKind::OpenAi
+            && provider.openai_api_key.is_none()
+            && provider.openai_base_url.contains("api.openai.com")
+        {
+            return Err(SettingsError::Missing {
+                name: "OPENAI_API_KEY",
+                hint: "LLM_PROVIDER=openai against the OpenAI API needs a key",
+            });
+        }
+        let stream = StreamSettings {
+            max_prompt_chars: parse(env, "MAX_PROMPT_CHARS", 32_000usize)?,
+            max_body_bytes: parse(env, "MAX_BODY_BYTES", 256 * 1024usize)?,
+            checkpoint_interval: millis(env, "CHECKPOINT_INTERVAL_MS", 2000)?,
+            keepalive_interval: millis(env, "KEEPALIVE_INTERVAL_MS", 15_000)?,
+        };
+        Ok(Self {
+            db,
+            provider,
+            stream,
+        })
+    }
+}
+
+fn invalid(name: &'static str, value: &str, reason: &str) -> SettingsError {
+    SettingsError::Invalid {
+        name,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn parse<T>(env: &dyn Env, name: &'static str, default: T) -> Result<T, SettingsError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    match env.var(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: T::Err| invalid(name, &raw, &e.to_string())),
+    }
+}
+
+fn millis(env: &dyn Env, name: &'static str, default: u64) -> Result<Duration, SettingsError> {
+    parse(env, name, default).map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn missing_database_url_names_the_variable() {
+        let err = Settings::from_source(&env(&[])).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn malformed_numbers_name_the_variable_and_value() {
+        let e = env(&[("DATABASE_URL", "postgres://x/y"), ("DB_POOL_SIZE", "many")]);
+        let err = Settings::from_source(&e).unwrap_err().to_string();
+        assert!(
+            err.contains("DB_POOL_SIZE") && err.contains("many"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_offline_and_sane() {
+        let s = Settings::from_source(&env(&[("DATABASE_URL", "postgres://x/y")])).unwrap();
+        assert_eq!(s.provider.kind, ProviderKind::Offline);
+        assert_eq!(s.stream.checkpoint_interval, Duration::from_secs(2));
+        assert_eq!(s.db.pool_size, 8);
+    }
+
+    #[test]
+    fn openai_against_the_real_api_needs_a_key() {
+        let e = env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("LLM_PROVIDER", "openai"),
+        ]);
+        let err = Settings::from_source(&e).unwrap_err().to_string();
+        assert!(err.contains("OPENAI_API_KEY"), "{err}");
+        let e = env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1/"),
+        ]);
+        let s = Settings::from_source(&e).unwrap();
+        assert_eq!(s.provider.openai_base_url, "http://127.0.0.1:11434/v1");
+    }
+
+    #[test]
+    fn unknown_provider_is_rejected() {
+        let e = env(&[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("LLM_PROVIDER", "magic"),
+        ]);
+        assert!(Settings::from_source(&e).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+    }
+}

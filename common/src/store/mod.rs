@@ -1,0 +1,124 @@
+//! Store traits, one per capability, so each handler asks only for what it uses.
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::Conversation;
+use crate::error::StoreError;
+
+mod pg;
+
+pub use pg::PgStore;
+
+/// Writes the first row of a conversation.
+#[async_trait]
+pub trait ConversationCreate: Send + Sync {
+    /// Inserts `c` as it is at the start. Does nothing when a row with its id already exists.
+    async fn create(&self, c: &Conversation) -> Result<(), StoreError>;
+}
+
+/// Updates a running conversation and writes its end.
+#[async_trait]
+pub trait ConversationFinish: Send + Sync {
+    /// Stores the text received so far of a row that is still `streaming`; a finished row is left
+    /// untouched.
+    async fn checkpoint(&self, id: Uuid, response: &str) -> Result<(), StoreError>;
+
+    /// Writes the final state of `c`, inserting the whole record when its start was never saved.
+    /// Idempotent: writing the same record twice leaves one row.
+    async fn finish(&self, c: &Conversation) -> Result<(), StoreError>;
+}
+
+/// Reads one conversation.
+#[async_trait]
+pub trait ConversationGet: Send + Sync {
+    /// Returns `None` when no conversation has this id.
+    async fn get(&self, id: Uuid) -> Result<Option<Conversation>, StoreError>;
+}
+
+/// Lists conversations newest first.
+#[async_trait]
+pub trait ConversationList: Send + Sync {
+    /// Returns at most `page.limit` conversations, newest first (ties by id, descending), after
+    /// `page.after` when set, skipping `page.offset`.
+    async fn list(&self, page: &PageQuery) -> Result<Vec<Conversation>, StoreError>;
+}
+
+/// Tells whether the database answers.
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    /// Returns an error when the database cannot run a trivial query.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Every capability; what a backend implements.
+pub trait Store:
+    ConversationCreate + ConversationFinish + ConversationGet + ConversationList + HealthCheck
+{
+}
+
+impl<T> Store for T where
+    T: ConversationCreate + ConversationFinish + ConversationGet + ConversationList + HealthCheck
+{
+}
+
+/// A page request: `limit` rows, after the keyset position `after` (if any), skipping `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    pub limit: i64,
+    pub offset: i64,
+    pub after: Option<Cursor>,
+}
+
+/// A keyset position in the newest-first order: the last row a client has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: OffsetDateTime,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The position just after `c`.
+    pub fn after(c: &Conversation) -> Self {
+        Self {
+            created_at: c.created_at,
+            id: c.id,
+        }
+    }
+
+    /// An opaque token: base64url of the timestamp in microseconds and the id.
+    pub fn encode(&self) -> String {
+        let micros = self.created_at.unix_timestamp_nanos() / 1000;
+        URL_SAFE_NO_PAD.encode(format!("{micros}.{}", self.id.simple()))
+    }
+
+    /// Parses a token made by [`Cursor::encode`]; `None` for anything else.
+    pub fn decode(token: &str) -> Option<Self> {
+        let raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).ok()?;
+        let raw = std::str::from_utf8(&raw).ok()?;
+        let (micros, id) = raw.split_once('.')?;
+        let micros: i128 = micros.parse().ok()?;
+        let created_at =
+            OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000)?).ok()?;
+        let id = Uuid::try_parse(id).ok()?;
+        Some(Self { created_at, id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Conversation::start("p".into(), "offline", "m");
+        let cur = Cursor::after(&c);
+        assert_eq!(Cursor::decode(&cur.encode()), Some(cur));
+        for bad in ["", "!!!", "bm9wZQ", "MTIzLm5vdC1hLXV1aWQ"] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+}

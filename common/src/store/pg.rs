@@ -1,0 +1,236 @@
+//! The PostgreSQL store backend on a deadpool-postgres pool.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{
+    ConversationCreate, ConversationFinish, ConversationGet, ConversationList, HealthCheck,
+    PageQuery,
+};
+use crate::domain::{Conversation, Status, now_micros};
+use crate::error::StoreError;
+
+const COLUMNS: &str = "id, prompt, response, status, error, provider, model, prompt_tokens, \
+    completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, updated_at";
+
+/// Conversations in PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    stale_after: Duration,
+}
+
+impl PgStore {
+    /// `stale_after`: how long a `streaming` row may go without an update before it reads as
+    /// interrupted (the longest a stream may run, plus a margin).
+    pub fn new(pool: Pool, stale_after: Duration) -> Self {
+        Self { pool, stale_after }
+    }
+
+    /// The store the functions use: a lazy pool from `DATABASE_URL`; rows left `streaming` past
+    /// the total generation timeout (plus a minute) read as interrupted.
+    pub fn from_settings(
+        settings: &crate::Settings,
+    ) -> Result<Self, crate::settings::SettingsError> {
+        let pool = crate::db::pool(&settings.db)?;
+        Ok(Self::new(
+            pool,
+            settings.provider.total_timeout + Duration::from_secs(60),
+        ))
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(StoreError::Pool)
+    }
+
+    fn decode(&self, row: &Row) -> Result<Conversation, StoreError> {
+        let status: String = row.try_get("status").map_err(StoreError::Query)?;
+        let c = Conversation {
+            id: row.try_get("id").map_err(StoreError::Query)?,
+            prompt: row.try_get("prompt").map_err(StoreError::Query)?,
+            response: row.try_get("response").map_err(StoreError::Query)?,
+            status: Status::parse(&status).ok_or(StoreError::Decode { column: "status" })?,
+            error: row.try_get("error").map_err(StoreError::Query)?,
+            provider: row.try_get("provider").map_err(StoreError::Query)?,
+            model: row.try_get("model").map_err(StoreError::Query)?,
+            prompt_tokens: row.try_get("prompt_tokens").map_err(StoreError::Query)?,
+            completion_tokens: row
+                .try_get("completion_tokens")
+                .map_err(StoreError::Query)?,
+            total_tokens: row.try_get("total_tokens").map_err(StoreError::Query)?,
+            ttfb_ms: row.try_get("ttfb_ms").map_err(StoreError::Query)?,
+            duration_ms: row.try_get("duration_ms").map_err(StoreError::Query)?,
+            created_at: row.try_get("created_at").map_err(StoreError::Query)?,
+            updated_at: row.try_get("updated_at").map_err(StoreError::Query)?,
+        };
+        Ok(c.settle(self.stale_after, now_micros()))
+    }
+}
+
+#[async_trait]
+impl ConversationCreate for PgStore {
+    async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO conversations (id, prompt, response, status, provider, model, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &c.id,
+                    &c.prompt,
+                    &c.response,
+                    &c.status.as_str(),
+                    &c.provider,
+                    &c.model,
+                    &c.created_at,
+                    &c.updated_at,
+                ],
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConversationFinish for PgStore {
+    async fn checkpoint(&self, id: Uuid, response: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE conversations SET response = $2, updated_at = now() \
+                 WHERE id = $1 AND status = 'streaming'",
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        client
+            .execute(&stmt, &[&id, &response])
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(())
+    }
+
+    async fn finish(&self, c: &Conversation) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
+                 prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, \
+                 created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
+                 status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
+                 prompt_tokens = EXCLUDED.prompt_tokens, \
+                 completion_tokens = EXCLUDED.completion_tokens, \
+                 total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
+                 duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at",
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &c.id,
+                    &c.prompt,
+                    &c.response,
+                    &c.status.as_str(),
+                    &c.error,
+                    &c.provider,
+                    &c.model,
+                    &c.prompt_tokens,
+                    &c.completion_tokens,
+                    &c.total_tokens,
+                    &c.ttfb_ms,
+                    &c.duration_ms,
+                    &c.created_at,
+                    &c.updated_at,
+                ],
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConversationGet for PgStore {
+    async fn get(&self, id: Uuid) -> Result<Option<Conversation>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM conversations WHERE id = $1"
+            ))
+            .await
+            .map_err(StoreError::Query)?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(StoreError::Query)?;
+        row.map(|r| self.decode(&r)).transpose()
+    }
+}
+
+#[async_trait]
+impl ConversationList for PgStore {
+    async fn list(&self, page: &PageQuery) -> Result<Vec<Conversation>, StoreError> {
+        let client = self.client().await?;
+        let rows = match &page.after {
+            None => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM conversations \
+                         ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+                    ))
+                    .await
+                    .map_err(StoreError::Query)?;
+                client.query(&stmt, &[&page.limit, &page.offset]).await
+            }
+            Some(cursor) => {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM conversations \
+                         WHERE (created_at, id) < ($1, $2) \
+                         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+                    ))
+                    .await
+                    .map_err(StoreError::Query)?;
+                client
+                    .query(
+                        &stmt,
+                        &[&cursor.created_at, &cursor.id, &page.limit, &page.offset],
+                    )
+                    .await
+            }
+        }
+        .map_err(StoreError::Query)?;
+        rows.iter().map(|r| self.decode(r)).collect()
+    }
+}
+
+#[async_trait]
+impl HealthCheck for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! `GET /history/{id}`: one conversation.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use common::http::{health_router, with_fallbacks};
+use common::store::{ConversationGet, HealthCheck};
+use common::{ApiError, Conversation};
+use uuid::Uuid;
+
+/// The `/history/{id}` route alone, for merging into the local server.
+pub fn routes(store: Arc<dyn ConversationGet>) -> Router {
+    Router::new()
+        .route("/history/{id}", get(get_one))
+        .with_state(store)
+}
+
+/// The function's whole router: `/history/{id}` and `/health`.
+pub fn router(store: Arc<dyn ConversationGet>, health: Arc<dyn HealthCheck>) -> Router {
+    with_fallbacks(routes(store).merge(health_router(health)))
+}
+
+async fn get_one(
+    State(store): State<Arc<dyn ConversationGet>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Conversation>, ApiError> {
+    let id = Uuid::try_parse(&raw).map_err(|_| {
+        ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
+    })?;
+    store
+        .get(id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("no conversation with this id"))
+}

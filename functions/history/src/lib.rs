@@ -1,0 +1,45 @@
+//! `GET /history`: conversations newest first, by offset or by keyset cursor.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use common::api::{Page, PageParams};
+use common::http::{ValidQuery, health_router, with_fallbacks};
+use common::store::{ConversationList, Cursor, HealthCheck};
+use common::{ApiError, Conversation};
+
+/// The `/history` route alone, for merging into the local server.
+pub fn routes(list: Arc<dyn ConversationList>) -> Router {
+    Router::new()
+        .route("/history", get(history))
+        .with_state(list)
+}
+
+/// The function's whole router: `/history` and `/health`.
+pub fn router(list: Arc<dyn ConversationList>, health: Arc<dyn HealthCheck>) -> Router {
+    with_fallbacks(routes(list).merge(health_router(health)))
+}
+
+async fn history(
+    State(list): State<Arc<dyn ConversationList>>,
+    ValidQuery(params): ValidQuery<PageParams>,
+) -> Result<Json<Page<Conversation>>, ApiError> {
+    let page = params.parse()?;
+    let mut probe = page.clone();
+    probe.limit += 1;
+    let mut items = list.list(&probe).await?;
+    let next_cursor = if items.len() as i64 > page.limit {
+        items.truncate(page.limit as usize);
+        items.last().map(|c| Cursor::after(c).encode())
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        items,
+        limit: page.limit,
+        offset: page.offset,
+        next_cursor,
+    }))
+}

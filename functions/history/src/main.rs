@@ -1,0 +1,14 @@
+//! The `history` Lambda function: wiring only.
+
+use std::sync::Arc;
+
+use common::Settings;
+use common::store::PgStore;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    common::telemetry::init();
+    let settings = Settings::from_env()?;
+    let store = Arc::new(PgStore::from_settings(&settings)?);
+    lambda_http::run(history::router(store.clone(), store)).await
+}

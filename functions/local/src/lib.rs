@@ -1,0 +1,24 @@
+//! Every function's routes on one router: the local server and containers run this.
+
+use std::sync::Arc;
+
+use axum::Router;
+use common::Settings;
+use common::http::{health_router, with_fallbacks};
+use common::store::PgStore;
+use stream::{Limits, StreamState};
+
+/// The merged router over one store and the configured provider.
+pub fn app(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<Router> {
+    let stream_state = StreamState {
+        store: store.clone(),
+        provider: common::provider::from_settings(&settings.provider)?,
+        limits: Limits::from_settings(settings),
+    };
+    let router = Router::new()
+        .merge(history::routes(store.clone()))
+        .merge(get::routes(store.clone()))
+        .merge(stream::routes(stream_state))
+        .merge(health_router(store));
+    Ok(with_fallbacks(router))
+}

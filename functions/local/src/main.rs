@@ -1,0 +1,100 @@
+//! `local`: the whole service as one HTTP server, and the operator commands.
+//!
+//! - `local` or `local serve`: migrate, then serve every route on `PORT` (default 3000);
+//! - `local migrate`: apply pending migrations and exit;
+//! - `local replay [FILE]`: put `unsaved_record` log lines (from FILE or stdin) into the table.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use anyhow::Context;
+use common::store::{ConversationFinish, PgStore};
+use common::{Conversation, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::telemetry::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let settings = Settings::from_env()?;
+    let store = Arc::new(PgStore::from_settings(&settings)?);
+    match args.first().map(String::as_str) {
+        None | Some("serve") => serve(&settings, store).await,
+        Some("migrate") => {
+            let n = common::db::migrate(store.pool()).await?;
+            println!("migrations applied: {n}");
+            Ok(())
+        }
+        Some("replay") => replay(store.as_ref(), args.get(1)).await,
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; expected serve, migrate or replay")
+        }
+    }
+}
+
+async fn serve(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<()> {
+    let applied = common::db::migrate(store.pool())
+        .await
+        .context("applying migrations (is PostgreSQL reachable at DATABASE_URL?)")?;
+    let app = local::app(settings, store)?;
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p.parse().context("PORT must be a port number")?,
+        Err(_) => 3000,
+    };
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, migrations_applied = applied, provider = ?settings.provider.kind,
+        "serving: try curl -N -X POST localhost:{port}/stream -d '{{\"prompt\":\"hi\"}}'");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Reads log lines; each `unsaved_record` line's record is written with the same idempotent
+/// finish the stream uses, so replaying a file twice is harmless.
+async fn replay(store: &PgStore, file: Option<&String>) -> anyhow::Result<()> {
+    let reader: Box<dyn BufRead> = match file {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {path}"))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let (mut replayed, mut skipped) = (0usize, 0usize);
+    for line in reader.lines() {
+        let line = line?;
+        let Some(record) = unsaved_record(&line) else {
+            continue;
+        };
+        match record {
+            Ok(c) => {
+                store
+                    .finish(&c)
+                    .await
+                    .with_context(|| format!("saving {}", c.id))?;
+                replayed += 1;
+            }
+            Err(e) => {
+                eprintln!("skipping an unreadable record: {e}");
+                skipped += 1;
+            }
+        }
+    }
+    println!("replayed: {replayed}, unreadable: {skipped}");
+    Ok(())
+}
+
+/// The conversation in an `unsaved_record` log line (which may carry a prefix, as CloudWatch
+/// exports do); `None` for other lines.
+fn unsaved_record(line: &str) -> Option<Result<Conversation, serde_json::Error>> {
+    let start = line.find('{')?;
+    let value: serde_json::Value = serde_json::from_str(&line[start..]).ok()?;
+    if value.get("event").and_then(|v| v.as_str()) != Some("unsaved_record") {
+        return None;
+    }
+    let record = value.get("record")?.as_str()?;
+    Some(serde_json::from_str(record))
+}

@@ -1,0 +1,114 @@
+//! `POST /stream`: validates the prompt, then streams the provider's answer as server-sent
+//! events while the conversation is saved beside it (see [`run`]).
+
+mod request;
+mod run;
+mod sse;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use common::http::{health_router, with_fallbacks};
+use common::provider::Provider;
+use common::store::{ConversationCreate, ConversationFinish, HealthCheck};
+use common::{ApiError, Conversation, Settings};
+use tokio::sync::mpsc;
+
+pub use request::StreamRequest;
+
+/// What the stream needs of a store: write the start, checkpoints and the end.
+pub trait StreamStore: ConversationCreate + ConversationFinish {}
+impl<T: ConversationCreate + ConversationFinish> StreamStore for T {}
+
+/// The limits one stream runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_prompt_chars: usize,
+    pub max_body_bytes: usize,
+    pub checkpoint_interval: Duration,
+    pub keepalive_interval: Duration,
+    pub first_chunk_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub total_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_settings(s: &Settings) -> Self {
+        Self {
+            max_prompt_chars: s.stream.max_prompt_chars,
+            max_body_bytes: s.stream.max_body_bytes,
+            checkpoint_interval: s.stream.checkpoint_interval,
+            keepalive_interval: s.stream.keepalive_interval,
+            first_chunk_timeout: s.provider.first_chunk_timeout,
+            idle_timeout: s.provider.idle_timeout,
+            total_timeout: s.provider.total_timeout,
+        }
+    }
+}
+
+/// Shared state of the stream function.
+#[derive(Clone)]
+pub struct StreamState {
+    pub store: Arc<dyn StreamStore>,
+    pub provider: Arc<dyn Provider>,
+    pub limits: Limits,
+}
+
+/// The `/stream` route alone, for merging into the local server.
+pub fn routes(state: StreamState) -> Router {
+    Router::new()
+        .route("/stream", post(stream))
+        .with_state(state)
+}
+
+/// The function's whole router: `/stream` and `/health`.
+pub fn router(state: StreamState, health: Arc<dyn HealthCheck>) -> Router {
+    with_fallbacks(routes(state).merge(health_router(health)))
+}
+
+async fn stream(State(state): State<StreamState>, request: Request) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let body = request::read_body(request, state.limits.max_body_bytes).await?;
+    let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
+    let model = req
+        .model
+        .clone()
+        .unwrap_or_else(|| state.provider.default_model().to_owned());
+    let conversation = Conversation::start(req.prompt.clone(), state.provider.name(), &model);
+    let id = conversation.id;
+
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(64);
+    // The producer ends (and drops `tx`) only after the record is saved, so the response body
+    // ends after the save: in Lambda, nothing runs once the response is complete.
+    tokio::spawn(run::run(
+        state,
+        conversation,
+        req.into_completion(model),
+        tx,
+        started,
+    ));
+
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        headers.insert("x-conversation-id", v);
+    }
+    Ok(response)
+}

@@ -1,0 +1,20 @@
+//! The `stream` Lambda function (response-streaming mode): wiring only.
+
+use std::sync::Arc;
+
+use common::Settings;
+use common::store::PgStore;
+use stream::{Limits, StreamState};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    common::telemetry::init();
+    let settings = Settings::from_env()?;
+    let store = Arc::new(PgStore::from_settings(&settings)?);
+    let state = StreamState {
+        store: store.clone(),
+        provider: common::provider::from_settings(&settings.provider)?,
+        limits: Limits::from_settings(&settings),
+    };
+    lambda_http::run_with_streaming_response(stream::router(state, store)).await
+}

@@ -1,0 +1,274 @@
+//! One stream from start to saved record. The provider's chunks go to the client as they come;
+//! a saver task beside it writes the row and checkpoints, so the database never delays a chunk.
+//! The record is finished whatever happens: provider error, timeout or a client gone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use common::domain::{Usage, now_micros};
+use common::error::error_chain;
+use common::provider::{Chunk, CompletionRequest, ProviderError};
+use common::{Conversation, Status};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, timeout_at};
+
+use crate::sse::Events;
+use crate::{Limits, StreamState, StreamStore};
+
+/// How a generation ended.
+struct Outcome {
+    result: Result<(Option<String>, Option<Usage>), ProviderError>,
+    ttfb: Option<Duration>,
+    chunks: usize,
+}
+
+pub async fn run(
+    state: StreamState,
+    mut conversation: Conversation,
+    request: CompletionRequest,
+    tx: mpsc::Sender<Bytes>,
+    started: Instant,
+) {
+    let mut events = Events::new(tx);
+    events
+        .send(
+            "start",
+            &json!({"id": conversation.id, "created_at": rfc3339(&conversation)}),
+        )
+        .await;
+
+    let (text_tx, text_rx) = watch::channel(String::new());
+    let saver = tokio::spawn(saver(
+        state.store.clone(),
+        conversation.clone(),
+        text_rx,
+        state.limits.checkpoint_interval,
+    ));
+    let outcome = generate(&state, request, &mut events, &text_tx, started).await;
+    conversation.response = text_tx.borrow().clone();
+    drop(text_tx);
+    // The saver ends once the text channel closes; its last checkpoint lands before the finish.
+    if let Err(e) = saver.await {
+        tracing::error!(error = %e, "checkpoint task failed");
+    }
+
+    let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    conversation.ttfb_ms = outcome.ttfb.map(ms);
+    conversation.duration_ms = Some(ms(started.elapsed()));
+    conversation.updated_at = now_micros();
+    let mut finish_reason = None;
+    let failure = match outcome.result {
+        Ok((reason, usage)) => {
+            conversation.status = Status::Complete;
+            conversation.set_usage(usage.unwrap_or_default());
+            finish_reason = reason;
+            None
+        }
+        Err(e) => {
+            conversation.status = if conversation.response.is_empty() {
+                Status::Failed
+            } else {
+                Status::Partial
+            };
+            conversation.error = Some(e.code().to_owned());
+            tracing::warn!(id = %conversation.id, code = e.code(), error = %error_chain(&e),
+                detail = ?e, "generation failed");
+            Some(e)
+        }
+    };
+
+    let saved = save(state.store.as_ref(), &conversation).await;
+    match failure {
+        None => {
+            events
+                .send(
+                    "done",
+                    &json!({
+                        "id": conversation.id,
+                        "status": conversation.status,
+                        "usage": conversation.usage(),
+                        "finish_reason": finish_reason,
+                        "ttfb_ms": conversation.ttfb_ms,
+                        "duration_ms": conversation.duration_ms,
+                        "saved": saved,
+                    }),
+                )
+                .await;
+        }
+        Some(e) => {
+            events
+                .send(
+                    "error",
+                    &json!({
+                        "id": conversation.id,
+                        "status": conversation.status,
+                        "code": e.code(),
+                        "message": e.public_message(),
+                        "saved": saved,
+                    }),
+                )
+                .await;
+        }
+    }
+    tracing::info!(
+        id = %conversation.id,
+        status = conversation.status.as_str(),
+        error_code = conversation.error.as_deref(),
+        ttfb_ms = conversation.ttfb_ms,
+        duration_ms = conversation.duration_ms,
+        chunks = outcome.chunks,
+        response_bytes = events.bytes,
+        client_connected = events.client_connected(),
+        saved,
+        "stream finished"
+    );
+}
+
+fn rfc3339(c: &Conversation) -> String {
+    c.created_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Drives the provider under the limits, forwarding text as it arrives.
+async fn generate(
+    state: &StreamState,
+    request: CompletionRequest,
+    events: &mut Events,
+    text: &watch::Sender<String>,
+    started: Instant,
+) -> Outcome {
+    let limits: &Limits = &state.limits;
+    let started_t = tokio::time::Instant::from_std(started);
+    let deadline = started_t + limits.total_timeout;
+    let first_deadline = (started_t + limits.first_chunk_timeout).min(deadline);
+    let mut outcome = Outcome {
+        result: Err(ProviderError::Timeout("first chunk")),
+        ttfb: None,
+        chunks: 0,
+    };
+    let mut stream = match timeout_at(first_deadline, state.provider.stream(request)).await {
+        Err(_) => return outcome,
+        Ok(Err(e)) => {
+            outcome.result = Err(e);
+            return outcome;
+        }
+        Ok(Ok(s)) => s,
+    };
+    let mut last_activity = tokio::time::Instant::now();
+    let mut last_chunk = last_activity;
+    loop {
+        let (limit, what) = if outcome.ttfb.is_none() {
+            (first_deadline, "first chunk")
+        } else if last_chunk + limits.idle_timeout < deadline {
+            (last_chunk + limits.idle_timeout, "idle")
+        } else {
+            (deadline, "total")
+        };
+        let keepalive = last_activity + limits.keepalive_interval;
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(Chunk::Text(t))) => {
+                    if outcome.ttfb.is_none() {
+                        outcome.ttfb = Some(started.elapsed());
+                    }
+                    outcome.chunks += 1;
+                    events.send("delta", &json!({"text": t})).await;
+                    text.send_modify(|s| s.push_str(&t));
+                    last_chunk = tokio::time::Instant::now();
+                    last_activity = last_chunk;
+                }
+                Some(Ok(Chunk::Finish { reason, usage })) => {
+                    outcome.result = Ok((reason, usage));
+                    return outcome;
+                }
+                Some(Err(e)) => {
+                    outcome.result = Err(e);
+                    return outcome;
+                }
+                None => {
+                    outcome.result = Err(ProviderError::Incomplete);
+                    return outcome;
+                }
+            },
+            () = sleep_until(limit) => {
+                outcome.result = Err(ProviderError::Timeout(what));
+                return outcome;
+            }
+            () = sleep_until(keepalive) => {
+                events.comment("keep-alive").await;
+                last_activity = tokio::time::Instant::now();
+            }
+        }
+    }
+}
+
+/// Writes the row at the start, then the text so far at most once per `interval` while it
+/// changes. Ends when the text channel closes.
+async fn saver(
+    store: Arc<dyn StreamStore>,
+    conversation: Conversation,
+    mut text: watch::Receiver<String>,
+    interval: Duration,
+) {
+    if let Err(e) = store.create(&conversation).await {
+        tracing::warn!(id = %conversation.id, error = %error_chain(&e),
+            "could not write the conversation's first row; the end will be retried");
+        return;
+    }
+    let mut last = tokio::time::Instant::now();
+    loop {
+        if text.changed().await.is_err() {
+            return;
+        }
+        let due = sleep_until(last + interval);
+        tokio::pin!(due);
+        loop {
+            tokio::select! {
+                () = &mut due => break,
+                changed = text.changed() => if changed.is_err() { return },
+            }
+        }
+        let snapshot = text.borrow_and_update().clone();
+        if let Err(e) = store.checkpoint(conversation.id, &snapshot).await {
+            tracing::warn!(id = %conversation.id, error = %error_chain(&e), "checkpoint failed");
+        }
+        last = tokio::time::Instant::now();
+    }
+}
+
+/// Writes the final record, retrying with backoff. When every try fails, the whole record goes
+/// to the log as one `unsaved_record` line that `local replay` puts back into the table.
+async fn save(store: &dyn StreamStore, conversation: &Conversation) -> bool {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(4)
+        .with_jitter();
+    let result = (|| store.finish(conversation))
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .notify(|e, delay| {
+            tracing::warn!(id = %conversation.id, error = %error_chain(e), ?delay,
+                "saving the conversation failed; retrying");
+        })
+        .await;
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            let record = serde_json::to_string(conversation).unwrap_or_default();
+            tracing::error!(
+                event = "unsaved_record",
+                id = %conversation.id,
+                error = %error_chain(&e),
+                record = %record,
+                "conversation could not be saved; replay this line with `make replay`"
+            );
+            false
+        }
+    }
+}

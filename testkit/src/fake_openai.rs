@@ -1,0 +1,186 @@
+//! A local OpenAI-compatible Chat Completions server that writes SSE exactly as OpenAI does:
+//! `data: {json}\n\n` chunks, a usage chunk, `data: [DONE]`; and on demand the failures a real
+//! provider shows (error statuses with `Retry-After`, stalls, cut connections, garbage).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// `data: <payload>\n\n`.
+    Data(String),
+    /// Bytes written as they are.
+    Raw(String),
+    /// Silence.
+    Sleep(Duration),
+    /// The connection is cut here (no `[DONE]`).
+    Cut,
+}
+
+/// What the server answers to one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A non-2xx answer with a JSON error body and an optional `Retry-After` (seconds).
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// A `200 text/event-stream` answer made of these parts.
+    Stream(Vec<Part>),
+}
+
+/// A chunk carrying `text`, as OpenAI writes it.
+pub fn content_chunk(text: &str) -> Part {
+    Part::Data(
+        json!({
+            "id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": "test-model",
+            "choices": [{"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]
+        })
+        .to_string(),
+    )
+}
+
+/// The whole answer `words`, one chunk each, `gap` apart: role chunk, content chunks, finish
+/// chunk, usage chunk and `[DONE]`.
+pub fn answer(words: &[&str], gap: Duration) -> Vec<Part> {
+    let mut parts = vec![Part::Data(
+        json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+               "model": "test-model",
+               "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})
+        .to_string(),
+    )];
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 && !gap.is_zero() {
+            parts.push(Part::Sleep(gap));
+        }
+        parts.push(content_chunk(w));
+    }
+    parts.push(Part::Data(
+        json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+               "model": "test-model", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        .to_string(),
+    ));
+    parts.push(Part::Data(
+        json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+               "model": "test-model", "choices": [],
+               "usage": {"prompt_tokens": 9, "completion_tokens": words.len(), "total_tokens": 9 + words.len()}})
+        .to_string(),
+    ));
+    parts.push(Part::Data("[DONE]".into()));
+    parts
+}
+
+#[derive(Default)]
+struct Shared {
+    script: Mutex<VecDeque<Reply>>,
+    last: Mutex<Option<Reply>>,
+    requests: Mutex<Vec<Value>>,
+}
+
+/// A running fake provider. Replies are used in order; the last one repeats.
+pub struct FakeOpenAi {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl FakeOpenAi {
+    pub async fn start(script: Vec<Reply>) -> Self {
+        let shared = Arc::new(Shared {
+            script: Mutex::new(script.into()),
+            ..Shared::default()
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(handle))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, shared }
+    }
+
+    /// The `OPENAI_BASE_URL` for this server.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The JSON bodies received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.requests.lock().unwrap().push(parsed);
+    let reply = {
+        let mut script = shared.script.lock().unwrap();
+        let mut last = shared.last.lock().unwrap();
+        match script.pop_front() {
+            Some(r) => {
+                *last = Some(r.clone());
+                r
+            }
+            None => last
+                .clone()
+                .unwrap_or(Reply::Stream(answer(&["ok"], Duration::ZERO))),
+        }
+    };
+    match reply {
+        Reply::Status {
+            status,
+            retry_after,
+        } => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = (
+                code,
+                axum::Json(
+                    json!({"error": {"message": "scripted failure", "type": "server_error",
+                                             "param": null, "code": null}}),
+                ),
+            )
+                .into_response();
+            if let Some(s) = retry_after {
+                resp.headers_mut().insert(
+                    "retry-after",
+                    HeaderValue::from_str(&s.to_string()).unwrap(),
+                );
+            }
+            resp
+        }
+        Reply::Stream(parts) => {
+            let stream = futures_util::stream::unfold(parts.into_iter(), |mut parts| async move {
+                loop {
+                    match parts.next()? {
+                        Part::Sleep(d) => tokio::time::sleep(d).await,
+                        Part::Data(d) => {
+                            return Some((Ok(Bytes::from(format!("data: {d}\n\n"))), parts));
+                        }
+                        Part::Raw(r) => return Some((Ok(Bytes::from(r)), parts)),
+                        Part::Cut => {
+                            let cut = std::io::Error::other("connection cut by the test");
+                            return Some((Err(cut), parts));
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream; charset=utf-8")
+                .header("cache-control", "no-cache")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+    }
+}

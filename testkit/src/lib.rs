@@ -1,0 +1,135 @@
+//! Test support: a fresh, migrated PostgreSQL database per test (dropped afterwards), and a local
+//! OpenAI-compatible server that writes the real SSE wire format, failure modes included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fake_openai;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::Settings;
+use common::store::PgStore;
+
+/// The server tests create their databases on: `TEST_DATABASE_URL`, else `DATABASE_URL`, else
+/// the local PostgreSQL.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database made for one test, migrated, and dropped when this value is dropped.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin = admin_url();
+        let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin}: {e}"));
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = replace_db_name(&admin, &name);
+        let db = Self { url, name, admin };
+        let pool = common::db::pool(&db.settings().db).expect("pool");
+        common::db::migrate(&pool).await.expect("migrate");
+        pool.close();
+        db
+    }
+
+    /// Settings for this database with the given extra variables (offline provider by default).
+    pub fn settings_with(&self, extra: &[(&str, &str)]) -> Settings {
+        let mut env: HashMap<&str, &str> = HashMap::new();
+        env.insert("DATABASE_URL", &self.url);
+        env.insert("DB_CONNECT_TIMEOUT_MS", "2000");
+        for (k, v) in extra {
+            env.insert(k, v);
+        }
+        Settings::from_source(&env).expect("test settings")
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings_with(&[])
+    }
+
+    /// A store on this database.
+    pub fn store(&self) -> PgStore {
+        let s = self.settings();
+        PgStore::new(
+            common::db::pool(&s.db).expect("pool"),
+            s.provider.total_timeout + Duration::from_secs(60),
+        )
+    }
+
+    /// A plain client, for checks the store does not offer.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop runs outside async: use a small runtime on its own thread.
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&sql).await;
+                }
+            });
+        });
+        let _ = handle.join();
+    }
+}
+
+/// `postgres://u@h:p/old?x` with the database name replaced.
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{name}?{q}"),
+        None => format!("{host_part}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(
+            super::replace_db_name("postgres://u@h:5432/postgres?sslmode=disable", "t1"),
+            "postgres://u@h:5432/t1?sslmode=disable"
+        );
+        assert_eq!(
+            super::replace_db_name("postgres://u@h", "t1"),
+            "postgres://u@h/t1"
+        );
+    }
+}
