@@ -2,13 +2,18 @@
 //! OpenAI-compatible server that writes the real SSE wire format, failure modes included.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod call;
 pub mod fake_openai;
+pub mod proxy;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use common::Settings;
+use common::domain::now_micros;
 use common::store::PgStore;
+use common::{Conversation, Status};
 
 /// The server tests create their databases on: `TEST_DATABASE_URL`, else `DATABASE_URL`, else
 /// the local PostgreSQL.
@@ -100,6 +105,37 @@ impl Drop for TestDb {
         });
         let _ = handle.join();
     }
+}
+
+/// Inserts `n` complete conversations in one statement, newest last; every `tie_every` rows share
+/// one `created_at` (to test ordering among equal timestamps). Returns them oldest first.
+pub async fn seed(db: &TestDb, n: usize, tie_every: usize) -> Vec<Conversation> {
+    let base = now_micros() - Duration::from_secs(n as u64 + 10);
+    let rows: Vec<Conversation> = (0..n)
+        .map(|i| {
+            let mut c = Conversation::start(format!("prompt {i}"), "offline", "seed");
+            c.response = format!("response {i}");
+            c.status = Status::Complete;
+            c.created_at = base + Duration::from_secs((i / tie_every.max(1)) as u64);
+            c.updated_at = c.created_at;
+            c
+        })
+        .collect();
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|c| c.id).collect();
+    let prompts: Vec<&str> = rows.iter().map(|c| c.prompt.as_str()).collect();
+    let responses: Vec<&str> = rows.iter().map(|c| c.response.as_str()).collect();
+    let times: Vec<time::OffsetDateTime> = rows.iter().map(|c| c.created_at).collect();
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO conversations (id, prompt, response, status, provider, model, created_at, updated_at) \
+             SELECT id, p, r, 'complete', 'offline', 'seed', t, t \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS x(id, p, r, t)",
+            &[&ids, &prompts, &responses, &times],
+        )
+        .await
+        .expect("seed");
+    rows
 }
 
 /// `postgres://u@h:p/old?x` with the database name replaced.

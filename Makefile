@@ -1,0 +1,43 @@
+# The project's commands. Targets call scripts in infra/; nothing here needs to be installed by
+# hand beyond Rust, Python 3 and (if no PostgreSQL is running) PostgreSQL's server binaries.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
+VENV := $(CURDIR)/.venv
+
+.PHONY: dev test migrate replay lambda-watch tools fmt lint pg-stop
+
+## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
+dev:
+	@url="$$(infra/pg.sh dev)" && echo "DATABASE_URL=$$url" && \
+	  DATABASE_URL="$$url" LOG_FORMAT="$${LOG_FORMAT:-pretty}" cargo run -p local --bin local -- serve
+
+## make test: the whole suite against a real PostgreSQL (found or started the same way)
+test:
+	@infra/test.sh
+
+## make migrate: apply pending migrations to $$DATABASE_URL (or the dev database)
+migrate:
+	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- migrate
+
+## make replay < log: put `unsaved_record` log lines back into the table
+replay:
+	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- replay $(FILE)
+
+## make lambda-watch: the Lambda emulator on :9000 (function URLs under /lambda-url/<function>/)
+lambda-watch: tools
+	@url="$$(infra/pg.sh dev)" && PATH="$(VENV)/bin:$$PATH" \
+	  cargo lambda watch --env-var DATABASE_URL="$$url"
+
+## make tools: the project-local Python venv with cargo-lambda
+tools:
+	@infra/tools.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+pg-stop:
+	@infra/pg.sh stop

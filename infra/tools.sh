@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the project's own tools into .venv (cargo-lambda, which brings zig) and makes sure
+# cargo-nextest is there. Idempotent and quiet when everything is already installed.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.venv"
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "tools.sh: creating $venv" >&2
+  python3 -m venv "$venv"
+fi
+if [ ! -x "$venv/bin/cargo-lambda" ]; then
+  echo "tools.sh: installing cargo-lambda into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==1.9.2"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "tools.sh: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi
