@@ -13,3 +13,9 @@ pub mod telemetry;
 pub use domain::{Conversation, Status};
 pub use error::ApiError;
 pub use settings::Settings;
+
+/// Makes ring the process-wide rustls crypto provider (for HTTP clients built without an
+/// explicit TLS configuration). Harmless when called again.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -23,6 +23,12 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// An HTTP client for tests (ring as the TLS provider).
+pub fn http_client() -> reqwest::Client {
+    common::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// A database made for one test, migrated, and dropped when this value is dropped.
 pub struct TestDb {
     pub url: String,
