@@ -9,7 +9,12 @@ use tower::ServiceExt;
 
 /// Sends one request; returns the status and the body as JSON (`Value::Null` when empty,
 /// a string when not JSON).
-pub async fn call(router: &Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+pub async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
     let request = Request::builder()
         .method(method)
         .uri(uri)
@@ -35,7 +40,12 @@ pub async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
 
 /// Asserts the JSON error body shape and returns its code.
 pub fn error_code(body: &Value) -> &str {
-    let code = body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"));
-    assert!(body["error"]["message"].is_string(), "no error message in {body}");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"));
+    assert!(
+        body["error"]["message"].is_string(),
+        "no error message in {body}"
+    );
     code
 }

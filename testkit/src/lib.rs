@@ -4,6 +4,7 @@
 
 pub mod call;
 pub mod fake_openai;
+pub mod process;
 pub mod proxy;
 pub mod sse;
 

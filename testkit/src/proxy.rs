@@ -54,10 +54,12 @@ impl PgProxy {
         }
     }
 
-    /// New connections are closed at once and open ones are cut.
-    pub fn down(&self) {
+    /// New connections are closed at once and open ones are cut (within 20 ms; this waits
+    /// for that).
+    pub async fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
     pub fn up(&self) {

@@ -45,10 +45,8 @@ pub async fn read(resp: reqwest::Response, stop_after: Option<usize>) -> Vec<Rec
         let Ok(chunk) = chunk else { break };
         buf.push_str(&String::from_utf8_lossy(&chunk));
         drain_events(&mut buf, Instant::now(), &mut out);
-        if let Some(n) = stop_after {
-            if out.iter().filter(|e| e.name == "delta").count() >= n {
-                break;
-            }
+        if stop_after.is_some_and(|n| out.iter().filter(|e| e.name == "delta").count() >= n) {
+            break;
         }
     }
     out

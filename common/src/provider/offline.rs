@@ -53,11 +53,11 @@ impl Provider for OfflineProvider {
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
         let mut chunks = Self::chunks(&request.prompt);
         let mut reason = "stop";
-        if let Some(max) = request.max_tokens {
-            if chunks.len() > max as usize {
-                chunks.truncate(max as usize);
-                reason = "length";
-            }
+        if let Some(max) = request.max_tokens.map(|m| m as usize)
+            && chunks.len() > max
+        {
+            chunks.truncate(max);
+            reason = "length";
         }
         let usage = Usage {
             prompt_tokens: i32::try_from(request.prompt.split_whitespace().count()).ok(),

@@ -31,7 +31,12 @@ async fn an_unknown_id_is_404_and_a_malformed_one_422() {
     let (status, body) = get(&app, &format!("/history/{}", uuid::Uuid::now_v7())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "not_found");
-    for bad in ["abc", "123", "0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4", "%27%20or%201%3D1"] {
+    for bad in [
+        "abc",
+        "123",
+        "0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4",
+        "%27%20or%201%3D1",
+    ] {
         let (status, body) = get(&app, &format!("/history/{bad}")).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         assert_eq!(error_code(&body), "invalid_request");
@@ -66,14 +71,20 @@ async fn checkpoints_update_a_streaming_row_but_never_a_finished_one() {
     store.create(&c).await.unwrap();
     store.checkpoint(c.id, "half").await.unwrap();
     let got = store.get(c.id).await.unwrap().unwrap();
-    assert_eq!((got.status, got.response.as_str()), (Status::Streaming, "half"));
+    assert_eq!(
+        (got.status, got.response.as_str()),
+        (Status::Streaming, "half")
+    );
 
     c.response = "whole".into();
     c.status = Status::Complete;
     store.finish(&c).await.unwrap();
     store.checkpoint(c.id, "late").await.unwrap();
     let got = store.get(c.id).await.unwrap().unwrap();
-    assert_eq!((got.status, got.response.as_str()), (Status::Complete, "whole"));
+    assert_eq!(
+        (got.status, got.response.as_str()),
+        (Status::Complete, "whole")
+    );
 }
 
 #[tokio::test]

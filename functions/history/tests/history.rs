@@ -39,7 +39,7 @@ async fn pages_are_newest_first_with_ties_broken_by_id() {
     // 30 rows, every 3 sharing one created_at.
     let rows = seed(&db, 30, 3).await;
     let mut expected = rows.clone();
-    expected.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    expected.sort_by_key(|c| std::cmp::Reverse((c.created_at, c.id)));
     let expected: Vec<String> = expected.iter().map(|c| c.id.to_string()).collect();
 
     let app = app(&db);
@@ -111,7 +111,7 @@ async fn a_cursor_walk_over_ten_thousand_rows_returns_each_row_once_newest_first
     let unique: HashSet<_> = seen.iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(unique.len(), rows.len(), "a row came twice");
     let mut expected = rows.clone();
-    expected.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    expected.sort_by_key(|c| std::cmp::Reverse((c.created_at, c.id)));
     let expected: Vec<String> = expected.iter().map(|c| c.id.to_string()).collect();
     let got: Vec<String> = seen.into_iter().map(|(_, id)| id).collect();
     assert_eq!(got, expected);
@@ -158,7 +158,10 @@ async fn health_reports_the_database_down_with_503() {
     let (status, body) = get(&app, "/history").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&body), "database_unavailable");
-    assert!(!body.to_string().contains("127.0.0.1"), "internal detail leaked: {body}");
+    assert!(
+        !body.to_string().contains("127.0.0.1"),
+        "internal detail leaked: {body}"
+    );
 }
 
 #[tokio::test]

@@ -45,7 +45,10 @@ async fn serve(db: TestDb, extra: &[(&str, &str)]) -> Harness {
 /// A harness whose provider is `fake`, with extra settings.
 async fn with_fake(fake: &FakeOpenAi, extra: &[(&str, &str)]) -> Harness {
     let base = fake.base_url();
-    let mut env = vec![("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", base.as_str())];
+    let mut env = vec![
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", base.as_str()),
+    ];
     env.extend_from_slice(extra);
     serve(TestDb::new().await, &env).await
 }
@@ -63,7 +66,12 @@ impl Harness {
     async fn stream(&self, prompt: &str) -> Vec<Received> {
         let resp = self.post(&json!({"prompt": prompt}).to_string()).await;
         assert_eq!(resp.status(), 200);
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
         assert_eq!(resp.headers()["cache-control"], "no-cache");
         assert!(resp.headers().contains_key("x-conversation-id"));
         sse::read(resp, None).await
@@ -74,10 +82,10 @@ impl Harness {
         let id = uuid::Uuid::parse_str(id).unwrap();
         let until = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(c) = self.store.get(id).await.unwrap() {
-                if c.status != Status::Streaming {
-                    return c;
-                }
+            if let Some(c) = self.store.get(id).await.unwrap()
+                && c.status != Status::Streaming
+            {
+                return c;
             }
             assert!(Instant::now() < until, "row {id} never finished");
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -106,10 +114,17 @@ fn last(events: &[Received]) -> &Value {
 
 #[tokio::test]
 async fn events_come_in_order_and_the_saved_response_is_the_deltas_joined() {
-    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&["Hel", "lo ", "world"], Duration::ZERO))]).await;
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &["Hel", "lo ", "world"],
+        Duration::ZERO,
+    ))])
+    .await;
     let h = with_fake(&fake, &[("LLM_MODEL", "test-model")]).await;
     let events = h.stream("say hello").await;
-    assert_eq!(sse::names(&events), ["start", "delta", "delta", "delta", "done"]);
+    assert_eq!(
+        sse::names(&events),
+        ["start", "delta", "delta", "delta", "done"]
+    );
     assert!(events[0].data["created_at"].is_string());
     let done = last(&events);
     assert_eq!(done["status"], "complete");
@@ -121,8 +136,14 @@ async fn events_come_in_order_and_the_saved_response_is_the_deltas_joined() {
     assert_eq!(row.response, "Hello world");
     assert_eq!(sse::text(&events), row.response);
     assert_eq!(row.status, Status::Complete);
-    assert_eq!((row.prompt_tokens, row.completion_tokens, row.total_tokens), (Some(9), Some(3), Some(12)));
-    assert_eq!((row.provider.as_str(), row.model.as_str()), ("openai", "test-model"));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens, row.total_tokens),
+        (Some(9), Some(3), Some(12))
+    );
+    assert_eq!(
+        (row.provider.as_str(), row.model.as_str()),
+        ("openai", "test-model")
+    );
 
     let sent = &fake.requests()[0];
     assert_eq!(sent["stream"], true);
@@ -140,14 +161,20 @@ async fn chunks_reach_the_client_one_by_one_as_the_provider_sends_them() {
     assert_eq!(deltas.len(), 4);
     for pair in deltas.windows(2) {
         let apart = pair[1].at - pair[0].at;
-        assert!(apart >= gap / 2, "deltas arrived together ({apart:?} apart): buffered");
+        assert!(
+            apart >= gap / 2,
+            "deltas arrived together ({apart:?} apart): buffered"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_429_before_the_first_chunk_is_retried_and_then_succeeds() {
     let fake = FakeOpenAi::start(vec![
-        Reply::Status { status: 429, retry_after: Some(0) },
+        Reply::Status {
+            status: 429,
+            retry_after: Some(0),
+        },
         Reply::Stream(answer(&["fine"], Duration::ZERO)),
     ])
     .await;
@@ -156,19 +183,32 @@ async fn a_429_before_the_first_chunk_is_retried_and_then_succeeds() {
     assert_eq!(last(&events)["status"], "complete");
     assert_eq!(fake.requests().len(), 2);
     let row = h.finished_row(&id_of(&events)).await;
-    assert_eq!((row.status, row.response.as_str()), (Status::Complete, "fine"));
+    assert_eq!(
+        (row.status, row.response.as_str()),
+        (Status::Complete, "fine")
+    );
 }
 
 #[tokio::test]
 async fn a_500_before_the_first_chunk_ends_failed_after_the_retries() {
-    let fake = FakeOpenAi::start(vec![Reply::Status { status: 500, retry_after: None }]).await;
+    let fake = FakeOpenAi::start(vec![Reply::Status {
+        status: 500,
+        retry_after: None,
+    }])
+    .await;
     let h = with_fake(&fake, &[("LLM_MAX_RETRIES", "1")]).await;
     let events = h.stream("x").await;
     assert_eq!(sse::names(&events), ["start", "error"]);
     let err = last(&events);
-    assert_eq!((err["status"].as_str(), err["code"].as_str()), (Some("failed"), Some("provider_error")));
+    assert_eq!(
+        (err["status"].as_str(), err["code"].as_str()),
+        (Some("failed"), Some("provider_error"))
+    );
     assert_eq!(err["saved"], true);
-    assert!(!err.to_string().contains("scripted failure"), "provider body leaked: {err}");
+    assert!(
+        !err.to_string().contains("scripted failure"),
+        "provider body leaked: {err}"
+    );
     assert_eq!(fake.requests().len(), 2);
     let row = h.finished_row(&id_of(&events)).await;
     assert_eq!((row.status, row.response.as_str()), (Status::Failed, ""));
@@ -177,7 +217,11 @@ async fn a_500_before_the_first_chunk_ends_failed_after_the_retries() {
 
 #[tokio::test]
 async fn a_400_is_not_retried() {
-    let fake = FakeOpenAi::start(vec![Reply::Status { status: 400, retry_after: None }]).await;
+    let fake = FakeOpenAi::start(vec![Reply::Status {
+        status: 400,
+        retry_after: None,
+    }])
+    .await;
     let h = with_fake(&fake, &[]).await;
     let events = h.stream("x").await;
     assert_eq!(last(&events)["status"], "failed");
@@ -194,9 +238,15 @@ async fn a_connection_cut_after_some_chunks_saves_the_text_as_partial() {
     let h = with_fake(&fake, &[]).await;
     let events = h.stream("x").await;
     let err = last(&events);
-    assert_eq!((err["status"].as_str(), err["code"].as_str()), (Some("partial"), Some("provider_disconnected")));
+    assert_eq!(
+        (err["status"].as_str(), err["code"].as_str()),
+        (Some("partial"), Some("provider_disconnected"))
+    );
     let row = h.finished_row(&id_of(&events)).await;
-    assert_eq!((row.status, row.response.as_str()), (Status::Partial, "Hello"));
+    assert_eq!(
+        (row.status, row.response.as_str()),
+        (Status::Partial, "Hello")
+    );
     assert_eq!(row.error.as_deref(), Some("provider_disconnected"));
 }
 
@@ -208,12 +258,19 @@ async fn a_stream_that_ends_without_done_is_not_a_success() {
     let events = h.stream("x").await;
     assert_eq!(last(&events)["status"], "partial");
     let row = h.finished_row(&id_of(&events)).await;
-    assert_eq!((row.status, row.response.as_str()), (Status::Partial, "only this"));
+    assert_eq!(
+        (row.status, row.response.as_str()),
+        (Status::Partial, "only this")
+    );
 }
 
 #[tokio::test]
 async fn a_malformed_chunk_stops_the_stream_and_keeps_the_text() {
-    let parts = vec![content_chunk("Hi"), Part::Raw("data: {\"choices\": [oops\n\n".into()), content_chunk("never")];
+    let parts = vec![
+        content_chunk("Hi"),
+        Part::Raw("data: {\"choices\": [oops\n\n".into()),
+        content_chunk("never"),
+    ];
     let fake = FakeOpenAi::start(vec![Reply::Stream(parts)]).await;
     let h = with_fake(&fake, &[]).await;
     let events = h.stream("x").await;
@@ -238,12 +295,19 @@ async fn an_error_payload_mid_stream_is_a_provider_error() {
 
 #[tokio::test]
 async fn a_stall_past_the_idle_timeout_ends_partial() {
-    let parts = vec![content_chunk("Hi"), Part::Sleep(Duration::from_secs(10)), content_chunk("late")];
+    let parts = vec![
+        content_chunk("Hi"),
+        Part::Sleep(Duration::from_secs(10)),
+        content_chunk("late"),
+    ];
     let fake = FakeOpenAi::start(vec![Reply::Stream(parts)]).await;
     let h = with_fake(&fake, &[("LLM_IDLE_TIMEOUT_MS", "300")]).await;
     let started = Instant::now();
     let events = h.stream("x").await;
-    assert!(started.elapsed() < Duration::from_secs(8), "the idle timeout did not fire");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the idle timeout did not fire"
+    );
     assert_eq!(last(&events)["code"], "provider_timeout");
     let row = h.finished_row(&id_of(&events)).await;
     assert_eq!((row.status, row.response.as_str()), (Status::Partial, "Hi"));
@@ -269,17 +333,28 @@ async fn a_silent_provider_gets_keep_alive_comments() {
     let events = h.stream("x").await;
     let comments = events.iter().filter(|e| e.name == ":").count();
     assert!(comments >= 2, "{events:?}");
-    assert!(events.iter().any(|e| e.name == ":" && e.data == "keep-alive"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.name == ":" && e.data == "keep-alive")
+    );
     assert_eq!(last(&events)["status"], "complete");
 }
 
 #[tokio::test]
 async fn the_client_leaving_after_two_chunks_does_not_stop_the_record() {
     let words = ["one ", "two ", "three ", "four ", "five ", "six"];
-    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&words, Duration::from_millis(100)))]).await;
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &words,
+        Duration::from_millis(100),
+    ))])
+    .await;
     let h = with_fake(&fake, &[]).await;
     let resp = h.post(r#"{"prompt":"count"}"#).await;
-    let id = resp.headers()["x-conversation-id"].to_str().unwrap().to_owned();
+    let id = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let events = sse::read(resp, Some(2)).await;
     assert_eq!(sse::text(&events), "one two ");
     // reading stopped and the response was dropped: the client is gone
@@ -292,20 +367,32 @@ async fn the_client_leaving_after_two_chunks_does_not_stop_the_record() {
 async fn long_streams_are_checkpointed_while_they_run() {
     let words: Vec<String> = (0..12).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&refs, Duration::from_millis(100)))]).await;
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &refs,
+        Duration::from_millis(100),
+    ))])
+    .await;
     let h = with_fake(&fake, &[("CHECKPOINT_INTERVAL_MS", "150")]).await;
     let resp = h.post(r#"{"prompt":"long"}"#).await;
     let id = uuid::Uuid::parse_str(resp.headers()["x-conversation-id"].to_str().unwrap()).unwrap();
     let reader = tokio::spawn(sse::read(resp, None));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let mid = h.store.get(id).await.unwrap().expect("the row exists while streaming");
+    let mid = h
+        .store
+        .get(id)
+        .await
+        .unwrap()
+        .expect("the row exists while streaming");
     assert_eq!(mid.status, Status::Streaming);
     assert!(!mid.response.is_empty(), "no checkpoint after 700 ms");
     assert!(words.concat().starts_with(&mid.response));
     assert!(mid.response.len() < words.concat().len());
     let events = reader.await.unwrap();
     assert_eq!(last(&events)["status"], "complete");
-    assert_eq!(h.finished_row(&id.to_string()).await.response, words.concat());
+    assert_eq!(
+        h.finished_row(&id.to_string()).await.response,
+        words.concat()
+    );
 }
 
 #[tokio::test]
@@ -313,7 +400,11 @@ async fn with_the_database_down_at_the_start_the_client_is_served_and_the_end_is
     let db = TestDb::new().await;
     let proxy = PgProxy::start(host_port(&db.url)).await;
     let url = proxy.url_for(&db.url);
-    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&["a ", "b ", "c ", "d"], Duration::from_millis(150)))]).await;
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &["a ", "b ", "c ", "d"],
+        Duration::from_millis(150),
+    ))])
+    .await;
     let base = fake.base_url();
     let h = serve(
         db,
@@ -325,7 +416,7 @@ async fn with_the_database_down_at_the_start_the_client_is_served_and_the_end_is
         ],
     )
     .await;
-    proxy.down();
+    proxy.down().await;
     let resp = h.post(r#"{"prompt":"x"}"#).await;
     assert_eq!(resp.status(), 200);
     let reader = tokio::spawn(sse::read(resp, None));
@@ -335,7 +426,10 @@ async fn with_the_database_down_at_the_start_the_client_is_served_and_the_end_is
     assert_eq!(sse::text(&events), "a b c d");
     assert_eq!(last(&events)["saved"], true);
     let row = h.finished_row(&id_of(&events)).await;
-    assert_eq!((row.status, row.response.as_str()), (Status::Complete, "a b c d"));
+    assert_eq!(
+        (row.status, row.response.as_str()),
+        (Status::Complete, "a b c d")
+    );
 }
 
 #[tokio::test]
@@ -343,17 +437,35 @@ async fn with_the_database_gone_for_good_the_client_is_told_the_record_was_not_s
     let db = TestDb::new().await;
     let proxy = PgProxy::start(host_port(&db.url)).await;
     let url = proxy.url_for(&db.url);
-    let h = serve(db, &[("DATABASE_URL", url.as_str()), ("DB_CONNECT_TIMEOUT_MS", "200"), ("OFFLINE_CHUNK_DELAY_MS", "0")]).await;
-    proxy.down();
+    let h = serve(
+        db,
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("DB_CONNECT_TIMEOUT_MS", "200"),
+            ("OFFLINE_CHUNK_DELAY_MS", "0"),
+        ],
+    )
+    .await;
+    proxy.down().await;
     let events = h.stream("hello").await;
-    assert_eq!(sse::text(&events), common::provider::OfflineProvider::answer("hello"));
+    assert_eq!(
+        sse::text(&events),
+        common::provider::OfflineProvider::answer("hello")
+    );
     let done = last(&events);
-    assert_eq!((done["status"].as_str(), done["saved"].as_bool()), (Some("complete"), Some(false)));
+    assert_eq!(
+        (done["status"].as_str(), done["saved"].as_bool()),
+        (Some("complete"), Some(false))
+    );
 }
 
 #[tokio::test]
 async fn bad_bodies_get_422_or_413_with_the_json_error_and_save_nothing() {
-    let h = serve(TestDb::new().await, &[("MAX_PROMPT_CHARS", "10"), ("MAX_BODY_BYTES", "1024")]).await;
+    let h = serve(
+        TestDb::new().await,
+        &[("MAX_PROMPT_CHARS", "10"), ("MAX_BODY_BYTES", "1024")],
+    )
+    .await;
     let cases: [(&str, u16, &str); 8] = [
         ("{", 422, "invalid_json"),
         ("", 422, "invalid_json"),
@@ -361,8 +473,16 @@ async fn bad_bodies_get_422_or_413_with_the_json_error_and_save_nothing() {
         (r#"{"prompt": 5}"#, 422, "invalid_request"),
         (r#"{"text": "hi"}"#, 422, "invalid_request"),
         (r#"{"prompt": ""}"#, 422, "invalid_request"),
-        (r#"{"prompt": "this is longer than ten"}"#, 422, "prompt_too_long"),
-        (r#"{"prompt": "ok", "temperature": "hot"}"#, 422, "invalid_request"),
+        (
+            r#"{"prompt": "this is longer than ten"}"#,
+            422,
+            "prompt_too_long",
+        ),
+        (
+            r#"{"prompt": "ok", "temperature": "hot"}"#,
+            422,
+            "invalid_request",
+        ),
     ];
     for (body, status, code) in cases {
         let resp = h.post(body).await;
@@ -376,7 +496,8 @@ async fn bad_bodies_get_422_or_413_with_the_json_error_and_save_nothing() {
     let json: Value = resp.json().await.unwrap();
     assert_eq!(testkit::call::error_code(&json), "payload_too_large");
     // A body with no length header (chunked) is held to the same limit.
-    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>("x".repeat(500))));
+    let chunks =
+        futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>("x".repeat(500))));
     let resp = h
         .http
         .post(format!("http://{}/stream", h.addr))
@@ -405,7 +526,10 @@ async fn fifty_concurrent_streams_are_all_saved() {
     }
     let client = h.db.client().await;
     let n: i64 = client
-        .query_one("SELECT count(*) FROM conversations WHERE status = 'complete'", &[])
+        .query_one(
+            "SELECT count(*) FROM conversations WHERE status = 'complete'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -1,0 +1,185 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The Lambda path for real: the function binaries run under `cargo lambda watch` (the Lambda
+//! runtime API emulator) and are called through their function URLs.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::process::{Proc, free_port, wait_ok, workspace_root};
+use testkit::sse;
+use testkit::{TestDb, seed};
+
+fn cargo_lambda() -> PathBuf {
+    let path = std::env::var("CARGO_LAMBDA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(".venv/bin/cargo-lambda"));
+    assert!(
+        path.exists(),
+        "cargo-lambda not found at {}: run `make test` (it installs it into .venv)",
+        path.display()
+    );
+    path
+}
+
+/// A client that gives up on a request after a minute, so a dead function fails the test
+/// instead of hanging it.
+fn client() -> reqwest::Client {
+    common::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// `cargo lambda watch` on a free port with the functions pointed at `db`.
+async fn watch(db: &TestDb, extra_env: &str) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = Command::new(cargo_lambda());
+    cmd.current_dir(workspace_root())
+        .args([
+            "lambda",
+            "watch",
+            "--ignore-changes",
+            "-A",
+            "127.0.0.1",
+            "-P",
+        ])
+        .arg(port.to_string())
+        .arg("--env-var")
+        .arg(format!("DATABASE_URL={}{extra_env}", db.url));
+    let proc = Proc::spawn(cmd, "cargo-lambda-watch");
+    let base = format!("http://127.0.0.1:{port}/lambda-url");
+    (proc, base)
+}
+
+#[tokio::test]
+async fn history_and_get_answer_through_their_function_urls() {
+    let db = TestDb::new().await;
+    let rows = seed(&db, 5, 1).await;
+    let (proc, base) = watch(&db, "").await;
+    let http = client();
+    // The first call may build the function: allow time for that.
+    wait_ok(
+        &http,
+        &format!("{base}/history/health"),
+        Duration::from_secs(240),
+        || proc.output(),
+    )
+    .await;
+
+    let page: Value = http
+        .get(format!("{base}/history/history?limit=2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [rows[4].id.to_string(), rows[3].id.to_string()]);
+    let cursor = page["next_cursor"].as_str().expect("a next cursor");
+    let next: Value = http
+        .get(format!("{base}/history/history?limit=2&cursor={cursor}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["items"][0]["id"], rows[2].id.to_string());
+
+    let resp = http
+        .get(format!("{base}/history/history?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+
+    let one = http
+        .get(format!("{base}/get/history/{}", rows[0].id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let one: Value = one.json().await.unwrap();
+    assert_eq!(one["prompt"], rows[0].prompt);
+    let missing = http
+        .get(format!("{base}/get/history/{}", uuid::Uuid::now_v7()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(testkit::call::error_code(&body), "not_found");
+    let bad = http
+        .get(format!("{base}/get/history/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+}
+
+#[tokio::test]
+async fn the_stream_function_url_delivers_chunks_one_by_one_and_saves_the_record() {
+    let db = TestDb::new().await;
+    let (proc, base) = watch(&db, ",OFFLINE_CHUNK_DELAY_MS=150").await;
+    let http = client();
+    wait_ok(
+        &http,
+        &format!("{base}/stream/health"),
+        Duration::from_secs(240),
+        || proc.output(),
+    )
+    .await;
+
+    let resp = http
+        .post(format!("{base}/stream/stream"))
+        .body(r#"{"prompt":"stream through lambda"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = sse::read(resp, None).await;
+    assert_eq!(
+        events.first().map(|e| e.name.as_str()),
+        Some("start"),
+        "{}",
+        proc.output()
+    );
+    assert_eq!(events.last().unwrap().name, "done");
+    assert_eq!(events.last().unwrap().data["saved"], true);
+    let deltas: Vec<_> = events.iter().filter(|e| e.name == "delta").collect();
+    assert!(deltas.len() > 10);
+    let spread = deltas.last().unwrap().at - deltas.first().unwrap().at;
+    assert!(
+        spread >= Duration::from_millis(150) * (deltas.len() as u32 - 1) / 2,
+        "deltas arrived together ({spread:?} from first to last): the function URL buffered"
+    );
+    let distinct_arrivals = deltas
+        .windows(2)
+        .filter(|w| w[1].at - w[0].at >= Duration::from_millis(75))
+        .count();
+    assert!(
+        distinct_arrivals >= deltas.len() / 2,
+        "most chunks did not arrive separately"
+    );
+
+    let id = events[0].data["id"].as_str().unwrap();
+    let client = db.client().await;
+    let saved = client
+        .query_one(
+            "SELECT status, response FROM conversations WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(saved.get::<_, String>(0), "complete");
+    assert_eq!(saved.get::<_, String>(1), sse::text(&events));
+}
