@@ -14,6 +14,6 @@ echo "test.sh: PostgreSQL for tests: $TEST_DATABASE_URL" >&2
 
 # Each function alone, exactly as `cargo lambda watch` builds it, so the Lambda-path tests
 # find them built.
-for bin in history get stream; do cargo build --bin "$bin"; done
+for bin in history get stream search; do cargo build --bin "$bin"; done
 cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast "$@"

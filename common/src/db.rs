@@ -72,8 +72,10 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode), SettingsErr
 pub fn pool(settings: &DbSettings) -> Result<Pool, SettingsError> {
     let (mut config, tls) = parse_url(settings.url.expose())?;
     config.connect_timeout(settings.connect_timeout);
+    // Custom plans always: a generic plan for the search query scans every match (see
+    // store::pg), and the planning cost of the other statements is negligible.
     config.options(format!(
-        "-c statement_timeout={}",
+        "-c statement_timeout={} -c plan_cache_mode=force_custom_plan",
         settings.statement_timeout.as_millis()
     ));
     if config.get_application_name().is_none() {
@@ -189,26 +191,85 @@ impl ServerCertVerifier for EncryptOnly {
     }
 }
 
-/// Applies every pending migration. Safe to run from several processes at once: it holds a
-/// PostgreSQL advisory lock while it works.
-pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
+/// Applies every pending migration, then makes the search column use `search_config` (a
+/// PostgreSQL text search configuration such as `english` or `simple`). Safe to run from several
+/// processes at once: it holds a PostgreSQL advisory lock while it works.
+pub async fn migrate(pool: &Pool, search_config: &str) -> Result<usize, StoreError> {
     const LOCK: i64 = 0x6c6c_6d73_7472_6d31; // "llmstrm1"
     let mut client = pool.get().await.map_err(StoreError::Pool)?;
+    // Migrations may run long on a big table: no statement timeout while they do.
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .map_err(StoreError::Query)?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
         .await
         .map_err(StoreError::Query)?;
-    let result = embedded::migrations::runner()
-        .run_async(&mut **client)
-        .await
-        .map_err(StoreError::Migrate);
+    let result = async {
+        let report = embedded::migrations::runner()
+            .run_async(&mut **client)
+            .await
+            .map_err(StoreError::Migrate)?;
+        ensure_search_config(&client, search_config).await?;
+        Ok::<_, StoreError>(report.applied_migrations().len())
+    }
+    .await;
     let unlock = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
+        .batch_execute(&format!(
+            "SELECT pg_advisory_unlock({LOCK}); RESET statement_timeout"
+        ))
         .await
         .map_err(StoreError::Query);
-    let report = result?;
+    let applied = result?;
     unlock?;
-    Ok(report.applied_migrations().len())
+    Ok(applied)
+}
+
+/// Rebuilds the generated search column and its index when they were made with another text
+/// search configuration than `config`. A no-op when they match (the usual case).
+async fn ensure_search_config(
+    client: &tokio_postgres::Client,
+    config: &str,
+) -> Result<(), StoreError> {
+    let expr: Option<String> = client
+        .query_opt(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d \
+             JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+             WHERE d.adrelid = 'conversations'::regclass AND a.attname = 'search'",
+            &[],
+        )
+        .await
+        .map_err(StoreError::Query)?
+        .map(|r| r.get(0));
+    let Some(expr) = expr else { return Ok(()) };
+    if expr.contains(&format!("'{config}'::regconfig")) {
+        return Ok(());
+    }
+    // Resolve the name through the catalog: only an existing configuration gets into the DDL.
+    let row = client
+        .query_opt(
+            "SELECT cfgname::text FROM pg_ts_config WHERE cfgname = $1",
+            &[&config],
+        )
+        .await
+        .map_err(StoreError::Query)?;
+    let Some(row) = row else {
+        return Err(StoreError::UnknownSearchConfig(config.to_owned()));
+    };
+    let name: String = row.get(0);
+    tracing::warn!(config = %name, "rebuilding the search column for a new text search configuration");
+    let ddl = format!(
+        "BEGIN; \
+         DROP INDEX IF EXISTS conversations_search_idx; \
+         ALTER TABLE conversations DROP COLUMN search; \
+         ALTER TABLE conversations ADD COLUMN search tsvector GENERATED ALWAYS AS ( \
+           setweight(to_tsvector('{name}'::regconfig, left(prompt, 32000)), 'A') || \
+           setweight(to_tsvector('{name}'::regconfig, left(response, 100000)), 'B')) STORED; \
+         CREATE INDEX conversations_search_idx ON conversations USING gin (search); \
+         COMMIT;"
+    );
+    client.batch_execute(&ddl).await.map_err(StoreError::Query)
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub enum StoreError {
     Decode { column: &'static str },
     #[error("migration failed")]
     Migrate(#[source] refinery::Error),
+    #[error("SEARCH_CONFIG names no text search configuration in the database: {0}")]
+    UnknownSearchConfig(String),
 }
 
 impl StoreError {
@@ -23,7 +25,9 @@ impl StoreError {
         match self {
             StoreError::Pool(_) => true,
             StoreError::Query(e) => e.is_closed() || e.code().is_none(),
-            StoreError::Decode { .. } | StoreError::Migrate(_) => false,
+            StoreError::Decode { .. }
+            | StoreError::Migrate(_)
+            | StoreError::UnknownSearchConfig(_) => false,
         }
     }
 }

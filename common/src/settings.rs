@@ -72,6 +72,10 @@ pub struct DbSettings {
     pub connect_timeout: Duration,
     /// `DB_STATEMENT_TIMEOUT_MS`: server-side statement timeout (default 5000).
     pub statement_timeout: Duration,
+    /// `SEARCH_CONFIG`: the PostgreSQL text search configuration (default `english`).
+    pub search_config: String,
+    /// `SEARCH_CANDIDATES`: how many of the newest matches a search ranks (default 1000).
+    pub search_candidates: i64,
 }
 
 /// Which LLM provider serves `/stream`.
@@ -151,7 +155,23 @@ impl Settings {
             pool_size: parse(env, "DB_POOL_SIZE", 8usize)?,
             connect_timeout: millis(env, "DB_CONNECT_TIMEOUT_MS", 3000)?,
             statement_timeout: millis(env, "DB_STATEMENT_TIMEOUT_MS", 5000)?,
+            search_config: env.var("SEARCH_CONFIG").unwrap_or_else(|| "english".into()),
+            search_candidates: parse(env, "SEARCH_CANDIDATES", 1000i64)?,
         };
+        if db.search_candidates < 1 {
+            return Err(invalid("SEARCH_CANDIDATES", "0", "must be at least 1"));
+        }
+        if !db
+            .search_config
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(invalid(
+                "SEARCH_CONFIG",
+                &db.search_config,
+                "expected a text search configuration name such as english or simple",
+            ));
+        }
         if db.pool_size == 0 {
             return Err(invalid("DB_POOL_SIZE", "0", "must be at least 1"));
         }

@@ -52,7 +52,9 @@ impl TestDb {
         let url = replace_db_name(&admin, &name);
         let db = Self { url, name, admin };
         let pool = common::db::pool(&db.settings().db).expect("pool");
-        common::db::migrate(&pool).await.expect("migrate");
+        common::db::migrate(&pool, &db.settings().db.search_config)
+            .await
+            .expect("migrate");
         pool.close();
         db
     }

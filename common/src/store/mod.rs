@@ -11,7 +11,7 @@ use crate::error::StoreError;
 
 mod pg;
 
-pub use pg::PgStore;
+pub use pg::{PgStore, SEARCH_SQL};
 
 /// Writes the first row of a conversation.
 #[async_trait]
@@ -47,6 +47,37 @@ pub trait ConversationList: Send + Sync {
     async fn list(&self, page: &PageQuery) -> Result<Vec<Conversation>, StoreError>;
 }
 
+/// Full-text search over conversations.
+#[async_trait]
+pub trait ConversationSearch: Send + Sync {
+    /// Ranks the newest `query.candidates` conversations matching `query.text` (web search
+    /// syntax) by relevance, newest first among equals, and returns one page of them with a
+    /// highlighted snippet each. A query of only stop words matches nothing.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
+}
+
+/// A search request, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// Words as users type them: `"exact phrase"`, `or`, `-excluded`.
+    pub text: String,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    pub limit: i64,
+    pub offset: i64,
+    /// How many of the newest matches are ranked (bounds the work of broad queries).
+    pub candidates: i64,
+}
+
+/// One search result: the conversation, its rank and a snippet with `<mark>` around matches.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SearchHit {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub rank: f32,
+    pub snippet: String,
+}
+
 /// Tells whether the database answers.
 #[async_trait]
 pub trait HealthCheck: Send + Sync {
@@ -56,12 +87,22 @@ pub trait HealthCheck: Send + Sync {
 
 /// Every capability; what a backend implements.
 pub trait Store:
-    ConversationCreate + ConversationFinish + ConversationGet + ConversationList + HealthCheck
+    ConversationCreate
+    + ConversationFinish
+    + ConversationGet
+    + ConversationList
+    + ConversationSearch
+    + HealthCheck
 {
 }
 
 impl<T> Store for T where
-    T: ConversationCreate + ConversationFinish + ConversationGet + ConversationList + HealthCheck
+    T: ConversationCreate
+        + ConversationFinish
+        + ConversationGet
+        + ConversationList
+        + ConversationSearch
+        + HealthCheck
 {
 }
 

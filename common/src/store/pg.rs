@@ -8,8 +8,8 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{
-    ConversationCreate, ConversationFinish, ConversationGet, ConversationList, HealthCheck,
-    PageQuery,
+    ConversationCreate, ConversationFinish, ConversationGet, ConversationList, ConversationSearch,
+    HealthCheck, PageQuery, SearchHit, SearchQuery,
 };
 use crate::domain::{Conversation, Status, now_micros};
 use crate::error::StoreError;
@@ -22,13 +22,25 @@ const COLUMNS: &str = "id, prompt, response, status, error, provider, model, pro
 pub struct PgStore {
     pool: Pool,
     stale_after: Duration,
+    search_config: String,
 }
 
 impl PgStore {
     /// `stale_after`: how long a `streaming` row may go without an update before it reads as
     /// interrupted (the longest a stream may run, plus a margin).
     pub fn new(pool: Pool, stale_after: Duration) -> Self {
-        Self { pool, stale_after }
+        Self {
+            pool,
+            stale_after,
+            search_config: "english".into(),
+        }
+    }
+
+    /// Uses `config` (a PostgreSQL text search configuration) to parse search queries; it must
+    /// be the one the search column was built with (`db::migrate` sees to that).
+    pub fn with_search_config(mut self, config: &str) -> Self {
+        config.clone_into(&mut self.search_config);
+        self
     }
 
     /// The store the functions use: a lazy pool from `DATABASE_URL`; rows left `streaming` past
@@ -40,7 +52,8 @@ impl PgStore {
         Ok(Self::new(
             pool,
             settings.provider.total_timeout + Duration::from_secs(60),
-        ))
+        )
+        .with_search_config(&settings.db.search_config))
     }
 
     pub fn pool(&self) -> &Pool {
@@ -220,6 +233,67 @@ impl ConversationList for PgStore {
         }
         .map_err(StoreError::Query)?;
         rows.iter().map(|r| self.decode(r)).collect()
+    }
+}
+
+/// The newest `candidates` matches are ranked; only the page's rows get a headline.
+/// With `plan_cache_mode = force_custom_plan` (set on every connection) PostgreSQL plans each
+/// execution with the real query: for a broad term it walks the `created_at` index newest first
+/// and stops after `candidates` matches; for a rare one it reads the few GIN matches.
+pub const SEARCH_SQL: &str = "\
+    WITH q AS (SELECT websearch_to_tsquery($1::text::regconfig, $2) AS query), \
+    candidates AS ( \
+        SELECT c.id, c.created_at, c.search FROM conversations c, q \
+        WHERE c.search @@ q.query \
+          AND ($3::timestamptz IS NULL OR c.created_at >= $3) \
+          AND ($4::timestamptz IS NULL OR c.created_at < $4) \
+        ORDER BY c.created_at DESC, c.id DESC \
+        LIMIT $5), \
+    page AS ( \
+        SELECT k.id, ts_rank(k.search, q.query) AS rank FROM candidates k, q \
+        ORDER BY rank DESC, k.created_at DESC, k.id DESC \
+        LIMIT $6 OFFSET $7) \
+    SELECT c.id, c.prompt, c.response, c.status, c.error, c.provider, c.model, \
+        c.prompt_tokens, c.completion_tokens, c.total_tokens, c.ttfb_ms, c.duration_ms, \
+        c.created_at, c.updated_at, page.rank, \
+        ts_headline($1::text::regconfig, left(c.prompt, 2000) || ' … ' || left(c.response, 20000), \
+            q.query, 'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=10, \
+            MaxFragments=2, FragmentDelimiter=\" … \"') AS snippet \
+    FROM page JOIN conversations c ON c.id = page.id, q \
+    ORDER BY page.rank DESC, c.created_at DESC, c.id DESC";
+
+#[async_trait]
+impl ConversationSearch for PgStore {
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(SEARCH_SQL)
+            .await
+            .map_err(StoreError::Query)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &self.search_config,
+                    &query.text,
+                    &query.from,
+                    &query.to,
+                    &query.candidates,
+                    &query.limit,
+                    &query.offset,
+                ],
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SearchHit {
+                    conversation: self.decode(r)?,
+                    rank: r.try_get("rank").map_err(StoreError::Query)?,
+                    snippet: r.try_get("snippet").map_err(StoreError::Query)?,
+                })
+            })
+            .collect()
     }
 }
 

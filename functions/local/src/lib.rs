@@ -19,6 +19,7 @@ pub fn app(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<Router> {
         .merge(history::routes(store.clone()))
         .merge(get::routes(store.clone()))
         .merge(stream::routes(stream_state))
+        .merge(search::routes(store.clone(), settings.db.search_candidates))
         .merge(health_router(store));
     Ok(with_fallbacks(router))
 }

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(&settings, store).await,
         Some("migrate") => {
-            let n = common::db::migrate(store.pool()).await?;
+            let n = common::db::migrate(store.pool(), &settings.db.search_config).await?;
             println!("migrations applied: {n}");
             Ok(())
         }
@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<()> {
-    let applied = common::db::migrate(store.pool())
+    let applied = common::db::migrate(store.pool(), &settings.db.search_config)
         .await
         .context("applying migrations (is PostgreSQL reachable at DATABASE_URL?)")?;
     let app = local::app(settings, store)?;

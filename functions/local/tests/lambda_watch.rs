@@ -127,6 +127,39 @@ async fn history_and_get_answer_through_their_function_urls() {
 }
 
 #[tokio::test]
+async fn search_answers_through_its_function_url() {
+    let db = TestDb::new().await;
+    let rows = seed(&db, 3, 1).await;
+    let (proc, base) = watch(&db, "").await;
+    let http = client();
+    wait_ok(
+        &http,
+        &format!("{base}/search/health"),
+        Duration::from_secs(240),
+        || proc.output(),
+    )
+    .await;
+    let page: Value = http
+        .get(format!("{base}/search/search?query=%22prompt%201%22"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!(items[0]["id"], rows[1].id.to_string());
+    assert!(items[0]["snippet"].as_str().unwrap().contains("<mark>"));
+    let blank = http
+        .get(format!("{base}/search/search?query="))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blank.status(), 422);
+}
+
+#[tokio::test]
 async fn the_stream_function_url_delivers_chunks_one_by_one_and_saves_the_record() {
     let db = TestDb::new().await;
     let (proc, base) = watch(&db, ",OFFLINE_CHUNK_DELAY_MS=150").await;

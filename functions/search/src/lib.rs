@@ -1,0 +1,198 @@
+//! `GET /search`: PostgreSQL full-text search over conversations, ranked and highlighted.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::ApiError;
+use common::api::{DEFAULT_LIMIT, MAX_LIMIT, Page};
+use common::http::{ValidQuery, health_router, with_fallbacks};
+use common::store::{ConversationSearch, HealthCheck, SearchHit, SearchQuery};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The longest query accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 500;
+
+#[derive(Clone)]
+struct SearchState {
+    store: Arc<dyn ConversationSearch>,
+    candidates: i64,
+}
+
+/// The `/search` route alone, for merging into the local server. `candidates`: how many of the
+/// newest matches are ranked.
+pub fn routes(store: Arc<dyn ConversationSearch>, candidates: i64) -> Router {
+    Router::new()
+        .route("/search", get(search))
+        .with_state(SearchState { store, candidates })
+}
+
+/// The function's whole router: `/search` and `/health`.
+pub fn router(
+    store: Arc<dyn ConversationSearch>,
+    candidates: i64,
+    health: Arc<dyn HealthCheck>,
+) -> Router {
+    with_fallbacks(routes(store, candidates).merge(health_router(health)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    query: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+    cursor: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn search(
+    State(state): State<SearchState>,
+    ValidQuery(params): ValidQuery<Params>,
+) -> Result<Json<Page<SearchHit>>, ApiError> {
+    let mut query = parse(&params, state.candidates)?;
+    let (limit, offset) = (query.limit, query.offset);
+    if offset >= state.candidates {
+        return Ok(Json(Page {
+            items: Vec::new(),
+            limit,
+            offset,
+            next_cursor: None,
+        }));
+    }
+    query.limit += 1;
+    let mut items = state.store.search(&query).await?;
+    let next_cursor = if items.len() as i64 > limit && offset + limit < state.candidates {
+        items.truncate(limit as usize);
+        Some(URL_SAFE_NO_PAD.encode(format!("o{}", offset + limit)))
+    } else {
+        items.truncate(limit as usize);
+        None
+    };
+    Ok(Json(Page {
+        items,
+        limit,
+        offset,
+        next_cursor,
+    }))
+}
+
+fn parse(p: &Params, candidates: i64) -> Result<SearchQuery, ApiError> {
+    // NUL cannot be sent to PostgreSQL in text; it carries no meaning in a query anyway.
+    let text: String = p.query.as_deref().unwrap_or("").replace('\0', " ");
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid("query is required and must not be blank"));
+    }
+    if text.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::invalid(format!(
+            "query must be at most {MAX_QUERY_CHARS} characters"
+        )));
+    }
+    let limit = match p.limit.as_deref() {
+        None | Some("") => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "limit must be a whole number from 1 to {MAX_LIMIT}"
+                ))
+            })?,
+    };
+    let mut offset = match p.offset.as_deref() {
+        None | Some("") => 0,
+        Some(raw) => raw
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::invalid("offset must be a whole number, 0 or more"))?,
+    };
+    if let Some(cursor) = p.cursor.as_deref().filter(|c| !c.is_empty()) {
+        offset = decode_cursor(cursor).ok_or_else(|| {
+            ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")
+        })?;
+    }
+    Ok(SearchQuery {
+        text,
+        from: timestamp("from", p.from.as_deref())?,
+        to: timestamp("to", p.to.as_deref())?,
+        limit,
+        offset,
+        candidates,
+    })
+}
+
+fn decode_cursor(token: &str) -> Option<i64> {
+    let raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).ok()?;
+    let raw = std::str::from_utf8(&raw).ok()?;
+    raw.strip_prefix('o')?
+        .parse()
+        .ok()
+        .filter(|n: &i64| *n >= 0)
+}
+
+/// An RFC 3339 timestamp or a plain date (midnight UTC).
+fn timestamp(name: &str, raw: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Ok(Some(t));
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(raw, &format)
+        .map(|d| Some(d.midnight().assume_utc()))
+        .map_err(|_| {
+            ApiError::invalid(format!(
+                "{name} must be a date (2025-01-31) or an RFC 3339 time (2025-01-31T12:00:00Z)"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(query: &str) -> Params {
+        Params {
+            query: Some(query.into()),
+            ..Params::default()
+        }
+    }
+
+    #[test]
+    fn blank_and_missing_queries_are_rejected() {
+        assert!(parse(&Params::default(), 1000).is_err());
+        assert!(parse(&params("   "), 1000).is_err());
+        assert!(parse(&params(&"x".repeat(MAX_QUERY_CHARS + 1)), 1000).is_err());
+        assert_eq!(parse(&params("a\0b"), 1000).unwrap().text, "a b");
+    }
+
+    #[test]
+    fn dates_and_times_are_both_accepted() {
+        let mut p = params("x");
+        p.from = Some("2025-01-31".into());
+        p.to = Some("2025-02-01T12:00:00+02:00".into());
+        let q = parse(&p, 1000).unwrap();
+        assert_eq!(q.from.unwrap().unix_timestamp(), 1_738_281_600);
+        assert!(q.to.is_some());
+        p.to = Some("yesterday".into());
+        assert!(parse(&p, 1000).is_err());
+    }
+
+    #[test]
+    fn cursors_are_offsets_in_disguise() {
+        let token = URL_SAFE_NO_PAD.encode("o40");
+        assert_eq!(decode_cursor(&token), Some(40));
+        assert_eq!(decode_cursor("garbage"), None);
+        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("o-1")), None);
+    }
+}

@@ -1,0 +1,15 @@
+//! The `search` Lambda function: wiring only.
+
+use std::sync::Arc;
+
+use common::Settings;
+use common::store::PgStore;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    common::telemetry::init();
+    let settings = Settings::from_env()?;
+    let store = Arc::new(PgStore::from_settings(&settings)?);
+    let candidates = settings.db.search_candidates;
+    lambda_http::run(search::router(store.clone(), candidates, store)).await
+}
