@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: dev test migrate replay lambda-watch tools fmt lint pg-stop
+.PHONY: dev test migrate replay lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -31,6 +31,17 @@ lambda-watch: tools
 ## make tools: the project-local Python venv with cargo-lambda
 tools:
 	@infra/tools.sh
+
+## make bench: the benchmark tables (release build; loads 1,000,000 rows once into llm_stream_bench)
+bench: bench-search bench-stream
+
+bench-search:
+	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
+	  $(CARGO_TARGET_DIR)/release/bench search $(ROWS)
+
+bench-stream:
+	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
+	  $(CARGO_TARGET_DIR)/release/bench stream
 
 fmt:
 	cargo fmt --all

@@ -21,28 +21,8 @@ impl PageParams {
     /// Validates `limit` (1..=100, default 20), `offset` (>= 0) and `cursor` (a token from a
     /// previous page).
     pub fn parse(&self) -> Result<PageQuery, ApiError> {
-        let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
-            Some(raw) => match raw.trim().parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::invalid(format!(
-                        "limit must be a whole number from 1 to {MAX_LIMIT}"
-                    )));
-                }
-            },
-        };
-        let offset = match self.offset.as_deref() {
-            None | Some("") => 0,
-            Some(raw) => match raw.trim().parse::<i64>() {
-                Ok(n) if n >= 0 => n,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "offset must be a whole number, 0 or more",
-                    ));
-                }
-            },
-        };
+        let limit = parse_limit(self.limit.as_deref())?;
+        let offset = parse_offset(self.offset.as_deref())?;
         let after = match self.cursor.as_deref() {
             None | Some("") => None,
             Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
@@ -54,6 +34,34 @@ impl PageParams {
             offset,
             after,
         })
+    }
+}
+
+/// `limit`: 1..=100, default 20.
+pub fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw.map(str::trim).filter(|r| !r.is_empty()) {
+        None => Ok(DEFAULT_LIMIT),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "limit must be a whole number from 1 to {MAX_LIMIT}"
+                ))
+            }),
+    }
+}
+
+/// `offset`: 0 or more, default 0.
+pub fn parse_offset(raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw.map(str::trim).filter(|r| !r.is_empty()) {
+        None => Ok(0),
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::invalid("offset must be a whole number, 0 or more")),
     }
 }
 

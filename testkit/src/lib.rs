@@ -83,6 +83,27 @@ impl TestDb {
         )
     }
 
+    /// The plan PostgreSQL chooses for `sql` with these parameters, one line per node.
+    pub async fn explain(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> String {
+        let client = self.client().await;
+        client
+            .batch_execute("ANALYZE conversations")
+            .await
+            .expect("analyze");
+        client
+            .query(&format!("EXPLAIN {sql}"), params)
+            .await
+            .expect("explain")
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A plain client, for checks the store does not offer.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)

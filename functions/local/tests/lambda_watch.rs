@@ -33,6 +33,10 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// `cargo lambda watch` on a free port with the functions pointed at `db`.
 async fn watch(db: &TestDb, extra_env: &str) -> (Proc, String) {
     let port = free_port();
@@ -69,14 +73,7 @@ async fn history_and_get_answer_through_their_function_urls() {
     )
     .await;
 
-    let page: Value = http
-        .get(format!("{base}/history/history?limit=2"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&http, &format!("{base}/history/history?limit=2")).await;
     let ids: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -85,14 +82,11 @@ async fn history_and_get_answer_through_their_function_urls() {
         .collect();
     assert_eq!(ids, [rows[4].id.to_string(), rows[3].id.to_string()]);
     let cursor = page["next_cursor"].as_str().expect("a next cursor");
-    let next: Value = http
-        .get(format!("{base}/history/history?limit=2&cursor={cursor}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let next = get_json(
+        &http,
+        &format!("{base}/history/history?limit=2&cursor={cursor}"),
+    )
+    .await;
     assert_eq!(next["items"][0]["id"], rows[2].id.to_string());
 
     let resp = http
@@ -139,14 +133,11 @@ async fn search_answers_through_its_function_url() {
         || proc.output(),
     )
     .await;
-    let page: Value = http
-        .get(format!("{base}/search/search?query=%22prompt%201%22"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(
+        &http,
+        &format!("{base}/search/search?query=%22prompt%201%22"),
+    )
+    .await;
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{page}");
     assert_eq!(items[0]["id"], rows[1].id.to_string());

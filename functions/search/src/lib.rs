@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::ApiError;
-use common::api::{DEFAULT_LIMIT, MAX_LIMIT, Page};
+use common::api::{Page, parse_limit, parse_offset};
 use common::http::{ValidQuery, health_router, with_fallbacks};
 use common::store::{ConversationSearch, HealthCheck, SearchHit, SearchQuery};
 use serde::Deserialize;
@@ -93,28 +93,8 @@ fn parse(p: &Params, candidates: i64) -> Result<SearchQuery, ApiError> {
             "query must be at most {MAX_QUERY_CHARS} characters"
         )));
     }
-    let limit = match p.limit.as_deref() {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "limit must be a whole number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
-    };
-    let mut offset = match p.offset.as_deref() {
-        None | Some("") => 0,
-        Some(raw) => raw
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::invalid("offset must be a whole number, 0 or more"))?,
-    };
+    let limit = parse_limit(p.limit.as_deref())?;
+    let mut offset = parse_offset(p.offset.as_deref())?;
     if let Some(cursor) = p.cursor.as_deref().filter(|c| !c.is_empty()) {
         offset = decode_cursor(cursor).ok_or_else(|| {
             ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")

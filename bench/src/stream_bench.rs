@@ -1,0 +1,162 @@
+//! Stream overhead: time to first byte and per-chunk delay through the service vs calling the
+//! same local OpenAI-compatible provider server directly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use testkit::fake_openai::{FakeOpenAi, Reply, answer};
+
+use crate::stats::{ms, percentile, table};
+
+const WORDS: usize = 20;
+const GAP: Duration = Duration::from_millis(5);
+
+/// What one stream measured: time to the first text, and the gaps between text chunks.
+struct Sample {
+    ttfb: Duration,
+    gaps: Vec<Duration>,
+}
+
+/// Reads a response body, noting when each chunk holding `marker` arrives.
+async fn measure(
+    resp: reqwest::Response,
+    started: Instant,
+    marker: &str,
+) -> anyhow::Result<Sample> {
+    let mut body = resp.bytes_stream();
+    let mut arrivals = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        let text = String::from_utf8_lossy(&chunk);
+        for _ in 0..text.matches(marker).count() {
+            arrivals.push(started.elapsed());
+        }
+    }
+    anyhow::ensure!(!arrivals.is_empty(), "no text arrived");
+    let gaps = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    Ok(Sample {
+        ttfb: arrivals[0],
+        gaps,
+    })
+}
+
+async fn direct(http: &reqwest::Client, fake: &FakeOpenAi) -> anyhow::Result<Sample> {
+    let started = Instant::now();
+    let resp = http
+        .post(format!("{}/chat/completions", fake.base_url()))
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await?;
+    measure(resp, started, "\"content\":\"w").await
+}
+
+async fn service(http: &reqwest::Client, url: &str) -> anyhow::Result<Sample> {
+    let started = Instant::now();
+    let resp = http.post(url).body(r#"{"prompt":"hi"}"#).send().await?;
+    measure(resp, started, "event: delta").await
+}
+
+async fn round<F, Fut>(concurrency: usize, total: usize, f: F) -> anyhow::Result<Vec<Sample>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Sample>> + Send + 'static,
+{
+    let mut out = Vec::with_capacity(total);
+    for _ in 0..total / concurrency {
+        let tasks: Vec<_> = (0..concurrency).map(|_| tokio::spawn(f())).collect();
+        for t in tasks {
+            out.push(t.await??);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let words: Vec<String> = (0..WORDS).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let fake = Arc::new(FakeOpenAi::start(vec![Reply::Stream(answer(&refs, GAP))]).await);
+
+    let db = testkit::TestDb::new().await;
+    let base = fake.base_url();
+    let settings = db.settings_with(&[
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", base.as_str()),
+        ("DB_POOL_SIZE", "16"),
+    ]);
+    let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
+    let state = stream::StreamState {
+        store: store.clone(),
+        provider: common::provider::from_settings(&settings.provider)?,
+        limits: stream::Limits::from_settings(&settings),
+    };
+    let app = stream::router(state, store);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/stream", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+
+    // Warm up connections and caches.
+    for _ in 0..20 {
+        direct(&http, &fake).await?;
+        service(&http, &url).await?;
+    }
+    let mut rows = Vec::new();
+    for (concurrency, total) in [(1usize, 200usize), (50, 500)] {
+        let (h, f) = (http.clone(), fake.clone());
+        let mut d = round(concurrency, total, move || {
+            let (h, f) = (h.clone(), f.clone());
+            async move { direct(&h, &f).await }
+        })
+        .await?;
+        let (h, u) = (http.clone(), url.clone());
+        let mut s = round(concurrency, total, move || {
+            let (h, u) = (h.clone(), u.clone());
+            async move { service(&h, &u).await }
+        })
+        .await?;
+        let mut dt: Vec<Duration> = d.iter().map(|x| x.ttfb).collect();
+        let mut st: Vec<Duration> = s.iter().map(|x| x.ttfb).collect();
+        let mut dg: Vec<Duration> = d.iter_mut().flat_map(|x| x.gaps.drain(..)).collect();
+        let mut sg: Vec<Duration> = s.iter_mut().flat_map(|x| x.gaps.drain(..)).collect();
+        let (d50, s50) = (percentile(&mut dt, 50.0), percentile(&mut st, 50.0));
+        let (d99, s99) = (percentile(&mut dt, 99.0), percentile(&mut st, 99.0));
+        rows.push(vec![
+            concurrency.to_string(),
+            ms(d50),
+            ms(s50),
+            ms(s50.saturating_sub(d50)),
+            ms(d99),
+            ms(s99),
+            ms(s99.saturating_sub(d99)),
+            ms(percentile(&mut dg, 50.0)),
+            ms(percentile(&mut sg, 50.0)),
+            ms(percentile(&mut dg, 99.0)),
+            ms(percentile(&mut sg, 99.0)),
+        ]);
+    }
+    println!(
+        "\nstream overhead: provider = local OpenAI-compatible server, {WORDS} chunks {} ms apart (milliseconds):\n",
+        GAP.as_millis()
+    );
+    table(
+        &[
+            "streams",
+            "TTFB direct p50",
+            "TTFB service p50",
+            "added p50",
+            "TTFB direct p99",
+            "TTFB service p99",
+            "added p99",
+            "chunk gap direct p50",
+            "chunk gap service p50",
+            "chunk gap direct p99",
+            "chunk gap service p99",
+        ],
+        &rows,
+    );
+    Ok(())
+}
