@@ -243,7 +243,7 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
     let app = search::router(store.clone(), settings.db.search_candidates, store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
     let http = reqwest::Client::new();
     let raw = connect(&url).await?;
     raw.batch_execute("SET plan_cache_mode = force_custom_plan")

@@ -96,7 +96,7 @@ pub async fn run() -> anyhow::Result<()> {
     let app = stream::router(state, store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/stream", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
     let http = reqwest::Client::new();
 
     // Warm up connections and caches.

@@ -70,3 +70,16 @@ pub fn with_fallbacks(router: Router) -> Router {
             )
         })
 }
+
+/// A listener whose connections send small writes at once (`TCP_NODELAY`). Without it an SSE
+/// event written right after another waits for the client's delayed ACK, about 40 ms.
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    })
+}

@@ -237,29 +237,31 @@ impl ConversationList for PgStore {
 }
 
 /// The newest `candidates` matches are ranked; only the page's rows get a headline.
-/// With `plan_cache_mode = force_custom_plan` (set on every connection) PostgreSQL plans each
-/// execution with the real query: for a broad term it walks the `created_at` index newest first
-/// and stops after `candidates` matches; for a rare one it reads the few GIN matches.
+/// The tsquery is written inline (not in a CTE) so that, with `plan_cache_mode =
+/// force_custom_plan` (set on every connection), the planner estimates the real match count:
+/// for a broad term it walks the `created_at` index newest first and stops after `candidates`
+/// matches; for a rare one it reads the few GIN matches.
 pub const SEARCH_SQL: &str = "\
-    WITH q AS (SELECT websearch_to_tsquery($1::text::regconfig, $2) AS query), \
-    candidates AS ( \
-        SELECT c.id, c.created_at, c.search FROM conversations c, q \
-        WHERE c.search @@ q.query \
+    WITH candidates AS ( \
+        SELECT c.id, c.created_at, c.search FROM conversations c \
+        WHERE c.search @@ websearch_to_tsquery($1::text::regconfig, $2) \
           AND ($3::timestamptz IS NULL OR c.created_at >= $3) \
           AND ($4::timestamptz IS NULL OR c.created_at < $4) \
         ORDER BY c.created_at DESC, c.id DESC \
         LIMIT $5), \
     page AS ( \
-        SELECT k.id, ts_rank(k.search, q.query) AS rank FROM candidates k, q \
+        SELECT k.id, ts_rank(k.search, websearch_to_tsquery($1::text::regconfig, $2)) AS rank \
+        FROM candidates k \
         ORDER BY rank DESC, k.created_at DESC, k.id DESC \
         LIMIT $6 OFFSET $7) \
     SELECT c.id, c.prompt, c.response, c.status, c.error, c.provider, c.model, \
         c.prompt_tokens, c.completion_tokens, c.total_tokens, c.ttfb_ms, c.duration_ms, \
         c.created_at, c.updated_at, page.rank, \
         ts_headline($1::text::regconfig, left(c.prompt, 2000) || ' … ' || left(c.response, 20000), \
-            q.query, 'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=10, \
+            websearch_to_tsquery($1::text::regconfig, $2), \
+            'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=10, \
             MaxFragments=2, FragmentDelimiter=\" … \"') AS snippet \
-    FROM page JOIN conversations c ON c.id = page.id, q \
+    FROM page JOIN conversations c ON c.id = page.id \
     ORDER BY page.rank DESC, c.created_at DESC, c.id DESC";
 
 #[async_trait]

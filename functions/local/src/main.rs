@@ -46,7 +46,7 @@ async fn serve(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, migrations_applied = applied, provider = ?settings.provider.kind,
         "serving: try curl -N -X POST localhost:{port}/stream -d '{{\"prompt\":\"hi\"}}'");
-    axum::serve(listener, app)
+    axum::serve(common::http::nodelay(listener), app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

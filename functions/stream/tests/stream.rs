@@ -33,7 +33,7 @@ async fn serve(db: TestDb, extra: &[(&str, &str)]) -> Harness {
     let app = stream::router(state, store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
     Harness {
         db,
         store,
