@@ -11,7 +11,7 @@ use crate::error::StoreError;
 
 mod pg;
 
-pub use pg::{PgStore, SEARCH_SQL};
+pub use pg::{PgStore, search_sql, search_window_sql};
 
 /// Writes the first row of a conversation.
 #[async_trait]

@@ -22,7 +22,8 @@ const COLUMNS: &str = "id, prompt, response, status, error, provider, model, pro
 pub struct PgStore {
     pool: Pool,
     stale_after: Duration,
-    search_config: String,
+    search_sql: String,
+    search_window_sql: String,
 }
 
 impl PgStore {
@@ -32,14 +33,22 @@ impl PgStore {
         Self {
             pool,
             stale_after,
-            search_config: "english".into(),
+            search_sql: search_sql("english"),
+            search_window_sql: search_window_sql("english"),
         }
     }
 
     /// Uses `config` (a PostgreSQL text search configuration) to parse search queries; it must
     /// be the one the search column was built with (`db::migrate` sees to that).
+    /// `config` must be a plain name (`[a-z0-9_]`), as `Settings` guarantees.
     pub fn with_search_config(mut self, config: &str) -> Self {
-        config.clone_into(&mut self.search_config);
+        debug_assert!(
+            config
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        );
+        self.search_sql = search_sql(config);
+        self.search_window_sql = search_window_sql(config);
         self
     }
 
@@ -236,66 +245,112 @@ impl ConversationList for PgStore {
     }
 }
 
-/// The newest `candidates` matches are ranked; only the page's rows get a headline.
-/// The tsquery is written inline (not in a CTE) so that, with `plan_cache_mode =
-/// force_custom_plan` (set on every connection), the planner estimates the real match count:
-/// for a broad term it walks the `created_at` index newest first and stops after `candidates`
-/// matches; for a rare one it reads the few GIN matches.
-pub const SEARCH_SQL: &str = "\
+/// The search query, around the rows it reads (`{source}`): the newest `$4` matches are the
+/// candidates, ranked; only the page's rows get a headline. The tsquery is written inline (not
+/// in a CTE) so that, with `plan_cache_mode = force_custom_plan` (set on every connection), the
+/// planner estimates the real match count: for a broad term it walks the `created_at` index
+/// newest first and stops after `$4` matches; for a rare one it reads the few GIN matches.
+/// `found` tells how many candidates there were.
+const SEARCH_TEMPLATE: &str = "\
     WITH candidates AS ( \
-        SELECT c.id, c.created_at, c.search FROM conversations c \
-        WHERE c.search @@ websearch_to_tsquery($1::text::regconfig, $2) \
-          AND ($3::timestamptz IS NULL OR c.created_at >= $3) \
-          AND ($4::timestamptz IS NULL OR c.created_at < $4) \
+        SELECT c.id, c.created_at, c.search FROM {source} \
+        WHERE c.search @@ websearch_to_tsquery('{config}'::regconfig, $1) \
+          AND ($2::timestamptz IS NULL OR c.created_at >= $2) \
+          AND ($3::timestamptz IS NULL OR c.created_at < $3) \
         ORDER BY c.created_at DESC, c.id DESC \
-        LIMIT $5), \
+        LIMIT $4), \
     page AS ( \
-        SELECT k.id, ts_rank(k.search, websearch_to_tsquery($1::text::regconfig, $2)) AS rank \
+        SELECT k.id, ts_rank(k.search, websearch_to_tsquery('{config}'::regconfig, $1)) AS rank \
         FROM candidates k \
         ORDER BY rank DESC, k.created_at DESC, k.id DESC \
-        LIMIT $6 OFFSET $7) \
+        LIMIT $5 OFFSET $6) \
     SELECT c.id, c.prompt, c.response, c.status, c.error, c.provider, c.model, \
         c.prompt_tokens, c.completion_tokens, c.total_tokens, c.ttfb_ms, c.duration_ms, \
         c.created_at, c.updated_at, page.rank, \
-        ts_headline($1::text::regconfig, left(c.prompt, 2000) || ' … ' || left(c.response, 20000), \
-            websearch_to_tsquery($1::text::regconfig, $2), \
+        ts_headline('{config}'::regconfig, left(c.prompt, 2000) || ' … ' || left(c.response, 20000), \
+            websearch_to_tsquery('{config}'::regconfig, $1), \
             'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=10, \
-            MaxFragments=2, FragmentDelimiter=\" … \"') AS snippet \
+            MaxFragments=2, FragmentDelimiter=\" … \"') AS snippet, \
+        (SELECT count(*) FROM candidates) AS found \
     FROM page JOIN conversations c ON c.id = page.id \
     ORDER BY page.rank DESC, c.created_at DESC, c.id DESC";
+
+/// The search over the whole table with text search configuration `config` (written into the
+/// SQL as a literal, so PostgreSQL computes the tsquery once, not once per row); the plan is
+/// PostgreSQL's choice.
+pub fn search_sql(config: &str) -> String {
+    SEARCH_TEMPLATE
+        .replace("{source}", "conversations c")
+        .replace("{config}", config)
+}
+
+/// The search over the newest `$7` rows only (in the date range), read newest first. Used first
+/// for phrase queries, whose match count PostgreSQL underestimates (the words of a phrase occur
+/// together far more often than independence predicts): it would read every match of the words
+/// through the GIN index and recheck each. When the window holds all `$4` candidates the answer
+/// is the same as [`search_sql`]'s.
+pub fn search_window_sql(config: &str) -> String {
+    SEARCH_TEMPLATE
+        .replace(
+            "{source}",
+            "(SELECT id, created_at, search FROM conversations \
+              WHERE ($2::timestamptz IS NULL OR created_at >= $2) \
+                AND ($3::timestamptz IS NULL OR created_at < $3) \
+              ORDER BY created_at DESC, id DESC LIMIT $7) c",
+        )
+        .replace("{config}", config)
+}
+
+/// How many of the newest rows the phrase window reads.
+const PHRASE_WINDOW_ROWS: i64 = 50_000;
 
 #[async_trait]
 impl ConversationSearch for PgStore {
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         let client = self.client().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &query.text,
+            &query.from,
+            &query.to,
+            &query.candidates,
+            &query.limit,
+            &query.offset,
+        ];
+        if query.text.contains('"') {
+            let stmt = client
+                .prepare_cached(&self.search_window_sql)
+                .await
+                .map_err(StoreError::Query)?;
+            let mut windowed = params.to_vec();
+            windowed.push(&PHRASE_WINDOW_ROWS);
+            let rows = client
+                .query(&stmt, &windowed)
+                .await
+                .map_err(StoreError::Query)?;
+            let found: Option<i64> = rows.first().map(|r| r.get("found"));
+            if found == Some(query.candidates) {
+                return rows.iter().map(|r| self.decode_hit(r)).collect();
+            }
+        }
         let stmt = client
-            .prepare_cached(SEARCH_SQL)
+            .prepare_cached(&self.search_sql)
             .await
             .map_err(StoreError::Query)?;
         let rows = client
-            .query(
-                &stmt,
-                &[
-                    &self.search_config,
-                    &query.text,
-                    &query.from,
-                    &query.to,
-                    &query.candidates,
-                    &query.limit,
-                    &query.offset,
-                ],
-            )
+            .query(&stmt, &params)
             .await
             .map_err(StoreError::Query)?;
-        rows.iter()
-            .map(|r| {
-                Ok(SearchHit {
-                    conversation: self.decode(r)?,
-                    rank: r.try_get("rank").map_err(StoreError::Query)?,
-                    snippet: r.try_get("snippet").map_err(StoreError::Query)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| self.decode_hit(r)).collect()
+    }
+}
+
+impl PgStore {
+    fn decode_hit(&self, r: &Row) -> Result<SearchHit, StoreError> {
+        Ok(SearchHit {
+            conversation: self.decode(r)?,
+            rank: r.try_get("rank").map_err(StoreError::Query)?,
+            snippet: r.try_get("snippet").map_err(StoreError::Query)?,
+        })
     }
 }
 

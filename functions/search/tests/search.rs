@@ -114,6 +114,30 @@ async fn phrases_or_and_exclusions_follow_web_search_syntax() {
 }
 
 #[tokio::test]
+async fn a_phrase_ranks_only_the_newest_candidates_whichever_way_it_is_read() {
+    let db = TestDb::new().await;
+    save(
+        &db,
+        &[
+            ("old green apple", ""),
+            ("green apple again", ""),
+            ("apple green, not a phrase", ""),
+            ("newest green apple", ""),
+        ],
+    )
+    .await;
+    let store = Arc::new(db.store());
+    // Two candidates: the window of newest rows holds both, so it answers.
+    let two = search::router(store.clone(), 2, store.clone());
+    let mut got = search(&two, "\"green apple\"").await;
+    got.sort();
+    assert_eq!(got, ["green apple again", "newest green apple"]);
+    // A thousand candidates: the window holds fewer, so the whole table is searched.
+    let all = search::router(store.clone(), 1000, store);
+    assert_eq!(search(&all, "\"green apple\"").await.len(), 3);
+}
+
+#[tokio::test]
 async fn words_are_stemmed() {
     let db = TestDb::new().await;
     save(
@@ -294,9 +318,8 @@ async fn a_rare_term_is_found_through_the_gin_index() {
     save(&db, &[("quokka facts", "")]).await;
     let plan = db
         .explain(
-            common::store::SEARCH_SQL,
+            &common::store::search_sql("english"),
             &[
-                &"english",
                 &"quokka",
                 &None::<time::OffsetDateTime>,
                 &None::<time::OffsetDateTime>,
