@@ -77,8 +77,14 @@ impl Harness {
         sse::read(resp, None).await
     }
 
-    /// The row once it has left `streaming` (waits up to 15 s).
+    /// The row once it has left `streaming` (waits up to 15 s); it must be the only row.
     async fn finished_row(&self, id: &str) -> Conversation {
+        let row = self.wait_finished(id).await;
+        assert_eq!(self.count().await, 1, "one request must leave exactly one row");
+        row
+    }
+
+    async fn wait_finished(&self, id: &str) -> Conversation {
         let id = uuid::Uuid::parse_str(id).unwrap();
         let until = Instant::now() + Duration::from_secs(15);
         loop {
