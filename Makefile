@@ -4,12 +4,13 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: dev test migrate replay lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
+.PHONY: dev test migrate replay key revoke lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
 	@url="$$(infra/pg.sh dev)" && echo "DATABASE_URL=$$url" && \
-	  DATABASE_URL="$$url" LOG_FORMAT="$${LOG_FORMAT:-pretty}" cargo run -p local --bin local -- serve
+	  DATABASE_URL="$$url" AUTH="$${AUTH:-off}" LOG_FORMAT="$${LOG_FORMAT:-pretty}" \
+	  cargo run -p local --bin local -- serve
 
 ## make test: the whole suite against a real PostgreSQL (found or started the same way)
 test:
@@ -23,10 +24,17 @@ migrate:
 replay:
 	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- replay $(FILE)
 
+## make key OWNER=alice [NAME=laptop]: create an API key (printed once); make revoke ID=<key id>
+key:
+	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key create "$(OWNER)" $(NAME)
+
+revoke:
+	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key revoke "$(ID)"
+
 ## make lambda-watch: the Lambda emulator on :9000 (function URLs under /lambda-url/<function>/)
 lambda-watch: tools
 	@url="$$(infra/pg.sh dev)" && PATH="$(VENV)/bin:$$PATH" \
-	  cargo lambda watch --env-var DATABASE_URL="$$url"
+	  cargo lambda watch --env-var DATABASE_URL="$$url",AUTH="$${AUTH:-off}"
 
 ## make tools: the project-local Python venv with cargo-lambda
 tools:

@@ -242,7 +242,12 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
     common::db::migrate(store.pool(), "english").await?;
     load(&url, rows).await?;
 
-    let app = search::router(store.clone(), settings.db.search_candidates, store.clone());
+    let app = search::router(
+        store.clone(),
+        settings.db.search_candidates,
+        store.clone(),
+        common::auth::Auth::off(store.clone()),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
@@ -265,7 +270,7 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
         };
         for _ in 0..WARMUP {
             http.get(&url).send().await?.bytes().await?;
-            common::store::ConversationSearch::search(store.as_ref(), &query).await?;
+            common::store::ConversationSearch::search(store.as_ref(), "local", &query).await?;
         }
         for _ in 0..ITERATIONS {
             let t = Instant::now();
@@ -273,7 +278,7 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
             svc.push(t.elapsed());
             hits = body["items"].as_array().map_or(0, Vec::len);
             let t = Instant::now();
-            common::store::ConversationSearch::search(store.as_ref(), &query).await?;
+            common::store::ConversationSearch::search(store.as_ref(), "local", &query).await?;
             sql.push(t.elapsed());
         }
         let matches: i64 = raw

@@ -93,7 +93,7 @@ pub async fn run() -> anyhow::Result<()> {
         provider: common::provider::from_settings(&settings.provider)?,
         limits: stream::Limits::from_settings(&settings),
     };
-    let app = stream::router(state, store);
+    let app = stream::router(state, store.clone(), common::auth::Auth::off(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/stream", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });

@@ -52,6 +52,8 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
     pub id: Uuid,
+    /// Who made it: the owner of the API key used (`local` with `AUTH=off`).
+    pub owner: String,
     pub prompt: String,
     pub response: String,
     pub status: Status,
@@ -77,10 +79,11 @@ pub const INTERRUPTED: &str = "interrupted";
 
 impl Conversation {
     /// A new conversation, as written when the stream starts.
-    pub fn start(prompt: String, provider: &str, model: &str) -> Self {
+    pub fn start(owner: &str, prompt: String, provider: &str, model: &str) -> Self {
         let now = now_micros();
         Self {
             id: Uuid::now_v7(),
+            owner: owner.to_owned(),
             prompt,
             response: String::new(),
             status: Status::Streaming,
@@ -136,7 +139,7 @@ mod tests {
 
     #[test]
     fn a_stale_streaming_row_reads_as_interrupted() {
-        let c = Conversation::start("p".into(), "offline", "m");
+        let c = Conversation::start("local", "p".into(), "offline", "m");
         let later = c.updated_at + Duration::from_secs(600);
         let settled = c.clone().settle(Duration::from_secs(300), later);
         assert_eq!(settled.status, Status::Partial);
@@ -160,7 +163,7 @@ mod tests {
 
     #[test]
     fn ids_are_uuid_v7() {
-        let c = Conversation::start("p".into(), "offline", "m");
+        let c = Conversation::start("local", "p".into(), "offline", "m");
         assert_eq!(c.id.get_version_num(), 7);
     }
 }

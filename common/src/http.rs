@@ -58,6 +58,14 @@ async fn health(State(db): State<Arc<dyn HealthCheck>>) -> Response {
     }
 }
 
+/// Puts `router` behind the API key check (see [`crate::auth`]).
+pub fn protect(router: Router, auth: crate::auth::Auth) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        auth,
+        crate::auth::require_key,
+    ))
+}
+
 /// Adds the JSON 404 and 405 answers every router gives for paths and methods it does not know.
 pub fn with_fallbacks(router: Router) -> Router {
     router

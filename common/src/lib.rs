@@ -1,6 +1,7 @@
 //! Shared code of the LLM streaming service: settings, domain types, stores, providers, HTTP helpers.
 
 pub mod api;
+pub mod auth;
 pub mod db;
 pub mod domain;
 pub mod error;

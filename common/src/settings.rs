@@ -123,12 +123,24 @@ pub struct StreamSettings {
     pub keepalive_interval: Duration,
 }
 
+/// Authentication settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `AUTH`: `required` (the default) or `off`.
+    pub mode: crate::auth::AuthMode,
+    /// `AUTH_TOKEN`: one static bearer key, for the simplest setups.
+    pub static_token: Option<Secret>,
+    /// `AUTH_TOKEN_OWNER`: the owner of `AUTH_TOKEN`'s conversations (default `default`).
+    pub static_token_owner: String,
+}
+
 /// Everything a function reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub db: DbSettings,
     pub provider: ProviderSettings,
     pub stream: StreamSettings,
+    pub auth: AuthSettings,
 }
 
 impl Settings {
@@ -216,10 +228,33 @@ impl Settings {
             checkpoint_interval: millis(env, "CHECKPOINT_INTERVAL_MS", 2000)?,
             keepalive_interval: millis(env, "KEEPALIVE_INTERVAL_MS", 15_000)?,
         };
+        let auth = AuthSettings {
+            mode: match env.var("AUTH").as_deref() {
+                None | Some("required") => crate::auth::AuthMode::Required,
+                Some("off") => crate::auth::AuthMode::Off,
+                Some(other) => return Err(invalid("AUTH", other, "expected required or off")),
+            },
+            static_token: env.var("AUTH_TOKEN").map(Secret::new),
+            static_token_owner: env
+                .var("AUTH_TOKEN_OWNER")
+                .unwrap_or_else(|| "default".into()),
+        };
+        if auth
+            .static_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return Err(invalid(
+                "AUTH_TOKEN",
+                "<hidden>",
+                "must be at least 16 characters",
+            ));
+        }
         Ok(Self {
             db,
             provider,
             stream,
+            auth,
         })
     }
 }

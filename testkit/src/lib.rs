@@ -140,10 +140,15 @@ impl Drop for TestDb {
 /// Inserts `n` complete conversations in one statement, newest last; every `tie_every` rows share
 /// one `created_at` (to test ordering among equal timestamps). Returns them oldest first.
 pub async fn seed(db: &TestDb, n: usize, tie_every: usize) -> Vec<Conversation> {
+    seed_owned(db, common::auth::LOCAL_OWNER, n, tie_every).await
+}
+
+/// [`seed`] for a given owner.
+pub async fn seed_owned(db: &TestDb, owner: &str, n: usize, tie_every: usize) -> Vec<Conversation> {
     let base = now_micros() - Duration::from_secs(n as u64 + 10);
     let rows: Vec<Conversation> = (0..n)
         .map(|i| {
-            let mut c = Conversation::start(format!("prompt {i}"), "offline", "seed");
+            let mut c = Conversation::start(owner, format!("prompt {i}"), "offline", "seed");
             c.response = format!("response {i}");
             c.status = Status::Complete;
             c.created_at = base + Duration::from_secs((i / tie_every.max(1)) as u64);
@@ -158,10 +163,10 @@ pub async fn seed(db: &TestDb, n: usize, tie_every: usize) -> Vec<Conversation> 
     db.client()
         .await
         .execute(
-            "INSERT INTO conversations (id, prompt, response, status, provider, model, created_at, updated_at) \
-             SELECT id, p, r, 'complete', 'offline', 'seed', t, t \
+            "INSERT INTO conversations (id, owner, prompt, response, status, provider, model, created_at, updated_at) \
+             SELECT id, $5, p, r, 'complete', 'offline', 'seed', t, t \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS x(id, p, r, t)",
-            &[&ids, &prompts, &responses, &times],
+            &[&ids, &prompts, &responses, &times, &owner],
         )
         .await
         .expect("seed");

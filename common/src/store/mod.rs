@@ -35,16 +35,16 @@ pub trait ConversationFinish: Send + Sync {
 /// Reads one conversation.
 #[async_trait]
 pub trait ConversationGet: Send + Sync {
-    /// Returns `None` when no conversation has this id.
-    async fn get(&self, id: Uuid) -> Result<Option<Conversation>, StoreError>;
+    /// Returns `None` when `owner` has no conversation with this id.
+    async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Conversation>, StoreError>;
 }
 
 /// Lists conversations newest first.
 #[async_trait]
 pub trait ConversationList: Send + Sync {
-    /// Returns at most `page.limit` conversations, newest first (ties by id, descending), after
-    /// `page.after` when set, skipping `page.offset`.
-    async fn list(&self, page: &PageQuery) -> Result<Vec<Conversation>, StoreError>;
+    /// Returns at most `page.limit` of `owner`'s conversations, newest first (ties by id,
+    /// descending), after `page.after` when set, skipping `page.offset`.
+    async fn list(&self, owner: &str, page: &PageQuery) -> Result<Vec<Conversation>, StoreError>;
 }
 
 /// Full-text search over conversations.
@@ -53,7 +53,7 @@ pub trait ConversationSearch: Send + Sync {
     /// Ranks the newest `query.candidates` conversations matching `query.text` (web search
     /// syntax) by relevance, newest first among equals, and returns one page of them with a
     /// highlighted snippet each. A query of only stop words matches nothing.
-    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
+    async fn search(&self, owner: &str, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
 }
 
 /// A search request, already validated.
@@ -76,6 +76,25 @@ pub struct SearchHit {
     pub conversation: Conversation,
     pub rank: f32,
     pub snippet: String,
+}
+
+/// API keys: who a key belongs to, and their lifecycle.
+#[async_trait]
+pub trait ApiKeys: Send + Sync {
+    /// The owner of the unrevoked key with this SHA-256 digest; `None` for unknown or revoked.
+    async fn owner_of(&self, digest: &[u8]) -> Result<Option<String>, StoreError>;
+
+    /// Stores a new key's digest for `owner`.
+    async fn add_key(
+        &self,
+        id: Uuid,
+        owner: &str,
+        name: &str,
+        digest: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Revokes a key; returns `false` when no unrevoked key has this id.
+    async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError>;
 }
 
 /// Tells whether the database answers.
@@ -155,7 +174,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = Conversation::start("p".into(), "offline", "m");
+        let c = Conversation::start("local", "p".into(), "offline", "m");
         let cur = Cursor::after(&c);
         assert_eq!(Cursor::decode(&cur.encode()), Some(cur));
         for bad in ["", "!!!", "bm9wZQ", "MTIzLm5vdC1hLXV1aWQ"] {

@@ -8,13 +8,13 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{
-    ConversationCreate, ConversationFinish, ConversationGet, ConversationList, ConversationSearch,
-    HealthCheck, PageQuery, SearchHit, SearchQuery,
+    ApiKeys, ConversationCreate, ConversationFinish, ConversationGet, ConversationList,
+    ConversationSearch, HealthCheck, PageQuery, SearchHit, SearchQuery,
 };
 use crate::domain::{Conversation, Status, now_micros};
 use crate::error::StoreError;
 
-const COLUMNS: &str = "id, prompt, response, status, error, provider, model, prompt_tokens, \
+const COLUMNS: &str = "id, owner, prompt, response, status, error, provider, model, prompt_tokens, \
     completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, updated_at";
 
 /// Conversations in PostgreSQL.
@@ -77,6 +77,7 @@ impl PgStore {
         let status: String = row.try_get("status").map_err(StoreError::Query)?;
         let c = Conversation {
             id: row.try_get("id").map_err(StoreError::Query)?,
+            owner: row.try_get("owner").map_err(StoreError::Query)?,
             prompt: row.try_get("prompt").map_err(StoreError::Query)?,
             response: row.try_get("response").map_err(StoreError::Query)?,
             status: Status::parse(&status).ok_or(StoreError::Decode { column: "status" })?,
@@ -104,7 +105,7 @@ impl ConversationCreate for PgStore {
         let stmt = client
             .prepare_cached(
                 "INSERT INTO conversations (id, prompt, response, status, provider, model, \
-                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 created_at, updated_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .await
@@ -121,6 +122,7 @@ impl ConversationCreate for PgStore {
                     &c.model,
                     &c.created_at,
                     &c.updated_at,
+                    &c.owner,
                 ],
             )
             .await
@@ -153,8 +155,8 @@ impl ConversationFinish for PgStore {
             .prepare_cached(
                 "INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
                  prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, \
-                 created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 created_at, updated_at, owner) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
                  status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
                  prompt_tokens = EXCLUDED.prompt_tokens, \
@@ -182,6 +184,7 @@ impl ConversationFinish for PgStore {
                     &c.duration_ms,
                     &c.created_at,
                     &c.updated_at,
+                    &c.owner,
                 ],
             )
             .await
@@ -192,16 +195,16 @@ impl ConversationFinish for PgStore {
 
 #[async_trait]
 impl ConversationGet for PgStore {
-    async fn get(&self, id: Uuid) -> Result<Option<Conversation>, StoreError> {
+    async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Conversation>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM conversations WHERE id = $1"
+                "SELECT {COLUMNS} FROM conversations WHERE id = $1 AND owner = $2"
             ))
             .await
             .map_err(StoreError::Query)?;
         let row = client
-            .query_opt(&stmt, &[&id])
+            .query_opt(&stmt, &[&id, &owner])
             .await
             .map_err(StoreError::Query)?;
         row.map(|r| self.decode(&r)).transpose()
@@ -210,24 +213,26 @@ impl ConversationGet for PgStore {
 
 #[async_trait]
 impl ConversationList for PgStore {
-    async fn list(&self, page: &PageQuery) -> Result<Vec<Conversation>, StoreError> {
+    async fn list(&self, owner: &str, page: &PageQuery) -> Result<Vec<Conversation>, StoreError> {
         let client = self.client().await?;
         let rows = match &page.after {
             None => {
                 let stmt = client
                     .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM conversations \
+                        "SELECT {COLUMNS} FROM conversations WHERE owner = $3 \
                          ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
                     ))
                     .await
                     .map_err(StoreError::Query)?;
-                client.query(&stmt, &[&page.limit, &page.offset]).await
+                client
+                    .query(&stmt, &[&page.limit, &page.offset, &owner])
+                    .await
             }
             Some(cursor) => {
                 let stmt = client
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM conversations \
-                         WHERE (created_at, id) < ($1, $2) \
+                         WHERE owner = $5 AND (created_at, id) < ($1, $2) \
                          ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
                     ))
                     .await
@@ -235,7 +240,13 @@ impl ConversationList for PgStore {
                 client
                     .query(
                         &stmt,
-                        &[&cursor.created_at, &cursor.id, &page.limit, &page.offset],
+                        &[
+                            &cursor.created_at,
+                            &cursor.id,
+                            &page.limit,
+                            &page.offset,
+                            &owner,
+                        ],
                     )
                     .await
             }
@@ -255,6 +266,7 @@ const SEARCH_TEMPLATE: &str = "\
     WITH candidates AS ( \
         SELECT c.id, c.created_at, c.search FROM {source} \
         WHERE c.search @@ websearch_to_tsquery('{config}'::regconfig, $1) \
+          AND c.owner = $7 \
           AND ($2::timestamptz IS NULL OR c.created_at >= $2) \
           AND ($3::timestamptz IS NULL OR c.created_at < $3) \
         ORDER BY c.created_at DESC, c.id DESC \
@@ -264,7 +276,7 @@ const SEARCH_TEMPLATE: &str = "\
         FROM candidates k \
         ORDER BY rank DESC, k.created_at DESC, k.id DESC \
         LIMIT $5 OFFSET $6) \
-    SELECT c.id, c.prompt, c.response, c.status, c.error, c.provider, c.model, \
+    SELECT c.id, c.owner, c.prompt, c.response, c.status, c.error, c.provider, c.model, \
         c.prompt_tokens, c.completion_tokens, c.total_tokens, c.ttfb_ms, c.duration_ms, \
         c.created_at, c.updated_at, page.rank, \
         ts_headline('{config}'::regconfig, left(c.prompt, 2000) || ' … ' || left(c.response, 20000), \
@@ -284,7 +296,7 @@ pub fn search_sql(config: &str) -> String {
         .replace("{config}", config)
 }
 
-/// The search over the newest `$7` rows only (in the date range), read newest first. Used first
+/// The search over the newest `$8` rows only (in the date range), read newest first. Used first
 /// for phrase queries, whose match count PostgreSQL underestimates (the words of a phrase occur
 /// together far more often than independence predicts): it would read every match of the words
 /// through the GIN index and recheck each. When the window holds all `$4` candidates the answer
@@ -293,10 +305,11 @@ pub fn search_window_sql(config: &str) -> String {
     SEARCH_TEMPLATE
         .replace(
             "{source}",
-            "(SELECT id, created_at, search FROM conversations \
-              WHERE ($2::timestamptz IS NULL OR created_at >= $2) \
+            "(SELECT id, owner, created_at, search FROM conversations \
+              WHERE owner = $7 \
+                AND ($2::timestamptz IS NULL OR created_at >= $2) \
                 AND ($3::timestamptz IS NULL OR created_at < $3) \
-              ORDER BY created_at DESC, id DESC LIMIT $7) c",
+              ORDER BY created_at DESC, id DESC LIMIT $8) c",
         )
         .replace("{config}", config)
 }
@@ -306,15 +319,16 @@ const PHRASE_WINDOW_ROWS: i64 = 50_000;
 
 #[async_trait]
 impl ConversationSearch for PgStore {
-    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+    async fn search(&self, owner: &str, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         let client = self.client().await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &query.text,
             &query.from,
             &query.to,
             &query.candidates,
             &query.limit,
             &query.offset,
+            &owner,
         ];
         if query.text.contains('"') {
             let stmt = client
@@ -351,6 +365,52 @@ impl PgStore {
             rank: r.try_get("rank").map_err(StoreError::Query)?,
             snippet: r.try_get("snippet").map_err(StoreError::Query)?,
         })
+    }
+}
+
+#[async_trait]
+impl ApiKeys for PgStore {
+    async fn owner_of(&self, digest: &[u8]) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT owner FROM api_keys WHERE digest = $1 AND revoked_at IS NULL")
+            .await
+            .map_err(StoreError::Query)?;
+        let row = client
+            .query_opt(&stmt, &[&digest])
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn add_key(
+        &self,
+        id: Uuid,
+        owner: &str,
+        name: &str,
+        digest: &[u8],
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO api_keys (id, owner, name, digest) VALUES ($1, $2, $3, $4)",
+                &[&id, &owner, &name, &digest],
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(())
+    }
+
+    async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+                &[&id],
+            )
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(n == 1)
     }
 }
 

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use common::http::{health_router, with_fallbacks};
+use common::auth::{Auth, Owner};
+use common::http::{health_router, protect, with_fallbacks};
 use common::store::{ConversationGet, HealthCheck};
 use common::{ApiError, Conversation};
 use uuid::Uuid;
@@ -17,20 +18,21 @@ pub fn routes(store: Arc<dyn ConversationGet>) -> Router {
         .with_state(store)
 }
 
-/// The function's whole router: `/history/{id}` and `/health`.
-pub fn router(store: Arc<dyn ConversationGet>, health: Arc<dyn HealthCheck>) -> Router {
-    with_fallbacks(routes(store).merge(health_router(health)))
+/// The function's whole router: `/history/{id}` behind the key check, and `/health`.
+pub fn router(store: Arc<dyn ConversationGet>, health: Arc<dyn HealthCheck>, auth: Auth) -> Router {
+    with_fallbacks(protect(routes(store), auth).merge(health_router(health)))
 }
 
 async fn get_one(
     State(store): State<Arc<dyn ConversationGet>>,
+    Extension(owner): Extension<Owner>,
     Path(raw): Path<String>,
 ) -> Result<Json<Conversation>, ApiError> {
     let id = Uuid::try_parse(&raw).map_err(|_| {
         ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
     })?;
     store
-        .get(id)
+        .get(&owner.0, id)
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound("no conversation with this id"))

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use common::auth::Auth;
 use common::store::{ConversationCreate, ConversationFinish, ConversationGet};
 use common::{Conversation, Status};
 use testkit::TestDb;
@@ -11,7 +12,7 @@ use testkit::call::{error_code, get};
 
 fn app(db: &TestDb) -> axum::Router {
     let store = Arc::new(db.store());
-    get::router(store.clone(), store)
+    get::router(store.clone(), store.clone(), Auth::off(store))
 }
 
 #[tokio::test]
@@ -47,12 +48,12 @@ async fn an_unknown_id_is_404_and_a_malformed_one_422() {
 async fn finish_inserts_a_record_whose_start_was_never_saved_and_is_idempotent() {
     let db = TestDb::new().await;
     let store = db.store();
-    let mut c = Conversation::start("p".into(), "offline", "m");
+    let mut c = Conversation::start("local", "p".into(), "offline", "m");
     c.response = "all of it".into();
     c.status = Status::Complete;
     store.finish(&c).await.unwrap();
     store.finish(&c).await.unwrap();
-    assert_eq!(store.get(c.id).await.unwrap(), Some(c.clone()));
+    assert_eq!(store.get("local", c.id).await.unwrap(), Some(c.clone()));
     let n: i64 = db
         .client()
         .await
@@ -67,10 +68,10 @@ async fn finish_inserts_a_record_whose_start_was_never_saved_and_is_idempotent()
 async fn checkpoints_update_a_streaming_row_but_never_a_finished_one() {
     let db = TestDb::new().await;
     let store = db.store();
-    let mut c = Conversation::start("p".into(), "offline", "m");
+    let mut c = Conversation::start("local", "p".into(), "offline", "m");
     store.create(&c).await.unwrap();
     store.checkpoint(c.id, "half").await.unwrap();
-    let got = store.get(c.id).await.unwrap().unwrap();
+    let got = store.get("local", c.id).await.unwrap().unwrap();
     assert_eq!(
         (got.status, got.response.as_str()),
         (Status::Streaming, "half")
@@ -80,7 +81,7 @@ async fn checkpoints_update_a_streaming_row_but_never_a_finished_one() {
     c.status = Status::Complete;
     store.finish(&c).await.unwrap();
     store.checkpoint(c.id, "late").await.unwrap();
-    let got = store.get(c.id).await.unwrap().unwrap();
+    let got = store.get("local", c.id).await.unwrap().unwrap();
     assert_eq!(
         (got.status, got.response.as_str()),
         (Status::Complete, "whole")
@@ -91,7 +92,7 @@ async fn checkpoints_update_a_streaming_row_but_never_a_finished_one() {
 async fn a_row_abandoned_while_streaming_reads_as_interrupted() {
     let db = TestDb::new().await;
     let store = db.store();
-    let c = Conversation::start("p".into(), "offline", "m");
+    let c = Conversation::start("local", "p".into(), "offline", "m");
     store.create(&c).await.unwrap();
     db.client()
         .await
@@ -101,7 +102,7 @@ async fn a_row_abandoned_while_streaming_reads_as_interrupted() {
         )
         .await
         .unwrap();
-    let got = store.get(c.id).await.unwrap().unwrap();
+    let got = store.get("local", c.id).await.unwrap().unwrap();
     assert_eq!(got.status, Status::Partial);
     assert_eq!(got.error.as_deref(), Some("interrupted"));
 }

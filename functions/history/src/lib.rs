@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use common::api::{Page, PageParams};
-use common::http::{ValidQuery, health_router, with_fallbacks};
+use common::auth::{Auth, Owner};
+use common::http::{ValidQuery, health_router, protect, with_fallbacks};
 use common::store::{ConversationList, Cursor, HealthCheck};
 use common::{ApiError, Conversation};
 
@@ -17,19 +18,20 @@ pub fn routes(list: Arc<dyn ConversationList>) -> Router {
         .with_state(list)
 }
 
-/// The function's whole router: `/history` and `/health`.
-pub fn router(list: Arc<dyn ConversationList>, health: Arc<dyn HealthCheck>) -> Router {
-    with_fallbacks(routes(list).merge(health_router(health)))
+/// The function's whole router: `/history` behind the key check, and `/health`.
+pub fn router(list: Arc<dyn ConversationList>, health: Arc<dyn HealthCheck>, auth: Auth) -> Router {
+    with_fallbacks(protect(routes(list), auth).merge(health_router(health)))
 }
 
 async fn history(
     State(list): State<Arc<dyn ConversationList>>,
+    Extension(owner): Extension<Owner>,
     ValidQuery(params): ValidQuery<PageParams>,
 ) -> Result<Json<Page<Conversation>>, ApiError> {
     let page = params.parse()?;
     let mut probe = page.clone();
     probe.limit += 1;
-    let mut items = list.list(&probe).await?;
+    let mut items = list.list(&owner.0, &probe).await?;
     let next_cursor = if items.len() as i64 > page.limit {
         items.truncate(page.limit as usize);
         items.last().map(|c| Cursor::after(c).encode())

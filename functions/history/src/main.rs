@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use common::Settings;
+use common::auth::Auth;
 use common::store::PgStore;
 
 #[tokio::main]
@@ -10,5 +11,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init();
     let settings = Settings::from_env()?;
     let store = Arc::new(PgStore::from_settings(&settings)?);
-    lambda_http::run(history::router(store.clone(), store)).await
+    let auth = Auth::from_settings(&settings.auth, store.clone());
+    lambda_http::run(history::router(store.clone(), store, auth)).await
 }

@@ -5,12 +5,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use common::auth::Auth;
 use testkit::call::{error_code, get};
 use testkit::{TestDb, seed};
 
 fn app(db: &TestDb) -> axum::Router {
     let store = Arc::new(db.store());
-    history::router(store.clone(), store)
+    history::router(store.clone(), store.clone(), Auth::off(store))
 }
 
 fn ids(page: &serde_json::Value) -> Vec<String> {
@@ -128,7 +129,7 @@ async fn the_cursor_query_walks_the_index_not_the_table() {
             &[],
         )
         .await;
-    assert!(plan.contains("conversations_created_at_id_idx"), "{plan}");
+    assert!(plan.contains("created_at_id_idx"), "{plan}");
     assert!(!plan.contains("Sort"), "{plan}");
 }
 
@@ -144,7 +145,7 @@ async fn health_reports_the_database_down_with_503() {
         ("DB_CONNECT_TIMEOUT_MS", "500"),
     ]);
     let down = Arc::new(common::store::PgStore::from_settings(&settings).unwrap());
-    let app = history::router(down.clone(), down);
+    let app = history::router(down.clone(), down.clone(), Auth::off(down));
     let (status, body) = get(&app, "/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["database"], "unavailable");

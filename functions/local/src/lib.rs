@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use common::Settings;
-use common::http::{health_router, with_fallbacks};
+use common::auth::Auth;
+use common::http::{health_router, protect, with_fallbacks};
 use common::store::PgStore;
 use stream::{Limits, StreamState};
 
@@ -15,11 +16,13 @@ pub fn app(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<Router> {
         provider: common::provider::from_settings(&settings.provider)?,
         limits: Limits::from_settings(settings),
     };
-    let router = Router::new()
+    let auth = Auth::from_settings(&settings.auth, store.clone());
+    let api = Router::new()
         .merge(history::routes(store.clone()))
         .merge(get::routes(store.clone()))
         .merge(stream::routes(stream_state))
-        .merge(search::routes(store.clone(), settings.db.search_candidates))
-        .merge(health_router(store));
-    Ok(with_fallbacks(router))
+        .merge(search::routes(store.clone(), settings.db.search_candidates));
+    Ok(with_fallbacks(
+        protect(api, auth).merge(health_router(store)),
+    ))
 }

@@ -2,17 +2,30 @@
 //!
 //! - `local` or `local serve`: migrate, then serve every route on `PORT` (default 3000);
 //! - `local migrate`: apply pending migrations and exit;
-//! - `local replay [FILE]`: put `unsaved_record` log lines (from FILE or stdin) into the table.
+//! - `local replay [FILE]`: put `unsaved_record` log lines (from FILE or stdin) into the table;
+//! - `local key create OWNER [NAME]`: make an API key for OWNER and print it (once);
+//! - `local key revoke ID`: revoke a key.
 
 use std::io::BufRead;
 use std::sync::Arc;
 
 use anyhow::Context;
-use common::store::{ConversationFinish, PgStore};
+use common::store::{ApiKeys, ConversationFinish, PgStore};
 use common::{Conversation, Settings};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line with the whole cause chain, no backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     common::telemetry::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = Settings::from_env()?;
@@ -24,9 +37,16 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied: {n}");
             Ok(())
         }
-        Some("replay") => replay(store.as_ref(), args.get(1)).await,
+        Some("replay") => {
+            common::db::migrate(store.pool(), &settings.db.search_config).await?;
+            replay(store.as_ref(), args.get(1)).await
+        }
+        Some("key") => {
+            common::db::migrate(store.pool(), &settings.db.search_config).await?;
+            key(store.as_ref(), &args[1..]).await
+        }
         Some(other) => {
-            anyhow::bail!("unknown command {other:?}; expected serve, migrate or replay")
+            anyhow::bail!("unknown command {other:?}; expected serve, migrate, replay or key")
         }
     }
 }
@@ -44,6 +64,9 @@ async fn serve(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
+    if settings.auth.mode == common::auth::AuthMode::Off {
+        tracing::warn!("AUTH=off: every request is served without a key, as owner `local`");
+    }
     tracing::info!(%addr, migrations_applied = applied, provider = ?settings.provider.kind,
         "serving: try curl -N -X POST localhost:{port}/stream -d '{{\"prompt\":\"hi\"}}'");
     axum::serve(common::http::nodelay(listener), app)
@@ -52,6 +75,33 @@ async fn serve(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// `key create OWNER [NAME]` and `key revoke ID`.
+async fn key(store: &PgStore, args: &[String]) -> anyhow::Result<()> {
+    match (args.first().map(String::as_str), args.get(1)) {
+        (Some("create"), Some(owner)) => {
+            let name = args.get(2).map_or("default", String::as_str);
+            let key = common::auth::new_key().map_err(|_| anyhow::anyhow!("no randomness"))?;
+            let id = uuid::Uuid::now_v7();
+            store
+                .add_key(id, owner, name, &common::auth::digest(&key))
+                .await?;
+            println!("id:    {id}\nowner: {owner}\nname:  {name}\nkey:   {key}");
+            eprintln!("The key is shown once; only its SHA-256 digest is stored.");
+            Ok(())
+        }
+        (Some("revoke"), Some(id)) => {
+            let id = uuid::Uuid::parse_str(id).context("the key id is a UUID")?;
+            if store.revoke_key(id).await? {
+                println!("revoked {id}");
+                Ok(())
+            } else {
+                anyhow::bail!("no active key with id {id}")
+            }
+        }
+        _ => anyhow::bail!("usage: local key create OWNER [NAME] | local key revoke ID"),
+    }
 }
 
 /// Reads log lines; each `unsaved_record` line's record is written with the same idempotent

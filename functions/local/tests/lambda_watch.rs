@@ -52,7 +52,7 @@ async fn watch(db: &TestDb, extra_env: &str) -> (Proc, String) {
         ])
         .arg(port.to_string())
         .arg("--env-var")
-        .arg(format!("DATABASE_URL={}{extra_env}", db.url));
+        .arg(format!("DATABASE_URL={},AUTH=off{extra_env}", db.url));
     let proc = Proc::spawn(cmd, "cargo-lambda-watch");
     let base = format!("http://127.0.0.1:{port}/lambda-url");
     (proc, base)

@@ -23,6 +23,7 @@ async fn an_unsaved_record_is_logged_whole_and_replayed_into_the_table() {
         .env("DB_CONNECT_TIMEOUT_MS", "300")
         .env("OFFLINE_CHUNK_DELAY_MS", "0")
         .env("RUST_LOG", "info")
+        .env("AUTH", "off")
         .env_remove("LOG_FORMAT");
     let mut server = Proc::spawn(cmd, "local-serve");
     let http = testkit::http_client();

@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::ApiError;
 use common::api::{Page, parse_limit, parse_offset};
-use common::http::{ValidQuery, health_router, with_fallbacks};
+use common::auth::{Auth, Owner};
+use common::http::{ValidQuery, health_router, protect, with_fallbacks};
 use common::store::{ConversationSearch, HealthCheck, SearchHit, SearchQuery};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -32,13 +33,14 @@ pub fn routes(store: Arc<dyn ConversationSearch>, candidates: i64) -> Router {
         .with_state(SearchState { store, candidates })
 }
 
-/// The function's whole router: `/search` and `/health`.
+/// The function's whole router: `/search` behind the key check, and `/health`.
 pub fn router(
     store: Arc<dyn ConversationSearch>,
     candidates: i64,
     health: Arc<dyn HealthCheck>,
+    auth: Auth,
 ) -> Router {
-    with_fallbacks(routes(store, candidates).merge(health_router(health)))
+    with_fallbacks(protect(routes(store, candidates), auth).merge(health_router(health)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +55,7 @@ struct Params {
 
 async fn search(
     State(state): State<SearchState>,
+    Extension(owner): Extension<Owner>,
     ValidQuery(params): ValidQuery<Params>,
 ) -> Result<Json<Page<SearchHit>>, ApiError> {
     let mut query = parse(&params, state.candidates)?;
@@ -66,7 +69,7 @@ async fn search(
         }));
     }
     query.limit += 1;
-    let mut items = state.store.search(&query).await?;
+    let mut items = state.store.search(&owner.0, &query).await?;
     let next_cursor = if items.len() as i64 > limit && offset + limit < state.candidates {
         items.truncate(limit as usize);
         Some(URL_SAFE_NO_PAD.encode(format!("o{}", offset + limit)))

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use common::Settings;
+use common::auth::Auth;
 use common::store::PgStore;
 
 #[tokio::main]
@@ -11,5 +12,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = Settings::from_env()?;
     let store = Arc::new(PgStore::from_settings(&settings)?);
     let candidates = settings.db.search_candidates;
-    lambda_http::run(search::router(store.clone(), candidates, store)).await
+    let auth = Auth::from_settings(&settings.auth, store.clone());
+    lambda_http::run(search::router(store.clone(), candidates, store, auth)).await
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use common::auth::Auth;
 use common::domain::now_micros;
 use common::store::ConversationFinish;
 use common::{Conversation, Status};
@@ -14,7 +15,7 @@ use testkit::call::{error_code, get};
 
 fn app(db: &TestDb) -> axum::Router {
     let store = Arc::new(db.store());
-    search::router(store.clone(), 1000, store)
+    search::router(store.clone(), 1000, store.clone(), Auth::off(store))
 }
 
 /// Saves conversations (prompt, response), the first the oldest, a minute apart.
@@ -23,7 +24,7 @@ async fn save(db: &TestDb, rows: &[(&str, &str)]) -> Vec<Conversation> {
     let base = now_micros() - Duration::from_secs(3600);
     let mut out = Vec::new();
     for (i, (prompt, response)) in rows.iter().enumerate() {
-        let mut c = Conversation::start((*prompt).to_owned(), "offline", "m");
+        let mut c = Conversation::start("local", (*prompt).to_owned(), "offline", "m");
         c.response = (*response).to_owned();
         c.status = Status::Complete;
         c.created_at = base + Duration::from_secs(60 * i as u64);
@@ -128,12 +129,12 @@ async fn a_phrase_ranks_only_the_newest_candidates_whichever_way_it_is_read() {
     .await;
     let store = Arc::new(db.store());
     // Two candidates: the window of newest rows holds both, so it answers.
-    let two = search::router(store.clone(), 2, store.clone());
+    let two = search::router(store.clone(), 2, store.clone(), Auth::off(store.clone()));
     let mut got = search(&two, "\"green apple\"").await;
     got.sort();
     assert_eq!(got, ["green apple again", "newest green apple"]);
     // A thousand candidates: the window holds fewer, so the whole table is searched.
-    let all = search::router(store.clone(), 1000, store);
+    let all = search::router(store.clone(), 1000, store.clone(), Auth::off(store));
     assert_eq!(search(&all, "\"green apple\"").await.len(), 3);
 }
 
@@ -326,6 +327,7 @@ async fn a_rare_term_is_found_through_the_gin_index() {
                 &1000i64,
                 &21i64,
                 &0i64,
+                &"local",
             ],
         )
         .await;

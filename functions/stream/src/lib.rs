@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
-use common::http::{health_router, with_fallbacks};
+use common::auth::{Auth, Owner};
+use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
 use common::store::{ConversationCreate, ConversationFinish, HealthCheck};
 use common::{ApiError, Conversation, Settings};
@@ -68,12 +69,16 @@ pub fn routes(state: StreamState) -> Router {
         .with_state(state)
 }
 
-/// The function's whole router: `/stream` and `/health`.
-pub fn router(state: StreamState, health: Arc<dyn HealthCheck>) -> Router {
-    with_fallbacks(routes(state).merge(health_router(health)))
+/// The function's whole router: `/stream` behind the key check, and `/health`.
+pub fn router(state: StreamState, health: Arc<dyn HealthCheck>, auth: Auth) -> Router {
+    with_fallbacks(protect(routes(state), auth).merge(health_router(health)))
 }
 
-async fn stream(State(state): State<StreamState>, request: Request) -> Result<Response, ApiError> {
+async fn stream(
+    State(state): State<StreamState>,
+    Extension(owner): Extension<Owner>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body = request::read_body(request, state.limits.max_body_bytes).await?;
     let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
@@ -81,7 +86,8 @@ async fn stream(State(state): State<StreamState>, request: Request) -> Result<Re
         .model
         .clone()
         .unwrap_or_else(|| state.provider.default_model().to_owned());
-    let conversation = Conversation::start(req.prompt.clone(), state.provider.name(), &model);
+    let conversation =
+        Conversation::start(&owner.0, req.prompt.clone(), state.provider.name(), &model);
     let id = conversation.id;
 
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(64);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use common::Settings;
+use common::auth::Auth;
 use common::store::PgStore;
 use stream::{Limits, StreamState};
 
@@ -16,5 +17,6 @@ async fn main() -> Result<(), lambda_http::Error> {
         provider: common::provider::from_settings(&settings.provider)?,
         limits: Limits::from_settings(&settings),
     };
-    lambda_http::run_with_streaming_response(stream::router(state, store)).await
+    let auth = Auth::from_settings(&settings.auth, store.clone());
+    lambda_http::run_with_streaming_response(stream::router(state, store, auth)).await
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::auth::Auth;
 use common::store::{ConversationGet, PgStore};
 use common::{Conversation, Status};
 use serde_json::{Value, json};
@@ -30,7 +31,7 @@ async fn serve(db: TestDb, extra: &[(&str, &str)]) -> Harness {
         provider: common::provider::from_settings(&settings.provider).unwrap(),
         limits: Limits::from_settings(&settings),
     };
-    let app = stream::router(state, store.clone());
+    let app = stream::router(state, store.clone(), Auth::off(store.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
@@ -80,7 +81,11 @@ impl Harness {
     /// The row once it has left `streaming` (waits up to 15 s); it must be the only row.
     async fn finished_row(&self, id: &str) -> Conversation {
         let row = self.wait_finished(id).await;
-        assert_eq!(self.count().await, 1, "one request must leave exactly one row");
+        assert_eq!(
+            self.count().await,
+            1,
+            "one request must leave exactly one row"
+        );
         row
     }
 
@@ -88,7 +93,7 @@ impl Harness {
         let id = uuid::Uuid::parse_str(id).unwrap();
         let until = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(c) = self.store.get(id).await.unwrap()
+            if let Some(c) = self.store.get("local", id).await.unwrap()
                 && c.status != Status::Streaming
             {
                 return c;
@@ -385,7 +390,7 @@ async fn long_streams_are_checkpointed_while_they_run() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mid = h
         .store
-        .get(id)
+        .get("local", id)
         .await
         .unwrap()
         .expect("the row exists while streaming");
