@@ -333,3 +333,32 @@ async fn a_rare_term_is_found_through_the_gin_index() {
         .await;
     assert!(plan.contains("conversations_search_idx"), "{plan}");
 }
+
+#[tokio::test]
+async fn changing_search_config_rebuilds_the_column_and_search_follows_it() {
+    let db = TestDb::new().await;
+    save(&db, &[("I run every morning", "")]).await;
+    let settings = db.settings_with(&[("SEARCH_CONFIG", "simple")]);
+    let store = Arc::new(common::store::PgStore::from_settings(&settings).unwrap());
+    common::db::migrate(store.pool(), "simple").await.unwrap();
+    let app = search::router(store.clone(), 1000, store.clone(), Auth::off(store.clone()));
+    // `simple` does not stem: `running` no longer finds `run`, the exact word still does.
+    assert!(search(&app, "running").await.is_empty());
+    assert_eq!(search(&app, "run").await, ["I run every morning"]);
+    // Migrating again with the same setting changes nothing; back to english, stemming returns.
+    common::db::migrate(store.pool(), "simple").await.unwrap();
+    common::db::migrate(store.pool(), "english").await.unwrap();
+    assert_eq!(
+        search(&app_with(&db, "english"), "running").await,
+        ["I run every morning"]
+    );
+    let err = common::db::migrate(store.pool(), "klingon")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("klingon"), "{err}");
+}
+
+fn app_with(db: &TestDb, config: &str) -> axum::Router {
+    let store = Arc::new(db.store().with_search_config(config));
+    search::router(store.clone(), 1000, store.clone(), Auth::off(store))
+}
