@@ -104,14 +104,18 @@ pub struct ErrorDetail {
 }
 
 /// Builds an error response from a status, code and client-safe message.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> Response {
     let body = ErrorBody {
         error: ErrorDetail {
             code: code.to_owned(),
             message: message.to_owned(),
         },
     };
-    (status, axum::Json(body)).into_response()
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .extensions_mut()
+        .insert(crate::telemetry::ErrorCode(code));
+    response
 }
 
 impl IntoResponse for ApiError {

@@ -66,9 +66,10 @@ pub fn protect(router: Router, auth: crate::auth::Auth) -> Router {
     ))
 }
 
-/// Adds the JSON 404 and 405 answers every router gives for paths and methods it does not know.
+/// Adds the JSON 404 and 405 answers every router gives for paths and methods it does not know,
+/// and the request log line (see [`crate::telemetry::request_log`]) around everything.
 pub fn with_fallbacks(router: Router) -> Router {
-    router
+    let router = router
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error_response(
@@ -76,7 +77,8 @@ pub fn with_fallbacks(router: Router) -> Router {
                 "method_not_allowed",
                 "this method is not allowed on this path",
             )
-        })
+        });
+    router.layer(axum::middleware::from_fn(crate::telemetry::request_log))
 }
 
 /// A listener whose connections send small writes at once (`TCP_NODELAY`). Without it an SSE

@@ -121,6 +121,8 @@ pub struct StreamSettings {
     pub checkpoint_interval: Duration,
     /// `KEEPALIVE_INTERVAL_MS` (default 15000).
     pub keepalive_interval: Duration,
+    /// `LOG_CONTENT`: put prompts and responses in the log lines (default false).
+    pub log_content: bool,
 }
 
 /// Authentication settings.
@@ -227,6 +229,7 @@ impl Settings {
             max_body_bytes: parse(env, "MAX_BODY_BYTES", 256 * 1024usize)?,
             checkpoint_interval: millis(env, "CHECKPOINT_INTERVAL_MS", 2000)?,
             keepalive_interval: millis(env, "KEEPALIVE_INTERVAL_MS", 15_000)?,
+            log_content: parse(env, "LOG_CONTENT", false)?,
         };
         let auth = AuthSettings {
             mode: match env.var("AUTH").as_deref() {

@@ -19,6 +19,7 @@ use common::auth::{Auth, Owner};
 use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
 use common::store::{ConversationCreate, ConversationFinish, HealthCheck};
+use common::telemetry::{LogsItself, RequestId};
 use common::{ApiError, Conversation, Settings};
 use tokio::sync::mpsc;
 
@@ -38,6 +39,7 @@ pub struct Limits {
     pub first_chunk_timeout: Duration,
     pub idle_timeout: Duration,
     pub total_timeout: Duration,
+    pub log_content: bool,
 }
 
 impl Limits {
@@ -50,6 +52,7 @@ impl Limits {
             first_chunk_timeout: s.provider.first_chunk_timeout,
             idle_timeout: s.provider.idle_timeout,
             total_timeout: s.provider.total_timeout,
+            log_content: s.stream.log_content,
         }
     }
 }
@@ -77,8 +80,10 @@ pub fn router(state: StreamState, health: Arc<dyn HealthCheck>, auth: Auth) -> R
 async fn stream(
     State(state): State<StreamState>,
     Extension(owner): Extension<Owner>,
+    request_id: Option<Extension<RequestId>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.0);
     let started = Instant::now();
     let body = request::read_body(request, state.limits.max_body_bytes).await?;
     let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
@@ -99,6 +104,7 @@ async fn stream(
         req.into_completion(model),
         tx,
         started,
+        request_id,
     ));
 
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -116,5 +122,6 @@ async fn stream(
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         headers.insert("x-conversation-id", v);
     }
+    response.extensions_mut().insert(LogsItself);
     Ok(response)
 }

@@ -32,6 +32,7 @@ pub async fn run(
     request: CompletionRequest,
     tx: mpsc::Sender<Bytes>,
     started: Instant,
+    request_id: String,
 ) {
     let mut events = Events::new(tx);
     events
@@ -114,17 +115,69 @@ pub async fn run(
                 .await;
         }
     }
+    let ms_f = |d: Option<i32>| d.map(f64::from);
+    let (prompt, response) = if state.limits.log_content {
+        (
+            Some(conversation.prompt.as_str()),
+            Some(conversation.response.as_str()),
+        )
+    } else {
+        (None, None)
+    };
+    // The request's one log line: written here, when the body ends, not when headers go out.
     tracing::info!(
-        id = %conversation.id,
-        status = conversation.status.as_str(),
-        error_code = conversation.error.as_deref(),
+        target: "request",
+        request_id = %request_id,
+        method = "POST",
+        route = "/stream",
+        status = 200u16,
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         ttfb_ms = conversation.ttfb_ms,
-        duration_ms = conversation.duration_ms,
-        chunks = outcome.chunks,
         response_bytes = events.bytes,
+        chunks = outcome.chunks,
+        conversation_id = %conversation.id,
+        conversation_status = conversation.status.as_str(),
+        provider = %conversation.provider,
+        model = %conversation.model,
+        prompt_tokens = conversation.prompt_tokens,
+        completion_tokens = conversation.completion_tokens,
+        total_tokens = conversation.total_tokens,
+        error_code = conversation.error.as_deref(),
         client_connected = events.client_connected(),
         saved,
-        "stream finished"
+        prompt,
+        response,
+        "request"
+    );
+    common::telemetry::emit_metrics(
+        "stream",
+        &[
+            (
+                "TimeToFirstByte",
+                ms_f(conversation.ttfb_ms).unwrap_or(0.0),
+                "Milliseconds",
+            ),
+            (
+                "Duration",
+                ms_f(conversation.duration_ms).unwrap_or(0.0),
+                "Milliseconds",
+            ),
+            (
+                "Tokens",
+                conversation.total_tokens.map_or(0.0, f64::from),
+                "Count",
+            ),
+            (
+                "Errors",
+                if conversation.error.is_some() {
+                    1.0
+                } else {
+                    0.0
+                },
+                "Count",
+            ),
+            ("UnsavedRecords", if saved { 0.0 } else { 1.0 }, "Count"),
+        ],
     );
 }
 

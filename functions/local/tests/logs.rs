@@ -1,0 +1,160 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! What an operator sees: the local server as a process writes one JSON log line per request
+//! (the stream's when its body ends) and a CloudWatch metrics line per stream; no prompt or
+//! response text unless `LOG_CONTENT=true`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::TestDb;
+use testkit::process::{Proc, free_port, wait_ok};
+use testkit::sse;
+
+async fn server(db: &TestDb, log_content: bool) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_local"));
+    cmd.arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("PORT", port.to_string())
+        .env("AUTH", "off")
+        .env("OFFLINE_CHUNK_DELAY_MS", "1")
+        .env("RUST_LOG", "info")
+        .env("LOG_CONTENT", log_content.to_string())
+        .env_remove("LOG_FORMAT");
+    let proc = Proc::spawn(cmd, "local-logs");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ok(
+        &testkit::http_client(),
+        &format!("{base}/health"),
+        Duration::from_secs(30),
+        || proc.output(),
+    )
+    .await;
+    (proc, base)
+}
+
+/// The JSON lines written so far.
+fn lines(proc: &Proc) -> Vec<Value> {
+    proc.output()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn request_line<'a>(lines: &'a [Value], request_id: &str) -> &'a Value {
+    let found: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "request" && l["request_id"] == request_id)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "exactly one line for request {request_id}: {lines:?}"
+    );
+    found[0]
+}
+
+#[tokio::test]
+async fn each_request_writes_one_json_line_and_each_stream_a_metrics_line() {
+    let db = TestDb::new().await;
+    let (mut proc, base) = server(&db, false).await;
+    let http = testkit::http_client();
+
+    let ok = http
+        .get(format!("{base}/history?limit=5"))
+        .send()
+        .await
+        .unwrap();
+    let ok_id = ok.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let bad = http
+        .get(format!("{base}/history/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
+    let bad_id = bad.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let resp = http
+        .post(format!("{base}/stream"))
+        .body(r#"{"prompt":"confidential zebra words"}"#)
+        .send()
+        .await
+        .unwrap();
+    let stream_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let events = sse::read(resp, None).await;
+    assert_eq!(events.last().unwrap().name, "done");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proc.stop();
+    let lines = lines(&proc);
+
+    let l = request_line(&lines, &ok_id);
+    assert_eq!(
+        (
+            l["route"].as_str(),
+            l["status"].as_u64(),
+            l["method"].as_str()
+        ),
+        (Some("/history"), Some(200), Some("GET"))
+    );
+    assert!(l["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert!(l["response_bytes"].as_u64().unwrap() > 0);
+
+    let l = request_line(&lines, &bad_id);
+    assert_eq!(
+        (l["route"].as_str(), l["status"].as_u64()),
+        (Some("/history/{id}"), Some(422))
+    );
+    assert_eq!(l["error_code"], "invalid_request");
+
+    let l = request_line(&lines, &stream_id);
+    assert_eq!(
+        (l["route"].as_str(), l["status"].as_u64()),
+        (Some("/stream"), Some(200))
+    );
+    assert_eq!(l["provider"], "offline");
+    assert_eq!(l["conversation_status"], "complete");
+    assert!(l["ttfb_ms"].is_number() && l["chunks"].as_u64().unwrap() > 5);
+    assert!(l["total_tokens"].as_u64().unwrap() > 0);
+    assert!(l["response_bytes"].as_u64().unwrap() > 100);
+    assert_eq!(l["saved"], true);
+
+    let metrics: Vec<&Value> = lines.iter().filter(|l| l["_aws"].is_object()).collect();
+    assert_eq!(metrics.len(), 1);
+    let m = metrics[0];
+    assert_eq!(m["Function"], "stream");
+    assert_eq!(m["_aws"]["CloudWatchMetrics"][0]["Namespace"], "LlmStream");
+    for name in [
+        "TimeToFirstByte",
+        "Duration",
+        "Tokens",
+        "Errors",
+        "UnsavedRecords",
+    ] {
+        assert!(m[name].is_number(), "{name} missing in {m}");
+    }
+    assert_eq!(m["Errors"], 0.0);
+
+    assert!(
+        !proc.output().contains("zebra"),
+        "prompt text reached the log"
+    );
+}
+
+#[tokio::test]
+async fn log_content_true_puts_the_text_in_the_stream_line() {
+    let db = TestDb::new().await;
+    let (mut proc, base) = server(&db, true).await;
+    let resp = testkit::http_client()
+        .post(format!("{base}/stream"))
+        .body(r#"{"prompt":"visible zebra words"}"#)
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    sse::read(resp, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proc.stop();
+    let lines = lines(&proc);
+    let l = request_line(&lines, &id);
+    assert_eq!(l["prompt"], "visible zebra words");
+    assert!(l["response"].as_str().unwrap().contains("zebra"));
+}
