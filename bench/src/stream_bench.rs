@@ -88,11 +88,8 @@ pub async fn run() -> anyhow::Result<()> {
         ("DB_POOL_SIZE", "16"),
     ]);
     let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
-    let state = stream::StreamState {
-        store: store.clone(),
-        provider: common::provider::from_settings(&settings.provider)?,
-        limits: stream::Limits::from_settings(&settings),
-    };
+    let state = stream::StreamState::from_settings(&settings, store.clone())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let app = stream::router(state, store.clone(), common::auth::Auth::off(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/stream", listener.local_addr()?);

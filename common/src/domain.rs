@@ -16,6 +16,8 @@ pub enum Status {
     Partial,
     /// No text arrived.
     Failed,
+    /// A guardrail refused the prompt; the provider was not called.
+    Blocked,
 }
 
 impl Status {
@@ -25,6 +27,7 @@ impl Status {
             Status::Complete => "complete",
             Status::Partial => "partial",
             Status::Failed => "failed",
+            Status::Blocked => "blocked",
         }
     }
 
@@ -35,6 +38,7 @@ impl Status {
             "complete" => Status::Complete,
             "partial" => Status::Partial,
             "failed" => Status::Failed,
+            "blocked" => Status::Blocked,
             _ => return None,
         })
     }
@@ -64,6 +68,9 @@ pub struct Conversation {
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
     pub total_tokens: Option<i32>,
+    /// Guardrail verdicts on this conversation.
+    #[serde(default)]
+    pub flags: Vec<crate::guard::Flag>,
     /// Milliseconds from request to the first text.
     pub ttfb_ms: Option<i32>,
     /// Milliseconds from request to the end of the answer.
@@ -93,6 +100,7 @@ impl Conversation {
             prompt_tokens: None,
             completion_tokens: None,
             total_tokens: None,
+            flags: Vec::new(),
             ttfb_ms: None,
             duration_ms: None,
             created_at: now,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod guard;
 pub mod http;
 pub mod provider;
 pub mod settings;

@@ -123,6 +123,11 @@ pub struct StreamSettings {
     pub keepalive_interval: Duration,
     /// `LOG_CONTENT`: put prompts and responses in the log lines (default false).
     pub log_content: bool,
+    /// `GUARDRAIL_DENY_PATTERNS`: a JSON array of regular expressions refused in prompts and
+    /// answers (case-insensitive).
+    pub deny_patterns: Vec<String>,
+    /// `GUARDRAIL_MAX_RESPONSE_CHARS` (default 200000): longer answers are stopped.
+    pub max_response_chars: usize,
 }
 
 /// Authentication settings.
@@ -230,6 +235,17 @@ impl Settings {
             checkpoint_interval: millis(env, "CHECKPOINT_INTERVAL_MS", 2000)?,
             keepalive_interval: millis(env, "KEEPALIVE_INTERVAL_MS", 15_000)?,
             log_content: parse(env, "LOG_CONTENT", false)?,
+            deny_patterns: match env.var("GUARDRAIL_DENY_PATTERNS") {
+                None => Vec::new(),
+                Some(raw) => serde_json::from_str(&raw).map_err(|e| {
+                    invalid(
+                        "GUARDRAIL_DENY_PATTERNS",
+                        &raw,
+                        &format!("expected a JSON array of strings ({e})"),
+                    )
+                })?,
+            },
+            max_response_chars: parse(env, "GUARDRAIL_MAX_RESPONSE_CHARS", 200_000usize)?,
         };
         let auth = AuthSettings {
             mode: match env.var("AUTH").as_deref() {

@@ -15,7 +15,7 @@ use crate::domain::{Conversation, Status, now_micros};
 use crate::error::StoreError;
 
 const COLUMNS: &str = "id, owner, prompt, response, status, error, provider, model, prompt_tokens, \
-    completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, updated_at";
+    completion_tokens, total_tokens, flags, ttfb_ms, duration_ms, created_at, updated_at";
 
 /// Conversations in PostgreSQL.
 #[derive(Clone)]
@@ -89,6 +89,11 @@ impl PgStore {
                 .try_get("completion_tokens")
                 .map_err(StoreError::Query)?,
             total_tokens: row.try_get("total_tokens").map_err(StoreError::Query)?,
+            flags: serde_json::from_value(
+                row.try_get::<_, serde_json::Value>("flags")
+                    .map_err(StoreError::Query)?,
+            )
+            .map_err(|_| StoreError::Decode { column: "flags" })?,
             ttfb_ms: row.try_get("ttfb_ms").map_err(StoreError::Query)?,
             duration_ms: row.try_get("duration_ms").map_err(StoreError::Query)?,
             created_at: row.try_get("created_at").map_err(StoreError::Query)?,
@@ -155,14 +160,15 @@ impl ConversationFinish for PgStore {
             .prepare_cached(
                 "INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
                  prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, \
-                 created_at, updated_at, owner) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 created_at, updated_at, owner, flags) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                  ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
                  status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
                  prompt_tokens = EXCLUDED.prompt_tokens, \
                  completion_tokens = EXCLUDED.completion_tokens, \
                  total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
-                 duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at",
+                 duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
+                 flags = EXCLUDED.flags",
             )
             .await
             .map_err(StoreError::Query)?;
@@ -185,6 +191,7 @@ impl ConversationFinish for PgStore {
                     &c.created_at,
                     &c.updated_at,
                     &c.owner,
+                    &serde_json::to_value(&c.flags).unwrap_or_default(),
                 ],
             )
             .await
@@ -277,7 +284,7 @@ const SEARCH_TEMPLATE: &str = "\
         ORDER BY rank DESC, k.created_at DESC, k.id DESC \
         LIMIT $5 OFFSET $6) \
     SELECT c.id, c.owner, c.prompt, c.response, c.status, c.error, c.provider, c.model, \
-        c.prompt_tokens, c.completion_tokens, c.total_tokens, c.ttfb_ms, c.duration_ms, \
+        c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, c.ttfb_ms, c.duration_ms, \
         c.created_at, c.updated_at, page.rank, \
         ts_headline('{config}'::regconfig, left(c.prompt, 2000) || ' … ' || left(c.response, 20000), \
             websearch_to_tsquery('{config}'::regconfig, $1), \

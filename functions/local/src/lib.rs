@@ -7,15 +7,12 @@ use common::Settings;
 use common::auth::Auth;
 use common::http::{health_router, protect, with_fallbacks};
 use common::store::PgStore;
-use stream::{Limits, StreamState};
+use stream::StreamState;
 
 /// The merged router over one store and the configured provider.
 pub fn app(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<Router> {
-    let stream_state = StreamState {
-        store: store.clone(),
-        provider: common::provider::from_settings(&settings.provider)?,
-        limits: Limits::from_settings(settings),
-    };
+    let stream_state =
+        StreamState::from_settings(settings, store.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let auth = Auth::from_settings(&settings.auth, store.clone());
     let api = Router::new()
         .merge(history::routes(store.clone()))

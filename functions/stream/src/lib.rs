@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use common::auth::{Auth, Owner};
+use common::guard::Guardrails;
 use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
 use common::store::{ConversationCreate, ConversationFinish, HealthCheck};
@@ -63,6 +64,48 @@ pub struct StreamState {
     pub store: Arc<dyn StreamStore>,
     pub provider: Arc<dyn Provider>,
     pub limits: Limits,
+    pub guard: Arc<Guardrails>,
+}
+
+impl StreamState {
+    /// The provider, limits and guardrails the settings name, over `store`.
+    pub fn from_settings(
+        settings: &Settings,
+        store: Arc<dyn StreamStore>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self {
+            store,
+            provider: common::provider::from_settings(&settings.provider)?,
+            limits: Limits::from_settings(settings),
+            guard: Arc::new(Guardrails::new(
+                &settings.stream.deny_patterns,
+                settings.stream.max_response_chars,
+            )?),
+        })
+    }
+}
+
+/// Records a refused prompt (status `blocked`, with its flag) and answers 422
+/// `guardrail_blocked`. The provider is never called.
+async fn blocked(
+    state: &StreamState,
+    owner: &Owner,
+    prompt: &str,
+    flag: common::guard::Flag,
+) -> ApiError {
+    let mut c = Conversation::start(&owner.0, prompt.to_owned(), state.provider.name(), "");
+    c.status = common::Status::Blocked;
+    c.error = Some("guardrail_blocked".into());
+    c.flags.push(flag);
+    if let Err(e) = state.store.finish(&c).await {
+        tracing::error!(id = %c.id, error = %common::error::error_chain(&e),
+            "could not record a blocked prompt");
+    }
+    tracing::warn!(id = %c.id, check = %c.flags[0].check, "prompt blocked by a guardrail");
+    ApiError::Validation {
+        code: "guardrail_blocked",
+        message: "the prompt was refused by a guardrail".into(),
+    }
 }
 
 /// The `/stream` route alone, for merging into the local server.
@@ -87,6 +130,9 @@ async fn stream(
     let started = Instant::now();
     let body = request::read_body(request, state.limits.max_body_bytes).await?;
     let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
+    if let Some(flag) = state.guard.check_prompt(&req.prompt) {
+        return Err(blocked(&state, &owner, &req.prompt, flag).await);
+    }
     let model = req
         .model
         .clone()

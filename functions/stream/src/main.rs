@@ -5,18 +5,14 @@ use std::sync::Arc;
 use common::Settings;
 use common::auth::Auth;
 use common::store::PgStore;
-use stream::{Limits, StreamState};
+use stream::StreamState;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init();
     let settings = Settings::from_env()?;
     let store = Arc::new(PgStore::from_settings(&settings)?);
-    let state = StreamState {
-        store: store.clone(),
-        provider: common::provider::from_settings(&settings.provider)?,
-        limits: Limits::from_settings(&settings),
-    };
+    let state = StreamState::from_settings(&settings, store.clone())?;
     let auth = Auth::from_settings(&settings.auth, store.clone());
     lambda_http::run_with_streaming_response(stream::router(state, store, auth)).await
 }

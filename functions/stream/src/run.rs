@@ -9,6 +9,7 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use common::domain::{Usage, now_micros};
 use common::error::error_chain;
+use common::guard::Flag;
 use common::provider::{Chunk, CompletionRequest, ProviderError};
 use common::{Conversation, Status};
 use futures_util::StreamExt;
@@ -19,9 +20,41 @@ use tokio::time::{sleep_until, timeout_at};
 use crate::sse::Events;
 use crate::{Limits, StreamState, StreamStore};
 
+/// Why a generation stopped early.
+enum Stop {
+    Provider(ProviderError),
+    Guard(Flag),
+}
+
+impl Stop {
+    fn code(&self) -> &'static str {
+        match self {
+            Stop::Provider(e) => e.code(),
+            Stop::Guard(f) => match f.check.as_str() {
+                "repetition" => "guardrail_repetition",
+                "response_too_long" => "guardrail_response_too_long",
+                _ => "guardrail_blocked",
+            },
+        }
+    }
+
+    fn public_message(&self) -> &'static str {
+        match self {
+            Stop::Provider(e) => e.public_message(),
+            Stop::Guard(_) => "a guardrail stopped the answer",
+        }
+    }
+}
+
+impl From<ProviderError> for Stop {
+    fn from(e: ProviderError) -> Self {
+        Stop::Provider(e)
+    }
+}
+
 /// How a generation ended.
 struct Outcome {
-    result: Result<(Option<String>, Option<Usage>), ProviderError>,
+    result: Result<(Option<String>, Option<Usage>), Stop>,
     ttfb: Option<Duration>,
     chunks: usize,
 }
@@ -76,8 +109,14 @@ pub async fn run(
                 Status::Partial
             };
             conversation.error = Some(e.code().to_owned());
-            tracing::warn!(id = %conversation.id, code = e.code(), error = %error_chain(&e),
-                detail = ?e, "generation failed");
+            match &e {
+                Stop::Provider(p) => tracing::warn!(id = %conversation.id, code = e.code(),
+                    error = %error_chain(p), detail = ?p, "generation failed"),
+                Stop::Guard(flag) => {
+                    tracing::warn!(id = %conversation.id, check = %flag.check, "answer stopped by a guardrail");
+                    conversation.flags.push(flag.clone());
+                }
+            }
             Some(e)
         }
     };
@@ -93,6 +132,7 @@ pub async fn run(
                         "status": conversation.status,
                         "usage": conversation.usage(),
                         "finish_reason": finish_reason,
+                        "flags": conversation.flags,
                         "ttfb_ms": conversation.ttfb_ms,
                         "duration_ms": conversation.duration_ms,
                         "saved": saved,
@@ -109,6 +149,7 @@ pub async fn run(
                         "status": conversation.status,
                         "code": e.code(),
                         "message": e.public_message(),
+                        "flags": conversation.flags,
                         "saved": saved,
                     }),
                 )
@@ -200,18 +241,21 @@ async fn generate(
     let deadline = started_t + limits.total_timeout;
     let first_deadline = (started_t + limits.first_chunk_timeout).min(deadline);
     let mut outcome = Outcome {
-        result: Err(ProviderError::Timeout("first chunk")),
+        result: Err(ProviderError::Timeout("first chunk").into()),
         ttfb: None,
         chunks: 0,
     };
     let mut stream = match timeout_at(first_deadline, state.provider.stream(request)).await {
         Err(_) => return outcome,
         Ok(Err(e)) => {
-            outcome.result = Err(e);
+            outcome.result = Err(e.into());
             return outcome;
         }
         Ok(Ok(s)) => s,
     };
+    let mut guard = state.guard.output();
+    // The producer's own copy of the answer, for the guardrails (the saver has the other).
+    let mut full = String::new();
     let mut last_activity = tokio::time::Instant::now();
     let mut last_chunk = last_activity;
     loop {
@@ -226,6 +270,12 @@ async fn generate(
         tokio::select! {
             item = stream.next() => match item {
                 Some(Ok(Chunk::Text(t))) => {
+                    full.push_str(&t);
+                    if let Some(flag) = guard.check(&full, t.len()) {
+                        // The chunk that tripped it is neither sent nor saved.
+                        outcome.result = Err(Stop::Guard(flag));
+                        return outcome;
+                    }
                     if outcome.ttfb.is_none() {
                         outcome.ttfb = Some(started.elapsed());
                     }
@@ -240,16 +290,16 @@ async fn generate(
                     return outcome;
                 }
                 Some(Err(e)) => {
-                    outcome.result = Err(e);
+                    outcome.result = Err(e.into());
                     return outcome;
                 }
                 None => {
-                    outcome.result = Err(ProviderError::Incomplete);
+                    outcome.result = Err(ProviderError::Incomplete.into());
                     return outcome;
                 }
             },
             () = sleep_until(limit) => {
-                outcome.result = Err(ProviderError::Timeout(what));
+                outcome.result = Err(ProviderError::Timeout(what).into());
                 return outcome;
             }
             () = sleep_until(keepalive) => {
