@@ -128,6 +128,11 @@ pub struct StreamSettings {
     pub deny_patterns: Vec<String>,
     /// `GUARDRAIL_MAX_RESPONSE_CHARS` (default 200000): longer answers are stopped.
     pub max_response_chars: usize,
+    /// `PII_REDACTION`: redact e-mails, card numbers and phone numbers in what is stored.
+    pub pii_redaction: bool,
+    /// `GROUNDING_CHECK`: ask the provider whether each complete answer is supported by its
+    /// prompt, and store the verdict as a flag.
+    pub grounding_check: bool,
 }
 
 /// Authentication settings.
@@ -246,6 +251,8 @@ impl Settings {
                 })?,
             },
             max_response_chars: parse(env, "GUARDRAIL_MAX_RESPONSE_CHARS", 200_000usize)?,
+            pii_redaction: parse(env, "PII_REDACTION", false)?,
+            grounding_check: parse(env, "GROUNDING_CHECK", false)?,
         };
         let auth = AuthSettings {
             mode: match env.var("AUTH").as_deref() {

@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use common::auth::{Auth, Owner};
-use common::guard::Guardrails;
+use common::guard::{Guardrails, Redactor};
 use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
 use common::store::{ConversationCreate, ConversationFinish, HealthCheck};
@@ -41,6 +41,7 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub total_timeout: Duration,
     pub log_content: bool,
+    pub grounding_check: bool,
 }
 
 impl Limits {
@@ -54,6 +55,7 @@ impl Limits {
             idle_timeout: s.provider.idle_timeout,
             total_timeout: s.provider.total_timeout,
             log_content: s.stream.log_content,
+            grounding_check: s.stream.grounding_check,
         }
     }
 }
@@ -65,6 +67,8 @@ pub struct StreamState {
     pub provider: Arc<dyn Provider>,
     pub limits: Limits,
     pub guard: Arc<Guardrails>,
+    /// Set when `PII_REDACTION=true`.
+    pub redactor: Option<Arc<Redactor>>,
 }
 
 impl StreamState {
@@ -81,6 +85,10 @@ impl StreamState {
                 &settings.stream.deny_patterns,
                 settings.stream.max_response_chars,
             )?),
+            redactor: settings
+                .stream
+                .pii_redaction
+                .then(|| Arc::new(Redactor::new())),
         })
     }
 }
@@ -94,6 +102,11 @@ async fn blocked(
     flag: common::guard::Flag,
 ) -> ApiError {
     let mut c = Conversation::start(&owner.0, prompt.to_owned(), state.provider.name(), "");
+    if let Some(r) = &state.redactor {
+        let (clean, n) = r.redact(&c.prompt);
+        c.prompt = clean;
+        c.flags.extend(n.flag());
+    }
     c.status = common::Status::Blocked;
     c.error = Some("guardrail_blocked".into());
     c.flags.push(flag);
@@ -101,7 +114,7 @@ async fn blocked(
         tracing::error!(id = %c.id, error = %common::error::error_chain(&e),
             "could not record a blocked prompt");
     }
-    tracing::warn!(id = %c.id, check = %c.flags[0].check, "prompt blocked by a guardrail");
+    tracing::warn!(id = %c.id, "prompt blocked by a guardrail");
     ApiError::Validation {
         code: "guardrail_blocked",
         message: "the prompt was refused by a guardrail".into(),

@@ -9,7 +9,7 @@ use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use common::domain::{Usage, now_micros};
 use common::error::error_chain;
-use common::guard::Flag;
+use common::guard::{Flag, Redactor};
 use common::provider::{Chunk, CompletionRequest, ProviderError};
 use common::{Conversation, Status};
 use futures_util::StreamExt;
@@ -81,7 +81,9 @@ pub async fn run(
         conversation.clone(),
         text_rx,
         state.limits.checkpoint_interval,
+        state.redactor.clone(),
     ));
+    let judge_request = state.limits.grounding_check.then(|| request.clone());
     let outcome = generate(&state, request, &mut events, &text_tx, started).await;
     conversation.response = text_tx.borrow().clone();
     drop(text_tx);
@@ -121,7 +123,23 @@ pub async fn run(
         }
     };
 
-    let saved = save(state.store.as_ref(), &conversation).await;
+    if let (Some(req), None) = (judge_request, &failure) {
+        conversation
+            .flags
+            .push(grounding(&state, req, &conversation.response).await);
+    }
+    // What the client saw stays as it was; what is stored is redacted.
+    let mut stored = conversation.clone();
+    if let Some(r) = &state.redactor {
+        let (prompt, mut n) = r.redact(&stored.prompt);
+        let (response, m) = r.redact(&stored.response);
+        n.add(m);
+        stored.prompt = prompt;
+        stored.response = response;
+        stored.flags.extend(n.flag());
+        conversation.flags = stored.flags.clone();
+    }
+    let saved = save(state.store.as_ref(), &stored).await;
     match failure {
         None => {
             events
@@ -228,6 +246,51 @@ fn rfc3339(c: &Conversation) -> String {
         .unwrap_or_default()
 }
 
+/// Asks the provider whether `answer` is supported by the prompt: a `grounding` flag with
+/// verdict `supported`, `unsupported` or `unknown` (no clear answer, or the judge failed).
+async fn grounding(state: &StreamState, mut request: CompletionRequest, answer: &str) -> Flag {
+    request.prompt = format!(
+        "You check answers for grounding. Reply with one word, yes or no: is every claim in \
+         the ANSWER supported by the PROMPT or common knowledge?\n\nPROMPT:\n{}\n\nANSWER:\n{}",
+        request.prompt, answer
+    );
+    request.max_tokens = Some(5);
+    request.temperature = Some(0.0);
+    let judged = async {
+        let mut stream = state.provider.stream(request).await?;
+        let mut text = String::new();
+        while let Some(item) = stream.next().await {
+            match item? {
+                Chunk::Text(t) => text.push_str(&t),
+                Chunk::Finish { .. } => break,
+            }
+        }
+        Ok::<_, ProviderError>(text)
+    };
+    let verdict = match tokio::time::timeout(state.limits.first_chunk_timeout, judged).await {
+        Ok(Ok(text)) => {
+            let word = text.trim().to_ascii_lowercase();
+            if word.starts_with("yes") {
+                "supported"
+            } else if word.starts_with("no") {
+                "unsupported"
+            } else {
+                "unknown"
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %error_chain(&e), "grounding check failed");
+            "unknown"
+        }
+        Err(_) => "unknown",
+    };
+    Flag {
+        check: "grounding".into(),
+        verdict: verdict.into(),
+        detail: "judged by the provider".into(),
+    }
+}
+
 /// Drives the provider under the limits, forwarding text as it arrives.
 async fn generate(
     state: &StreamState,
@@ -314,10 +377,16 @@ async fn generate(
 /// changes. Ends when the text channel closes.
 async fn saver(
     store: Arc<dyn StreamStore>,
-    conversation: Conversation,
+    mut conversation: Conversation,
     mut text: watch::Receiver<String>,
     interval: Duration,
+    redactor: Option<Arc<Redactor>>,
 ) {
+    let clean = |s: &str| match &redactor {
+        Some(r) => r.redact(s).0,
+        None => s.to_owned(),
+    };
+    conversation.prompt = clean(&conversation.prompt);
     if let Err(e) = store.create(&conversation).await {
         tracing::warn!(id = %conversation.id, error = %error_chain(&e),
             "could not write the conversation's first row; the end will be retried");
@@ -336,7 +405,7 @@ async fn saver(
                 changed = text.changed() => if changed.is_err() { return },
             }
         }
-        let snapshot = text.borrow_and_update().clone();
+        let snapshot = clean(&text.borrow_and_update());
         if let Err(e) = store.checkpoint(conversation.id, &snapshot).await {
             tracing::warn!(id = %conversation.id, error = %error_chain(&e), "checkpoint failed");
         }

@@ -643,3 +643,49 @@ async fn a_complete_answer_reports_no_flags() {
     let events = h.stream("hello").await;
     assert_eq!(last(&events)["flags"], json!([]));
 }
+
+#[tokio::test]
+async fn with_pii_redaction_the_client_sees_the_text_but_the_table_keeps_it_redacted() {
+    let h = serve(
+        TestDb::new().await,
+        &[("PII_REDACTION", "true"), ("OFFLINE_CHUNK_DELAY_MS", "0")],
+    )
+    .await;
+    let events = h
+        .stream("mail jane@example.com or call +1 415-555-0100")
+        .await;
+    assert!(sse::text(&events).contains("jane@example.com"));
+    let done = last(&events);
+    assert_eq!(done["flags"][0]["check"], "pii_redaction");
+    let row = h.finished_row(&id_of(&events)).await;
+    assert_eq!(row.prompt, "mail [email] or call [phone]");
+    assert!(row.response.contains("[email]") && !row.response.contains("jane@"));
+    assert_eq!(row.flags[0].verdict, "redacted");
+}
+
+#[tokio::test]
+async fn the_grounding_check_asks_the_provider_and_stores_its_verdict() {
+    let fake = FakeOpenAi::start(vec![
+        Reply::Stream(answer(&["Paris ", "is the capital."], Duration::ZERO)),
+        Reply::Stream(answer(&["yes"], Duration::ZERO)),
+        Reply::Stream(answer(&["Lyon."], Duration::ZERO)),
+        Reply::Stream(answer(&["No"], Duration::ZERO)),
+    ])
+    .await;
+    let h = with_fake(&fake, &[("GROUNDING_CHECK", "true")]).await;
+    let events = h.stream("What is the capital of France?").await;
+    assert_eq!(last(&events)["flags"][0]["verdict"], "supported");
+    let row = h.finished_row(&id_of(&events)).await;
+    assert_eq!(
+        (row.flags[0].check.as_str(), row.flags[0].verdict.as_str()),
+        ("grounding", "supported")
+    );
+    let judge = &fake.requests()[1];
+    let asked = judge["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        asked.contains("What is the capital of France?") && asked.contains("Paris is the capital.")
+    );
+
+    let events = h.stream("And now?").await;
+    assert_eq!(last(&events)["flags"][0]["verdict"], "unsupported");
+}
