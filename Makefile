@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: dev test migrate replay key revoke lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
+.PHONY: dev test migrate replay key revoke check-template lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -50,6 +50,10 @@ bench-search:
 bench-stream:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
 	  $(CARGO_TARGET_DIR)/release/bench stream
+
+## make check-template: cfn-lint, sam validate --lint, sam build (x86_64), all offline
+check-template:
+	@infra/check-template.sh
 
 fmt:
 	cargo fmt --all

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Checks the SAM template offline: cfn-lint, sam validate --lint, and sam build for x86_64
+# (never arm64 here: that build would download a toolchain target from outside the package
+# registries). SAM CLI and cfn-lint are installed into .venv on first use.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+"$root/infra/tools.sh"
+venv="$root/.venv"
+if [ ! -x "$venv/bin/sam" ] || [ ! -x "$venv/bin/cfn-lint" ]; then
+  echo "check-template.sh: installing aws-sam-cli and cfn-lint into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "aws-sam-cli==1.170.0" "cfn-lint==1.58.0"
+fi
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" SAM_CLI_TELEMETRY=0
+export PATH="$venv/bin:$PATH"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llm-stream/target}"
+
+cfn-lint template.yaml
+sam validate --lint --template template.yaml
+sam build --beta-features --build-dir "${SAM_BUILD_DIR:-$HOME/.cache/llm-stream/sam-build}" \
+  --parameter-overrides Architecture=x86_64
+echo "check-template.sh: cfn-lint, sam validate --lint and sam build (x86_64) passed"
