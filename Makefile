@@ -31,10 +31,10 @@ key:
 revoke:
 	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key revoke "$(ID)"
 
-## make lambda-watch: the Lambda emulator on :9000 (function URLs under /lambda-url/<function>/)
+## make lambda-watch: migrate, then the Lambda emulator on :9000 (function URLs under /lambda-url/<function>/)
 lambda-watch: tools
-	@url="$$(infra/pg.sh dev)" && PATH="$(VENV)/bin:$$PATH" \
-	  cargo lambda watch --env-var DATABASE_URL="$$url",AUTH="$${AUTH:-off}"
+	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- migrate && \
+	  PATH="$(VENV)/bin:$$PATH" cargo lambda watch --env-var DATABASE_URL="$$url",AUTH="$${AUTH:-off}"
 
 ## make tools: the project-local Python venv with cargo-lambda
 tools:
