@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: dev test migrate replay key revoke check-template lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
+.PHONY: dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -42,6 +42,11 @@ tools:
 
 ## make bench: the benchmark tables (release build; loads 1,000,000 rows once into llm_stream_bench)
 bench: bench-search bench-stream
+
+## make load: 200 concurrent streams + history/search traffic for 60 s (SECONDS=...) on loopback
+load:
+	@cargo build -q --release -p bench -p local && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
+	  $(CARGO_TARGET_DIR)/release/bench load $(CARGO_TARGET_DIR)/release/local $(SECONDS)
 
 bench-search:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
