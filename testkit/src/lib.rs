@@ -104,6 +104,16 @@ impl TestDb {
             .join("\n")
     }
 
+    /// How many conversations the table holds.
+    pub async fn count(&self) -> i64 {
+        self.client()
+            .await
+            .query_one("SELECT count(*) FROM conversations", &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
     /// A plain client, for checks the store does not offer.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)

@@ -54,13 +54,7 @@ async fn finish_inserts_a_record_whose_start_was_never_saved_and_is_idempotent()
     store.finish(&c).await.unwrap();
     store.finish(&c).await.unwrap();
     assert_eq!(store.get("local", c.id).await.unwrap(), Some(c.clone()));
-    let n: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM conversations", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = db.count().await;
     assert_eq!(n, 1);
 }
 

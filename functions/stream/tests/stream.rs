@@ -100,13 +100,7 @@ impl Harness {
     }
 
     async fn count(&self) -> i64 {
-        self.db
-            .client()
-            .await
-            .query_one("SELECT count(*) FROM conversations", &[])
-            .await
-            .unwrap()
-            .get(0)
+        self.db.count().await
     }
 }
 
