@@ -64,7 +64,11 @@ pub async fn request_log(mut request: Request, next: Next) -> Response {
 /// One CloudWatch Embedded Metric Format line on stdout: CloudWatch turns it into metrics in
 /// `METRICS_NAMESPACE` (default `LlmStream`) with the dimension `Function`.
 pub fn emit_metrics(function: &str, metrics: &[(&str, f64, &str)]) {
-    let namespace = std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "LlmStream".to_owned());
+    // Read once per process, not per stream.
+    static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let namespace = NAMESPACE.get_or_init(|| {
+        std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "LlmStream".to_owned())
+    });
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

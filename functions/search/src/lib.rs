@@ -70,13 +70,9 @@ async fn search(
     }
     query.limit += 1;
     let mut items = state.store.search(&owner.0, &query).await?;
-    let next_cursor = if items.len() as i64 > limit && offset + limit < state.candidates {
-        items.truncate(limit as usize);
-        Some(URL_SAFE_NO_PAD.encode(format!("o{}", offset + limit)))
-    } else {
-        items.truncate(limit as usize);
-        None
-    };
+    let more = items.len() as i64 > limit && offset + limit < state.candidates;
+    items.truncate(limit as usize);
+    let next_cursor = more.then(|| URL_SAFE_NO_PAD.encode(format!("o{}", offset + limit)));
     Ok(Json(Page {
         items,
         limit,
