@@ -70,7 +70,13 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode), SettingsErr
 
 /// Builds the pool. It connects lazily: nothing touches the network until the first query.
 pub fn pool(settings: &DbSettings) -> Result<Pool, SettingsError> {
-    let (mut config, tls) = parse_url(settings.url.expose())?;
+    let crate::settings::DbTarget::Url(url) = &settings.target else {
+        return Err(SettingsError::Missing {
+            name: "DATABASE_URL",
+            hint: "a connection pool needs a PostgreSQL URL (DB_CLUSTER_ARN selects the Data API)",
+        });
+    };
+    let (mut config, tls) = parse_url(url.expose())?;
     config.connect_timeout(settings.connect_timeout);
     // Custom plans always: a generic plan for the search query scans every match (see
     // store::pg), and the planning cost of the other statements is negligible. No parallel
@@ -229,6 +235,31 @@ pub async fn migrate(pool: &Pool, search_config: &str) -> Result<usize, StoreErr
     Ok(applied)
 }
 
+/// Reads the expression of the generated search column (no row before migration V2).
+pub(crate) const SEARCH_EXPR_SQL: &str = "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d \
+     JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+     WHERE d.adrelid = 'conversations'::regclass AND a.attname = 'search'";
+
+/// True when the search column expression `expr` was built with `config`.
+pub(crate) fn search_config_matches(expr: &str, config: &str) -> bool {
+    expr.contains(&format!("'{config}'::regconfig"))
+}
+
+/// The statements that rebuild the search column and its index with configuration `name`
+/// (a name read back from `pg_ts_config`, never raw input); run them in one transaction.
+pub(crate) fn search_column_ddl(name: &str) -> [String; 4] {
+    [
+        "DROP INDEX IF EXISTS conversations_search_idx".into(),
+        "ALTER TABLE conversations DROP COLUMN search".into(),
+        format!(
+            "ALTER TABLE conversations ADD COLUMN search tsvector GENERATED ALWAYS AS ( \
+             setweight(to_tsvector('{name}'::regconfig, left(prompt, 32000)), 'A') || \
+             setweight(to_tsvector('{name}'::regconfig, left(response, 100000)), 'B')) STORED"
+        ),
+        "CREATE INDEX conversations_search_idx ON conversations USING gin (search)".into(),
+    ]
+}
+
 /// Rebuilds the generated search column and its index when they were made with another text
 /// search configuration than `config`. A no-op when they match (the usual case).
 async fn ensure_search_config(
@@ -236,17 +267,12 @@ async fn ensure_search_config(
     config: &str,
 ) -> Result<(), StoreError> {
     let expr: Option<String> = client
-        .query_opt(
-            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d \
-             JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
-             WHERE d.adrelid = 'conversations'::regclass AND a.attname = 'search'",
-            &[],
-        )
+        .query_opt(SEARCH_EXPR_SQL, &[])
         .await
         .map_err(StoreError::Query)?
         .map(|r| r.get(0));
     let Some(expr) = expr else { return Ok(()) };
-    if expr.contains(&format!("'{config}'::regconfig")) {
+    if search_config_matches(&expr, config) {
         return Ok(());
     }
     // Resolve the name through the catalog: only an existing configuration gets into the DDL.
@@ -262,17 +288,100 @@ async fn ensure_search_config(
     };
     let name: String = row.get(0);
     tracing::warn!(config = %name, "rebuilding the search column for a new text search configuration");
-    let ddl = format!(
-        "BEGIN; \
-         DROP INDEX IF EXISTS conversations_search_idx; \
-         ALTER TABLE conversations DROP COLUMN search; \
-         ALTER TABLE conversations ADD COLUMN search tsvector GENERATED ALWAYS AS ( \
-           setweight(to_tsvector('{name}'::regconfig, left(prompt, 32000)), 'A') || \
-           setweight(to_tsvector('{name}'::regconfig, left(response, 100000)), 'B')) STORED; \
-         CREATE INDEX conversations_search_idx ON conversations USING gin (search); \
-         COMMIT;"
-    );
+    let ddl = format!("BEGIN; {}; COMMIT;", search_column_ddl(&name).join("; "));
     client.batch_execute(&ddl).await.map_err(StoreError::Query)
+}
+
+/// The embedded migrations (the same files refinery applies through the pool), for the Data
+/// API, which runs them one statement at a time.
+pub(crate) fn embedded_migrations() -> Vec<refinery::Migration> {
+    embedded::migrations::runner().get_migrations().clone()
+}
+
+/// Splits a migration file into statements at `;`, outside quotes, comments and dollar-quoted
+/// bodies. Statements that are only comments or blank are dropped.
+pub(crate) fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut meaningful = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '-' if chars.peek() == Some(&'-') => {
+                // A line comment: dropped.
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        current.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for n in chars.by_ref() {
+                    if prev == '*' && n == '/' {
+                        break;
+                    }
+                    prev = n;
+                }
+                current.push(' ');
+            }
+            '\'' | '"' => {
+                meaningful = true;
+                current.push(c);
+                for n in chars.by_ref() {
+                    current.push(n);
+                    if n == c {
+                        break;
+                    }
+                }
+            }
+            '$' => {
+                meaningful = true;
+                // A dollar quote: $tag$ ... $tag$ (a `$1` parameter is not one).
+                let mut tag = String::from("$");
+                while let Some(&n) = chars.peek() {
+                    if n.is_alphanumeric() || n == '_' {
+                        tag.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                current.push_str(&tag);
+                if chars.peek() == Some(&'$') && !tag[1..].starts_with(|d: char| d.is_ascii_digit())
+                {
+                    chars.next();
+                    tag.push('$');
+                    current.push('$');
+                    let mut body = String::new();
+                    for n in chars.by_ref() {
+                        body.push(n);
+                        if body.ends_with(&tag) {
+                            break;
+                        }
+                    }
+                    current.push_str(&body);
+                }
+            }
+            ';' => {
+                if meaningful {
+                    out.push(current.trim().to_owned());
+                }
+                current.clear();
+                meaningful = false;
+            }
+            c => {
+                meaningful |= !c.is_whitespace();
+                current.push(c);
+            }
+        }
+    }
+    if meaningful {
+        out.push(current.trim().to_owned());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -297,6 +406,21 @@ mod tests {
         let (c, t) = parse_url("postgres://u@h/db?application_name=x").unwrap();
         assert_eq!(t, TlsMode::Encrypt);
         assert_eq!(c.get_application_name(), Some("x"));
+    }
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        let sql = "-- a comment; with a semicolon\nCREATE TABLE t (a text DEFAULT ';');\n\
+                   /* block; comment */ SELECT $$a;b$$, $1;\n  \n-- trailing\n";
+        assert_eq!(
+            split_statements(sql),
+            vec!["CREATE TABLE t (a text DEFAULT ';')", "SELECT $$a;b$$, $1"]
+        );
+        for m in embedded_migrations() {
+            let parts = split_statements(m.sql().unwrap_or_default());
+            assert!(!parts.is_empty(), "{}", m.name());
+            assert!(parts.iter().all(|p| !p.contains(';')), "{parts:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub enum StoreError {
     Migrate(#[source] refinery::Error),
     #[error("SEARCH_CONFIG names no text search configuration in the database: {0}")]
     UnknownSearchConfig(String),
+    /// A call to the RDS Data API failed; `unavailable` when the database or the service could
+    /// not answer (as opposed to a statement it rejected).
+    #[error("Data API call failed: {message}")]
+    DataApi { message: String, unavailable: bool },
 }
 
 impl StoreError {
@@ -25,6 +29,7 @@ impl StoreError {
         match self {
             StoreError::Pool(_) => true,
             StoreError::Query(e) => e.is_closed() || e.code().is_none(),
+            StoreError::DataApi { unavailable, .. } => *unavailable,
             StoreError::Decode { .. }
             | StoreError::Migrate(_)
             | StoreError::UnknownSearchConfig(_) => false,

@@ -61,11 +61,37 @@ impl Env for HashMap<&str, &str> {
     }
 }
 
+/// Where the database is: a connection URL, or an Aurora cluster through the RDS Data API.
+#[derive(Debug, Clone)]
+pub enum DbTarget {
+    /// `DATABASE_URL`: a libpq-style URL; `sslmode=require` turns TLS on.
+    Url(Secret),
+    /// `DB_CLUSTER_ARN`, `DB_SECRET_ARN`, `DB_NAME`: the RDS Data API (HTTPS, no connection,
+    /// no VPC).
+    DataApi(DataApiSettings),
+}
+
+/// The RDS Data API target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataApiSettings {
+    /// `DB_CLUSTER_ARN`: the Aurora cluster (with the Data API enabled).
+    pub cluster_arn: String,
+    /// `DB_SECRET_ARN`: the Secrets Manager secret holding the database credentials.
+    pub secret_arn: String,
+    /// `DB_NAME`: the database in the cluster (default `postgres`).
+    pub database: String,
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`); default: the region in `DB_CLUSTER_ARN`.
+    pub region: String,
+    /// `AWS_ENDPOINT_URL_RDS_DATA` (or `AWS_ENDPOINT_URL`): another Data API endpoint, such as
+    /// a local one in tests.
+    pub endpoint_url: Option<String>,
+}
+
 /// Database connection settings.
 #[derive(Debug, Clone)]
 pub struct DbSettings {
-    /// `DATABASE_URL`: a libpq-style URL; `sslmode=require` turns TLS on.
-    pub url: Secret,
+    /// Which database, and how to reach it.
+    pub target: DbTarget,
     /// `DB_POOL_SIZE`: connections per process (default 8; Lambda uses 1 or 2).
     pub pool_size: usize,
     /// `DB_CONNECT_TIMEOUT_MS`: time to open one connection (default 3000).
@@ -163,19 +189,8 @@ impl Settings {
 
     /// Reads any environment source; used by tests with a map.
     pub fn from_source(env: &dyn Env) -> Result<Self, SettingsError> {
-        let url = env.var("DATABASE_URL").ok_or(SettingsError::Missing {
-            name: "DATABASE_URL",
-            hint: "a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres",
-        })?;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(SettingsError::Invalid {
-                name: "DATABASE_URL",
-                value: "<hidden>".into(),
-                reason: "must start with postgres:// or postgresql://".into(),
-            });
-        }
         let db = DbSettings {
-            url: Secret::new(url),
+            target: db_target(env)?,
             pool_size: parse(env, "DB_POOL_SIZE", 8usize)?,
             connect_timeout: millis(env, "DB_CONNECT_TIMEOUT_MS", 3000)?,
             statement_timeout: millis(env, "DB_STATEMENT_TIMEOUT_MS", 5000)?,
@@ -285,6 +300,62 @@ impl Settings {
     }
 }
 
+/// `DATABASE_URL` selects the pool; `DB_CLUSTER_ARN` (with `DB_SECRET_ARN`) the Data API.
+fn db_target(env: &dyn Env) -> Result<DbTarget, SettingsError> {
+    match (env.var("DATABASE_URL"), env.var("DB_CLUSTER_ARN")) {
+        (Some(_), Some(_)) => Err(SettingsError::Invalid {
+            name: "DB_CLUSTER_ARN",
+            value: "<set>".into(),
+            reason: "set either DATABASE_URL (a connection) or DB_CLUSTER_ARN (the Data API), \
+                     not both"
+                .into(),
+        }),
+        (None, None) => Err(SettingsError::Missing {
+            name: "DATABASE_URL",
+            hint: "a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres \
+                   (or DB_CLUSTER_ARN and DB_SECRET_ARN for the RDS Data API)",
+        }),
+        (Some(url), None) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(SettingsError::Invalid {
+                    name: "DATABASE_URL",
+                    value: "<hidden>".into(),
+                    reason: "must start with postgres:// or postgresql://".into(),
+                });
+            }
+            Ok(DbTarget::Url(Secret::new(url)))
+        }
+        (None, Some(cluster_arn)) => {
+            let secret_arn = env.var("DB_SECRET_ARN").ok_or(SettingsError::Missing {
+                name: "DB_SECRET_ARN",
+                hint: "the ARN of the Secrets Manager secret of the database user (Data API mode)",
+            })?;
+            // arn:aws:rds:REGION:ACCOUNT:cluster:NAME
+            let parts: Vec<&str> = cluster_arn.split(':').collect();
+            if parts.len() < 7 || parts[0] != "arn" || parts[2] != "rds" {
+                return Err(invalid(
+                    "DB_CLUSTER_ARN",
+                    &cluster_arn,
+                    "expected arn:aws:rds:REGION:ACCOUNT:cluster:NAME",
+                ));
+            }
+            let region = env
+                .var("AWS_REGION")
+                .or_else(|| env.var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| parts[3].to_owned());
+            Ok(DbTarget::DataApi(DataApiSettings {
+                cluster_arn,
+                secret_arn,
+                database: env.var("DB_NAME").unwrap_or_else(|| "postgres".into()),
+                region,
+                endpoint_url: env
+                    .var("AWS_ENDPOINT_URL_RDS_DATA")
+                    .or_else(|| env.var("AWS_ENDPOINT_URL")),
+            }))
+        }
+    }
+}
+
 fn invalid(name: &'static str, value: &str, reason: &str) -> SettingsError {
     SettingsError::Invalid {
         name,
@@ -367,6 +438,36 @@ mod tests {
             ("LLM_PROVIDER", "magic"),
         ]);
         assert!(Settings::from_source(&e).is_err());
+    }
+
+    #[test]
+    fn cluster_arn_selects_the_data_api() {
+        let arn = "arn:aws:rds:eu-west-1:123456789012:cluster:llm";
+        let e = env(&[("DB_CLUSTER_ARN", arn), ("DB_SECRET_ARN", "arn:s")]);
+        let s = Settings::from_source(&e).unwrap();
+        let DbTarget::DataApi(d) = s.db.target else {
+            panic!("expected the Data API");
+        };
+        assert_eq!(
+            (
+                d.cluster_arn.as_str(),
+                d.region.as_str(),
+                d.database.as_str()
+            ),
+            (arn, "eu-west-1", "postgres")
+        );
+        assert_eq!(d.endpoint_url, None);
+        let err = Settings::from_source(&env(&[("DB_CLUSTER_ARN", arn)])).unwrap_err();
+        assert!(err.to_string().contains("DB_SECRET_ARN"), "{err}");
+        let both = env(&[
+            ("DB_CLUSTER_ARN", arn),
+            ("DB_SECRET_ARN", "arn:s"),
+            ("DATABASE_URL", "postgres://x/y"),
+        ]);
+        let err = Settings::from_source(&both).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let bad = env(&[("DB_CLUSTER_ARN", "my-cluster"), ("DB_SECRET_ARN", "arn:s")]);
+        assert!(Settings::from_source(&bad).is_err());
     }
 
     #[test]

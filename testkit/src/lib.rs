@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod call;
+pub mod data_api;
 pub mod fake_openai;
 pub mod process;
 pub mod proxy;
+pub mod runtime_api;
 pub mod sse;
 
 use std::collections::HashMap;
@@ -37,8 +39,25 @@ pub struct TestDb {
     admin: String,
 }
 
+/// The cluster and secret ARNs tests give the Data API backend (the local endpoint checks
+/// they are present, as the service does).
+pub const TEST_CLUSTER_ARN: &str = "arn:aws:rds:us-east-1:000000000000:cluster:local";
+pub const TEST_SECRET_ARN: &str = "arn:aws:secretsmanager:us-east-1:000000000000:secret:local";
+
 impl TestDb {
+    /// A fresh database, migrated through the pool.
     pub async fn new() -> Self {
+        let db = Self::blank().await;
+        let pool = common::db::pool(&db.settings().db).expect("pool");
+        common::db::migrate(&pool, &db.settings().db.search_config)
+            .await
+            .expect("migrate");
+        pool.close();
+        db
+    }
+
+    /// A fresh, empty database (no migrations applied).
+    pub async fn blank() -> Self {
         let admin = admin_url();
         let name = format!("test_{}", uuid::Uuid::now_v7().simple());
         let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
@@ -50,13 +69,50 @@ impl TestDb {
             .await
             .expect("create test database");
         let url = replace_db_name(&admin, &name);
-        let db = Self { url, name, admin };
-        let pool = common::db::pool(&db.settings().db).expect("pool");
-        common::db::migrate(&pool, &db.settings().db.search_config)
-            .await
-            .expect("migrate");
-        pool.close();
-        db
+        Self { url, name, admin }
+    }
+
+    /// The name of this database.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The environment of Data API mode for this database behind `endpoint` (test credentials),
+    /// with `extra` variables.
+    pub fn data_api_env<'a>(
+        &'a self,
+        endpoint: &'a str,
+        extra: &[(&'a str, &'a str)],
+    ) -> HashMap<&'a str, &'a str> {
+        let mut env: HashMap<&str, &str> = HashMap::new();
+        env.insert("DB_CLUSTER_ARN", TEST_CLUSTER_ARN);
+        env.insert("DB_SECRET_ARN", TEST_SECRET_ARN);
+        env.insert("DB_NAME", &self.name);
+        env.insert("AWS_ENDPOINT_URL_RDS_DATA", endpoint);
+        env.insert("AWS_ACCESS_KEY_ID", "AKIDLOCAL");
+        env.insert("AWS_SECRET_ACCESS_KEY", "local-secret");
+        env.insert("DB_CONNECT_TIMEOUT_MS", "2000");
+        for (k, v) in extra {
+            env.insert(k, v);
+        }
+        env
+    }
+
+    /// The backend the settings select: the pool (`endpoint` `None`) or the Data API behind
+    /// `endpoint`, with `extra` variables.
+    pub fn backend(
+        &self,
+        endpoint: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> std::sync::Arc<dyn common::store::Backend> {
+        match endpoint {
+            None => common::store::from_settings(&self.settings_with(extra)).expect("pool backend"),
+            Some(endpoint) => {
+                let env = self.data_api_env(endpoint, extra);
+                let settings = Settings::from_source(&env).expect("Data API settings");
+                common::store::from_settings_in(&settings, &env).expect("Data API backend")
+            }
+        }
     }
 
     /// Settings for this database with the given extra variables (offline provider by default).

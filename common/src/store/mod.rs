@@ -9,9 +9,34 @@ use uuid::Uuid;
 use crate::domain::Conversation;
 use crate::error::StoreError;
 
+mod dataapi;
 mod pg;
 
+use std::sync::Arc;
+
+pub use dataapi::{DataApiStore, TEXT_BUDGET_CHARS};
 pub use pg::{PgStore, search_sql, search_window_sql};
+
+/// The store the settings name: a pool for `DATABASE_URL`, the RDS Data API for
+/// `DB_CLUSTER_ARN`. Nothing touches the network until the first query.
+pub fn from_settings(
+    settings: &crate::Settings,
+) -> Result<Arc<dyn Backend>, crate::settings::SettingsError> {
+    from_settings_in(settings, &crate::settings::ProcessEnv)
+}
+
+/// [`from_settings`], with the AWS credentials of the Data API read from `env`.
+pub fn from_settings_in(
+    settings: &crate::Settings,
+    env: &dyn crate::settings::Env,
+) -> Result<Arc<dyn Backend>, crate::settings::SettingsError> {
+    Ok(match &settings.db.target {
+        crate::settings::DbTarget::Url(_) => Arc::new(PgStore::from_settings(settings)?),
+        crate::settings::DbTarget::DataApi(target) => {
+            Arc::new(DataApiStore::from_settings(settings, target, env)?)
+        }
+    })
+}
 
 /// Writes the first row of a conversation.
 #[async_trait]
@@ -104,26 +129,34 @@ pub trait HealthCheck: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// What a stream needs of a store: write the start, checkpoints and the end.
+pub trait ConversationWrite: ConversationCreate + ConversationFinish {}
+
+impl<T: ConversationCreate + ConversationFinish> ConversationWrite for T {}
+
 /// Every capability; what a backend implements.
 pub trait Store:
-    ConversationCreate
-    + ConversationFinish
-    + ConversationGet
-    + ConversationList
-    + ConversationSearch
-    + HealthCheck
+    ConversationWrite + ConversationGet + ConversationList + ConversationSearch + HealthCheck
 {
 }
 
 impl<T> Store for T where
-    T: ConversationCreate
-        + ConversationFinish
-        + ConversationGet
-        + ConversationList
-        + ConversationSearch
-        + HealthCheck
+    T: ConversationWrite + ConversationGet + ConversationList + ConversationSearch + HealthCheck
 {
 }
+
+/// Applies the schema migrations.
+#[async_trait]
+pub trait Migrate: Send + Sync {
+    /// Applies the pending migrations under a lock (one migrator at a time) and makes the search
+    /// column use `search_config`; returns how many migrations were applied.
+    async fn migrate(&self, search_config: &str) -> Result<usize, StoreError>;
+}
+
+/// A whole backend: every store capability, API keys and migrations.
+pub trait Backend: Store + ApiKeys + Migrate {}
+
+impl<T> Backend for T where T: Store + ApiKeys + Migrate {}
 
 /// A page request: `limit` rows, after the keyset position `after` (if any), skipping `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -283,9 +283,7 @@ const SEARCH_TEMPLATE: &str = "\
         FROM candidates k \
         ORDER BY rank DESC, k.created_at DESC, k.id DESC \
         LIMIT $5 OFFSET $6) \
-    SELECT c.id, c.owner, c.prompt, c.response, c.status, c.error, c.provider, c.model, \
-        c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, c.ttfb_ms, c.duration_ms, \
-        c.created_at, c.updated_at, page.rank, \
+    SELECT {columns}, page.rank, \
         ts_headline('{config}'::regconfig, left(c.prompt, 2000) || ' … ' || left(c.response, 20000), \
             websearch_to_tsquery('{config}'::regconfig, $1), \
             'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=10, \
@@ -294,12 +292,18 @@ const SEARCH_TEMPLATE: &str = "\
     FROM page JOIN conversations c ON c.id = page.id \
     ORDER BY page.rank DESC, c.created_at DESC, c.id DESC";
 
+/// The conversation columns the search selects (the Data API backend selects text forms).
+pub(crate) const SEARCH_COLUMNS: &str = "c.id, c.owner, c.prompt, c.response, c.status, c.error, \
+    c.provider, c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, \
+    c.ttfb_ms, c.duration_ms, c.created_at, c.updated_at";
+
 /// The search over the whole table with text search configuration `config` (written into the
 /// SQL as a literal, so PostgreSQL computes the tsquery once, not once per row); the plan is
 /// PostgreSQL's choice.
 pub fn search_sql(config: &str) -> String {
     SEARCH_TEMPLATE
         .replace("{source}", "conversations c")
+        .replace("{columns}", SEARCH_COLUMNS)
         .replace("{config}", config)
 }
 
@@ -318,11 +322,12 @@ pub fn search_window_sql(config: &str) -> String {
                 AND ($3::timestamptz IS NULL OR created_at < $3) \
               ORDER BY created_at DESC, id DESC LIMIT $8) c",
         )
+        .replace("{columns}", SEARCH_COLUMNS)
         .replace("{config}", config)
 }
 
 /// How many of the newest rows the phrase window reads.
-const PHRASE_WINDOW_ROWS: i64 = 50_000;
+pub(crate) const PHRASE_WINDOW_ROWS: i64 = 50_000;
 
 #[async_trait]
 impl ConversationSearch for PgStore {
@@ -418,6 +423,13 @@ impl ApiKeys for PgStore {
             .await
             .map_err(StoreError::Query)?;
         Ok(n == 1)
+    }
+}
+
+#[async_trait]
+impl super::Migrate for PgStore {
+    async fn migrate(&self, search_config: &str) -> Result<usize, StoreError> {
+        crate::db::migrate(&self.pool, search_config).await
     }
 }
 

@@ -6,11 +6,11 @@ use axum::Router;
 use common::Settings;
 use common::auth::Auth;
 use common::http::{health_router, protect, with_fallbacks};
-use common::store::PgStore;
+use common::store::Backend;
 use stream::StreamState;
 
 /// The merged router over one store and the configured provider.
-pub fn app(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<Router> {
+pub fn app(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<Router> {
     let stream_state =
         StreamState::from_settings(settings, store.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let auth = Auth::from_settings(&settings.auth, store.clone());

@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use anyhow::Context;
-use common::store::{ApiKeys, ConversationFinish, PgStore};
+use common::store::Backend;
 use common::{Conversation, Settings};
 
 #[tokio::main]
@@ -29,20 +29,20 @@ async fn run() -> anyhow::Result<()> {
     common::telemetry::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let settings = Settings::from_env()?;
-    let store = Arc::new(PgStore::from_settings(&settings)?);
+    let store = common::store::from_settings(&settings)?;
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(&settings, store).await,
         Some("migrate") => {
-            let n = common::db::migrate(store.pool(), &settings.db.search_config).await?;
+            let n = store.migrate(&settings.db.search_config).await?;
             println!("migrations applied: {n}");
             Ok(())
         }
         Some("replay") => {
-            common::db::migrate(store.pool(), &settings.db.search_config).await?;
+            store.migrate(&settings.db.search_config).await?;
             replay(store.as_ref(), args.get(1)).await
         }
         Some("key") => {
-            common::db::migrate(store.pool(), &settings.db.search_config).await?;
+            store.migrate(&settings.db.search_config).await?;
             key(store.as_ref(), &args[1..]).await
         }
         Some(other) => {
@@ -51,8 +51,9 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<()> {
-    let applied = common::db::migrate(store.pool(), &settings.db.search_config)
+async fn serve(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<()> {
+    let applied = store
+        .migrate(&settings.db.search_config)
         .await
         .context("applying migrations (is PostgreSQL reachable at DATABASE_URL?)")?;
     let app = local::app(settings, store)?;
@@ -78,7 +79,7 @@ async fn serve(settings: &Settings, store: Arc<PgStore>) -> anyhow::Result<()> {
 }
 
 /// `key create OWNER [NAME]` and `key revoke ID`.
-async fn key(store: &PgStore, args: &[String]) -> anyhow::Result<()> {
+async fn key(store: &dyn Backend, args: &[String]) -> anyhow::Result<()> {
     match (args.first().map(String::as_str), args.get(1)) {
         (Some("create"), Some(owner)) => {
             let name = args.get(2).map_or("default", String::as_str);
@@ -106,7 +107,7 @@ async fn key(store: &PgStore, args: &[String]) -> anyhow::Result<()> {
 
 /// Reads log lines; each `unsaved_record` line's record is written with the same idempotent
 /// finish the stream uses, so replaying a file twice is harmless.
-async fn replay(store: &PgStore, file: Option<&String>) -> anyhow::Result<()> {
+async fn replay(store: &dyn Backend, file: Option<&String>) -> anyhow::Result<()> {
     let reader: Box<dyn BufRead> = match file {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path).with_context(|| format!("opening {path}"))?,

@@ -1,16 +1,13 @@
 //! The `search` Lambda function: wiring only.
 
-use std::sync::Arc;
-
 use common::Settings;
 use common::auth::Auth;
-use common::store::PgStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init();
     let settings = Settings::from_env()?;
-    let store = Arc::new(PgStore::from_settings(&settings)?);
+    let store = common::store::from_settings(&settings)?;
     let candidates = settings.db.search_candidates;
     let auth = Auth::from_settings(&settings.auth, store.clone());
     lambda_http::run(search::router(store.clone(), candidates, store, auth)).await

@@ -19,7 +19,7 @@ use common::auth::{Auth, Owner};
 use common::guard::{Guardrails, Redactor};
 use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
-use common::store::{ConversationCreate, ConversationFinish, HealthCheck};
+use common::store::HealthCheck;
 use common::telemetry::{LogsItself, RequestId};
 use common::{ApiError, Conversation, Settings};
 use tokio::sync::mpsc;
@@ -27,8 +27,7 @@ use tokio::sync::mpsc;
 pub use request::StreamRequest;
 
 /// What the stream needs of a store: write the start, checkpoints and the end.
-pub trait StreamStore: ConversationCreate + ConversationFinish {}
-impl<T: ConversationCreate + ConversationFinish> StreamStore for T {}
+pub use common::store::ConversationWrite as StreamStore;
 
 /// The limits one stream runs under.
 #[derive(Debug, Clone)]

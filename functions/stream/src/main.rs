@@ -1,17 +1,14 @@
 //! The `stream` Lambda function (response-streaming mode): wiring only.
 
-use std::sync::Arc;
-
 use common::Settings;
 use common::auth::Auth;
-use common::store::PgStore;
 use stream::StreamState;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init();
     let settings = Settings::from_env()?;
-    let store = Arc::new(PgStore::from_settings(&settings)?);
+    let store = common::store::from_settings(&settings)?;
     let state = StreamState::from_settings(&settings, store.clone())?;
     let auth = Auth::from_settings(&settings.auth, store.clone());
     lambda_http::run_with_streaming_response(stream::router(state, store, auth)).await

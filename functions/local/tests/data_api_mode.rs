@@ -1,0 +1,96 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The service in Data API mode, end to end: the server process gets `DB_CLUSTER_ARN`,
+//! `DB_SECRET_ARN` and `DB_NAME` (no `DATABASE_URL`), applies the migrations through the Data
+//! API on an empty database, streams, and reads back through history, get and search.
+
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::TestDb;
+use testkit::data_api::DataApi;
+use testkit::process::{Proc, free_port, wait_ok};
+use testkit::sse;
+
+fn local(db: &TestDb, api: &DataApi) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_local"));
+    cmd.env_remove("DATABASE_URL")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AUTH", "off")
+        .env("OFFLINE_CHUNK_DELAY_MS", "1");
+    for (k, v) in db.data_api_env(&api.endpoint, &[]) {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+// Multi-threaded: the endpoint keeps answering while the test waits on `local migrate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_migrates_streams_and_reads_through_the_data_api() {
+    let db = TestDb::blank().await;
+    let api = DataApi::start(&testkit::admin_url()).await;
+    let port = free_port();
+    let mut cmd = local(&db, &api);
+    cmd.arg("serve").env("PORT", port.to_string());
+    let mut proc = Proc::spawn(cmd, "local-data-api");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = testkit::http_client();
+    wait_ok(
+        &http,
+        &format!("{base}/health"),
+        Duration::from_secs(30),
+        || proc.output(),
+    )
+    .await;
+
+    let resp = http
+        .post(format!("{base}/stream"))
+        .body(r#"{"prompt":"tell me about data api zebras"}"#)
+        .send()
+        .await
+        .unwrap();
+    let events = sse::read(resp, None).await;
+    assert_eq!(events.last().unwrap().name, "done", "{events:?}");
+    let answer = sse::text(&events);
+    assert!(!answer.is_empty());
+
+    let history: serde_json::Value = http
+        .get(format!("{base}/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = history["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{history}");
+    assert_eq!(items[0]["response"], answer.as_str());
+    assert_eq!(items[0]["status"], "complete");
+    let id = items[0]["id"].as_str().unwrap();
+
+    let one = http
+        .get(format!("{base}/history/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let found: serde_json::Value = http
+        .get(format!("{base}/search?query=zebras"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"][0]["id"], id, "{found}");
+    proc.stop();
+
+    // The row is in PostgreSQL, and `local migrate` finds nothing left to apply.
+    assert_eq!(db.count().await, 1);
+    let out = local(&db, &api).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "migrations applied: 0"
+    );
+    assert!(api.calls() > 10);
+}

@@ -1,0 +1,428 @@
+//! The store suite: each test body is written once and runs against both backends, the
+//! connection pool (`DATABASE_URL`) and the RDS Data API (`DB_CLUSTER_ARN`, through the local
+//! Data API endpoint on the same PostgreSQL). Each test has a fresh database; in Data API mode
+//! the schema is applied through the Data API itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::guard::Flag;
+use common::store::{Backend, Cursor, PageQuery, SearchQuery};
+use common::{Conversation, Status};
+use testkit::TestDb;
+use testkit::data_api::DataApi;
+
+/// One backend on one fresh database.
+struct Harness {
+    db: TestDb,
+    store: Arc<dyn Backend>,
+    /// The local Data API endpoint, in Data API mode.
+    api: Option<DataApi>,
+}
+
+impl Harness {
+    async fn pool() -> Self {
+        let db = TestDb::new().await;
+        let store = db.backend(None, &[]);
+        Self {
+            db,
+            store,
+            api: None,
+        }
+    }
+
+    async fn data_api() -> Self {
+        let db = TestDb::blank().await;
+        let api = DataApi::start(&testkit::admin_url()).await;
+        let store = db.backend(Some(&api.endpoint), &[]);
+        let applied = store
+            .migrate("english")
+            .await
+            .expect("migrate through the Data API");
+        assert!(applied >= 4, "applied {applied}");
+        Self {
+            db,
+            store,
+            api: Some(api),
+        }
+    }
+
+    /// Another backend of the same kind on the same database, with `extra` settings.
+    fn backend_with(&self, extra: &[(&str, &str)]) -> Arc<dyn Backend> {
+        self.db
+            .backend(self.api.as_ref().map(|a| a.endpoint.as_str()), extra)
+    }
+}
+
+/// Runs each named test body against both backends.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod pool {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::Harness::pool().await).await;
+                }
+            )*
+        }
+        mod data_api {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&super::Harness::data_api().await).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    migrations_are_idempotent_and_shared_by_both_modes,
+    every_field_round_trips,
+    nulls_round_trip,
+    writes_are_idempotent,
+    checkpoints_touch_only_streaming_rows,
+    reads_are_owner_scoped,
+    pages_are_newest_first_by_offset_and_cursor,
+    long_text_round_trips,
+    search_ranks_filters_and_highlights,
+    api_keys_have_a_lifecycle,
+    search_config_changes_rebuild_the_column,
+    ping_answers,
+);
+
+fn tricky_text() -> String {
+    "Grüße, 漢字 and 🙂; it's \"quoted\", a back\\slash, a tab\t, a newline\n, :named and $1, \
+     '; DROP TABLE conversations; --"
+        .to_owned()
+}
+
+fn finished(owner: &str, prompt: &str, response: &str) -> Conversation {
+    let mut c = Conversation::start(owner, prompt.to_owned(), "openai", "gpt-test");
+    c.response = response.to_owned();
+    c.status = Status::Complete;
+    c.prompt_tokens = Some(12);
+    c.completion_tokens = Some(34);
+    c.total_tokens = Some(46);
+    c.ttfb_ms = Some(7);
+    c.duration_ms = Some(1234);
+    c.updated_at = c.created_at + Duration::from_micros(1_500_001);
+    c
+}
+
+async fn migrations_are_idempotent_and_shared_by_both_modes(h: &Harness) {
+    assert_eq!(h.store.migrate("english").await.unwrap(), 0);
+    // The other mode sees the same history (same versions and checksums).
+    let pool = h.db.backend(None, &[]);
+    assert_eq!(pool.migrate("english").await.unwrap(), 0);
+}
+
+async fn every_field_round_trips(h: &Harness) {
+    let mut c = Conversation::start("alice", tricky_text(), "openai", "gpt-test");
+    h.store.create(&c).await.unwrap();
+    assert_eq!(h.store.get("alice", c.id).await.unwrap(), Some(c.clone()));
+
+    c.response = tricky_text().repeat(3);
+    c.status = Status::Partial;
+    c.error = Some("provider_error".into());
+    c.prompt_tokens = Some(1);
+    c.completion_tokens = Some(2);
+    c.total_tokens = Some(3);
+    c.ttfb_ms = Some(0);
+    c.duration_ms = Some(i32::MAX);
+    c.flags = vec![Flag {
+        check: "repetition".into(),
+        verdict: "stopped".into(),
+        detail: "the same 40 characters 3 times".into(),
+    }];
+    c.updated_at = c.created_at + Duration::from_micros(123_457);
+    h.store.finish(&c).await.unwrap();
+    assert_eq!(h.store.get("alice", c.id).await.unwrap(), Some(c));
+}
+
+async fn nulls_round_trip(h: &Harness) {
+    let mut c = finished("alice", "p", "");
+    c.prompt_tokens = None;
+    c.completion_tokens = None;
+    c.total_tokens = None;
+    c.ttfb_ms = None;
+    c.duration_ms = None;
+    c.error = None;
+    c.status = Status::Failed;
+    h.store.finish(&c).await.unwrap();
+    assert_eq!(h.store.get("alice", c.id).await.unwrap(), Some(c));
+}
+
+async fn writes_are_idempotent(h: &Harness) {
+    let c = Conversation::start("alice", "p".into(), "offline", "m");
+    h.store.create(&c).await.unwrap();
+    h.store.create(&c).await.unwrap();
+    let done = finished("alice", "q", "answer");
+    h.store.finish(&done).await.unwrap(); // never created: inserted whole
+    h.store.finish(&done).await.unwrap();
+    assert_eq!(h.db.count().await, 2);
+    assert_eq!(h.store.get("alice", done.id).await.unwrap(), Some(done));
+}
+
+async fn checkpoints_touch_only_streaming_rows(h: &Harness) {
+    let c = Conversation::start("alice", "p".into(), "offline", "m");
+    h.store.create(&c).await.unwrap();
+    h.store.checkpoint(c.id, "so far").await.unwrap();
+    let got = h.store.get("alice", c.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.response.as_str(), got.status),
+        ("so far", Status::Streaming)
+    );
+
+    let done = finished("alice", "p", "final");
+    h.store.finish(&done).await.unwrap();
+    h.store.checkpoint(done.id, "late").await.unwrap();
+    let got = h.store.get("alice", done.id).await.unwrap().unwrap();
+    assert_eq!(got.response, "final");
+}
+
+async fn reads_are_owner_scoped(h: &Harness) {
+    let c = finished("alice", "secret", "answer");
+    h.store.finish(&c).await.unwrap();
+    assert_eq!(h.store.get("bob", c.id).await.unwrap(), None);
+    assert_eq!(
+        h.store.get("alice", uuid::Uuid::now_v7()).await.unwrap(),
+        None
+    );
+    let page = PageQuery {
+        limit: 10,
+        offset: 0,
+        after: None,
+    };
+    assert!(h.store.list("bob", &page).await.unwrap().is_empty());
+    assert_eq!(h.store.list("alice", &page).await.unwrap(), vec![c]);
+}
+
+async fn pages_are_newest_first_by_offset_and_cursor(h: &Harness) {
+    let mut rows = testkit::seed_owned(&h.db, "alice", 30, 4).await;
+    testkit::seed_owned(&h.db, "bob", 5, 1).await;
+    rows.sort_by_key(|c| std::cmp::Reverse((c.created_at, c.id)));
+    let expected: Vec<uuid::Uuid> = rows.iter().map(|c| c.id).collect();
+
+    let page = PageQuery {
+        limit: 7,
+        offset: 9,
+        after: None,
+    };
+    let got: Vec<_> = h.store.list("alice", &page).await.unwrap();
+    assert_eq!(
+        got.iter().map(|c| c.id).collect::<Vec<_>>(),
+        expected[9..16]
+    );
+    assert_eq!(got[0], rows[9]);
+
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = PageQuery {
+            limit: 7,
+            offset: 0,
+            after,
+        };
+        let got = h.store.list("alice", &page).await.unwrap();
+        let Some(last) = got.last() else { break };
+        after = Some(Cursor::after(last));
+        walked.extend(got.iter().map(|c| c.id));
+    }
+    assert_eq!(walked, expected);
+}
+
+async fn long_text_round_trips(h: &Harness) {
+    // Multi-byte text well over the Data API's 1 MiB response limit in all.
+    let response: String = "é漢🙂 a longer answer line\n".repeat(12_000);
+    let prompt: String = "ü".repeat(70_000);
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let c = finished("alice", &prompt, &response);
+        h.store.finish(&c).await.unwrap();
+        made.push(c);
+    }
+    let got = h.store.get("alice", made[0].id).await.unwrap().unwrap();
+    assert_eq!(got.response.chars().count(), response.chars().count());
+    assert_eq!(got, made[0]);
+    let page = PageQuery {
+        limit: 3,
+        offset: 0,
+        after: None,
+    };
+    let mut listed = h.store.list("alice", &page).await.unwrap();
+    listed.sort_by_key(|c| c.id);
+    assert_eq!(listed, made);
+    let hits = h
+        .store
+        .search("alice", &search("longer answer"))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 3);
+    assert!(hits.iter().all(|hit| hit.conversation.response == response));
+}
+
+fn search(text: &str) -> SearchQuery {
+    SearchQuery {
+        text: text.into(),
+        from: None,
+        to: None,
+        limit: 10,
+        offset: 0,
+        candidates: 1000,
+    }
+}
+
+async fn search_ranks_filters_and_highlights(h: &Harness) {
+    let strong = finished(
+        "alice",
+        "PostgreSQL full text search",
+        "search with PostgreSQL",
+    );
+    let mut weak = finished("alice", "cooking", "a note on PostgreSQL");
+    weak.created_at = strong.created_at + Duration::from_secs(1);
+    let other = finished("bob", "PostgreSQL", "PostgreSQL PostgreSQL");
+    let unrelated = finished("alice", "gardening", "tomatoes");
+    for c in [&strong, &weak, &other, &unrelated] {
+        h.store.finish(c).await.unwrap();
+    }
+    let hits = h
+        .store
+        .search("alice", &search("postgresql"))
+        .await
+        .unwrap();
+    let ids: Vec<_> = hits.iter().map(|hit| hit.conversation.id).collect();
+    assert_eq!(ids, vec![strong.id, weak.id]);
+    assert!(hits[0].rank > hits[1].rank, "{hits:?}");
+    assert!(
+        hits[0].snippet.contains("<mark>PostgreSQL</mark>"),
+        "{}",
+        hits[0].snippet
+    );
+    assert_eq!(hits[0].conversation, strong);
+
+    // A phrase goes through the newest-rows window first.
+    let hits = h
+        .store
+        .search("alice", &search("\"full text search\""))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].conversation.id, strong.id);
+
+    let mut ranged = search("postgresql");
+    ranged.from = Some(weak.created_at);
+    let hits = h.store.search("alice", &ranged).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].conversation.id, weak.id);
+    ranged.from = None;
+    ranged.to = Some(weak.created_at);
+    let hits = h.store.search("alice", &ranged).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].conversation.id, strong.id);
+
+    assert!(
+        h.store
+            .search("alice", &search("the and of"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let hits = h
+        .store
+        .search("alice", &search("postgresql -cooking"))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+}
+
+async fn api_keys_have_a_lifecycle(h: &Harness) {
+    let id = uuid::Uuid::now_v7();
+    let digest = common::auth::digest("lsk_test_key");
+    assert_eq!(h.store.owner_of(&digest).await.unwrap(), None);
+    h.store
+        .add_key(id, "alice", "laptop", &digest)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.owner_of(&digest).await.unwrap().as_deref(),
+        Some("alice")
+    );
+    assert!(h.store.revoke_key(id).await.unwrap());
+    assert_eq!(h.store.owner_of(&digest).await.unwrap(), None);
+    assert!(!h.store.revoke_key(id).await.unwrap());
+    assert!(!h.store.revoke_key(uuid::Uuid::now_v7()).await.unwrap());
+}
+
+async fn search_config_changes_rebuild_the_column(h: &Harness) {
+    let c = finished("alice", "the running dogs", "");
+    h.store.finish(&c).await.unwrap();
+    // English stems "running" to "run"; the simple configuration does not.
+    assert_eq!(
+        h.store.search("alice", &search("run")).await.unwrap().len(),
+        1
+    );
+
+    let err = h.store.migrate("no_such_config").await.unwrap_err();
+    assert!(err.to_string().contains("no_such_config"), "{err}");
+
+    let simple = h.backend_with(&[("SEARCH_CONFIG", "simple")]);
+    simple.migrate("simple").await.unwrap();
+    assert!(
+        simple
+            .search("alice", &search("run"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        simple
+            .search("alice", &search("running"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The row survived the rebuild.
+    assert_eq!(simple.get("alice", c.id).await.unwrap(), Some(c));
+}
+
+async fn ping_answers(h: &Harness) {
+    h.store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_in_both_modes() {
+    let db = TestDb::blank().await;
+    let port = testkit::process::free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let pool = common::store::from_settings(&testkit_settings(&url)).unwrap();
+    let err = pool.ping().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+
+    let endpoint = format!("http://127.0.0.1:{}", testkit::process::free_port());
+    let api = db.backend(Some(&endpoint), &[]);
+    let err = api.ping().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+}
+
+fn testkit_settings(url: &str) -> common::Settings {
+    let env: std::collections::HashMap<&str, &str> =
+        [("DATABASE_URL", url), ("DB_CONNECT_TIMEOUT_MS", "500")].into();
+    common::Settings::from_source(&env).unwrap()
+}
+
+#[tokio::test]
+async fn a_statement_the_database_rejects_is_not_unavailable() {
+    let h = Harness::data_api().await;
+    // A row the table refuses is rejected by PostgreSQL, and reported as such through the API.
+    h.db.client()
+        .await
+        .batch_execute("ALTER TABLE conversations ADD CONSTRAINT owner_set CHECK (owner <> 'x')")
+        .await
+        .unwrap();
+    let err = h.store.finish(&finished("x", "p", "r")).await.unwrap_err();
+    assert!(!err.is_unavailable(), "{err}");
+    assert!(err.to_string().contains("owner_set"), "{err}");
+}
