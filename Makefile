@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
+.PHONY: openapi dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -35,6 +35,10 @@ revoke:
 lambda-watch: tools
 	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- migrate && \
 	  PATH="$(VENV)/bin:$$PATH" cargo lambda watch --env-var DATABASE_URL="$$url",AUTH="$${AUTH:-off}"
+
+## make openapi: rewrite openapi.json from the code (a test fails when they differ)
+openapi:
+	@cargo run -q -p local --bin local -- openapi > openapi.json && echo "openapi.json written"
 
 ## make tools: the project-local Python venv with cargo-lambda
 tools:

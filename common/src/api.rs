@@ -10,10 +10,18 @@ pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 
 /// The raw page parameters as they arrive in the query string; validated by [`PageParams::parse`].
-#[derive(Debug, Default, Deserialize)]
+/// `limit`, `offset` and `cursor`, kept as text until [`PageParams::parse`] so that a bad value
+/// gets a 422 that says which.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// Items to skip (default 0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
+    /// `next_cursor` of the previous page: the page after it (keyset; faster than `offset`).
     pub cursor: Option<String>,
 }
 
@@ -66,12 +74,14 @@ pub fn parse_offset(raw: Option<&str>) -> Result<i64, ApiError> {
 }
 
 /// One page of a list: `{"items", "limit", "offset", "next_cursor"}`.
-#[derive(Debug, Serialize, Deserialize)]
+/// One page of results, newest first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub limit: i64,
     pub offset: i64,
     /// Pass as `cursor` to get the next page; `null` on the last page.
+    /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -97,14 +97,16 @@ impl From<StoreError> for ApiError {
 }
 
 /// The JSON error body: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
+    /// Stable, snake_case: `invalid_request`, `not_found`, `unauthorized`, ...
     pub code: String,
+    /// A sentence for people.
     pub message: String,
 }
 

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::error::{ApiError, error_response};
 use crate::store::HealthCheck;
@@ -32,25 +31,44 @@ where
     }
 }
 
+/// The body of `GET /health`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// `ok` or `unavailable`.
+    pub database: String,
+}
+
 /// `GET /health`: 200 when the database answers, 503 when it does not.
 pub fn health_router(db: Arc<dyn HealthCheck>) -> Router {
     Router::new().route("/health", get(health)).with_state(db)
 }
 
-async fn health(State(db): State<Arc<dyn HealthCheck>>) -> Response {
-    match db.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "database": "ok"})),
-        )
-            .into_response(),
+/// Whether the service and its database answer. Needs no key.
+#[utoipa::path(get, path = "/health", tag = "health", security(()), responses(
+    (status = 200, description = "The database answers", body = Health),
+    (status = 503, description = "The database does not answer", body = Health),
+))]
+pub async fn health(State(db): State<Arc<dyn HealthCheck>>) -> Response {
+    let (status, body) = match db.ping().await {
+        Ok(()) => (StatusCode::OK, Health::new("ok", "ok")),
         Err(e) => {
             tracing::warn!(error = %crate::error::error_chain(&e), "health check: database unavailable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "degraded", "database": "unavailable"})),
+                Health::new("degraded", "unavailable"),
             )
-                .into_response()
+        }
+    };
+    (status, Json(body)).into_response()
+}
+
+impl Health {
+    fn new(status: &str, database: &str) -> Self {
+        Self {
+            status: status.to_owned(),
+            database: database.to_owned(),
         }
     }
 }

@@ -95,11 +95,13 @@ pub struct SearchQuery {
 }
 
 /// One search result: the conversation, its rank and a snippet with `<mark>` around matches.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SearchHit {
     #[serde(flatten)]
     pub conversation: Conversation,
+    /// PostgreSQL's `ts_rank` (prompt words weigh more than answer words).
     pub rank: f32,
+    /// Matching fragments, matches in `<mark>…</mark>`.
     pub snippet: String,
 }
 

@@ -6,6 +6,7 @@ use axum::extract::{Extension, Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use common::auth::{Auth, Owner};
+use common::error::ErrorBody;
 use common::http::{health_router, protect, with_fallbacks};
 use common::store::{ConversationGet, HealthCheck};
 use common::{ApiError, Conversation};
@@ -23,7 +24,17 @@ pub fn router(store: Arc<dyn ConversationGet>, health: Arc<dyn HealthCheck>, aut
     with_fallbacks(protect(routes(store), auth).merge(health_router(health)))
 }
 
-async fn get_one(
+/// One of the caller's conversations.
+#[utoipa::path(get, path = "/history/{id}", tag = "history",
+    params(("id" = Uuid, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The conversation", body = Conversation),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No conversation of the caller has this id", body = ErrorBody),
+        (status = 422, description = "The id is not a UUID", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ))]
+pub async fn get_one(
     State(store): State<Arc<dyn ConversationGet>>,
     Extension(owner): Extension<Owner>,
     Path(raw): Path<String>,

@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use common::api::{Page, PageParams};
 use common::auth::{Auth, Owner};
+use common::error::ErrorBody;
 use common::http::{ValidQuery, health_router, protect, with_fallbacks};
 use common::store::{ConversationList, Cursor, HealthCheck};
 use common::{ApiError, Conversation};
@@ -23,7 +24,14 @@ pub fn router(list: Arc<dyn ConversationList>, health: Arc<dyn HealthCheck>, aut
     with_fallbacks(protect(routes(list), auth).merge(health_router(health)))
 }
 
-async fn history(
+/// The caller's conversations, newest first (ties by id), by offset or by cursor.
+#[utoipa::path(get, path = "/history", tag = "history", params(PageParams), responses(
+    (status = 200, description = "One page, newest first", body = Page<Conversation>),
+    (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+    (status = 422, description = "A bad limit, offset or cursor", body = ErrorBody),
+    (status = 503, description = "The database is unavailable", body = ErrorBody),
+))]
+pub async fn history(
     State(list): State<Arc<dyn ConversationList>>,
     Extension(owner): Extension<Owner>,
     ValidQuery(params): ValidQuery<PageParams>,

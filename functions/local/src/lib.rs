@@ -1,5 +1,7 @@
 //! Every function's routes on one router: the local server and containers run this.
 
+pub mod openapi;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -19,7 +21,16 @@ pub fn app(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<Route
         .merge(get::routes(store.clone()))
         .merge(stream::routes(stream_state))
         .merge(search::routes(store.clone(), settings.db.search_candidates));
+    let docs = Router::new().route(
+        "/openapi.json",
+        axum::routing::get(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                openapi::document(),
+            )
+        }),
+    );
     Ok(with_fallbacks(
-        protect(api, auth).merge(health_router(store)),
+        protect(api, auth).merge(health_router(store)).merge(docs),
     ))
 }

@@ -4,7 +4,8 @@
 //! - `local migrate`: apply pending migrations and exit;
 //! - `local replay [FILE]`: put `unsaved_record` log lines (from FILE or stdin) into the table;
 //! - `local key create OWNER [NAME]`: make an API key for OWNER and print it (once);
-//! - `local key revoke ID`: revoke a key.
+//! - `local key revoke ID`: revoke a key;
+//! - `local openapi`: print the OpenAPI document.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -28,6 +29,11 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     common::telemetry::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("openapi") {
+        // Needs no settings: the document comes from the code alone.
+        print!("{}", local::openapi::document());
+        return Ok(());
+    }
     let settings = Settings::from_env()?;
     let store = common::store::from_settings(&settings)?;
     match args.first().map(String::as_str) {
@@ -46,7 +52,9 @@ async fn run() -> anyhow::Result<()> {
             key(store.as_ref(), &args[1..]).await
         }
         Some(other) => {
-            anyhow::bail!("unknown command {other:?}; expected serve, migrate, replay or key")
+            anyhow::bail!(
+                "unknown command {other:?}; expected serve, migrate, replay, key or openapi"
+            )
         }
     }
 }

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::ApiError;
 use common::api::{Page, parse_limit, parse_offset};
 use common::auth::{Auth, Owner};
+use common::error::ErrorBody;
 use common::http::{ValidQuery, health_router, protect, with_fallbacks};
 use common::store::{ConversationSearch, HealthCheck, SearchHit, SearchQuery};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use time::format_description::well_known::Rfc3339;
 pub const MAX_QUERY_CHARS: usize = 500;
 
 #[derive(Clone)]
-struct SearchState {
+pub struct SearchState {
     store: Arc<dyn ConversationSearch>,
     candidates: i64,
 }
@@ -43,17 +44,40 @@ pub fn router(
     with_fallbacks(protect(routes(store, candidates), auth).merge(health_router(health)))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct Params {
+/// The query string of `/search` (kept as text until parsed, so a bad value gets a clear 422).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Params {
+    /// Words as in a web search: `"exact phrase"`, `or`, `-excluded`. Required, not blank, at
+    /// most 500 characters.
+    #[param(required = true, min_length = 1, max_length = 500)]
     query: Option<String>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// Items to skip (default 0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     offset: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only conversations created at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
+    /// Only conversations created before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
 }
 
-async fn search(
+/// Full-text search over the caller's conversations: the newest `SEARCH_CANDIDATES` matches,
+/// ranked, each with a highlighted snippet.
+#[utoipa::path(get, path = "/search", tag = "search", params(Params), responses(
+    (status = 200, description = "One page of matches, best first", body = Page<SearchHit>),
+    (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+    (status = 422, description = "A missing or blank query, or a bad limit, offset, cursor, \
+        from or to", body = ErrorBody),
+    (status = 503, description = "The database is unavailable", body = ErrorBody),
+))]
+pub async fn search(
     State(state): State<SearchState>,
     Extension(owner): Extension<Owner>,
     ValidQuery(params): ValidQuery<Params>,

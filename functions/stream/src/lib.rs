@@ -1,6 +1,7 @@
 //! `POST /stream`: validates the prompt, then streams the provider's answer as server-sent
 //! events while the conversation is saved beside it (see [`run`]).
 
+pub mod events;
 mod request;
 mod run;
 mod sse;
@@ -16,12 +17,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use common::auth::{Auth, Owner};
+use common::error::ErrorBody;
 use common::guard::{Guardrails, Redactor};
 use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
 use common::store::HealthCheck;
 use common::telemetry::{LogsItself, RequestId};
 use common::{ApiError, Conversation, Settings};
+use events::StreamEvent;
 use tokio::sync::mpsc;
 
 pub use request::StreamRequest;
@@ -132,7 +135,23 @@ pub fn router(state: StreamState, health: Arc<dyn HealthCheck>, auth: Auth) -> R
     with_fallbacks(protect(routes(state), auth).merge(health_router(health)))
 }
 
-async fn stream(
+/// Streams the answer to a prompt as server-sent events and saves the conversation, also when
+/// the provider fails midway or the client goes away.
+#[utoipa::path(post, path = "/stream", tag = "stream",
+    request_body(content = StreamRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Server-sent events: `start`, then `delta`s, then `done` or \
+            `error`. Each event's `event:` field is the `event` below and its `data:` field the \
+            `data` object as one line of JSON.",
+            content_type = "text/event-stream", body = StreamEvent,
+            headers(("x-conversation-id" = uuid::Uuid, description = "The conversation's id"))),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = ErrorBody),
+        (status = 422, description = "Invalid JSON (`invalid_json`), a bad field \
+            (`invalid_request`, `prompt_too_long`), or a prompt refused by a guardrail \
+            (`guardrail_blocked`, recorded as `blocked`)", body = ErrorBody),
+    ))]
+pub async fn stream(
     State(state): State<StreamState>,
     Extension(owner): Extension<Owner>,
     request_id: Option<Extension<RequestId>>,

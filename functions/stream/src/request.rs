@@ -6,11 +6,17 @@ use common::provider::CompletionRequest;
 use serde_json::Value;
 
 /// A validated stream request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
 pub struct StreamRequest {
+    /// Not blank; at most `MAX_PROMPT_CHARS` characters (default 32,000).
+    #[schema(min_length = 1)]
     pub prompt: String,
+    /// The provider's model (default `LLM_MODEL`); at most 200 bytes.
+    #[schema(min_length = 1, max_length = 200)]
     pub model: Option<String>,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_tokens: Option<u32>,
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
 }
 

@@ -13,10 +13,10 @@ use common::guard::{Flag, Redactor};
 use common::provider::{Chunk, CompletionRequest, ProviderError};
 use common::{Conversation, Status};
 use futures_util::StreamExt;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout_at};
 
+use crate::events::{Delta, Done, Failure, Start, StreamEvent};
 use crate::sse::Events;
 use crate::{Limits, StreamState, StreamStore};
 
@@ -69,10 +69,10 @@ pub async fn run(
 ) {
     let mut events = Events::new(tx);
     events
-        .send(
-            "start",
-            &json!({"id": conversation.id, "created_at": rfc3339(&conversation)}),
-        )
+        .send(&StreamEvent::Start(Start {
+            id: conversation.id,
+            created_at: rfc3339(&conversation),
+        }))
         .await;
 
     let (text_tx, text_rx) = watch::channel(String::new());
@@ -143,34 +143,28 @@ pub async fn run(
     match failure {
         None => {
             events
-                .send(
-                    "done",
-                    &json!({
-                        "id": conversation.id,
-                        "status": conversation.status,
-                        "usage": conversation.usage(),
-                        "finish_reason": finish_reason,
-                        "flags": conversation.flags,
-                        "ttfb_ms": conversation.ttfb_ms,
-                        "duration_ms": conversation.duration_ms,
-                        "saved": saved,
-                    }),
-                )
+                .send(&StreamEvent::Done(Done {
+                    id: conversation.id,
+                    status: conversation.status,
+                    usage: conversation.usage(),
+                    finish_reason,
+                    flags: conversation.flags.clone(),
+                    ttfb_ms: conversation.ttfb_ms,
+                    duration_ms: conversation.duration_ms,
+                    saved,
+                }))
                 .await;
         }
         Some(e) => {
             events
-                .send(
-                    "error",
-                    &json!({
-                        "id": conversation.id,
-                        "status": conversation.status,
-                        "code": e.code(),
-                        "message": e.public_message(),
-                        "flags": conversation.flags,
-                        "saved": saved,
-                    }),
-                )
+                .send(&StreamEvent::Error(Failure {
+                    id: conversation.id,
+                    status: conversation.status,
+                    code: e.code().to_owned(),
+                    message: e.public_message().to_owned(),
+                    flags: conversation.flags.clone(),
+                    saved,
+                }))
                 .await;
         }
     }
@@ -343,7 +337,9 @@ async fn generate(
                         outcome.ttfb = Some(started.elapsed());
                     }
                     outcome.chunks += 1;
-                    events.send("delta", &json!({"text": t})).await;
+                    events
+                        .send(&StreamEvent::Delta(Delta { text: t.clone() }))
+                        .await;
                     text.send_modify(|s| s.push_str(&t));
                     last_chunk = tokio::time::Instant::now();
                     last_activity = last_chunk;

@@ -1,7 +1,8 @@
 //! Writing server-sent events to the response channel; a gone client is noted, not fatal.
 
 use bytes::Bytes;
-use serde::Serialize;
+
+use crate::events::StreamEvent;
 use tokio::sync::mpsc;
 
 /// The response side of a stream. After the client leaves, writes are dropped quietly.
@@ -27,10 +28,10 @@ impl Events {
         self.open
     }
 
-    /// Sends `event: name` with `data` as one line of JSON.
-    pub async fn send<T: Serialize>(&mut self, name: &str, data: &T) {
-        let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
-        self.write(format!("event: {name}\ndata: {json}\n\n")).await;
+    /// Sends one event: `event: <name>` and its data as one line of JSON.
+    pub async fn send(&mut self, event: &StreamEvent) {
+        let frame = format!("event: {}\ndata: {}\n\n", event.name(), event.data());
+        self.write(frame).await;
     }
 
     /// Sends an SSE comment line (ignored by clients; keeps proxies from closing the stream).
