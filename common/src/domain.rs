@@ -119,6 +119,45 @@ impl Conversation {
         self
     }
 
+    /// This conversation as PostgreSQL can store it (see [`storable`]); borrowed when it
+    /// already is.
+    pub fn storable(&self) -> std::borrow::Cow<'_, Self> {
+        let texts = [
+            &self.prompt,
+            &self.response,
+            &self.model,
+            &self.owner,
+            &self.provider,
+        ];
+        let flags = self
+            .flags
+            .iter()
+            .flat_map(|f| [&f.check, &f.verdict, &f.detail]);
+        let error = self.error.iter();
+        if !texts
+            .into_iter()
+            .chain(flags)
+            .chain(error)
+            .any(|t| t.contains('\0'))
+        {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let fix = |t: &String| storable(t).into_owned();
+        let mut c = self.clone();
+        c.prompt = fix(&c.prompt);
+        c.response = fix(&c.response);
+        c.model = fix(&c.model);
+        c.owner = fix(&c.owner);
+        c.provider = fix(&c.provider);
+        c.error = c.error.as_ref().map(fix);
+        for f in &mut c.flags {
+            f.check = fix(&f.check);
+            f.verdict = fix(&f.verdict);
+            f.detail = fix(&f.detail);
+        }
+        std::borrow::Cow::Owned(c)
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens,
@@ -131,6 +170,17 @@ impl Conversation {
         self.prompt_tokens = usage.prompt_tokens;
         self.completion_tokens = usage.completion_tokens;
         self.total_tokens = usage.total_tokens;
+    }
+}
+
+/// `text` as PostgreSQL can store it: a `text` value cannot hold NUL characters, so each one
+/// becomes U+FFFD. Applied by both store backends to every text they write, so that a provider
+/// sending NUL cannot make a record unsaveable.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -168,6 +218,21 @@ mod tests {
             assert_eq!(Status::parse(s.as_str()), Some(s));
         }
         assert_eq!(Status::parse("nope"), None);
+    }
+
+    #[test]
+    fn nul_characters_become_replacement_characters_when_stored() {
+        let mut c = Conversation::start("local", "a\0b".into(), "offline", "m");
+        c.response = "\0".into();
+        c.error = Some("x\0".into());
+        let s = c.storable();
+        assert_eq!(
+            (s.prompt.as_str(), s.response.as_str()),
+            ("a\u{FFFD}b", "\u{FFFD}")
+        );
+        assert_eq!(s.error.as_deref(), Some("x\u{FFFD}"));
+        let clean = Conversation::start("local", "fine".into(), "offline", "m");
+        assert!(matches!(clean.storable(), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

@@ -31,6 +31,25 @@ where
     }
 }
 
+/// Like axum's `Path`, but a segment that does not decode (invalid UTF-8 after percent-decoding)
+/// is a 422 with the JSON error body.
+pub struct ValidPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ValidPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|_| ApiError::invalid("the path is not valid"))
+    }
+}
+
 /// The body of `GET /health`.
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Health {

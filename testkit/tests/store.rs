@@ -90,6 +90,7 @@ suite!(
     api_keys_have_a_lifecycle,
     search_config_changes_rebuild_the_column,
     ping_answers,
+    nul_characters_cannot_make_a_record_unsaveable,
 );
 
 fn tricky_text() -> String {
@@ -386,6 +387,25 @@ async fn search_config_changes_rebuild_the_column(h: &Harness) {
     );
     // The row survived the rebuild.
     assert_eq!(simple.get("alice", c.id).await.unwrap(), Some(c));
+}
+
+async fn nul_characters_cannot_make_a_record_unsaveable(h: &Harness) {
+    // PostgreSQL text cannot hold NUL; a provider may still send one.
+    let c = Conversation::start("alice", "p".into(), "offline", "m");
+    h.store.create(&c).await.unwrap();
+    h.store.checkpoint(c.id, "so\0far").await.unwrap();
+    let mut done = c.clone();
+    done.response = "an\0answer".into();
+    done.status = Status::Complete;
+    done.flags = vec![Flag {
+        check: "deny_pattern".into(),
+        verdict: "stopped".into(),
+        detail: "x\0".into(),
+    }];
+    h.store.finish(&done).await.unwrap();
+    let got = h.store.get("alice", c.id).await.unwrap().unwrap();
+    assert_eq!(got.response, "an\u{FFFD}answer");
+    assert_eq!(got.flags[0].detail, "x\u{FFFD}");
 }
 
 async fn ping_answers(h: &Harness) {

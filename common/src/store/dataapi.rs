@@ -593,6 +593,7 @@ fn decode(r: &[Field]) -> Result<Conversation, StoreError> {
 #[async_trait]
 impl ConversationCreate for DataApiStore {
     async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
+        let c = &*c.storable();
         let sql = format!(
             "INSERT INTO conversations (id, prompt, response, status, provider, model, \
              created_at, updated_at, owner) VALUES (CAST(:id AS uuid), :prompt, :response, \
@@ -619,6 +620,7 @@ impl ConversationCreate for DataApiStore {
 #[async_trait]
 impl ConversationFinish for DataApiStore {
     async fn checkpoint(&self, id: Uuid, response: &str) -> Result<(), StoreError> {
+        let response = &*crate::domain::storable(response);
         self.exec(
             "UPDATE conversations SET response = :response, updated_at = now() \
              WHERE id = CAST(:id AS uuid) AND status = 'streaming'",
@@ -630,6 +632,7 @@ impl ConversationFinish for DataApiStore {
     }
 
     async fn finish(&self, c: &Conversation) -> Result<(), StoreError> {
+        let c = &*c.storable();
         let sql = format!(
             "INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
              prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \

@@ -106,6 +106,7 @@ impl PgStore {
 #[async_trait]
 impl ConversationCreate for PgStore {
     async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
+        let c = &*c.storable();
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -139,6 +140,7 @@ impl ConversationCreate for PgStore {
 #[async_trait]
 impl ConversationFinish for PgStore {
     async fn checkpoint(&self, id: Uuid, response: &str) -> Result<(), StoreError> {
+        let response = &*crate::domain::storable(response);
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -155,6 +157,7 @@ impl ConversationFinish for PgStore {
     }
 
     async fn finish(&self, c: &Conversation) -> Result<(), StoreError> {
+        let c = &*c.storable();
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(

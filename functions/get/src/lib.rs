@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use common::auth::{Auth, Owner};
 use common::error::ErrorBody;
-use common::http::{health_router, protect, with_fallbacks};
+use common::http::{ValidPath, health_router, protect, with_fallbacks};
 use common::store::{ConversationGet, HealthCheck};
 use common::{ApiError, Conversation};
 use uuid::Uuid;
@@ -37,7 +37,7 @@ pub fn router(store: Arc<dyn ConversationGet>, health: Arc<dyn HealthCheck>, aut
 pub async fn get_one(
     State(store): State<Arc<dyn ConversationGet>>,
     Extension(owner): Extension<Owner>,
-    Path(raw): Path<String>,
+    ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Conversation>, ApiError> {
     let id = Uuid::try_parse(&raw).map_err(|_| {
         ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")

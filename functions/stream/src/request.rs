@@ -60,6 +60,9 @@ impl StreamRequest {
             Some(Value::String(s)) if s.trim().is_empty() => {
                 return Err(ApiError::invalid("prompt must not be empty"));
             }
+            Some(Value::String(s)) if s.contains('\0') => {
+                return Err(ApiError::invalid("prompt must not contain NUL characters"));
+            }
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(ApiError::invalid("prompt must be a string")),
         };
@@ -71,10 +74,14 @@ impl StreamRequest {
         }
         let model = match map.get("model") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => Some(s.clone()),
+            Some(Value::String(s))
+                if !s.trim().is_empty() && s.len() <= 200 && !s.contains('\0') =>
+            {
+                Some(s.clone())
+            }
             Some(_) => {
                 return Err(ApiError::invalid(
-                    "model must be a non-empty string of at most 200 bytes",
+                    "model must be a non-empty string of at most 200 bytes, without NUL characters",
                 ));
             }
         };
