@@ -83,11 +83,17 @@ pub fn answer(words: &[&str], gap: Duration) -> Vec<Part> {
     parts
 }
 
+/// Chooses a reply from the prompt (the last message's content) and how many requests with
+/// that prompt came before (0 for the first).
+pub type Responder = Arc<dyn Fn(&str, usize) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     script: Mutex<VecDeque<Reply>>,
     last: Mutex<Option<Reply>>,
     requests: Mutex<Vec<Value>>,
+    responder: Option<Responder>,
+    attempts: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// A running fake provider. Replies are used in order; the last one repeats.
@@ -98,10 +104,27 @@ pub struct FakeOpenAi {
 
 impl FakeOpenAi {
     pub async fn start(script: Vec<Reply>) -> Self {
-        let shared = Arc::new(Shared {
+        Self::serve(Shared {
             script: Mutex::new(script.into()),
             ..Shared::default()
-        });
+        })
+        .await
+    }
+
+    /// A server whose replies depend on the prompt, for many concurrent streams that must each
+    /// meet their own failure (retries included).
+    pub async fn by_prompt(
+        responder: impl Fn(&str, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::serve(Shared {
+            responder: Some(Arc::new(responder)),
+            ..Shared::default()
+        })
+        .await
+    }
+
+    async fn serve(shared: Shared) -> Self {
+        let shared = Arc::new(shared);
         let app = Router::new()
             .route("/v1/chat/completions", post(handle))
             .with_state(shared.clone());
@@ -124,8 +147,22 @@ impl FakeOpenAi {
 
 async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let prompt = parsed["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
     shared.requests.lock().unwrap().push(parsed);
-    let reply = {
+    let reply = if let Some(responder) = &shared.responder {
+        let attempt = {
+            let mut attempts = shared.attempts.lock().unwrap();
+            let n = attempts.entry(prompt.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        responder(&prompt, attempt)
+    } else {
         let mut script = shared.script.lock().unwrap();
         let mut last = shared.last.lock().unwrap();
         match script.pop_front() {

@@ -5,6 +5,7 @@
 pub mod call;
 pub mod data_api;
 pub mod fake_openai;
+pub mod pg_cluster;
 pub mod process;
 pub mod proxy;
 pub mod runtime_api;

@@ -137,3 +137,28 @@ pub fn workspace_root() -> PathBuf {
         .unwrap()
         .to_path_buf()
 }
+
+/// Starts a service binary's `serve` (the local server) on a free port with `env` (and without
+/// the caller's `DATABASE_URL`), and waits for `/health` to answer 200. Returns the process and
+/// its base URL.
+pub async fn serve(bin: &str, name: &str, env: &[(&str, &str)]) -> (Proc, String) {
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .env_remove("DATABASE_URL")
+        .env_remove("LOG_FORMAT")
+        .env("PORT", port.to_string());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let proc = Proc::spawn(cmd, name);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ok(
+        &crate::http_client(),
+        &format!("{base}/health"),
+        Duration::from_secs(30),
+        || proc.output(),
+    )
+    .await;
+    (proc, base)
+}

@@ -4,11 +4,9 @@
 //! API on an empty database, streams, and reads back through history, get and search.
 
 use std::process::Command;
-use std::time::Duration;
 
 use testkit::TestDb;
 use testkit::data_api::DataApi;
-use testkit::process::{Proc, free_port, wait_ok};
 use testkit::sse;
 
 fn local(db: &TestDb, api: &DataApi) -> Command {
@@ -28,19 +26,14 @@ fn local(db: &TestDb, api: &DataApi) -> Command {
 async fn the_server_migrates_streams_and_reads_through_the_data_api() {
     let db = TestDb::blank().await;
     let api = DataApi::start(&testkit::admin_url()).await;
-    let port = free_port();
-    let mut cmd = local(&db, &api);
-    cmd.arg("serve").env("PORT", port.to_string());
-    let mut proc = Proc::spawn(cmd, "local-data-api");
-    let base = format!("http://127.0.0.1:{port}");
+    let env = db.data_api_env(
+        &api.endpoint,
+        &[("AUTH", "off"), ("OFFLINE_CHUNK_DELAY_MS", "1")],
+    );
+    let env: Vec<(&str, &str)> = env.into_iter().collect();
+    let (mut proc, base) =
+        testkit::process::serve(env!("CARGO_BIN_EXE_local"), "local-data-api", &env).await;
     let http = testkit::http_client();
-    wait_ok(
-        &http,
-        &format!("{base}/health"),
-        Duration::from_secs(30),
-        || proc.output(),
-    )
-    .await;
 
     let resp = http
         .post(format!("{base}/stream"))

@@ -3,35 +3,27 @@
 //! (the stream's when its body ends) and a CloudWatch metrics line per stream; no prompt or
 //! response text unless `LOG_CONTENT=true`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use testkit::TestDb;
-use testkit::process::{Proc, free_port, wait_ok};
+use testkit::process::Proc;
 use testkit::sse;
 
 async fn server(db: &TestDb, log_content: bool) -> (Proc, String) {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_local"));
-    cmd.arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("PORT", port.to_string())
-        .env("AUTH", "off")
-        .env("OFFLINE_CHUNK_DELAY_MS", "1")
-        .env("RUST_LOG", "info")
-        .env("LOG_CONTENT", log_content.to_string())
-        .env_remove("LOG_FORMAT");
-    let proc = Proc::spawn(cmd, "local-logs");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ok(
-        &testkit::http_client(),
-        &format!("{base}/health"),
-        Duration::from_secs(30),
-        || proc.output(),
+    let log_content = log_content.to_string();
+    testkit::process::serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-logs",
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("AUTH", "off"),
+            ("OFFLINE_CHUNK_DELAY_MS", "1"),
+            ("RUST_LOG", "info"),
+            ("LOG_CONTENT", log_content.as_str()),
+        ],
     )
-    .await;
-    (proc, base)
+    .await
 }
 
 /// The JSON lines written so far.
