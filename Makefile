@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: openapi dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-stream
+.PHONY: openapi dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -44,8 +44,10 @@ openapi:
 tools:
 	@infra/tools.sh
 
-## make bench: the benchmark tables (release build; loads 1,000,000 rows once into llm_stream_bench)
-bench: bench-search bench-stream
+## make bench: the whole benchmark report (release builds; loads 1,000,000 rows once into llm_stream_bench)
+bench:
+	@cargo build -q --release -p history -p get -p search -p stream -p migrate -p bench && \
+	  TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off $(CARGO_TARGET_DIR)/release/bench all $(CARGO_TARGET_DIR)/release
 
 ## make load: 200 concurrent streams + history/search traffic for 60 s (SECONDS=...) on loopback
 load:
@@ -56,8 +58,12 @@ bench-search:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
 	  $(CARGO_TARGET_DIR)/release/bench search $(ROWS)
 
-bench-stream:
+bench-history:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
+	  $(CARGO_TARGET_DIR)/release/bench history $(ROWS)
+
+bench-stream:
+	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
 	  $(CARGO_TARGET_DIR)/release/bench stream
 
 ## make check-template: cfn-lint, sam validate --lint, sam build (x86_64), all offline

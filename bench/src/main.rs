@@ -1,33 +1,51 @@
-//! `bench search` and `bench stream`: measurements printed as tables (never timed assertions).
+//! The benchmarks: measurements printed as tables (never timed assertions).
 //!
+//! - `bench all BIN_DIR`: everything below, then one report table (`make bench`).
+//! - `bench functions BIN_DIR`: each Lambda function binary (release build in BIN_DIR) started
+//!   against a local Runtime API: process start to first poll, idle memory, size.
 //! - `bench search [ROWS]`: loads ROWS (default 1,000,000) realistic conversations with COPY
 //!   into the database `llm_stream_bench` (kept between runs), then times a fixed query set
 //!   through the service and as raw SQL, each query many times.
+//! - `bench history [ROWS]`: first page, last page by offset and by cursor, one by id, on the
+//!   same database.
 //! - `bench stream`: time to first byte and per-chunk delay through the service vs calling the
 //!   same local provider server directly, at 1 and 50 concurrent streams.
 //! - `bench load SERVER_BIN [SECONDS]`: 200 concurrent streams plus history and search traffic
 //!   against the local server process for SECONDS (default 60); fails on any error or lost row.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod functions_bench;
+mod history_bench;
 mod load;
 mod search_bench;
 mod stats;
 mod stream_bench;
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use stats::{ms, table};
+
+const ROWS: usize = 1_000_000;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::install_crypto_provider();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rows = |i: usize| -> anyhow::Result<usize> {
+        Ok(args.get(i).map(|r| r.parse()).transpose()?.unwrap_or(ROWS))
+    };
+    let bin_dir = || -> anyhow::Result<PathBuf> {
+        args.get(1)
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow::anyhow!("usage: bench all|functions BIN_DIR"))
+    };
     match args.first().map(String::as_str) {
-        Some("search") => {
-            let rows = args
-                .get(1)
-                .map(|r| r.parse())
-                .transpose()?
-                .unwrap_or(1_000_000);
-            search_bench::run(rows).await
-        }
-        Some("stream") => stream_bench::run().await,
+        Some("all") => all(&bin_dir()?).await,
+        Some("functions") => functions_bench::run(&bin_dir()?).await.map(drop),
+        Some("search") => search_bench::run(rows(1)?).await.map(drop),
+        Some("history") => history_bench::run(rows(1)?).await.map(drop),
+        Some("stream") => stream_bench::run().await.map(drop),
         Some("load") => {
             let server = args
                 .get(1)
@@ -36,7 +54,89 @@ async fn main() -> anyhow::Result<()> {
             load::run(server, seconds).await
         }
         _ => anyhow::bail!(
-            "usage: bench search [ROWS] | bench stream | bench load SERVER_BIN [SECONDS]"
+            "usage: bench all BIN_DIR | functions BIN_DIR | search [ROWS] | history [ROWS] | \
+             stream | load SERVER_BIN [SECONDS]"
         ),
     }
+}
+
+/// Every benchmark, then the one report table.
+async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let functions = functions_bench::run(bin_dir).await?;
+    let (added50, added99) = stream_bench::run().await?;
+    let history = history_bench::run(ROWS).await?;
+    let search = search_bench::run(ROWS).await?;
+
+    let p = |a: Duration, b: Duration| format!("p50 {} ms · p99 {} ms", ms(a), ms(b));
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for f in &functions {
+        lines.push(vec![
+            format!(
+                "`{}`: cold start (process start → first Runtime API poll)",
+                f.name
+            ),
+            p(f.cold_p50, f.cold_p99),
+        ]);
+        lines.push(vec![
+            format!("`{}`: idle memory · binary size", f.name),
+            format!(
+                "{} MiB RSS · {} MiB",
+                functions_bench::mib(f.idle_rss_kib * 1024),
+                functions_bench::mib(f.size_bytes)
+            ),
+        ]);
+    }
+    lines.push(vec![
+        "`/stream`: time to first byte added by the service (1 stream; service minus the \
+         provider called directly, at each percentile)"
+            .into(),
+        p(added50, added99),
+    ]);
+    for (label, a, b) in history.iter().chain(search.iter()) {
+        lines.push(vec![
+            format!("{label} ({} rows)", thousands(ROWS)),
+            p(*a, *b),
+        ]);
+    }
+    println!("\n## Benchmark report\n\n{}\n", machine());
+    table(&["measure", "result"], &lines);
+    println!("\n(all benchmarks ran in {:.0?})", started.elapsed());
+    Ok(())
+}
+
+/// `1000000` as `1,000,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Date and machine, for the report's heading.
+fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let date = time::OffsetDateTime::now_utc().date();
+    format!(
+        "{date}, {cpu}, {cores} cores, {mem_gib:.0} GiB, {} (x86_64 release builds, PostgreSQL on \
+         the same machine)",
+        read("/proc/sys/kernel/osrelease").trim()
+    )
 }

@@ -146,7 +146,7 @@ fn row(rng: &mut Rng, i: usize, n: usize, base: OffsetDateTime, line: &mut Strin
     ));
 }
 
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .with_context(|| format!("connecting to {url}"))?;
@@ -217,7 +217,8 @@ async fn load(url: &str, rows: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(rows: usize) -> anyhow::Result<()> {
+/// The bench database with `rows` conversations (loaded once, kept): its URL and settings.
+pub async fn bench_db(rows: usize) -> anyhow::Result<(String, common::Settings)> {
     let admin = testkit::admin_url();
     let admin_client = connect(&admin).await?;
     let exists = admin_client
@@ -234,13 +235,23 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
         &[
             ("DATABASE_URL", url.as_str()),
             ("DB_STATEMENT_TIMEOUT_MS", "30000"),
+            ("AUTH", "off"),
         ]
         .into_iter()
         .collect::<std::collections::HashMap<_, _>>(),
     )?;
-    let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
+    let store = common::store::PgStore::from_settings(&settings)?;
     common::db::migrate(store.pool(), "english").await?;
     load(&url, rows).await?;
+    Ok((url, settings))
+}
+
+/// `(label, p50, p99)` of each query through the service.
+pub type Timings = Vec<(String, Duration, Duration)>;
+
+pub async fn run(rows: usize) -> anyhow::Result<Timings> {
+    let (url, settings) = bench_db(rows).await?;
+    let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
 
     let app = search::router(
         store.clone(),
@@ -255,6 +266,7 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
     let raw = connect(&url).await?;
 
     let mut out = Vec::new();
+    let mut timings = Vec::new();
     for (label, q) in QUERIES {
         let mut svc = Vec::with_capacity(ITERATIONS);
         let mut sql = Vec::with_capacity(ITERATIONS);
@@ -288,6 +300,8 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
             )
             .await?
             .get(0);
+        let (p50, p99) = (percentile(&mut svc, 50.0), percentile(&mut svc, 99.0));
+        timings.push((format!("`/search` {label}: `{q}`"), p50, p99));
         out.push(vec![
             (*label).to_owned(),
             format!("`{q}`"),
@@ -316,7 +330,7 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
         ],
         &out,
     );
-    Ok(())
+    Ok(timings)
 }
 
 /// The indexes the migrations make (dropped for the load), then fresh statistics.

@@ -75,7 +75,8 @@ where
     Ok(out)
 }
 
-pub async fn run() -> anyhow::Result<()> {
+/// Time to first byte added by the service at one stream: `(p50, p99)`.
+pub async fn run() -> anyhow::Result<(Duration, Duration)> {
     let words: Vec<String> = (0..WORDS).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
     let fake = Arc::new(FakeOpenAi::start(vec![Reply::Stream(answer(&refs, GAP))]).await);
@@ -102,6 +103,7 @@ pub async fn run() -> anyhow::Result<()> {
         service(&http, &url).await?;
     }
     let mut rows = Vec::new();
+    let mut added = (Duration::ZERO, Duration::ZERO);
     for (concurrency, total) in [(1usize, 200usize), (50, 500)] {
         let (h, f) = (http.clone(), fake.clone());
         let mut d = round(concurrency, total, move || {
@@ -121,6 +123,9 @@ pub async fn run() -> anyhow::Result<()> {
         let mut sg: Vec<Duration> = s.iter_mut().flat_map(|x| x.gaps.drain(..)).collect();
         let (d50, s50) = (percentile(&mut dt, 50.0), percentile(&mut st, 50.0));
         let (d99, s99) = (percentile(&mut dt, 99.0), percentile(&mut st, 99.0));
+        if concurrency == 1 {
+            added = (s50.saturating_sub(d50), s99.saturating_sub(d99));
+        }
         rows.push(vec![
             concurrency.to_string(),
             ms(d50),
@@ -155,5 +160,5 @@ pub async fn run() -> anyhow::Result<()> {
         ],
         &rows,
     );
-    Ok(())
+    Ok(added)
 }

@@ -62,13 +62,18 @@ pub async fn request_log(mut request: Request, next: Next) -> Response {
 }
 
 /// One CloudWatch Embedded Metric Format line on stdout: CloudWatch turns it into metrics in
-/// `METRICS_NAMESPACE` (default `LlmStream`) with the dimension `Function`.
+/// `METRICS_NAMESPACE` (default `LlmStream`) with the dimension `Function`. `METRICS=off`
+/// writes none (benchmarks print tables on stdout).
 pub fn emit_metrics(function: &str, metrics: &[(&str, f64, &str)]) {
     // Read once per process, not per stream.
-    static NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NAMESPACE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let namespace = NAMESPACE.get_or_init(|| {
-        std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "LlmStream".to_owned())
+        if std::env::var("METRICS").is_ok_and(|v| v == "off") {
+            return None;
+        }
+        Some(std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "LlmStream".to_owned()))
     });
+    let Some(namespace) = namespace else { return };
     let timestamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -640,16 +640,10 @@ impl ConversationFinish for DataApiStore {
              CAST(:error AS text), :provider, :model, CAST(:prompt_tokens AS int4), \
              CAST(:completion_tokens AS int4), CAST(:total_tokens AS int4), \
              CAST(:ttfb_ms AS int4), CAST(:duration_ms AS int4), {}, {}, :owner, \
-             CAST(:flags AS jsonb)) \
-             ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
-             status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
-             prompt_tokens = EXCLUDED.prompt_tokens, \
-             completion_tokens = EXCLUDED.completion_tokens, \
-             total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
-             duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
-             flags = EXCLUDED.flags",
+             CAST(:flags AS jsonb)) {}",
             utc_param("created_at"),
             utc_param("updated_at"),
+            super::FINISH_ON_CONFLICT,
         );
         let params = vec![
             uuid("id", c.id),

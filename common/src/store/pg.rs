@@ -160,19 +160,14 @@ impl ConversationFinish for PgStore {
         let c = &*c.storable();
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
                  prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, \
                  created_at, updated_at, owner, flags) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
-                 status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
-                 prompt_tokens = EXCLUDED.prompt_tokens, \
-                 completion_tokens = EXCLUDED.completion_tokens, \
-                 total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
-                 duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
-                 flags = EXCLUDED.flags",
-            )
+                 {}",
+                super::FINISH_ON_CONFLICT
+            ))
             .await
             .map_err(StoreError::Query)?;
         client

@@ -46,14 +46,18 @@ async fn the_server_migrates_streams_and_reads_through_the_data_api() {
     let answer = sse::text(&events);
     assert!(!answer.is_empty());
 
-    let history: serde_json::Value = http
-        .get(format!("{base}/history"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get_json = |path: &str| {
+        let request = http.get(format!("{base}{path}")).send();
+        async move {
+            request
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let history = get_json("/history").await;
     let items = history["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{history}");
     assert_eq!(items[0]["response"], answer.as_str());
@@ -66,14 +70,7 @@ async fn the_server_migrates_streams_and_reads_through_the_data_api() {
         .await
         .unwrap();
     assert_eq!(one.status(), 200);
-    let found: serde_json::Value = http
-        .get(format!("{base}/search?query=zebras"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found = get_json("/search?query=zebras").await;
     assert_eq!(found["items"][0]["id"], id, "{found}");
     proc.stop();
 
