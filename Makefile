@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: openapi dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream
+.PHONY: deploy openapi dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -39,6 +39,12 @@ lambda-watch: tools
 ## make openapi: rewrite openapi.json from the code (a test fails when they differ)
 openapi:
 	@cargo run -q -p local --bin local -- openapi > openapi.json && echo "openapi.json written"
+
+## make deploy: sam build (arm64 unless ARCH=x86_64) and sam deploy --guided; then invoke MigrateFunction
+deploy:
+	@infra/tools.sh sam && export PATH="$(VENV)/bin:$$PATH" && \
+	  sam build --beta-features --parameter-overrides Architecture=$${ARCH:-arm64} && \
+	  sam deploy --guided --parameter-overrides Architecture=$${ARCH:-arm64}
 
 ## make tools: the project-local Python venv with cargo-lambda
 tools:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the project's own tools into .venv (cargo-lambda, which brings zig) and makes sure
-# cargo-nextest is there. Idempotent and quiet when everything is already installed.
+# cargo-nextest is there; `infra/tools.sh sam` also installs the SAM CLI and cfn-lint.
+# Idempotent and quiet when everything is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.venv"
@@ -16,4 +17,8 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "tools.sh: installing cargo-nextest" >&2
   cargo install --locked cargo-nextest
+fi
+if [ "${1:-}" = sam ] && { [ ! -x "$venv/bin/sam" ] || [ ! -x "$venv/bin/cfn-lint" ]; }; then
+  echo "tools.sh: installing aws-sam-cli and cfn-lint into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "aws-sam-cli==1.170.0" "cfn-lint==1.58.0"
 fi

@@ -40,6 +40,17 @@ pub struct TestDb {
     admin: String,
 }
 
+/// How many migration files `migrations/` holds.
+pub fn migration_files() -> usize {
+    std::fs::read_dir(process::workspace_root().join("migrations"))
+        .expect("migrations/")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".sql"))
+        })
+        .count()
+}
+
 /// The cluster and secret ARNs tests give the Data API backend (the local endpoint checks
 /// they are present, as the service does).
 pub const TEST_CLUSTER_ARN: &str = "arn:aws:rds:us-east-1:000000000000:cluster:local";

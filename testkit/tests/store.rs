@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::guard::Flag;
 use common::store::{Backend, Cursor, PageQuery, SearchQuery};
 use common::{Conversation, Status};
-use testkit::TestDb;
 use testkit::data_api::DataApi;
+use testkit::{TestDb, migration_files};
 
 /// One backend on one fresh database.
 struct Harness {
@@ -40,7 +40,7 @@ impl Harness {
             .migrate("english")
             .await
             .expect("migrate through the Data API");
-        assert!(applied >= 4, "applied {applied}");
+        assert_eq!(applied, migration_files(), "every migration applied");
         Self {
             db,
             store,
@@ -117,6 +117,26 @@ async fn migrations_are_idempotent_and_shared_by_both_modes(h: &Harness) {
     // The other mode sees the same history (same versions and checksums).
     let pool = h.db.backend(None, &[]);
     assert_eq!(pool.migrate("english").await.unwrap(), 0);
+    // The planner settings reach sessions the service does not open itself (V5).
+    let settings: Vec<String> =
+        h.db.client()
+            .await
+            .query_one(
+                "SELECT setconfig FROM pg_db_role_setting \
+             WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert!(
+        settings.contains(&"plan_cache_mode=force_custom_plan".to_owned()),
+        "{settings:?}"
+    );
+    assert!(
+        settings.contains(&"max_parallel_workers_per_gather=0".to_owned()),
+        "{settings:?}"
+    );
 }
 
 async fn every_field_round_trips(h: &Harness) {
