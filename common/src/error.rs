@@ -28,13 +28,21 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Pool(_) => true,
-            StoreError::Query(e) => e.is_closed() || e.code().is_none(),
+            StoreError::Query(e) => e.is_closed() || e.code().is_none_or(is_transient),
             StoreError::DataApi { unavailable, .. } => *unavailable,
             StoreError::Decode { .. }
             | StoreError::Migrate(_)
             | StoreError::UnknownSearchConfig(_) => false,
         }
     }
+}
+
+/// SQLSTATEs that say the server, not the statement, is the problem: connection exceptions
+/// (class 08), a server shutting down, restarting or starting (57P01-57P03), out of resources
+/// (class 53), and a statement cancelled by its timeout (57014).
+fn is_transient(code: &tokio_postgres::error::SqlState) -> bool {
+    let c = code.code();
+    c.starts_with("08") || c.starts_with("53") || matches!(c, "57P01" | "57P02" | "57P03" | "57014")
 }
 
 /// What a client may be told. Every variant maps to one status and one stable code.

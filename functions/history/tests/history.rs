@@ -169,3 +169,28 @@ async fn unknown_paths_and_methods_get_json_errors() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(&body), "method_not_allowed");
 }
+
+#[tokio::test]
+async fn a_query_cut_by_its_statement_timeout_is_a_503_not_a_500() {
+    let db = TestDb::new().await;
+    seed(&db, 3, 1).await;
+    let store = Arc::new(
+        common::store::PgStore::from_settings(
+            &db.settings_with(&[("DB_STATEMENT_TIMEOUT_MS", "200")]),
+        )
+        .unwrap(),
+    );
+    let app = history::router(store.clone(), store.clone(), Auth::off(store));
+    // Another session holds the table: the page query waits until its timeout cancels it.
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (status, body) = get(&app, "/history").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(error_code(&body), "database_unavailable");
+    tx.rollback().await.unwrap();
+    let (status, _) = get(&app, "/history").await;
+    assert_eq!(status, StatusCode::OK);
+}
