@@ -9,5 +9,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = Settings::from_env()?;
     let store = common::store::from_settings(&settings)?;
     let auth = Auth::from_settings(&settings.auth, store.clone());
-    lambda_http::run(history::router(store.clone(), store, auth)).await
+    let router = history::router(store.clone(), store, auth);
+    common::run_lambda(|| lambda_http::run(router.clone())).await
 }

@@ -12,7 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = Settings::from_env()?;
     let store = common::store::from_settings(&settings)?;
     let search_config = settings.db.search_config.clone();
-    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
+    let handler = move |_event: LambdaEvent<Value>| {
         let store = store.clone();
         let search_config = search_config.clone();
         async move {
@@ -20,6 +20,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             tracing::info!(applied, "migrations applied");
             Ok::<_, lambda_runtime::Error>(json!({ "applied": applied }))
         }
-    }))
-    .await
+    };
+    common::run_lambda(|| lambda_runtime::run(service_fn(handler.clone()))).await
 }

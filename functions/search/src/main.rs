@@ -10,5 +10,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     let store = common::store::from_settings(&settings)?;
     let candidates = settings.db.search_candidates;
     let auth = Auth::from_settings(&settings.auth, store.clone());
-    lambda_http::run(search::router(store.clone(), candidates, store, auth)).await
+    let router = search::router(store.clone(), candidates, store, auth);
+    common::run_lambda(|| lambda_http::run(router.clone())).await
 }

@@ -11,5 +11,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     let store = common::store::from_settings(&settings)?;
     let state = StreamState::from_settings(&settings, store.clone())?;
     let auth = Auth::from_settings(&settings.auth, store.clone());
-    lambda_http::run_with_streaming_response(stream::router(state, store, auth)).await
+    let router = stream::router(state, store, auth);
+    common::run_lambda(|| lambda_http::run_with_streaming_response(router.clone())).await
 }
