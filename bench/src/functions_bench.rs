@@ -15,12 +15,19 @@ use crate::stats::{ms, percentile, table};
 pub const FUNCTIONS: &[&str] = &["history", "get", "search", "stream", "migrate"];
 const RUNS: usize = 20;
 
-/// One function's numbers.
+/// One function's numbers, with the pool (`DATABASE_URL`) and with the Data API
+/// (`DB_CLUSTER_ARN`; the deployed default).
 pub struct FunctionNumbers {
     pub name: &'static str,
     pub size_bytes: u64,
-    pub cold_p50: Duration,
-    pub cold_p99: Duration,
+    pub pool: Start,
+    pub data_api: Start,
+}
+
+/// Cold start percentiles and the median idle memory of one configuration.
+pub struct Start {
+    pub p50: Duration,
+    pub p99: Duration,
     pub idle_rss_kib: u64,
 }
 
@@ -33,11 +40,33 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-async fn one_start(bin: &Path, name: &str, database_url: &str) -> anyhow::Result<(Duration, u64)> {
+/// The database settings of the two configurations (nothing connects during a start).
+fn database_env(data_api: bool) -> Vec<(String, String)> {
+    let pairs: Vec<(&str, String)> = if data_api {
+        vec![
+            (
+                "DB_CLUSTER_ARN",
+                "arn:aws:rds:us-east-1:000000000000:cluster:bench".into(),
+            ),
+            (
+                "DB_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:000000000000:secret:bench".into(),
+            ),
+            ("AWS_ACCESS_KEY_ID", "AKIDBENCH".into()),
+            ("AWS_SECRET_ACCESS_KEY", "bench".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    } else {
+        vec![("DATABASE_URL", testkit::admin_url())]
+    };
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+async fn one_start(bin: &Path, name: &str, data_api: bool) -> anyhow::Result<(Duration, u64)> {
     let runtime = RuntimeApi::start(Vec::new()).await;
     let mut cmd = Command::new(bin);
     cmd.env_clear()
-        .env("DATABASE_URL", database_url)
+        .envs(database_env(data_api))
         .env("AUTH", "off")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -66,31 +95,37 @@ async fn one_start(bin: &Path, name: &str, database_url: &str) -> anyhow::Result
     Ok((polled.saturating_duration_since(started), rss))
 }
 
+async fn starts(bin: &Path, name: &str, data_api: bool) -> anyhow::Result<Start> {
+    // One unmeasured start: the binary is in the page cache, as on a warm Lambda host.
+    one_start(bin, name, data_api).await?;
+    let mut times = Vec::with_capacity(RUNS);
+    let mut rss = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let (t, r) = one_start(bin, name, data_api).await?;
+        times.push(t);
+        rss.push(r);
+    }
+    rss.sort_unstable();
+    Ok(Start {
+        p50: percentile(&mut times, 50.0),
+        p99: percentile(&mut times, 99.0),
+        idle_rss_kib: rss[rss.len() / 2],
+    })
+}
+
 /// Measures every function binary in `bin_dir` (release builds).
 pub async fn run(bin_dir: &Path) -> anyhow::Result<Vec<FunctionNumbers>> {
-    let database_url = testkit::admin_url();
     let mut out = Vec::new();
     for name in FUNCTIONS {
         let bin = bin_dir.join(name);
         let size_bytes = std::fs::metadata(&bin)
             .map_err(|e| anyhow::anyhow!("{}: {e} (build with --release)", bin.display()))?
             .len();
-        // One unmeasured start: the binary is in the page cache, as on a warm Lambda host.
-        one_start(&bin, name, &database_url).await?;
-        let mut starts = Vec::with_capacity(RUNS);
-        let mut rss = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            let (t, r) = one_start(&bin, name, &database_url).await?;
-            starts.push(t);
-            rss.push(r);
-        }
-        rss.sort_unstable();
         out.push(FunctionNumbers {
             name,
             size_bytes,
-            cold_p50: percentile(&mut starts, 50.0),
-            cold_p99: percentile(&mut starts, 99.0),
-            idle_rss_kib: rss[rss.len() / 2],
+            pool: starts(&bin, name, false).await?,
+            data_api: starts(&bin, name, true).await?,
         });
     }
     println!(
@@ -100,20 +135,24 @@ pub async fn run(bin_dir: &Path) -> anyhow::Result<Vec<FunctionNumbers>> {
     table(
         &[
             "function",
+            "database",
             "cold start p50 ms",
             "cold start p99 ms",
             "idle RSS MiB",
             "size MiB",
         ],
         &out.iter()
-            .map(|f| {
-                vec![
-                    f.name.to_owned(),
-                    ms(f.cold_p50),
-                    ms(f.cold_p99),
-                    mib(f.idle_rss_kib * 1024),
-                    mib(f.size_bytes),
-                ]
+            .flat_map(|f| {
+                [("pool", &f.pool), ("Data API", &f.data_api)].map(|(mode, s)| {
+                    vec![
+                        f.name.to_owned(),
+                        mode.to_owned(),
+                        ms(s.p50),
+                        ms(s.p99),
+                        mib(s.idle_rss_kib * 1024),
+                        mib(f.size_bytes),
+                    ]
+                })
             })
             .collect::<Vec<_>>(),
     );

@@ -71,18 +71,21 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
     let p = |a: Duration, b: Duration| format!("p50 {} ms · p99 {} ms", ms(a), ms(b));
     let mut lines: Vec<Vec<String>> = Vec::new();
     for f in &functions {
+        for (mode, start) in [("Data API", &f.data_api), ("pool", &f.pool)] {
+            lines.push(vec![
+                format!(
+                    "`{}` ({mode}): cold start (process start → first Runtime API poll)",
+                    f.name
+                ),
+                p(start.p50, start.p99),
+            ]);
+        }
         lines.push(vec![
+            format!("`{}`: idle memory (Data API · pool) · binary size", f.name),
             format!(
-                "`{}`: cold start (process start → first Runtime API poll)",
-                f.name
-            ),
-            p(f.cold_p50, f.cold_p99),
-        ]);
-        lines.push(vec![
-            format!("`{}`: idle memory · binary size", f.name),
-            format!(
-                "{} MiB RSS · {} MiB",
-                functions_bench::mib(f.idle_rss_kib * 1024),
+                "{} · {} MiB RSS · {} MiB",
+                functions_bench::mib(f.data_api.idle_rss_kib * 1024),
+                functions_bench::mib(f.pool.idle_rss_kib * 1024),
                 functions_bench::mib(f.size_bytes)
             ),
         ]);
