@@ -147,7 +147,7 @@ impl TestDb {
         let s = self.settings();
         PgStore::new(
             common::db::pool(&s.db).expect("pool"),
-            s.provider.total_timeout + Duration::from_secs(60),
+            common::store::stale_after(&s),
         )
     }
 

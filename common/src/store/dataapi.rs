@@ -139,7 +139,7 @@ impl DataApiStore {
             // The statement timeout applies on the server side with a pool; here it bounds the
             // whole call (plus the time the service takes to answer).
             settings.db.statement_timeout + Duration::from_secs(5),
-            settings.provider.total_timeout + Duration::from_secs(60),
+            super::stale_after(settings),
             &settings.db.search_config,
         ))
     }
@@ -164,25 +164,43 @@ impl DataApiStore {
             .map_err(sdk_error)
     }
 
-    /// Reads conversations with `sql` (which selects [`columns`] first), completing long text.
-    async fn conversations(
+    /// Runs `sql` (which selects [`columns`] first) for at most `rows_at_most` rows, reading each
+    /// text column as a prefix sized to the page.
+    async fn records(
         &self,
         sql: &str,
         mut params: Vec<SqlParameter>,
         rows_at_most: i64,
-    ) -> Result<Vec<(Conversation, Vec<Field>)>, StoreError> {
+    ) -> Result<Vec<Vec<Field>>, StoreError> {
         params.push(long("text_chars", text_chars(rows_at_most)));
-        let out = self.exec(sql, params, None).await?;
-        let mut result = Vec::with_capacity(out.records().len());
-        for record in out.records() {
-            let mut c = decode(record)?;
-            let prompt_len = long_at(record, 16, "prompt")?;
-            let response_len = long_at(record, 17, "response")?;
+        Ok(self
+            .exec(sql, params, None)
+            .await?
+            .records
+            .unwrap_or_default())
+    }
+
+    /// The conversation of each record, its long text completed, with `extra(record)`.
+    async fn conversations<T>(
+        &self,
+        records: Vec<Vec<Field>>,
+        extra: impl Fn(&[Field]) -> Result<T, StoreError> + Send + Sync,
+    ) -> Result<Vec<(Conversation, T)>, StoreError>
+    where
+        T: Send,
+    {
+        let mut result = Vec::with_capacity(records.len());
+        for record in records {
+            let mut c = decode(&record)?;
+            let prompt_len = long_at(&record, 16, "prompt")?;
+            let response_len = long_at(&record, 17, "response")?;
+            let more = extra(&record)?;
+            drop(record);
             self.complete(c.id, "prompt", &mut c.prompt, prompt_len)
                 .await?;
             self.complete(c.id, "response", &mut c.response, response_len)
                 .await?;
-            result.push((c.settle(self.stale_after, now_micros()), record.clone()));
+            result.push((c.settle(self.stale_after, now_micros()), more));
         }
         Ok(result)
     }
@@ -675,9 +693,10 @@ impl ConversationGet for DataApiStore {
             "SELECT {} FROM conversations WHERE id = CAST(:id AS uuid) AND owner = :owner",
             columns("")
         );
-        let rows = self
-            .conversations(&sql, vec![uuid("id", id), text("owner", owner)], 1)
+        let records = self
+            .records(&sql, vec![uuid("id", id), text("owner", owner)], 1)
             .await?;
+        let rows = self.conversations(records, |_| Ok(())).await?;
         Ok(rows.into_iter().next().map(|(c, _)| c))
     }
 }
@@ -707,7 +726,8 @@ impl ConversationList for DataApiStore {
              OFFSET CAST(:offset AS int8)",
             columns("")
         );
-        let rows = self.conversations(&sql, params, page.limit).await?;
+        let records = self.records(&sql, params, page.limit).await?;
+        let rows = self.conversations(records, |_| Ok(())).await?;
         Ok(rows.into_iter().map(|(c, _)| c).collect())
     }
 }
@@ -727,34 +747,44 @@ impl ConversationSearch for DataApiStore {
         if query.text.contains('"') {
             let mut windowed = params.clone();
             windowed.push(long("window", super::pg::PHRASE_WINDOW_ROWS));
-            let rows = self
-                .conversations(&self.search_window_sql, windowed, query.limit)
+            let records = self
+                .records(&self.search_window_sql, windowed, query.limit)
                 .await?;
-            let found = match rows.first() {
-                Some((_, r)) => Some(long_at(r, 20, "found")?),
-                None => None,
-            };
+            let found = records
+                .first()
+                .map(|r| long_at(r, 20, "found"))
+                .transpose()?;
+            // Long text is completed only for the answer that is kept.
             if found == Some(query.candidates) {
-                return rows.into_iter().map(hit).collect();
+                return self.hits(records).await;
             }
         }
-        let rows = self
-            .conversations(&self.search_sql, params, query.limit)
-            .await?;
-        rows.into_iter().map(hit).collect()
+        let records = self.records(&self.search_sql, params, query.limit).await?;
+        self.hits(records).await
     }
 }
 
-fn hit((conversation, r): (Conversation, Vec<Field>)) -> Result<SearchHit, StoreError> {
-    let rank = match field(&r, 18, "rank")? {
-        Field::DoubleValue(v) => *v as f32,
-        _ => return Err(StoreError::Decode { column: "rank" }),
-    };
-    Ok(SearchHit {
-        conversation,
-        rank,
-        snippet: string_at(&r, 19, "snippet")?,
-    })
+impl DataApiStore {
+    /// Search records as hits: the conversation, then its rank and snippet.
+    async fn hits(&self, records: Vec<Vec<Field>>) -> Result<Vec<SearchHit>, StoreError> {
+        let rows = self
+            .conversations(records, |r| {
+                let rank = match field(r, 18, "rank")? {
+                    Field::DoubleValue(v) => *v as f32,
+                    _ => return Err(StoreError::Decode { column: "rank" }),
+                };
+                Ok((rank, string_at(r, 19, "snippet")?))
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(conversation, (rank, snippet))| SearchHit {
+                conversation,
+                rank,
+                snippet,
+            })
+            .collect())
+    }
 }
 
 #[async_trait]

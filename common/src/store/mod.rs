@@ -155,6 +155,12 @@ impl<T> Store for T where
 {
 }
 
+/// How long a `streaming` row may go without an update before it reads as interrupted: the
+/// longest a stream may run (`LLM_TOTAL_TIMEOUT_MS`), plus a minute.
+pub fn stale_after(settings: &crate::Settings) -> std::time::Duration {
+    settings.provider.total_timeout + std::time::Duration::from_secs(60)
+}
+
 /// Applies the schema migrations.
 #[async_trait]
 pub trait Migrate: Send + Sync {

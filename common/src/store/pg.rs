@@ -58,11 +58,8 @@ impl PgStore {
         settings: &crate::Settings,
     ) -> Result<Self, crate::settings::SettingsError> {
         let pool = crate::db::pool(&settings.db)?;
-        Ok(Self::new(
-            pool,
-            settings.provider.total_timeout + Duration::from_secs(60),
-        )
-        .with_search_config(&settings.db.search_config))
+        Ok(Self::new(pool, super::stale_after(settings))
+            .with_search_config(&settings.db.search_config))
     }
 
     pub fn pool(&self) -> &Pool {

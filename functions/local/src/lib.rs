@@ -24,9 +24,12 @@ pub fn app(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<Route
     let docs = Router::new().route(
         "/openapi.json",
         axum::routing::get(|| async {
+            // Generated once per process, on the first request.
+            static DOCUMENT: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(openapi::document);
             (
                 [(axum::http::header::CONTENT_TYPE, "application/json")],
-                openapi::document(),
+                DOCUMENT.as_str(),
             )
         }),
     );
