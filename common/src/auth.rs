@@ -25,12 +25,7 @@ pub const KEY_PREFIX: &str = "lsk_";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner(pub String);
 
-/// `AUTH`: `required` (the default) or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMode {
-    Required,
-    Off,
-}
+pub use crate::settings::AuthMode;
 
 /// What the middleware checks keys against.
 #[derive(Clone)]

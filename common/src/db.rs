@@ -1,4 +1,4 @@
-//! PostgreSQL connections: a lazy pool with libpq-style TLS modes, and the embedded migrations.
+//! PostgreSQL connections: a lazy pool with libpq-style TLS modes, and migrating through it.
 
 use std::sync::Arc;
 
@@ -11,10 +11,7 @@ use tokio_postgres::config::SslMode;
 
 use crate::error::StoreError;
 use crate::settings::{DbSettings, SettingsError};
-
-mod embedded {
-    refinery::embed_migrations!("../migrations");
-}
+use crate::store::schema;
 
 /// How the connection is encrypted, following libpq's `sslmode`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +201,7 @@ impl ServerCertVerifier for EncryptOnly {
 /// PostgreSQL text search configuration such as `english` or `simple`). Safe to run from several
 /// processes at once: it holds a PostgreSQL advisory lock while it works.
 pub async fn migrate(pool: &Pool, search_config: &str) -> Result<usize, StoreError> {
-    const LOCK: i64 = 0x6c6c_6d73_7472_6d31; // "llmstrm1"
+    const LOCK: i64 = schema::MIGRATION_LOCK;
     let mut client = pool.get().await.map_err(StoreError::Pool)?;
     // Migrations may run long on a big table: no statement timeout while they do.
     client
@@ -216,7 +213,7 @@ pub async fn migrate(pool: &Pool, search_config: &str) -> Result<usize, StoreErr
         .await
         .map_err(StoreError::Query)?;
     let result = async {
-        let report = embedded::migrations::runner()
+        let report = schema::runner()
             .run_async(&mut **client)
             .await
             .map_err(StoreError::Migrate)?;
@@ -235,31 +232,6 @@ pub async fn migrate(pool: &Pool, search_config: &str) -> Result<usize, StoreErr
     Ok(applied)
 }
 
-/// Reads the expression of the generated search column (no row before migration V2).
-pub(crate) const SEARCH_EXPR_SQL: &str = "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d \
-     JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
-     WHERE d.adrelid = 'conversations'::regclass AND a.attname = 'search'";
-
-/// True when the search column expression `expr` was built with `config`.
-pub(crate) fn search_config_matches(expr: &str, config: &str) -> bool {
-    expr.contains(&format!("'{config}'::regconfig"))
-}
-
-/// The statements that rebuild the search column and its index with configuration `name`
-/// (a name read back from `pg_ts_config`, never raw input); run them in one transaction.
-pub(crate) fn search_column_ddl(name: &str) -> [String; 4] {
-    [
-        "DROP INDEX IF EXISTS conversations_search_idx".into(),
-        "ALTER TABLE conversations DROP COLUMN search".into(),
-        format!(
-            "ALTER TABLE conversations ADD COLUMN search tsvector GENERATED ALWAYS AS ( \
-             setweight(to_tsvector('{name}'::regconfig, left(prompt, 32000)), 'A') || \
-             setweight(to_tsvector('{name}'::regconfig, left(response, 100000)), 'B')) STORED"
-        ),
-        "CREATE INDEX conversations_search_idx ON conversations USING gin (search)".into(),
-    ]
-}
-
 /// Rebuilds the generated search column and its index when they were made with another text
 /// search configuration than `config`. A no-op when they match (the usual case).
 async fn ensure_search_config(
@@ -267,12 +239,12 @@ async fn ensure_search_config(
     config: &str,
 ) -> Result<(), StoreError> {
     let expr: Option<String> = client
-        .query_opt(SEARCH_EXPR_SQL, &[])
+        .query_opt(schema::SEARCH_EXPR_SQL, &[])
         .await
         .map_err(StoreError::Query)?
         .map(|r| r.get(0));
     let Some(expr) = expr else { return Ok(()) };
-    if search_config_matches(&expr, config) {
+    if schema::search_config_matches(&expr, config) {
         return Ok(());
     }
     // Resolve the name through the catalog: only an existing configuration gets into the DDL.
@@ -288,100 +260,11 @@ async fn ensure_search_config(
     };
     let name: String = row.get(0);
     tracing::warn!(config = %name, "rebuilding the search column for a new text search configuration");
-    let ddl = format!("BEGIN; {}; COMMIT;", search_column_ddl(&name).join("; "));
+    let ddl = format!(
+        "BEGIN; {}; COMMIT;",
+        schema::search_column_ddl(&name).join("; ")
+    );
     client.batch_execute(&ddl).await.map_err(StoreError::Query)
-}
-
-/// The embedded migrations (the same files refinery applies through the pool), for the Data
-/// API, which runs them one statement at a time.
-pub(crate) fn embedded_migrations() -> Vec<refinery::Migration> {
-    embedded::migrations::runner().get_migrations().clone()
-}
-
-/// Splits a migration file into statements at `;`, outside quotes, comments and dollar-quoted
-/// bodies. Statements that are only comments or blank are dropped.
-pub(crate) fn split_statements(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut meaningful = false;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '-' if chars.peek() == Some(&'-') => {
-                // A line comment: dropped.
-                for n in chars.by_ref() {
-                    if n == '\n' {
-                        current.push('\n');
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut prev = ' ';
-                for n in chars.by_ref() {
-                    if prev == '*' && n == '/' {
-                        break;
-                    }
-                    prev = n;
-                }
-                current.push(' ');
-            }
-            '\'' | '"' => {
-                meaningful = true;
-                current.push(c);
-                for n in chars.by_ref() {
-                    current.push(n);
-                    if n == c {
-                        break;
-                    }
-                }
-            }
-            '$' => {
-                meaningful = true;
-                // A dollar quote: $tag$ ... $tag$ (a `$1` parameter is not one).
-                let mut tag = String::from("$");
-                while let Some(&n) = chars.peek() {
-                    if n.is_alphanumeric() || n == '_' {
-                        tag.push(n);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                current.push_str(&tag);
-                if chars.peek() == Some(&'$') && !tag[1..].starts_with(|d: char| d.is_ascii_digit())
-                {
-                    chars.next();
-                    tag.push('$');
-                    current.push('$');
-                    let mut body = String::new();
-                    for n in chars.by_ref() {
-                        body.push(n);
-                        if body.ends_with(&tag) {
-                            break;
-                        }
-                    }
-                    current.push_str(&body);
-                }
-            }
-            ';' => {
-                if meaningful {
-                    out.push(current.trim().to_owned());
-                }
-                current.clear();
-                meaningful = false;
-            }
-            c => {
-                meaningful |= !c.is_whitespace();
-                current.push(c);
-            }
-        }
-    }
-    if meaningful {
-        out.push(current.trim().to_owned());
-    }
-    out
 }
 
 #[cfg(test)]
@@ -406,25 +289,6 @@ mod tests {
         let (c, t) = parse_url("postgres://u@h/db?application_name=x").unwrap();
         assert_eq!(t, TlsMode::Encrypt);
         assert_eq!(c.get_application_name(), Some("x"));
-    }
-
-    #[test]
-    fn statements_split_outside_quotes_and_comments() {
-        let sql = "-- a comment; with a semicolon\nCREATE TABLE t (a text DEFAULT ';');\n\
-                   /* block; comment */ SELECT $$a;b$$, $1;\n  \n-- trailing\n";
-        assert_eq!(
-            split_statements(sql),
-            vec!["CREATE TABLE t (a text DEFAULT ';')", "SELECT $$a;b$$, $1"]
-        );
-        for m in embedded_migrations() {
-            let parts = split_statements(m.sql().unwrap_or_default());
-            assert!(!parts.is_empty(), "{}", m.name());
-            // A `;` is left only inside a dollar-quoted body.
-            assert!(
-                parts.iter().all(|p| !p.contains(';') || p.contains("$$")),
-                "{parts:?}"
-            );
-        }
     }
 
     #[test]

@@ -161,11 +161,18 @@ pub struct StreamSettings {
     pub grounding_check: bool,
 }
 
+/// `AUTH`: `required` (the default) or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Off,
+}
+
 /// Authentication settings.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     /// `AUTH`: `required` (the default) or `off`.
-    pub mode: crate::auth::AuthMode,
+    pub mode: AuthMode,
     /// `AUTH_TOKEN`: one static bearer key, for the simplest setups.
     pub static_token: Option<Secret>,
     /// `AUTH_TOKEN_OWNER`: the owner of `AUTH_TOKEN`'s conversations (default `default`).
@@ -271,8 +278,8 @@ impl Settings {
         };
         let auth = AuthSettings {
             mode: match env.var("AUTH").as_deref() {
-                None | Some("required") => crate::auth::AuthMode::Required,
-                Some("off") => crate::auth::AuthMode::Off,
+                None | Some("required") => AuthMode::Required,
+                Some("off") => AuthMode::Off,
                 Some(other) => return Err(invalid("AUTH", other, "expected required or off")),
             },
             static_token: env.var("AUTH_TOKEN").map(Secret::new),

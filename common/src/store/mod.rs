@@ -11,11 +11,14 @@ use crate::error::StoreError;
 
 mod dataapi;
 mod pg;
+pub(crate) mod schema;
+mod sql;
 
 use std::sync::Arc;
 
 pub use dataapi::{DataApiStore, TEXT_BUDGET_CHARS};
-pub use pg::{PgStore, search_sql, search_window_sql};
+pub use pg::PgStore;
+pub use sql::{search_sql, search_window_sql};
 
 /// The store the settings name: a pool for `DATABASE_URL`, the RDS Data API for
 /// `DB_CLUSTER_ARN`. Nothing touches the network until the first query.
@@ -37,14 +40,6 @@ pub fn from_settings_in(
         }
     })
 }
-
-/// The end of the idempotent finish upsert both backends write: everything a stream's end may
-/// change, never the id, prompt, provider, owner or start time.
-const FINISH_ON_CONFLICT: &str = "ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
-    status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
-    prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens, \
-    total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
-    duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, flags = EXCLUDED.flags";
 
 /// Writes the first row of a conversation.
 #[async_trait]

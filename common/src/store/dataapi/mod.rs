@@ -1,0 +1,234 @@
+//! The RDS Data API store backend: every statement is one HTTPS call, no connection and no VPC,
+//! so the stream function can sit behind a streaming function URL (which cannot be in a VPC).
+//!
+//! Types are mapped explicitly in the SQL, not left to the service: parameters are cast
+//! (`CAST(:id AS uuid)`, timestamps as UTC `timestamp` values turned into `timestamptz`) and sent
+//! with their type hint; results come back as text (`id::text`, `flags::text`, timestamps through
+//! `to_char` in UTC) or as longs, so decoding never depends on the service's rendering.
+//!
+//! One Data API response carries at most 1 MiB. Text columns are therefore read as a bounded
+//! prefix with their length, and what a prefix missed is read in further bounded calls.
+
+mod conversations;
+mod fields;
+mod migrate;
+mod params;
+mod text;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_rdsdata::Client;
+use aws_sdk_rdsdata::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_rdsdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_rdsdata::types::SqlParameter;
+
+use super::{ApiKeys, HealthCheck};
+use crate::error::StoreError;
+use crate::settings::{DataApiSettings, SettingsError};
+use fields::string_at;
+use params::{blob, text, uuid};
+use uuid::Uuid;
+
+pub use text::TEXT_BUDGET_CHARS;
+
+#[derive(Clone)]
+pub struct DataApiStore {
+    client: Client,
+    cluster_arn: String,
+    secret_arn: String,
+    database: String,
+    stale_after: Duration,
+    search_sql: String,
+    search_window_sql: String,
+}
+
+impl DataApiStore {
+    /// A client for `target`, with the credentials of the environment (Lambda provides them).
+    pub fn new(
+        target: &DataApiSettings,
+        credentials: Credentials,
+        connect_timeout: Duration,
+        call_timeout: Duration,
+        stale_after: Duration,
+        search_config: &str,
+    ) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut config = aws_sdk_rdsdata::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(target.region.clone()))
+            .credentials_provider(credentials)
+            .http_client(http)
+            .timeout_config(
+                aws_sdk_rdsdata::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(connect_timeout)
+                    .operation_attempt_timeout(call_timeout)
+                    .build(),
+            );
+        if let Some(url) = &target.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        Self {
+            client: Client::from_conf(config.build()),
+            cluster_arn: target.cluster_arn.clone(),
+            secret_arn: target.secret_arn.clone(),
+            database: target.database.clone(),
+            stale_after,
+            search_sql: conversations::data_api_search(&super::search_sql(search_config)),
+            search_window_sql: conversations::data_api_search(&super::search_window_sql(
+                search_config,
+            )),
+        }
+    }
+
+    /// The store the functions use in Data API mode: credentials from `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, as Lambda sets them.
+    pub fn from_settings(
+        settings: &crate::Settings,
+        target: &DataApiSettings,
+        env: &dyn crate::settings::Env,
+    ) -> Result<Self, SettingsError> {
+        let missing = |name| SettingsError::Missing {
+            name,
+            hint: "AWS credentials for the Data API (Lambda sets them; locally: \
+                   eval \"$(aws configure export-credentials --format env)\")",
+        };
+        let credentials = Credentials::new(
+            env.var("AWS_ACCESS_KEY_ID")
+                .ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
+            env.var("AWS_SECRET_ACCESS_KEY")
+                .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
+            env.var("AWS_SESSION_TOKEN"),
+            None,
+            "environment",
+        );
+        Ok(Self::new(
+            target,
+            credentials,
+            settings.db.connect_timeout,
+            // The statement timeout applies on the server side with a pool; here it bounds the
+            // whole call (plus the time the service takes to answer).
+            settings.db.statement_timeout + Duration::from_secs(5),
+            super::stale_after(settings),
+            &settings.db.search_config,
+        ))
+    }
+
+    async fn exec(
+        &self,
+        sql: &str,
+        params: Vec<SqlParameter>,
+        transaction: Option<&str>,
+    ) -> Result<aws_sdk_rdsdata::operation::execute_statement::ExecuteStatementOutput, StoreError>
+    {
+        self.client
+            .execute_statement()
+            .resource_arn(&self.cluster_arn)
+            .secret_arn(&self.secret_arn)
+            .database(&self.database)
+            .sql(sql)
+            .set_parameters(Some(params))
+            .set_transaction_id(transaction.map(str::to_owned))
+            .send()
+            .await
+            .map_err(sdk_error)
+    }
+}
+
+fn sdk_error<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let message = match &e {
+        SdkError::ServiceError(s) => format!(
+            "{}: {}",
+            s.err().code().unwrap_or("unknown error"),
+            s.err().message().unwrap_or_default()
+        ),
+        other => DisplayErrorContext(other).to_string(),
+    };
+    let unavailable = match &e {
+        SdkError::ServiceError(s) => matches!(
+            s.err().code(),
+            Some(
+                "DatabaseUnavailableException"
+                    | "DatabaseResumingException"
+                    | "ServiceUnavailableError"
+                    | "InternalServerErrorException"
+                    | "StatementTimeoutException"
+                    | "ThrottlingException"
+            )
+        ),
+        // The request never got an answer: connection, timeout, unreadable response.
+        _ => true,
+    };
+    StoreError::DataApi {
+        message,
+        unavailable,
+    }
+}
+
+#[async_trait]
+impl ApiKeys for DataApiStore {
+    async fn owner_of(&self, digest: &[u8]) -> Result<Option<String>, StoreError> {
+        let out = self
+            .exec(
+                "SELECT owner FROM api_keys WHERE digest = :digest AND revoked_at IS NULL",
+                vec![blob("digest", digest)],
+                None,
+            )
+            .await?;
+        out.records()
+            .first()
+            .map(|r| string_at(r, 0, "owner"))
+            .transpose()
+    }
+
+    async fn add_key(
+        &self,
+        id: Uuid,
+        owner: &str,
+        name: &str,
+        digest: &[u8],
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO api_keys (id, owner, name, digest) \
+             VALUES (CAST(:id AS uuid), :owner, :name, :digest)",
+            vec![
+                uuid("id", id),
+                text("owner", owner),
+                text("name", name),
+                blob("digest", digest),
+            ],
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError> {
+        // RETURNING, not numberOfRecordsUpdated: the answer is in the rows either way.
+        let out = self
+            .exec(
+                "UPDATE api_keys SET revoked_at = now() \
+                 WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL RETURNING 1",
+                vec![uuid("id", id)],
+                None,
+            )
+            .await?;
+        Ok(out.records().len() == 1)
+    }
+}
+
+#[async_trait]
+impl HealthCheck for DataApiStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.exec("SELECT 1", vec![], None).await?;
+        Ok(())
+    }
+}
