@@ -89,6 +89,10 @@ impl Auth {
         {
             return Ok(Owner(owner.clone()));
         }
+        // What cannot be a key is refused without asking the database.
+        if !could_be_key(key) {
+            return Err(ApiError::Unauthorized);
+        }
         match self.keys.owner_of(&presented).await? {
             Some(owner) => Ok(Owner(owner)),
             None => Err(ApiError::Unauthorized),
@@ -111,6 +115,18 @@ pub async fn require_key(State(auth): State<Auth>, mut request: Request, next: N
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// The length of a key: the prefix and 32 bytes in unpadded base64url.
+pub const KEY_LEN: usize = KEY_PREFIX.len() + 43;
+
+/// Whether `value` has the shape of a key [`new_key`] makes (prefix, length, alphabet).
+pub fn could_be_key(value: &str) -> bool {
+    value.len() == KEY_LEN
+        && value.starts_with(KEY_PREFIX)
+        && value[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// SHA-256 of a key.
@@ -136,7 +152,18 @@ mod tests {
         let a = new_key().unwrap();
         let b = new_key().unwrap();
         assert_ne!(a, b);
-        assert!(a.starts_with(KEY_PREFIX) && a.len() == KEY_PREFIX.len() + 43);
+        assert!(a.starts_with(KEY_PREFIX) && a.len() == KEY_LEN);
+        assert!(could_be_key(&a));
+        for not_a_key in [
+            "",
+            "lsk_",
+            "sk-abc",
+            &a[1..],
+            &format!("{a}x"),
+            &a.replace('_', "/"),
+        ] {
+            assert!(!could_be_key(not_a_key), "{not_a_key}");
+        }
         assert_eq!(digest(&a).len(), 32);
         assert_eq!(digest(&a), digest(&a));
     }

@@ -18,6 +18,8 @@ pub enum Status {
     Failed,
     /// A guardrail refused the prompt; the provider was not called.
     Blocked,
+    /// A client stopped it (`POST /stream/{id}/cancel`); the text so far is kept.
+    Cancelled,
 }
 
 impl Status {
@@ -28,6 +30,7 @@ impl Status {
             Status::Partial => "partial",
             Status::Failed => "failed",
             Status::Blocked => "blocked",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -39,6 +42,7 @@ impl Status {
             "partial" => Status::Partial,
             "failed" => Status::Failed,
             "blocked" => Status::Blocked,
+            "cancelled" => Status::Cancelled,
             _ => return None,
         })
     }
@@ -76,6 +80,9 @@ pub struct Conversation {
     pub ttfb_ms: Option<i32>,
     /// Milliseconds from request to the end of the answer.
     pub duration_ms: Option<i32>,
+    /// Why the provider stopped (`stop`, `length`, `content_filter`, ...), when it finished.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -104,19 +111,25 @@ impl Conversation {
             flags: Vec::new(),
             ttfb_ms: None,
             duration_ms: None,
+            finish_reason: None,
             created_at: now,
             updated_at: now,
         }
     }
 
-    /// A row still `streaming` after the longest a stream may run was abandoned by its writer
-    /// (a Lambda timeout or crash): it reads as `partial` with error `interrupted`.
+    /// A row still `streaming` longer after its start than a stream may run was abandoned by its
+    /// writer (a Lambda timeout or crash): it reads as `partial` with error `interrupted`.
     pub fn settle(mut self, stale_after: std::time::Duration, now: OffsetDateTime) -> Self {
-        if self.status == Status::Streaming && now - self.updated_at > stale_after {
+        self.settle_in_place(stale_after, now);
+        self
+    }
+
+    /// [`Conversation::settle`] in place.
+    pub fn settle_in_place(&mut self, stale_after: std::time::Duration, now: OffsetDateTime) {
+        if self.status == Status::Streaming && now - self.created_at > stale_after {
             self.status = Status::Partial;
             self.error = Some(INTERRUPTED.to_owned());
         }
-        self
     }
 
     /// This conversation as PostgreSQL can store it (see [`storable`]); borrowed when it
@@ -199,11 +212,11 @@ mod tests {
     #[test]
     fn a_stale_streaming_row_reads_as_interrupted() {
         let c = Conversation::start("local", "p".into(), "offline", "m");
-        let later = c.updated_at + Duration::from_secs(600);
+        let later = c.created_at + Duration::from_secs(600);
         let settled = c.clone().settle(Duration::from_secs(300), later);
         assert_eq!(settled.status, Status::Partial);
         assert_eq!(settled.error.as_deref(), Some(INTERRUPTED));
-        let fresh = c.clone().settle(Duration::from_secs(300), c.updated_at);
+        let fresh = c.clone().settle(Duration::from_secs(300), c.created_at);
         assert_eq!(fresh.status, Status::Streaming);
     }
 
@@ -214,6 +227,8 @@ mod tests {
             Status::Complete,
             Status::Partial,
             Status::Failed,
+            Status::Blocked,
+            Status::Cancelled,
         ] {
             assert_eq!(Status::parse(s.as_str()), Some(s));
         }

@@ -17,6 +17,12 @@ pub enum StoreError {
     Migrate(#[source] refinery::Error),
     #[error("SEARCH_CONFIG names no text search configuration in the database: {0}")]
     UnknownSearchConfig(String),
+    /// The last health check, moments ago, failed (see `CachedHealth`).
+    #[error("the database was unavailable at the last check")]
+    Cached,
+    /// The database did not answer within the call's time (connection included).
+    #[error("the database did not answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// A call to the RDS Data API failed; `unavailable` when the database or the service could
     /// not answer (as opposed to a statement it rejected).
     #[error("Data API call failed: {message}")]
@@ -27,7 +33,7 @@ impl StoreError {
     /// True when the database could not be reached at all (as opposed to a query it rejected).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Pool(_) => true,
+            StoreError::Pool(_) | StoreError::Timeout(_) | StoreError::Cached => true,
             StoreError::Query(e) => e.is_closed() || e.code().is_none_or(is_transient),
             StoreError::DataApi { unavailable, .. } => *unavailable,
             StoreError::Decode { .. }
@@ -54,7 +60,10 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("missing or invalid API key")]
+    #[error(
+        "missing or invalid API key: send the header Authorization: Bearer <key> \
+         (make a key with `make key OWNER=<name>`)"
+    )]
     Unauthorized,
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),

@@ -40,8 +40,6 @@ pub struct Guardrails {
     deny: Vec<(String, Regex)>,
     injection: Vec<Regex>,
     max_response_chars: usize,
-    /// How many times a run must repeat before the answer counts as looping.
-    repeat_times: usize,
 }
 
 /// Why the settings could not build the guardrails.
@@ -80,7 +78,6 @@ impl Guardrails {
             deny,
             injection,
             max_response_chars,
-            repeat_times: 4,
         })
     }
 
@@ -100,6 +97,7 @@ impl Guardrails {
         OutputGuard {
             rails: self,
             chars: 0,
+            checked_at: 0,
         }
     }
 }
@@ -109,7 +107,12 @@ impl Guardrails {
 pub struct OutputGuard<'a> {
     rails: &'a Guardrails,
     chars: usize,
+    /// The length (characters) at the last loop check.
+    checked_at: usize,
 }
+
+/// The loop check runs again once this many characters have arrived since the last one.
+const REPEAT_CHECK_EVERY: usize = 64;
 
 /// How far back before the new text a match may start.
 const OVERLAP_CHARS: usize = 256;
@@ -135,31 +138,71 @@ impl OutputGuard<'_> {
         if let Some((p, _)) = self.rails.deny.iter().find(|(_, r)| r.is_match(tail)) {
             return Some(Flag::new("deny_pattern", "stopped", p.clone()));
         }
-        repetition(text, self.rails.repeat_times).map(|period| {
+        if self.chars < self.checked_at + REPEAT_CHECK_EVERY {
+            return None;
+        }
+        self.checked_at = self.chars;
+        repetition(text).map(|(period, times)| {
             Flag::new(
                 "repetition",
                 "stopped",
-                format!(
-                    "the last {period} characters repeated {} times",
-                    self.rails.repeat_times
-                ),
+                format!("a span of {period} characters repeated {times} times"),
             )
         })
     }
 }
 
-/// The period (in bytes, 8..=200) of a run at the end of `text` that repeats at least `times`
-/// times back to back and spans at least 120 bytes; `None` when the end is not a loop.
-pub fn repetition(text: &str, times: usize) -> Option<usize> {
-    let b = text.as_bytes();
-    (8..=200usize).find(|&period| {
-        let span = (period * times).max(120);
-        if b.len() < span {
-            return false;
-        }
-        let window = &b[b.len() - span..];
-        window.iter().zip(&window[period..]).all(|(a, c)| a == c)
+/// How many times a span must repeat back to back, at least, for the answer to count as looping.
+pub const REPEAT_TIMES: usize = 4;
+/// How many characters the repeats must cover together, at least.
+pub const REPEAT_MIN_CHARS: usize = 1000;
+/// The longest repeated span looked for, in characters.
+const REPEAT_MAX_PERIOD: usize = 1000;
+/// How far back from the end the loop check looks, in characters.
+const REPEAT_WINDOW: usize = REPEAT_TIMES * REPEAT_MAX_PERIOD;
+
+/// The period and repeat count of a degenerate loop at the end of `text`: one span (1 to 1,000
+/// characters) repeated back to back at least [`REPEAT_TIMES`] times, the repeats covering at
+/// least [`REPEAT_MIN_CHARS`] characters together. Tables (`|---|---|`), number arrays and
+/// repeated code lines stay far below that; a model stuck on one sentence does not.
+pub fn repetition(text: &str) -> Option<(usize, usize)> {
+    let start = text
+        .char_indices()
+        .rev()
+        .nth(REPEAT_WINDOW - 1)
+        .map_or(0, |(i, _)| i);
+    let tail: Vec<char> = text[start..].chars().rev().collect();
+    if tail.len() < REPEAT_MIN_CHARS {
+        return None;
+    }
+    // z[p]: how far the reversed tail agrees with itself shifted by p, i.e. how many characters
+    // before the last p still repeat with period p.
+    let z = z_function(&tail);
+    (1..=REPEAT_MAX_PERIOD.min(tail.len() - 1)).find_map(|period| {
+        let span = period + z[period];
+        let times = span / period;
+        (times >= REPEAT_TIMES && span >= REPEAT_MIN_CHARS).then_some((period, times))
     })
+}
+
+/// The Z-function: `z[i]` is the length of the longest common prefix of `s` and `s[i..]`.
+fn z_function(s: &[char]) -> Vec<usize> {
+    let n = s.len();
+    let mut z = vec![0; n];
+    let (mut l, mut r) = (0, 0);
+    for i in 1..n {
+        if i < r {
+            z[i] = (r - i).min(z[i - l]);
+        }
+        while i + z[i] < n && s[z[i]] == s[i + z[i]] {
+            z[i] += 1;
+        }
+        if i + z[i] > r {
+            l = i;
+            r = i + z[i];
+        }
+    }
+    z
 }
 
 /// Redacts personal data from text before it is stored: e-mail addresses, card numbers that pass
@@ -212,10 +255,16 @@ impl Redactor {
         };
         Self {
             email: build(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-            card: build(r"\b\d(?:[ -]?\d){12,18}\b"),
-            phone: build(
+            // A run of up to 25 digits in groups: a card number may be followed by its expiry
+            // or CVC in the same run ("4111 1111 1111 1111 12/25"); see `redact`.
+            card: build(r"\b\d(?:[ -]?\d){12,24}\b"),
+            phone: build(concat!(
                 r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\b\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}\b",
-            ),
+                // E.164 written without separators: +14155550100.
+                r"|\+\d{8,15}\b",
+                // A North American number without separators: 4155550100.
+                r"|\b[2-9]\d{2}[2-9]\d{6}\b",
+            )),
         }
     }
 
@@ -226,14 +275,15 @@ impl Redactor {
             counts.emails += 1;
             "[email]"
         });
-        let step = self.card.replace_all(&step, |c: &regex::Captures<'_>| {
-            if luhn(&c[0]) {
-                counts.cards += 1;
-                "[card]".to_owned()
-            } else {
-                c[0].to_owned()
-            }
-        });
+        let step =
+            self.card
+                .replace_all(&step, |c: &regex::Captures<'_>| match card_prefix(&c[0]) {
+                    Some(end) => {
+                        counts.cards += 1;
+                        format!("[card]{}", &c[0][end..])
+                    }
+                    None => c[0].to_owned(),
+                });
         let phone_input = step.into_owned();
         let step = self
             .phone
@@ -250,6 +300,123 @@ impl Redactor {
             });
         (step.into_owned(), counts)
     }
+}
+
+/// The end (byte index) of the longest card number at the start of a run of digit groups: 13 to
+/// 19 digits that pass the Luhn check and end where a group ends (so a run holding a card and
+/// its expiry or CVC redacts the card). `None` when no prefix is a card number.
+fn card_prefix(run: &str) -> Option<usize> {
+    let mut ends = Vec::new();
+    let mut digits = 0;
+    for (i, c) in run.char_indices() {
+        if c.is_ascii_digit() {
+            digits += 1;
+            let next = run[i + 1..].chars().next();
+            if (13..=19).contains(&digits) && next.is_none_or(|n| !n.is_ascii_digit()) {
+                ends.push(i + 1);
+            }
+        }
+    }
+    ends.into_iter().rev().find(|&end| luhn(&run[..end]))
+}
+
+/// An answer's stored text, built as the answer arrives. Without a redactor every piece is
+/// stored as it comes. With one, text is stored only up to a point no personal-data match can
+/// reach across: a trailing word or run of digits that may still grow (an e-mail address, a
+/// number cut at a chunk's edge) is held back until what follows settles it, at most
+/// [`HOLD_BACK_CHARS`] characters. Each stored piece is redacted on its own, so what is stored
+/// only ever grows at its end: positions in it are stable.
+#[derive(Debug, Default)]
+pub struct StoredText {
+    redactor: Option<std::sync::Arc<Redactor>>,
+    pending: String,
+    chars: usize,
+    counts: Redacted,
+}
+
+/// The most a stored text holds back, in characters.
+pub const HOLD_BACK_CHARS: usize = 256;
+
+impl StoredText {
+    pub fn new(redactor: Option<std::sync::Arc<Redactor>>) -> Self {
+        Self {
+            redactor,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the next piece of the answer; returns the text now stored (maybe empty).
+    pub fn push(&mut self, raw: &str) -> String {
+        let Some(redactor) = self.redactor.clone() else {
+            self.chars += raw.chars().count();
+            return raw.to_owned();
+        };
+        self.pending.push_str(raw);
+        let end = safe_end(&self.pending);
+        if end == 0 {
+            return String::new();
+        }
+        let rest = self.pending.split_off(end);
+        let piece = std::mem::replace(&mut self.pending, rest);
+        self.store(&redactor, &piece)
+    }
+
+    /// Stores whatever is held back: the answer has ended.
+    pub fn finish(&mut self) -> String {
+        let piece = std::mem::take(&mut self.pending);
+        match self.redactor.clone() {
+            Some(r) if !piece.is_empty() => self.store(&r, &piece),
+            _ => piece,
+        }
+    }
+
+    /// How many characters are stored so far.
+    pub fn chars(&self) -> usize {
+        self.chars
+    }
+
+    /// What the redaction replaced so far.
+    pub fn redacted(&self) -> Redacted {
+        self.counts
+    }
+
+    fn store(&mut self, redactor: &Redactor, piece: &str) -> String {
+        let (clean, n) = redactor.redact(piece);
+        self.counts.add(n);
+        self.chars += clean.chars().count();
+        clean
+    }
+}
+
+/// Where the safe part of `pending` ends (a byte index): before an unfinished last word (no
+/// whitespace after it yet), and never right after a run of characters a number can hold
+/// (digits, whitespace, `+-.()/`) that has a digit in it; never more than [`HOLD_BACK_CHARS`]
+/// back from the end.
+fn safe_end(pending: &str) -> usize {
+    let mut end = pending.len();
+    if !pending.ends_with(char::is_whitespace) {
+        end = pending
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace())
+            .map_or(0, |(i, c)| i + c.len_utf8());
+    }
+    let numeric = |c: char| c.is_ascii_digit() || c.is_whitespace() || "+-.()/".contains(c);
+    let run_start = pending[..end]
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| numeric(*c))
+        .last()
+        .map_or(end, |(i, _)| i);
+    if pending[run_start..end].contains(|c: char| c.is_ascii_digit()) {
+        end = run_start;
+    }
+    let floor = pending
+        .char_indices()
+        .rev()
+        .nth(HOLD_BACK_CHARS - 1)
+        .map_or(0, |(i, _)| i);
+    end.max(floor)
 }
 
 impl Default for Redactor {
@@ -342,17 +509,88 @@ mod tests {
         );
     }
 
+    /// Text as a model streams it: token-sized pieces.
+    fn tokens(text: &str) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        chars.chunks(4).map(|c| c.iter().collect()).collect()
+    }
+
+    /// Streams `text` through a guard in token-sized chunks; the flag, if one stops it.
+    fn stream_through(g: &Guardrails, text: &str) -> Option<Flag> {
+        let mut out = g.output();
+        let mut so_far = String::new();
+        for t in tokens(text) {
+            so_far.push_str(&t);
+            if let Some(flag) = out.check(&so_far, t.len()) {
+                return Some(flag);
+            }
+        }
+        None
+    }
+
     #[test]
-    fn a_looping_answer_is_stopped_and_prose_is_not() {
-        let looped = format!("Sure. {}", "I will help you. ".repeat(10));
-        assert_eq!(repetition(&looped, 4), Some(17));
+    fn realistic_repetitive_outputs_are_not_loops() {
+        let g = rails(&[]);
+        let g = Guardrails {
+            max_response_chars: 1_000_000,
+            ..g
+        };
+        let header: String = (0..30).map(|i| format!("| col{i} ")).collect::<String>() + "|\n";
+        let rule = "|---".repeat(30) + "|\n";
+        let rows: String = (0..40)
+            .map(|r| (0..30).map(|c| format!("| {} ", r * c)).collect::<String>() + "|\n")
+            .collect();
+        let table = format!("{header}{rule}{rows}");
+        let zeros = format!("[{}]", vec!["0.0"; 150].join(", "));
+        let csv = format!(
+            "id,value,flag\n{}",
+            (0..200)
+                .map(|i| format!("{i},0,false\n"))
+                .collect::<String>()
+        );
+        let code = format!(
+            "fn main() {{\n{}}}\n",
+            "    println!(\"-----\");\n".repeat(30)
+        );
+        let json = format!(
+            "[{}]",
+            (0..100)
+                .map(|i| format!("{{\"id\": {i}, \"ok\": true}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (name, text) in [
+            ("table", &table),
+            ("zeros", &zeros),
+            ("csv", &csv),
+            ("code", &code),
+            ("json", &json),
+        ] {
+            assert_eq!(stream_through(&g, text), None, "{name} was stopped");
+        }
+    }
+
+    #[test]
+    fn a_real_loop_is_stopped() {
+        let g = Guardrails {
+            max_response_chars: 1_000_000,
+            ..rails(&[])
+        };
+        let looped = format!("Sure. {}", "I will help you with that. ".repeat(80));
+        let flag = stream_through(&g, &looped).expect("a loop");
+        assert_eq!(
+            (flag.check.as_str(), flag.verdict.as_str()),
+            ("repetition", "stopped")
+        );
+        assert_eq!(repetition(&looped).map(|(p, _)| p), Some(27));
         let prose = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen \
                      liquor jugs. How vexingly quick daft zebras jump. Sphinx of black quartz, \
                      judge my vow.";
-        assert_eq!(repetition(prose, 4), None);
-        assert_eq!(repetition("short", 4), None);
-        let dashes = format!("table\n{}", "-".repeat(130));
-        assert!(repetition(&dashes, 4).is_some()); // a run of one character loops too
+        assert_eq!(repetition(&prose.repeat(3)), None);
+        assert_eq!(repetition("short"), None);
+        // A long run of one character is a loop once it covers 1,000 characters.
+        assert!(repetition(&"-".repeat(999)).is_none());
+        assert!(repetition(&"-".repeat(1000)).is_some());
     }
 
     #[test]
@@ -390,6 +628,69 @@ mod tests {
         let (same, none) = r.redact("nothing personal here, version 1.2.3, year 2024");
         assert_eq!(same, "nothing personal here, version 1.2.3, year 2024");
         assert!(none.flag().is_none());
+    }
+
+    #[test]
+    fn cards_with_expiry_or_cvc_and_compact_phones_are_redacted() {
+        let r = Redactor::new();
+        for (input, expected) in [
+            ("pay 4111 1111 1111 1111 12/25 now", "pay [card] 12/25 now"),
+            ("pay 4111-1111-1111-1111 123 now", "pay [card] 123 now"),
+            ("call +14155550100 today", "call [phone] today"),
+            ("call 4155550100 today", "call [phone] today"),
+        ] {
+            assert_eq!(r.redact(input).0, expected, "{input}");
+        }
+        // Numbers that are not personal data stay.
+        for kept in [
+            "unix time 1700000000",
+            "order 12345",
+            "version 1.2.3",
+            "id 0123456789",
+        ] {
+            assert_eq!(r.redact(kept).0, kept);
+        }
+    }
+
+    /// Stores `raw` through a stored text in `pieces`-sized chunks, returning every prefix that
+    /// was stored along the way and the whole.
+    fn store_in_pieces(raw: &str, piece: usize) -> (Vec<String>, String) {
+        let mut stored = StoredText::new(Some(std::sync::Arc::new(Redactor::new())));
+        let mut whole = String::new();
+        let mut prefixes = Vec::new();
+        let chars: Vec<char> = raw.chars().collect();
+        for c in chars.chunks(piece) {
+            whole.push_str(&stored.push(&c.iter().collect::<String>()));
+            prefixes.push(whole.clone());
+        }
+        whole.push_str(&stored.finish());
+        assert_eq!(stored.chars(), whole.chars().count());
+        (prefixes, whole)
+    }
+
+    #[test]
+    fn stored_text_never_keeps_a_number_cut_at_a_chunk_edge() {
+        let raw = "Card 4111 1111 1111 1111, phone +1 415-555-0100, mail jane@example.com, \
+                   and 4155550100. Done.";
+        for piece in [1, 2, 3, 5, 7, 11, 64] {
+            let (prefixes, whole) = store_in_pieces(raw, piece);
+            assert_eq!(
+                whole, "Card [card], phone [phone], mail [email], and [phone]. Done.",
+                "piece {piece}"
+            );
+            for p in prefixes {
+                assert!(
+                    whole.starts_with(&p),
+                    "{p:?} is not a prefix (piece {piece})"
+                );
+                for digits in ["4111", "1111", "555", "0100", "jane"] {
+                    assert!(!p.contains(digits), "{p:?} holds {digits} (piece {piece})");
+                }
+            }
+        }
+        let mut plain = StoredText::new(None);
+        assert_eq!(plain.push("4111 "), "4111 ");
+        assert_eq!(plain.chars(), 5);
     }
 
     #[test]

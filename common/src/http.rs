@@ -127,3 +127,168 @@ pub fn nodelay(
         }
     })
 }
+
+/// A connection the service can close from the outside: when a client stops reading and falls
+/// too far behind its stream, the stream calls [`ConnHandle::close`] and the connection ends at
+/// once, even though the server is blocked writing to it (nothing else would wake it).
+pub struct Conn {
+    io: tokio::net::TcpStream,
+    handle: ConnHandle,
+}
+
+/// The handle of one [`Conn`], given to every request on it (as `ConnectInfo<ConnHandle>`).
+#[derive(Clone, Default)]
+pub struct ConnHandle(Arc<CloseState>);
+
+#[derive(Default)]
+struct CloseState {
+    closed: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl ConnHandle {
+    /// Closes the connection: its next read or write fails, and the server drops it.
+    pub fn close(&self) {
+        self.0
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.waker.wake();
+    }
+
+    fn check(&self, cx: &std::task::Context<'_>) -> std::io::Result<()> {
+        self.0.waker.register(cx.waker());
+        if self.0.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "closed by the service",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+macro_rules! checked {
+    ($self:ident, $cx:ident, $call:expr) => {{
+        if let Err(e) = $self.handle.check($cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        $call
+    }};
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        checked!(
+            self,
+            cx,
+            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        )
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        checked!(
+            self,
+            cx,
+            std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        )
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        checked!(
+            self,
+            cx,
+            std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        )
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        checked!(self, cx, std::pin::Pin::new(&mut self.io).poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A TCP listener whose connections send small writes at once (`TCP_NODELAY`: without it an SSE
+/// event written right after another waits for the client's delayed ACK, about 40 ms) and can
+/// be closed by the service ([`ConnHandle`]).
+pub struct Listener(pub tokio::net::TcpListener);
+
+impl axum::serve::Listener for Listener {
+    type Io = Conn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((io, addr)) => {
+                    if let Err(e) = io.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                    let handle = ConnHandle::default();
+                    return (Conn { io, handle }, addr);
+                }
+                // Out of file descriptors or a connection reset before it was accepted: wait a
+                // moment rather than spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>>
+    for ConnHandle
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
+        stream.io().handle.clone()
+    }
+}
+
+/// Serves `router` on `listener` with [`Listener`]'s connections (each request carries its
+/// connection's [`ConnHandle`]).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+) -> axum::serve::Serve<
+    Listener,
+    axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, ConnHandle>,
+    axum::middleware::AddExtension<Router, axum::extract::ConnectInfo<ConnHandle>>,
+> {
+    axum::serve(
+        Listener(listener),
+        router.into_make_service_with_connect_info::<ConnHandle>(),
+    )
+}

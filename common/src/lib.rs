@@ -48,6 +48,23 @@ where
     }
 }
 
+/// What every process says once at start about its settings: that anyone may call it when
+/// `AUTH=off`.
+pub fn announce(settings: &Settings) {
+    if settings.auth.mode == settings::AuthMode::Off {
+        tracing::warn!("AUTH=off: every request is served without a key, as owner `local`");
+    }
+}
+
+/// The `/health` check of a process: the store's ping, asked at most once per
+/// `HEALTH_CACHE_MS`.
+pub fn health(
+    store: std::sync::Arc<dyn store::HealthCheck>,
+    settings: &Settings,
+) -> std::sync::Arc<dyn store::HealthCheck> {
+    std::sync::Arc::new(store::CachedHealth::new(store, settings.db.health_cache))
+}
+
 /// Makes ring the process-wide rustls crypto provider (for HTTP clients built without an
 /// explicit TLS configuration). Harmless when called again.
 pub fn install_crypto_provider() {

@@ -87,6 +87,10 @@ pub struct DataApiSettings {
     pub endpoint_url: Option<String>,
 }
 
+/// What the client adds to `DB_STATEMENT_TIMEOUT_MS` for one whole database call (getting a
+/// connection included): the server's own timeout fires first when the server still answers.
+pub const CALL_MARGIN: Duration = Duration::from_millis(500);
+
 /// Database connection settings.
 #[derive(Debug, Clone)]
 pub struct DbSettings {
@@ -96,8 +100,16 @@ pub struct DbSettings {
     pub pool_size: usize,
     /// `DB_CONNECT_TIMEOUT_MS`: time to open one connection (default 3000).
     pub connect_timeout: Duration,
-    /// `DB_STATEMENT_TIMEOUT_MS`: server-side statement timeout (default 5000).
+    /// `DB_STATEMENT_TIMEOUT_MS`: the statement timeout (default 5000). The server enforces it
+    /// on pooled connections; the client bounds every call by it plus [`CALL_MARGIN`], so a
+    /// database that goes silent (no answer, no reset) cannot hang a request.
     pub statement_timeout: Duration,
+    /// `DB_SAVE_BUDGET_MS`: how long a stream may spend saving its final record, every retry
+    /// included, before it logs the record as `unsaved_record` instead (default 30000).
+    pub save_budget: Duration,
+    /// `HEALTH_CACHE_MS`: `/health` queries the database at most once per this interval per
+    /// process (default 5000; failures are cached for at most a second).
+    pub health_cache: Duration,
     /// `SEARCH_CONFIG`: the PostgreSQL text search configuration (default `english`).
     pub search_config: String,
     /// `SEARCH_CANDIDATES`: how many of the newest matches a search ranks (default 1000).
@@ -159,6 +171,13 @@ pub struct StreamSettings {
     /// `GROUNDING_CHECK`: ask the provider whether each complete answer is supported by its
     /// prompt, and store the verdict as a flag.
     pub grounding_check: bool,
+    /// `MAX_CLIENT_LAG_BYTES`: a client that falls this far behind the answer (bytes of events
+    /// produced but not yet taken by its connection) is dropped (default 1 MiB); the answer is
+    /// still generated and saved.
+    pub max_client_lag_bytes: usize,
+    /// `SHUTDOWN_GRACE_MS`: on SIGTERM or Ctrl-C, how long running answers may go on before
+    /// they are stopped and saved as they are, with error `shutdown` (default 8000).
+    pub shutdown_grace: Duration,
 }
 
 /// `AUTH`: `required` (the default) or `off`.
@@ -188,6 +207,13 @@ pub struct Settings {
     pub auth: AuthSettings,
 }
 
+impl DbSettings {
+    /// The bound of one whole database call: the statement timeout plus [`CALL_MARGIN`].
+    pub fn call_timeout(&self) -> Duration {
+        self.statement_timeout + CALL_MARGIN
+    }
+}
+
 impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -201,6 +227,8 @@ impl Settings {
             pool_size: parse(env, "DB_POOL_SIZE", 8usize)?,
             connect_timeout: millis(env, "DB_CONNECT_TIMEOUT_MS", 3000)?,
             statement_timeout: millis(env, "DB_STATEMENT_TIMEOUT_MS", 5000)?,
+            save_budget: millis(env, "DB_SAVE_BUDGET_MS", 30_000)?,
+            health_cache: millis(env, "HEALTH_CACHE_MS", 5000)?,
             search_config: env.var("SEARCH_CONFIG").unwrap_or_else(|| "english".into()),
             search_candidates: parse(env, "SEARCH_CANDIDATES", 1000i64)?,
         };
@@ -275,6 +303,8 @@ impl Settings {
             max_response_chars: parse(env, "GUARDRAIL_MAX_RESPONSE_CHARS", 200_000usize)?,
             pii_redaction: parse(env, "PII_REDACTION", false)?,
             grounding_check: parse(env, "GROUNDING_CHECK", false)?,
+            max_client_lag_bytes: parse(env, "MAX_CLIENT_LAG_BYTES", 1024 * 1024usize)?,
+            shutdown_grace: millis(env, "SHUTDOWN_GRACE_MS", 8000)?,
         };
         let auth = AuthSettings {
             mode: match env.var("AUTH").as_deref() {

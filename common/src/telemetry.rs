@@ -100,7 +100,14 @@ pub fn emit_metrics(function: &str, metrics: &[(&str, f64, &str)]) {
 
 /// Installs the global subscriber once. JSON by default; `LOG_FORMAT=pretty` for humans.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `cargo lambda watch` sets AWS_LAMBDA_MAX_CONCURRENCY=1, and the runtime warns at every
+    // start that it runs sequentially, which is what 1 means.
+    if std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").is_ok_and(|v| v.trim() == "1")
+        && let Ok(quiet) = "lambda_runtime::runtime=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let pretty = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "pretty");
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = if pretty {

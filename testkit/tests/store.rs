@@ -189,7 +189,14 @@ async fn writes_are_idempotent(h: &Harness) {
 async fn checkpoints_touch_only_streaming_rows(h: &Harness) {
     let c = Conversation::start("alice", "p".into(), "offline", "m");
     h.store.create(&c).await.unwrap();
-    h.store.checkpoint(c.id, "so far").await.unwrap();
+    h.store
+        .checkpoint(None, c.id, Some((0, "so ")))
+        .await
+        .unwrap();
+    h.store
+        .checkpoint(None, c.id, Some((3, "far")))
+        .await
+        .unwrap();
     let got = h.store.get("alice", c.id).await.unwrap().unwrap();
     assert_eq!(
         (got.response.as_str(), got.status),
@@ -198,7 +205,10 @@ async fn checkpoints_touch_only_streaming_rows(h: &Harness) {
 
     let done = finished("alice", "p", "final");
     h.store.finish(&done).await.unwrap();
-    h.store.checkpoint(done.id, "late").await.unwrap();
+    h.store
+        .checkpoint(None, done.id, Some((0, "late")))
+        .await
+        .unwrap();
     let got = h.store.get("alice", done.id).await.unwrap().unwrap();
     assert_eq!(got.response, "final");
 }
@@ -216,8 +226,8 @@ async fn reads_are_owner_scoped(h: &Harness) {
         offset: 0,
         after: None,
     };
-    assert!(h.store.list("bob", &page).await.unwrap().is_empty());
-    assert_eq!(h.store.list("alice", &page).await.unwrap(), vec![c]);
+    assert!(h.store.list("bob", &page).await.unwrap().items.is_empty());
+    assert_eq!(h.store.list("alice", &page).await.unwrap().items, vec![c]);
 }
 
 async fn pages_are_newest_first_by_offset_and_cursor(h: &Harness) {
@@ -231,7 +241,7 @@ async fn pages_are_newest_first_by_offset_and_cursor(h: &Harness) {
         offset: 9,
         after: None,
     };
-    let got: Vec<_> = h.store.list("alice", &page).await.unwrap();
+    let got: Vec<_> = h.store.list("alice", &page).await.unwrap().items;
     assert_eq!(
         got.iter().map(|c| c.id).collect::<Vec<_>>(),
         expected[9..16]
@@ -246,7 +256,7 @@ async fn pages_are_newest_first_by_offset_and_cursor(h: &Harness) {
             offset: 0,
             after,
         };
-        let got = h.store.list("alice", &page).await.unwrap();
+        let got = h.store.list("alice", &page).await.unwrap().items;
         let Some(last) = got.last() else { break };
         after = Some(Cursor::after(last));
         walked.extend(got.iter().map(|c| c.id));
@@ -272,14 +282,15 @@ async fn long_text_round_trips(h: &Harness) {
         offset: 0,
         after: None,
     };
-    let mut listed = h.store.list("alice", &page).await.unwrap();
+    let mut listed = h.store.list("alice", &page).await.unwrap().items;
     listed.sort_by_key(|c| c.id);
     assert_eq!(listed, made);
     let hits = h
         .store
         .search("alice", &search("longer answer"))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(hits.len(), 3);
     assert!(hits.iter().all(|hit| hit.conversation.response == response));
 }
@@ -312,7 +323,8 @@ async fn search_ranks_filters_and_highlights(h: &Harness) {
         .store
         .search("alice", &search("postgresql"))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     let ids: Vec<_> = hits.iter().map(|hit| hit.conversation.id).collect();
     assert_eq!(ids, vec![strong.id, weak.id]);
     assert!(hits[0].rank > hits[1].rank, "{hits:?}");
@@ -328,18 +340,19 @@ async fn search_ranks_filters_and_highlights(h: &Harness) {
         .store
         .search("alice", &search("\"full text search\""))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].conversation.id, strong.id);
 
     let mut ranged = search("postgresql");
     ranged.from = Some(weak.created_at);
-    let hits = h.store.search("alice", &ranged).await.unwrap();
+    let hits = h.store.search("alice", &ranged).await.unwrap().items;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].conversation.id, weak.id);
     ranged.from = None;
     ranged.to = Some(weak.created_at);
-    let hits = h.store.search("alice", &ranged).await.unwrap();
+    let hits = h.store.search("alice", &ranged).await.unwrap().items;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].conversation.id, strong.id);
 
@@ -348,13 +361,15 @@ async fn search_ranks_filters_and_highlights(h: &Harness) {
             .search("alice", &search("the and of"))
             .await
             .unwrap()
+            .items
             .is_empty()
     );
     let hits = h
         .store
         .search("alice", &search("postgresql -cooking"))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(hits.len(), 1);
 }
 
@@ -381,7 +396,12 @@ async fn search_config_changes_rebuild_the_column(h: &Harness) {
     h.store.finish(&c).await.unwrap();
     // English stems "running" to "run"; the simple configuration does not.
     assert_eq!(
-        h.store.search("alice", &search("run")).await.unwrap().len(),
+        h.store
+            .search("alice", &search("run"))
+            .await
+            .unwrap()
+            .items
+            .len(),
         1
     );
 
@@ -395,6 +415,7 @@ async fn search_config_changes_rebuild_the_column(h: &Harness) {
             .search("alice", &search("run"))
             .await
             .unwrap()
+            .items
             .is_empty()
     );
     assert_eq!(
@@ -402,6 +423,7 @@ async fn search_config_changes_rebuild_the_column(h: &Harness) {
             .search("alice", &search("running"))
             .await
             .unwrap()
+            .items
             .len(),
         1
     );
@@ -413,7 +435,10 @@ async fn nul_characters_cannot_make_a_record_unsaveable(h: &Harness) {
     // PostgreSQL text cannot hold NUL; a provider may still send one.
     let c = Conversation::start("alice", "p".into(), "offline", "m");
     h.store.create(&c).await.unwrap();
-    h.store.checkpoint(c.id, "so\0far").await.unwrap();
+    h.store
+        .checkpoint(None, c.id, Some((0, "so\0far")))
+        .await
+        .unwrap();
     let mut done = c.clone();
     done.response = "an\0answer".into();
     done.status = Status::Complete;

@@ -10,13 +10,15 @@ use crate::domain::Conversation;
 use crate::error::StoreError;
 
 mod dataapi;
+mod health;
 mod pg;
 pub(crate) mod schema;
 mod sql;
 
 use std::sync::Arc;
 
-pub use dataapi::{DataApiStore, TEXT_BUDGET_CHARS};
+pub use dataapi::{DataApiStore, PIECE_CHARS, TEXT_BUDGET_BYTES};
+pub use health::CachedHealth;
 pub use pg::PgStore;
 pub use sql::{search_sql, search_window_sql};
 
@@ -48,15 +50,31 @@ pub trait ConversationCreate: Send + Sync {
     async fn create(&self, c: &Conversation) -> Result<(), StoreError>;
 }
 
-/// Updates a running conversation and writes its end.
+/// What a checkpoint learned about its turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpointed {
+    /// A client asked (`POST /stream/{id}/cancel`, from any process) to stop this turn.
+    pub cancel_requested: bool,
+}
+
+/// Writes a running turn's log and its end.
 #[async_trait]
 pub trait ConversationFinish: Send + Sync {
-    /// Stores the text received so far of a row that is still `streaming`; a finished row is left
-    /// untouched.
-    async fn checkpoint(&self, id: Uuid, response: &str) -> Result<(), StoreError>;
+    /// One checkpoint: writes the turn's row from `start` first when it may be missing (the
+    /// first insert failed), appends `piece` (its position, in characters of the stored text,
+    /// and the text from there) to the turn's log, and reads whether a cancel was asked for.
+    /// Appending the same piece twice keeps one. The cost is that of the new text, never of the
+    /// whole answer.
+    async fn checkpoint(
+        &self,
+        start: Option<&Conversation>,
+        id: Uuid,
+        piece: Option<(i64, &str)>,
+    ) -> Result<Checkpointed, StoreError>;
 
-    /// Writes the final state of `c`, inserting the whole record when its start was never saved.
-    /// Idempotent: writing the same record twice leaves one row.
+    /// Writes the final state of `c`, inserting the whole record when its start was never saved,
+    /// and drops the turn's log (its text is now the record's `response`). Idempotent: writing
+    /// the same record twice leaves one row.
     async fn finish(&self, c: &Conversation) -> Result<(), StoreError>;
 }
 
@@ -67,12 +85,40 @@ pub trait ConversationGet: Send + Sync {
     async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Conversation>, StoreError>;
 }
 
+/// One page of a list, and whether more follow it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    /// At least one more item follows the page.
+    pub more: bool,
+}
+
+impl<T> Listed<T> {
+    /// The page from rows read with one extra (the probe that tells whether more follow); the
+    /// extra row is never decoded.
+    pub fn from_probe<R, E>(
+        rows: Vec<R>,
+        limit: i64,
+        decode: impl Fn(&R) -> Result<T, E>,
+    ) -> Result<Self, E> {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let more = rows.len() > limit;
+        let items = rows
+            .iter()
+            .take(limit)
+            .map(decode)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { items, more })
+    }
+}
+
 /// Lists conversations newest first.
 #[async_trait]
 pub trait ConversationList: Send + Sync {
     /// Returns at most `page.limit` of `owner`'s conversations, newest first (ties by id,
-    /// descending), after `page.after` when set, skipping `page.offset`.
-    async fn list(&self, owner: &str, page: &PageQuery) -> Result<Vec<Conversation>, StoreError>;
+    /// descending), after `page.after` when set, skipping `page.offset`, and whether more follow.
+    async fn list(&self, owner: &str, page: &PageQuery)
+    -> Result<Listed<Conversation>, StoreError>;
 }
 
 /// Full-text search over conversations.
@@ -80,8 +126,13 @@ pub trait ConversationList: Send + Sync {
 pub trait ConversationSearch: Send + Sync {
     /// Ranks the newest `query.candidates` conversations matching `query.text` (web search
     /// syntax) by relevance, newest first among equals, and returns one page of them with a
-    /// highlighted snippet each. A query of only stop words matches nothing.
-    async fn search(&self, owner: &str, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
+    /// highlighted snippet each, and whether more candidates follow. A query of only stop words
+    /// matches nothing.
+    async fn search(
+        &self,
+        owner: &str,
+        query: &SearchQuery,
+    ) -> Result<Listed<SearchHit>, StoreError>;
 }
 
 /// A search request, already validated.
@@ -125,6 +176,19 @@ pub trait ApiKeys: Send + Sync {
 
     /// Revokes a key; returns `false` when no unrevoked key has this id.
     async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Every key (never the key itself, which is not stored), by owner and age.
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+}
+
+/// What is known of an API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub owner: String,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// Tells whether the database answers.
@@ -150,10 +214,14 @@ impl<T> Store for T where
 {
 }
 
-/// How long a `streaming` row may go without an update before it reads as interrupted: the
-/// longest a stream may run (`LLM_TOTAL_TIMEOUT_MS`), plus a minute.
+/// How long after its start a `streaming` row reads as interrupted: the longest a stream may
+/// run (`LLM_TOTAL_TIMEOUT_MS`), plus the longest its end may take (a grounding check within
+/// `LLM_FIRST_CHUNK_TIMEOUT_MS`, saving within `DB_SAVE_BUDGET_MS`), plus a minute.
 pub fn stale_after(settings: &crate::Settings) -> std::time::Duration {
-    settings.provider.total_timeout + std::time::Duration::from_secs(60)
+    settings.provider.total_timeout
+        + settings.provider.first_chunk_timeout
+        + settings.db.save_budget
+        + std::time::Duration::from_secs(60)
 }
 
 /// Applies the schema migrations.
@@ -184,6 +252,12 @@ pub struct Cursor {
     pub id: Uuid,
 }
 
+/// Whether both store backends can take `t`: years 1 to 9999 (PostgreSQL's own range is wider,
+/// but the Data API writes timestamps as `YYYY-MM-DD` text, and nothing real lies outside).
+pub fn storable_time(t: OffsetDateTime) -> bool {
+    (1..=9999).contains(&t.year())
+}
+
 impl Cursor {
     /// The position just after `c`.
     pub fn after(c: &Conversation) -> Self {
@@ -207,6 +281,9 @@ impl Cursor {
         let micros: i128 = micros.parse().ok()?;
         let created_at =
             OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1000)?).ok()?;
+        if !storable_time(created_at) {
+            return None;
+        }
         let id = Uuid::try_parse(id).ok()?;
         Some(Self { created_at, id })
     }
@@ -223,6 +300,15 @@ mod tests {
         assert_eq!(Cursor::decode(&cur.encode()), Some(cur));
         for bad in ["", "!!!", "bm9wZQ", "MTIzLm5vdC1hLXV1aWQ"] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+        // Times no store can take are not cursors either.
+        for micros in [
+            "-300000000000000000",
+            "-62135596800000001",
+            "253402300800000000",
+        ] {
+            let token = URL_SAFE_NO_PAD.encode(format!("{micros}.{}", c.id.simple()));
+            assert_eq!(Cursor::decode(&token), None, "{micros}");
         }
     }
 }

@@ -1,16 +1,24 @@
 //! The PostgreSQL store backend on a deadpool-postgres pool.
+//!
+//! Every call is bounded on the client side by `DB_STATEMENT_TIMEOUT_MS` plus a margin, getting
+//! a connection included: a database that stops answering without closing the connection (a
+//! failover, a dead network path) cannot hang a request. A connection whose call ran out of time
+//! is discarded, and so is every idle one (they lead to the same silent server); the pool opens
+//! new ones when the database answers again.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
+use tokio::time::{Instant, timeout_at};
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::sql::{COLUMNS, FINISH_ON_CONFLICT, PHRASE_WINDOW_ROWS, search_sql, search_window_sql};
+use super::sql::{self, PHRASE_WINDOW_ROWS, search_sql, search_window_sql};
 use super::{
-    ApiKeys, ConversationCreate, ConversationFinish, ConversationGet, ConversationList,
-    ConversationSearch, HealthCheck, PageQuery, SearchHit, SearchQuery,
+    ApiKey, ApiKeys, Checkpointed, ConversationCreate, ConversationFinish, ConversationGet,
+    ConversationList, ConversationSearch, HealthCheck, Listed, PageQuery, SearchHit, SearchQuery,
 };
 use crate::domain::{Conversation, Status, now_micros};
 use crate::error::StoreError;
@@ -20,17 +28,21 @@ use crate::error::StoreError;
 pub struct PgStore {
     pool: Pool,
     stale_after: Duration,
+    call_timeout: Duration,
     search_sql: String,
     search_window_sql: String,
 }
 
+type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
 impl PgStore {
-    /// `stale_after`: how long a `streaming` row may go without an update before it reads as
-    /// interrupted (the longest a stream may run, plus a margin).
+    /// `stale_after`: how long after its start a `streaming` row reads as interrupted (the
+    /// longest a stream may run, plus a margin).
     pub fn new(pool: Pool, stale_after: Duration) -> Self {
         Self {
             pool,
             stale_after,
+            call_timeout: Duration::from_secs(5) + crate::settings::CALL_MARGIN,
             search_sql: search_sql("english"),
             search_window_sql: search_window_sql("english"),
         }
@@ -50,254 +62,87 @@ impl PgStore {
         self
     }
 
-    /// The store the functions use: a lazy pool from `DATABASE_URL`; rows left `streaming` past
-    /// the total generation timeout (plus a minute) read as interrupted.
+    /// Bounds every call (connection included) by `timeout`.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The store the functions use: a lazy pool from `DATABASE_URL`, calls bounded by
+    /// `DB_STATEMENT_TIMEOUT_MS` plus a margin, rows left `streaming` past the longest a stream
+    /// may run reading as interrupted.
     pub fn from_settings(
         settings: &crate::Settings,
     ) -> Result<Self, crate::settings::SettingsError> {
         let pool = crate::db::pool(&settings.db)?;
         Ok(Self::new(pool, super::stale_after(settings))
-            .with_search_config(&settings.db.search_config))
+            .with_search_config(&settings.db.search_config)
+            .with_call_timeout(settings.db.call_timeout()))
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(StoreError::Pool)
+    /// Runs `sql` with `params` on a pooled connection within the call timeout, returning the
+    /// rows. A call that runs out of time discards its connection and the idle ones.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let deadline = Instant::now() + self.call_timeout;
+        let client = match timeout_at(deadline, self.pool.get()).await {
+            Ok(client) => client.map_err(StoreError::Pool)?,
+            Err(_) => return Err(self.timed_out(None)),
+        };
+        let result = timeout_at(deadline, async {
+            let stmt = client.prepare_cached(sql).await?;
+            client.query(&stmt, params).await
+        })
+        .await;
+        match result {
+            Ok(rows) => rows.map_err(StoreError::Query),
+            Err(_) => Err(self.timed_out(Some(client))),
+        }
+    }
+
+    /// Forgets `client` (its connection is closed, not returned to the pool) and every idle
+    /// connection: they lead to a server that stopped answering.
+    fn timed_out(&self, client: Option<Object>) -> StoreError {
+        if let Some(client) = client {
+            drop(Object::take(client));
+        }
+        drop(self.pool.retain(|_, _| false));
+        StoreError::Timeout(self.call_timeout)
     }
 
     fn decode(&self, row: &Row) -> Result<Conversation, StoreError> {
-        let status: String = row.try_get("status").map_err(StoreError::Query)?;
+        let q = |e| StoreError::Query(e);
+        let status: String = row.try_get("status").map_err(q)?;
         let c = Conversation {
-            id: row.try_get("id").map_err(StoreError::Query)?,
-            owner: row.try_get("owner").map_err(StoreError::Query)?,
-            prompt: row.try_get("prompt").map_err(StoreError::Query)?,
-            response: row.try_get("response").map_err(StoreError::Query)?,
+            id: row.try_get("id").map_err(q)?,
+            owner: row.try_get("owner").map_err(q)?,
+            prompt: row.try_get("prompt").map_err(q)?,
+            response: row.try_get("response").map_err(q)?,
             status: Status::parse(&status).ok_or(StoreError::Decode { column: "status" })?,
-            error: row.try_get("error").map_err(StoreError::Query)?,
-            provider: row.try_get("provider").map_err(StoreError::Query)?,
-            model: row.try_get("model").map_err(StoreError::Query)?,
-            prompt_tokens: row.try_get("prompt_tokens").map_err(StoreError::Query)?,
-            completion_tokens: row
-                .try_get("completion_tokens")
-                .map_err(StoreError::Query)?,
-            total_tokens: row.try_get("total_tokens").map_err(StoreError::Query)?,
-            flags: serde_json::from_value(
-                row.try_get::<_, serde_json::Value>("flags")
-                    .map_err(StoreError::Query)?,
-            )
-            .map_err(|_| StoreError::Decode { column: "flags" })?,
-            ttfb_ms: row.try_get("ttfb_ms").map_err(StoreError::Query)?,
-            duration_ms: row.try_get("duration_ms").map_err(StoreError::Query)?,
-            created_at: row.try_get("created_at").map_err(StoreError::Query)?,
-            updated_at: row.try_get("updated_at").map_err(StoreError::Query)?,
+            error: row.try_get("error").map_err(q)?,
+            provider: row.try_get("provider").map_err(q)?,
+            model: row.try_get("model").map_err(q)?,
+            prompt_tokens: row.try_get("prompt_tokens").map_err(q)?,
+            completion_tokens: row.try_get("completion_tokens").map_err(q)?,
+            total_tokens: row.try_get("total_tokens").map_err(q)?,
+            flags: serde_json::from_value(row.try_get::<_, serde_json::Value>("flags").map_err(q)?)
+                .map_err(|_| StoreError::Decode { column: "flags" })?,
+            ttfb_ms: row.try_get("ttfb_ms").map_err(q)?,
+            duration_ms: row.try_get("duration_ms").map_err(q)?,
+            finish_reason: row.try_get("finish_reason").map_err(q)?,
+            created_at: row.try_get("created_at").map_err(q)?,
+            updated_at: row.try_get("updated_at").map_err(q)?,
         };
         Ok(c.settle(self.stale_after, now_micros()))
     }
-}
 
-#[async_trait]
-impl ConversationCreate for PgStore {
-    async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
-        let c = &*c.storable();
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO conversations (id, prompt, response, status, provider, model, \
-                 created_at, updated_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .await
-            .map_err(StoreError::Query)?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &c.id,
-                    &c.prompt,
-                    &c.response,
-                    &c.status.as_str(),
-                    &c.provider,
-                    &c.model,
-                    &c.created_at,
-                    &c.updated_at,
-                    &c.owner,
-                ],
-            )
-            .await
-            .map_err(StoreError::Query)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ConversationFinish for PgStore {
-    async fn checkpoint(&self, id: Uuid, response: &str) -> Result<(), StoreError> {
-        let response = &*crate::domain::storable(response);
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "UPDATE conversations SET response = $2, updated_at = now() \
-                 WHERE id = $1 AND status = 'streaming'",
-            )
-            .await
-            .map_err(StoreError::Query)?;
-        client
-            .execute(&stmt, &[&id, &response])
-            .await
-            .map_err(StoreError::Query)?;
-        Ok(())
-    }
-
-    async fn finish(&self, c: &Conversation) -> Result<(), StoreError> {
-        let c = &*c.storable();
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
-                 prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, \
-                 created_at, updated_at, owner, flags) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                 {}",
-                FINISH_ON_CONFLICT
-            ))
-            .await
-            .map_err(StoreError::Query)?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &c.id,
-                    &c.prompt,
-                    &c.response,
-                    &c.status.as_str(),
-                    &c.error,
-                    &c.provider,
-                    &c.model,
-                    &c.prompt_tokens,
-                    &c.completion_tokens,
-                    &c.total_tokens,
-                    &c.ttfb_ms,
-                    &c.duration_ms,
-                    &c.created_at,
-                    &c.updated_at,
-                    &c.owner,
-                    &serde_json::to_value(&c.flags).unwrap_or_default(),
-                ],
-            )
-            .await
-            .map_err(StoreError::Query)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ConversationGet for PgStore {
-    async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Conversation>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM conversations WHERE id = $1 AND owner = $2"
-            ))
-            .await
-            .map_err(StoreError::Query)?;
-        let row = client
-            .query_opt(&stmt, &[&id, &owner])
-            .await
-            .map_err(StoreError::Query)?;
-        row.map(|r| self.decode(&r)).transpose()
-    }
-}
-
-#[async_trait]
-impl ConversationList for PgStore {
-    async fn list(&self, owner: &str, page: &PageQuery) -> Result<Vec<Conversation>, StoreError> {
-        let client = self.client().await?;
-        let rows = match &page.after {
-            None => {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM conversations WHERE owner = $3 \
-                         ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
-                    ))
-                    .await
-                    .map_err(StoreError::Query)?;
-                client
-                    .query(&stmt, &[&page.limit, &page.offset, &owner])
-                    .await
-            }
-            Some(cursor) => {
-                let stmt = client
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM conversations \
-                         WHERE owner = $5 AND (created_at, id) < ($1, $2) \
-                         ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
-                    ))
-                    .await
-                    .map_err(StoreError::Query)?;
-                client
-                    .query(
-                        &stmt,
-                        &[
-                            &cursor.created_at,
-                            &cursor.id,
-                            &page.limit,
-                            &page.offset,
-                            &owner,
-                        ],
-                    )
-                    .await
-            }
-        }
-        .map_err(StoreError::Query)?;
-        rows.iter().map(|r| self.decode(r)).collect()
-    }
-}
-
-#[async_trait]
-impl ConversationSearch for PgStore {
-    async fn search(&self, owner: &str, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
-        let client = self.client().await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
-            &query.text,
-            &query.from,
-            &query.to,
-            &query.candidates,
-            &query.limit,
-            &query.offset,
-            &owner,
-        ];
-        if query.text.contains('"') {
-            let stmt = client
-                .prepare_cached(&self.search_window_sql)
-                .await
-                .map_err(StoreError::Query)?;
-            let mut windowed = params.to_vec();
-            windowed.push(&PHRASE_WINDOW_ROWS);
-            let rows = client
-                .query(&stmt, &windowed)
-                .await
-                .map_err(StoreError::Query)?;
-            let found: Option<i64> = rows.first().map(|r| r.get("found"));
-            if found == Some(query.candidates) {
-                return rows.iter().map(|r| self.decode_hit(r)).collect();
-            }
-        }
-        let stmt = client
-            .prepare_cached(&self.search_sql)
-            .await
-            .map_err(StoreError::Query)?;
-        let rows = client
-            .query(&stmt, &params)
-            .await
-            .map_err(StoreError::Query)?;
-        rows.iter().map(|r| self.decode_hit(r)).collect()
-    }
-}
-
-impl PgStore {
     fn decode_hit(&self, r: &Row) -> Result<SearchHit, StoreError> {
         Ok(SearchHit {
             conversation: self.decode(r)?,
@@ -307,19 +152,167 @@ impl PgStore {
     }
 }
 
+/// The parameters of [`sql::CREATE`]: a turn's row as its stream starts.
+fn start_params(c: &Conversation) -> Params<'_> {
+    vec![
+        &c.id,
+        &c.prompt,
+        &c.provider,
+        &c.model,
+        &c.created_at,
+        &c.owner,
+    ]
+}
+
+#[async_trait]
+impl ConversationCreate for PgStore {
+    async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
+        let c = &*c.storable();
+        self.query(sql::CREATE, &start_params(c)).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConversationFinish for PgStore {
+    async fn checkpoint(
+        &self,
+        start: Option<&Conversation>,
+        id: Uuid,
+        piece: Option<(i64, &str)>,
+    ) -> Result<Checkpointed, StoreError> {
+        let start = start.map(Conversation::storable);
+        let piece = piece.map(|(at, text)| (at, crate::domain::storable(text).into_owned()));
+        let (sql, params): (String, Params<'_>) = match (&start, &piece) {
+            (Some(c), Some((at, text))) => {
+                let mut p = start_params(c);
+                p.extend([at as &(dyn ToSql + Sync), text]);
+                (sql::checkpoint(true, true), p)
+            }
+            (Some(c), None) => (sql::checkpoint(true, false), start_params(c)),
+            (None, Some((at, text))) => (sql::checkpoint(false, true), vec![&id, at, text]),
+            (None, None) => (sql::checkpoint(false, false), vec![&id]),
+        };
+        let rows = self.query(&sql, &params).await?;
+        Ok(Checkpointed {
+            cancel_requested: rows.first().is_some_and(|r| r.get::<_, bool>(0)),
+        })
+    }
+
+    async fn finish(&self, c: &Conversation) -> Result<(), StoreError> {
+        let c = &*c.storable();
+        let flags = serde_json::to_value(&c.flags).unwrap_or_default();
+        let status = c.status.as_str();
+        let params: Params<'_> = vec![
+            &c.id,
+            &c.prompt,
+            &c.response,
+            &status,
+            &c.error,
+            &c.provider,
+            &c.model,
+            &c.prompt_tokens,
+            &c.completion_tokens,
+            &c.total_tokens,
+            &c.ttfb_ms,
+            &c.duration_ms,
+            &c.created_at,
+            &c.updated_at,
+            &c.owner,
+            &flags,
+            &c.finish_reason,
+        ];
+        self.query(sql::FINISH, &params).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConversationGet for PgStore {
+    async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Conversation>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM conversations c WHERE c.id = $1 AND c.owner = $2",
+            sql::columns()
+        );
+        let rows = self.query(&sql, &[&id, &owner]).await?;
+        rows.first().map(|r| self.decode(r)).transpose()
+    }
+}
+
+#[async_trait]
+impl ConversationList for PgStore {
+    async fn list(
+        &self,
+        owner: &str,
+        page: &PageQuery,
+    ) -> Result<Listed<Conversation>, StoreError> {
+        let probe = page.limit + 1;
+        let rows = match &page.after {
+            None => {
+                let sql = format!(
+                    "SELECT {} FROM conversations c WHERE c.owner = $3 \
+                     ORDER BY c.created_at DESC, c.id DESC LIMIT $1 OFFSET $2",
+                    sql::columns()
+                );
+                self.query(&sql, &[&probe, &page.offset, &owner]).await?
+            }
+            Some(cursor) => {
+                let sql = format!(
+                    "SELECT {} FROM conversations c \
+                     WHERE c.owner = $5 AND (c.created_at, c.id) < ($1, $2) \
+                     ORDER BY c.created_at DESC, c.id DESC LIMIT $3 OFFSET $4",
+                    sql::columns()
+                );
+                let params: Params<'_> =
+                    vec![&cursor.created_at, &cursor.id, &probe, &page.offset, &owner];
+                self.query(&sql, &params).await?
+            }
+        };
+        Listed::from_probe(rows, page.limit, |r| self.decode(r))
+    }
+}
+
+#[async_trait]
+impl ConversationSearch for PgStore {
+    async fn search(
+        &self,
+        owner: &str,
+        query: &SearchQuery,
+    ) -> Result<Listed<SearchHit>, StoreError> {
+        let probe = query.limit + 1;
+        let params: Params<'_> = vec![
+            &query.text,
+            &query.from,
+            &query.to,
+            &query.candidates,
+            &probe,
+            &query.offset,
+            &owner,
+        ];
+        if query.text.contains('"') {
+            let mut windowed = params.clone();
+            windowed.push(&PHRASE_WINDOW_ROWS);
+            let rows = self.query(&self.search_window_sql, &windowed).await?;
+            let found: Option<i64> = rows.first().map(|r| r.get("found"));
+            if found == Some(query.candidates) {
+                return Listed::from_probe(rows, query.limit, |r| self.decode_hit(r));
+            }
+        }
+        let rows = self.query(&self.search_sql, &params).await?;
+        Listed::from_probe(rows, query.limit, |r| self.decode_hit(r))
+    }
+}
+
 #[async_trait]
 impl ApiKeys for PgStore {
     async fn owner_of(&self, digest: &[u8]) -> Result<Option<String>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT owner FROM api_keys WHERE digest = $1 AND revoked_at IS NULL")
-            .await
-            .map_err(StoreError::Query)?;
-        let row = client
-            .query_opt(&stmt, &[&digest])
-            .await
-            .map_err(StoreError::Query)?;
-        Ok(row.map(|r| r.get(0)))
+        let rows = self
+            .query(
+                "SELECT owner FROM api_keys WHERE digest = $1 AND revoked_at IS NULL",
+                &[&digest],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.get(0)))
     }
 
     async fn add_key(
@@ -329,27 +322,44 @@ impl ApiKeys for PgStore {
         name: &str,
         digest: &[u8],
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO api_keys (id, owner, name, digest) VALUES ($1, $2, $3, $4)",
-                &[&id, &owner, &name, &digest],
-            )
-            .await
-            .map_err(StoreError::Query)?;
+        self.query(
+            "INSERT INTO api_keys (id, owner, name, digest) VALUES ($1, $2, $3, $4)",
+            &[&id, &owner, &name, &digest],
+        )
+        .await?;
         Ok(())
     }
 
     async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        let rows = self
+            .query(
+                "UPDATE api_keys SET revoked_at = now() \
+                 WHERE id = $1 AND revoked_at IS NULL RETURNING 1",
                 &[&id],
             )
-            .await
-            .map_err(StoreError::Query)?;
-        Ok(n == 1)
+            .await?;
+        Ok(rows.len() == 1)
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT id, owner, name, created_at, revoked_at FROM api_keys \
+                 ORDER BY owner, created_at",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiKey {
+                    id: r.try_get(0).map_err(StoreError::Query)?,
+                    owner: r.try_get(1).map_err(StoreError::Query)?,
+                    name: r.try_get(2).map_err(StoreError::Query)?,
+                    created_at: r.try_get(3).map_err(StoreError::Query)?,
+                    revoked_at: r.try_get(4).map_err(StoreError::Query)?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -363,11 +373,7 @@ impl super::Migrate for PgStore {
 #[async_trait]
 impl HealthCheck for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(StoreError::Query)?;
+        self.query("SELECT 1", &[]).await?;
         Ok(())
     }
 }

@@ -1,18 +1,66 @@
-//! The SQL text both store backends share: the column lists, the idempotent finish upsert and
-//! the search queries. The pool sends it with positional parameters (`$1`); the Data API backend
+//! The SQL text of the stores: the pool sends it as it is, the Data API backend shares what it
+//! can (the search queries). The pool sends it with positional parameters (`$1`); the Data API backend
 //! rewrites the parameters into named, typed ones.
 
-/// The conversation columns, as the pool reads them.
-pub(crate) const COLUMNS: &str = "id, owner, prompt, response, status, error, provider, model, prompt_tokens, \
-    completion_tokens, total_tokens, flags, ttfb_ms, duration_ms, created_at, updated_at";
+/// A turn's text: the row's `response` once the turn has ended; while it is `streaming`, its
+/// log (the stored text the checkpoints wrote, in order), or the row's `response` for a turn
+/// begun before the log existed. `c` is the conversations row.
+pub(crate) const RESPONSE: &str = "CASE WHEN c.status = 'streaming' THEN coalesce(\
+    (SELECT string_agg(k.text, '' ORDER BY k.position) FROM turn_chunks k WHERE k.turn_id = c.id), \
+    c.response) ELSE c.response END";
 
-/// The end of the idempotent finish upsert both backends write: everything a stream's end may
-/// change, never the id, prompt, provider, owner or start time.
-pub(crate) const FINISH_ON_CONFLICT: &str = "ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
+/// The conversation columns as the pool reads them, from `conversations c`.
+pub(crate) fn columns() -> String {
+    format!(
+        "c.id, c.owner, c.prompt, {RESPONSE} AS response, c.status, c.error, c.provider, \
+         c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, c.ttfb_ms, \
+         c.duration_ms, c.finish_reason, c.created_at, c.updated_at"
+    )
+}
+
+/// A turn's row as its stream starts ($1 id, $2 prompt, $3 provider, $4 model, $5 created_at,
+/// $6 owner); nothing when it is already there.
+pub(crate) const CREATE: &str = "INSERT INTO conversations \
+    (id, prompt, response, status, provider, model, created_at, updated_at, owner) \
+    VALUES ($1, $2, '', 'streaming', $3, $4, $5, $5, $6) ON CONFLICT (id) DO NOTHING";
+
+/// One checkpoint in one statement: the row from [`CREATE`]'s parameters when it may be missing
+/// (`with_row`), the next piece of the turn's log (`with_piece`: its position and text follow
+/// the row's parameters, or the id), and whether a cancel was asked for. A row inserted by this
+/// statement is not yet visible to its own `SELECT`: it reads as not cancelled.
+pub(crate) fn checkpoint(with_row: bool, with_piece: bool) -> String {
+    let mut ctes = Vec::new();
+    if with_row {
+        ctes.push(format!("row AS ({CREATE})"));
+    }
+    if with_piece {
+        let (at, text) = if with_row { ("$7", "$8") } else { ("$2", "$3") };
+        ctes.push(format!(
+            "piece AS (INSERT INTO turn_chunks (turn_id, position, text) \
+             VALUES ($1, {at}, {text}) ON CONFLICT (turn_id, position) DO NOTHING)"
+        ));
+    }
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", ctes.join(", "))
+    };
+    format!("{with}SELECT cancel_requested FROM conversations WHERE id = $1")
+}
+
+/// The final record, inserted whole when its start was never written, and the turn's log
+/// dropped (its text is now the row's `response`).
+pub(crate) const FINISH: &str = "WITH log AS (DELETE FROM turn_chunks WHERE turn_id = $1) \
+    INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
+    prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
+    updated_at, owner, flags, finish_reason) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+    ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
     status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
     prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens, \
     total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
-    duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, flags = EXCLUDED.flags";
+    duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, flags = EXCLUDED.flags, \
+    finish_reason = EXCLUDED.finish_reason";
 
 /// The search query, around the rows it reads (`{source}`): the newest `$4` matches are the
 /// candidates, ranked; only the page's rows get a headline. The tsquery is written inline (not
@@ -43,19 +91,11 @@ const SEARCH_TEMPLATE: &str = "\
     FROM page JOIN conversations c ON c.id = page.id \
     ORDER BY page.rank DESC, c.created_at DESC, c.id DESC";
 
-/// The conversation columns the search selects (the Data API backend selects text forms).
-pub(crate) const SEARCH_COLUMNS: &str = "c.id, c.owner, c.prompt, c.response, c.status, c.error, \
-    c.provider, c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, \
-    c.ttfb_ms, c.duration_ms, c.created_at, c.updated_at";
-
 /// The search over the whole table with text search configuration `config` (written into the
 /// SQL as a literal, so PostgreSQL computes the tsquery once, not once per row); the plan is
 /// PostgreSQL's choice.
 pub fn search_sql(config: &str) -> String {
-    SEARCH_TEMPLATE
-        .replace("{source}", "conversations c")
-        .replace("{columns}", SEARCH_COLUMNS)
-        .replace("{config}", config)
+    search_template(config, false).replace("{columns}", &columns())
 }
 
 /// The search over the newest `$8` rows only (in the date range), read newest first. Used first
@@ -64,6 +104,17 @@ pub fn search_sql(config: &str) -> String {
 /// through the GIN index and recheck each. When the window holds all `$4` candidates the answer
 /// is the same as [`search_sql`]'s.
 pub fn search_window_sql(config: &str) -> String {
+    search_template(config, true).replace("{columns}", &columns())
+}
+
+/// The search over the whole table, or over the phrase window (`window`), with its selected
+/// columns left as `{columns}` for the backend to fill in.
+pub(crate) fn search_template(config: &str, window: bool) -> String {
+    if !window {
+        return SEARCH_TEMPLATE
+            .replace("{source}", "conversations c")
+            .replace("{config}", config);
+    }
     SEARCH_TEMPLATE
         .replace(
             "{source}",
@@ -73,7 +124,6 @@ pub fn search_window_sql(config: &str) -> String {
                 AND ($3::timestamptz IS NULL OR created_at < $3) \
               ORDER BY created_at DESC, id DESC LIMIT $8) c",
         )
-        .replace("{columns}", SEARCH_COLUMNS)
         .replace("{config}", config)
 }
 

@@ -59,12 +59,13 @@ async fn finish_inserts_a_record_whose_start_was_never_saved_and_is_idempotent()
 }
 
 #[tokio::test]
-async fn checkpoints_update_a_streaming_row_but_never_a_finished_one() {
+async fn checkpoints_append_to_a_streaming_turn_and_a_finished_one_reads_its_record() {
     let db = TestDb::new().await;
     let store = db.store();
     let mut c = Conversation::start("local", "p".into(), "offline", "m");
     store.create(&c).await.unwrap();
-    store.checkpoint(c.id, "half").await.unwrap();
+    store.checkpoint(None, c.id, Some((0, "ha"))).await.unwrap();
+    store.checkpoint(None, c.id, Some((2, "lf"))).await.unwrap();
     let got = store.get("local", c.id).await.unwrap().unwrap();
     assert_eq!(
         (got.status, got.response.as_str()),
@@ -74,7 +75,10 @@ async fn checkpoints_update_a_streaming_row_but_never_a_finished_one() {
     c.response = "whole".into();
     c.status = Status::Complete;
     store.finish(&c).await.unwrap();
-    store.checkpoint(c.id, "late").await.unwrap();
+    store
+        .checkpoint(None, c.id, Some((4, "late")))
+        .await
+        .unwrap();
     let got = store.get("local", c.id).await.unwrap().unwrap();
     assert_eq!(
         (got.status, got.response.as_str()),
@@ -91,7 +95,7 @@ async fn a_row_abandoned_while_streaming_reads_as_interrupted() {
     db.client()
         .await
         .execute(
-            "UPDATE conversations SET updated_at = now() - interval '1 day' WHERE id = $1",
+            "UPDATE conversations SET created_at = now() - interval '1 day' WHERE id = $1",
             &[&c.id],
         )
         .await

@@ -37,11 +37,9 @@ pub async fn history(
     ValidQuery(params): ValidQuery<PageParams>,
 ) -> Result<Json<Page<Conversation>>, ApiError> {
     let page = params.parse()?;
-    let mut probe = page.clone();
-    probe.limit += 1;
-    let mut items = list.list(&owner.0, &probe).await?;
-    let next_cursor = if items.len() as i64 > page.limit {
-        items.truncate(page.limit as usize);
+    let listed = list.list(&owner.0, &page).await?;
+    let items = listed.items;
+    let next_cursor = if listed.more {
         items.last().map(|c| Cursor::after(c).encode())
     } else {
         None

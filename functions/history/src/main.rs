@@ -8,7 +8,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init();
     let settings = Settings::from_env()?;
     let store = common::store::from_settings(&settings)?;
+    common::announce(&settings);
     let auth = Auth::from_settings(&settings.auth, store.clone());
-    let router = history::router(store.clone(), store, auth);
+    let router = history::router(
+        store.clone(),
+        common::health(store.clone(), &settings),
+        auth,
+    );
     common::run_lambda(|| lambda_http::run(router.clone())).await
 }

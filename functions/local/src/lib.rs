@@ -13,8 +13,27 @@ use stream::StreamState;
 
 /// The merged router over one store and the configured provider.
 pub fn app(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<Router> {
-    let stream_state =
-        StreamState::from_settings(settings, store.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(App::new(settings, store)?.router)
+}
+
+/// The local server: its router, and the stream state (whose running turns a shutdown drains).
+pub struct App {
+    pub router: Router,
+    pub stream: StreamState,
+}
+
+impl App {
+    pub fn new(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<Self> {
+        let stream =
+            StreamState::from_settings(settings, store.clone()).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Self {
+            router: router(settings, store, stream.clone()),
+            stream,
+        })
+    }
+}
+
+fn router(settings: &Settings, store: Arc<dyn Backend>, stream_state: StreamState) -> Router {
     let auth = Auth::from_settings(&settings.auth, store.clone());
     let api = Router::new()
         .merge(history::routes(store.clone()))
@@ -33,7 +52,9 @@ pub fn app(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<Route
             )
         }),
     );
-    Ok(with_fallbacks(
-        protect(api, auth).merge(health_router(store)).merge(docs),
-    ))
+    with_fallbacks(
+        protect(api, auth)
+            .merge(health_router(common::health(store, settings)))
+            .merge(docs),
+    )
 }

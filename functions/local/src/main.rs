@@ -1,11 +1,14 @@
 //! `local`: the whole service as one HTTP server, and the operator commands.
 //!
-//! - `local` or `local serve`: migrate, then serve every route on `PORT` (default 3000);
+//! - `local` or `local serve`: migrate, then serve every route on `HOST:PORT` (default
+//!   127.0.0.1:3000) until SIGTERM or Ctrl-C, which drain the running answers;
 //! - `local migrate`: apply pending migrations and exit;
 //! - `local replay [FILE]`: put `unsaved_record` log lines (from FILE or stdin) into the table;
 //! - `local key create OWNER [NAME]`: make an API key for OWNER and print it (once);
+//! - `local key list`: every key (id, owner, name, created, revoked), never the key itself;
 //! - `local key revoke ID`: revoke a key;
-//! - `local openapi`: print the OpenAPI document.
+//! - `local openapi`: print the OpenAPI document;
+//! - `local help`: this list.
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -26,13 +29,36 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+const USAGE: &str = "\
+usage: local [COMMAND]
+
+  serve                    migrate, then serve every route on HOST:PORT (default 127.0.0.1:3000)
+  migrate                  apply pending migrations and exit
+  replay [FILE]            put `unsaved_record` log lines (FILE or stdin) back into the table
+  key create OWNER [NAME]  make an API key for OWNER; it is printed once
+  key list                 list the keys (never the keys themselves)
+  key revoke ID            revoke a key
+  openapi                  print the OpenAPI document
+  help                     this text
+
+Settings come from the environment: DATABASE_URL (or DB_CLUSTER_ARN and DB_SECRET_ARN),
+PORT, HOST, AUTH, LLM_PROVIDER, ... (README, Settings).
+";
+
 async fn run() -> anyhow::Result<()> {
     common::telemetry::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("openapi") {
-        // Needs no settings: the document comes from the code alone.
-        print!("{}", local::openapi::document());
-        return Ok(());
+    // Neither needs settings.
+    match args.first().map(String::as_str) {
+        Some("openapi") => {
+            print!("{}", local::openapi::document());
+            return Ok(());
+        }
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        _ => {}
     }
     let settings = Settings::from_env()?;
     let store = common::store::from_settings(&settings)?;
@@ -51,11 +77,7 @@ async fn run() -> anyhow::Result<()> {
             store.migrate(&settings.db.search_config).await?;
             key(store.as_ref(), &args[1..]).await
         }
-        Some(other) => {
-            anyhow::bail!(
-                "unknown command {other:?}; expected serve, migrate, replay, key or openapi"
-            )
-        }
+        Some(other) => anyhow::bail!("unknown command {other:?}\n\n{USAGE}"),
     }
 }
 
@@ -64,33 +86,101 @@ async fn serve(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<(
         .migrate(&settings.db.search_config)
         .await
         .context("applying migrations (is PostgreSQL reachable at DATABASE_URL?)")?;
-    let app = local::app(settings, store)?;
+    let app = local::App::new(settings, store)?;
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse().context("PORT must be a port number")?,
         Err(_) => 3000,
     };
-    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let host: std::net::IpAddr = match std::env::var("HOST") {
+        Ok(h) if !h.trim().is_empty() => h
+            .trim()
+            .parse()
+            .context("HOST must be an IP address such as 127.0.0.1 or 0.0.0.0")?,
+        _ => std::net::Ipv4Addr::LOCALHOST.into(),
+    };
+    let addr = std::net::SocketAddr::new(host, port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    if settings.auth.mode == common::auth::AuthMode::Off {
-        tracing::warn!("AUTH=off: every request is served without a key, as owner `local`");
-    }
+    common::announce(settings);
+    let hint = match settings.auth.mode {
+        common::auth::AuthMode::Off => format!(
+            "serving: try curl -N -X POST http://localhost:{port}/stream -d '{{\"prompt\":\"hi\"}}'"
+        ),
+        common::auth::AuthMode::Required => format!(
+            "serving with AUTH=required: make a key with `make key OWNER=me`, then try curl -N \
+             -X POST http://localhost:{port}/stream -H 'Authorization: Bearer lsk_...' \
+             -d '{{\"prompt\":\"hi\"}}'"
+        ),
+    };
     tracing::info!(%addr, migrations_applied = applied, provider = ?settings.provider.kind,
-        "serving: try curl -N -X POST localhost:{port}/stream -d '{{\"prompt\":\"hi\"}}'");
-    axum::serve(common::http::nodelay(listener), app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+        auth = ?settings.auth.mode, "{hint}");
+
+    // On SIGTERM or Ctrl-C: stop accepting connections, let running answers finish within
+    // SHUTDOWN_GRACE_MS, save what still runs (error `shutdown`), exit 0.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stopped = stop_rx.clone();
+    let server = tokio::spawn(
+        common::http::serve(listener, app.router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    let signal = shutdown_signal().await;
+    tracing::info!(
+        signal,
+        running = app.stream.turns.count(),
+        "shutting down: no new connections"
+    );
+    let _ = stop_tx.send(true);
+    let stopped = app.stream.drain().await;
+    // The answers are saved; their connections end with them. Connections still open (a client
+    // that stopped reading) are not waited for long.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), server).await;
+    tracing::info!(stopped, "shut down");
+    drop(stop_rx);
     Ok(())
 }
 
-/// `key create OWNER [NAME]` and `key revoke ID`.
+/// Waits for SIGTERM (what container runtimes, systemd and ECS send) or Ctrl-C; names it.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// `key create OWNER [NAME]`, `key list` and `key revoke ID`.
 async fn key(store: &dyn Backend, args: &[String]) -> anyhow::Result<()> {
+    const USAGE: &str = "usage: local key create OWNER [NAME] | local key list | local key revoke ID \
+                         (make key OWNER=alice NAME=laptop, make revoke ID=...)";
     match (args.first().map(String::as_str), args.get(1)) {
-        (Some("create"), Some(owner)) => {
-            let name = args.get(2).map_or("default", String::as_str);
+        (Some("create"), owner) => {
+            let owner = owner.map(|o| o.trim()).unwrap_or_default();
+            if owner.is_empty() || owner.contains(char::is_control) {
+                anyhow::bail!("a key needs an owner, a name its conversations belong to\n{USAGE}");
+            }
+            let name = args.get(2).map(|n| n.trim()).filter(|n| !n.is_empty());
+            let name = name.unwrap_or("default");
             let key = common::auth::new_key().map_err(|_| anyhow::anyhow!("no randomness"))?;
             let id = uuid::Uuid::now_v7();
             store
@@ -100,8 +190,31 @@ async fn key(store: &dyn Backend, args: &[String]) -> anyhow::Result<()> {
             eprintln!("The key is shown once; only its SHA-256 digest is stored.");
             Ok(())
         }
-        (Some("revoke"), Some(id)) => {
-            let id = uuid::Uuid::parse_str(id).context("the key id is a UUID")?;
+        (Some("list"), None) => {
+            let keys = store.list_keys().await?;
+            let when = |t: time::OffsetDateTime| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            };
+            println!(
+                "{:<36}  {:<16}  {:<16}  {:<30}  revoked",
+                "id", "owner", "name", "created"
+            );
+            for k in &keys {
+                let revoked = k.revoked_at.map_or_else(|| "-".to_owned(), when);
+                println!(
+                    "{:<36}  {:<16}  {:<16}  {:<30}  {revoked}",
+                    k.id,
+                    k.owner,
+                    k.name,
+                    when(k.created_at)
+                );
+            }
+            eprintln!("{} key(s)", keys.len());
+            Ok(())
+        }
+        (Some("revoke"), Some(id)) if !id.trim().is_empty() => {
+            let id = uuid::Uuid::parse_str(id.trim()).context("the key id is a UUID")?;
             if store.revoke_key(id).await? {
                 println!("revoked {id}");
                 Ok(())
@@ -109,7 +222,7 @@ async fn key(store: &dyn Backend, args: &[String]) -> anyhow::Result<()> {
                 anyhow::bail!("no active key with id {id}")
             }
         }
-        _ => anyhow::bail!("usage: local key create OWNER [NAME] | local key revoke ID"),
+        _ => anyhow::bail!("{USAGE}"),
     }
 }
 

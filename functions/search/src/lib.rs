@@ -82,7 +82,7 @@ pub async fn search(
     Extension(owner): Extension<Owner>,
     ValidQuery(params): ValidQuery<Params>,
 ) -> Result<Json<Page<SearchHit>>, ApiError> {
-    let mut query = parse(&params, state.candidates)?;
+    let query = parse(&params, state.candidates)?;
     let (limit, offset) = (query.limit, query.offset);
     if offset >= state.candidates {
         return Ok(Json(Page {
@@ -92,10 +92,9 @@ pub async fn search(
             next_cursor: None,
         }));
     }
-    query.limit += 1;
-    let mut items = state.store.search(&owner.0, &query).await?;
-    let more = items.len() as i64 > limit && offset + limit < state.candidates;
-    items.truncate(limit as usize);
+    let found = state.store.search(&owner.0, &query).await?;
+    let more = found.more && offset + limit < state.candidates;
+    let items = found.items;
     let next_cursor = more.then(|| URL_SAFE_NO_PAD.encode(format!("o{}", offset + limit)));
     Ok(Json(Page {
         items,
@@ -147,15 +146,20 @@ fn timestamp(name: &str, raw: Option<&str>) -> Result<Option<OffsetDateTime>, Ap
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
         return Ok(None);
     };
-    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
-        return Ok(Some(t));
-    }
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(raw, &format)
-        .map(|d| Some(d.midnight().assume_utc()))
-        .map_err(|_| {
+    OffsetDateTime::parse(raw, &Rfc3339)
+        .ok()
+        .or_else(|| {
+            time::Date::parse(raw, &format)
+                .ok()
+                .map(|d| d.midnight().assume_utc())
+        })
+        .filter(|t| common::store::storable_time(*t))
+        .map(Some)
+        .ok_or_else(|| {
             ApiError::invalid(format!(
-                "{name} must be a date (2025-01-31) or an RFC 3339 time (2025-01-31T12:00:00Z)"
+                "{name} must be a date (2025-01-31) or an RFC 3339 time (2025-01-31T12:00:00Z) \
+                 from year 1 to 9999"
             ))
         })
 }
@@ -189,6 +193,10 @@ mod tests {
         assert!(q.to.is_some());
         p.to = Some("yesterday".into());
         assert!(parse(&p, 1000).is_err());
+        for out_of_range in ["-5000-01-01", "0000-01-01", "+10000-01-01"] {
+            p.to = Some(out_of_range.into());
+            assert!(parse(&p, 1000).is_err(), "{out_of_range}");
+        }
     }
 
     #[test]

@@ -5,13 +5,12 @@ pub mod events;
 mod request;
 mod run;
 mod sse;
+pub mod turn;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -24,8 +23,8 @@ use common::provider::Provider;
 use common::store::HealthCheck;
 use common::telemetry::{LogsItself, RequestId};
 use common::{ApiError, Conversation, Settings};
-use events::StreamEvent;
-use tokio::sync::mpsc;
+use events::{Start, StreamEvent};
+use turn::{Turns, View};
 
 pub use request::StreamRequest;
 
@@ -44,6 +43,9 @@ pub struct Limits {
     pub total_timeout: Duration,
     pub log_content: bool,
     pub grounding_check: bool,
+    pub max_client_lag_bytes: usize,
+    pub save_budget: Duration,
+    pub shutdown_grace: Duration,
 }
 
 impl Limits {
@@ -58,6 +60,9 @@ impl Limits {
             total_timeout: s.provider.total_timeout,
             log_content: s.stream.log_content,
             grounding_check: s.stream.grounding_check,
+            max_client_lag_bytes: s.stream.max_client_lag_bytes,
+            save_budget: s.db.save_budget,
+            shutdown_grace: s.stream.shutdown_grace,
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct StreamState {
     pub guard: Arc<Guardrails>,
     /// Set when `PII_REDACTION=true`.
     pub redactor: Option<Arc<Redactor>>,
+    /// The turns this process is generating.
+    pub turns: Arc<Turns>,
 }
 
 impl StreamState {
@@ -91,7 +98,16 @@ impl StreamState {
                 .stream
                 .pii_redaction
                 .then(|| Arc::new(Redactor::new())),
+            turns: Arc::new(Turns::default()),
         })
+    }
+
+    /// On shutdown: lets running turns finish within `SHUTDOWN_GRACE_MS`, then stops the rest
+    /// and waits for them to be saved (error `shutdown`). Returns how many were stopped.
+    pub async fn drain(&self) -> usize {
+        self.turns
+            .drain(self.limits.shutdown_grace, self.limits.save_budget)
+            .await
     }
 }
 
@@ -159,6 +175,7 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.0);
     let started = Instant::now();
+    let request_parts = RequestParts::of(&request);
     let body = request::read_body(request, state.limits.max_body_bytes).await?;
     let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
     if let Some(flag) = state.guard.check_prompt(&req.prompt) {
@@ -170,24 +187,85 @@ pub async fn stream(
         .unwrap_or_else(|| state.provider.default_model().to_owned());
     let conversation =
         Conversation::start(&owner.0, req.prompt.clone(), state.provider.name(), &model);
-    let id = conversation.id;
-
-    let (tx, rx) = mpsc::channel::<bytes::Bytes>(64);
-    // The producer ends (and drops `tx`) only after the record is saved, so the response body
-    // ends after the save: in Lambda, nothing runs once the response is complete.
-    tokio::spawn(run::run(
-        state,
+    let run = begin(
+        &state,
         conversation,
-        req.into_completion(model),
-        tx,
+        &request_parts,
         started,
         request_id,
-    ));
+        "/stream",
+    );
+    let response = sse_response(&state, &run, View::Raw);
+    tokio::spawn(run::run(state, run, req.into_completion(model)));
+    Ok(response)
+}
 
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    let mut response = Response::new(Body::from_stream(body));
+/// What a handler keeps of its request once the body is read: the connection (to close it when
+/// the client lags) and the Lambda invocation's deadline.
+pub struct RequestParts {
+    conn: Option<common::http::ConnHandle>,
+    lambda_deadline: Option<std::time::SystemTime>,
+}
+
+impl RequestParts {
+    pub fn of(request: &Request) -> Self {
+        Self {
+            conn: request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<common::http::ConnHandle>>()
+                .map(|c| c.0.clone()),
+            lambda_deadline: request
+                .extensions()
+                .get::<lambda_http::Context>()
+                .map(lambda_http::Context::deadline),
+        }
+    }
+}
+
+/// Registers the live turn of `conversation` (its `start` event first) and the reader of the
+/// client that asked.
+fn begin(
+    state: &StreamState,
+    conversation: Conversation,
+    parts: &RequestParts,
+    started: Instant,
+    request_id: String,
+    route: &'static str,
+) -> run::TurnRun {
+    let start = Start {
+        id: conversation.id,
+        created_at: conversation
+            .created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    };
+    let turn = state.turns.begin(
+        conversation.id,
+        &conversation.owner,
+        start,
+        state.limits.max_client_lag_bytes,
+    );
+    let client = turn.reader(View::Raw, parts.conn.clone());
+    run::TurnRun {
+        turn,
+        client,
+        budget: run::Budget::new(state.limits.total_timeout, started, parts.lambda_deadline),
+        conversation,
+        started,
+        request_id,
+        route,
+    }
+}
+
+/// The `text/event-stream` response of a reader of `run`'s turn.
+fn sse_response(state: &StreamState, run: &run::TurnRun, view: View) -> Response {
+    let body = sse::body(
+        &run.turn,
+        run.client.clone(),
+        view,
+        state.limits.keepalive_interval,
+    );
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(
@@ -196,9 +274,9 @@ pub async fn stream(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&run.turn.id.to_string()) {
         headers.insert("x-conversation-id", v);
     }
     response.extensions_mut().insert(LogsItself);
-    Ok(response)
+    response
 }

@@ -9,8 +9,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init();
     let settings = Settings::from_env()?;
     let store = common::store::from_settings(&settings)?;
+    common::announce(&settings);
     let state = StreamState::from_settings(&settings, store.clone())?;
     let auth = Auth::from_settings(&settings.auth, store.clone());
-    let router = stream::router(state, store, auth);
+    let router = stream::router(state, common::health(store.clone(), &settings), auth);
     common::run_lambda(|| lambda_http::run_with_streaming_response(router.clone())).await
 }

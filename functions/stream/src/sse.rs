@@ -1,55 +1,65 @@
-//! Writing server-sent events to the response channel; a gone client is noted, not fatal.
+//! The `/stream` wire format: a live turn's events as server-sent events. Each `delta` carries
+//! an SSE `id:` (the resume position after it); comments (`: keep-alive`) fill silences.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
 use bytes::Bytes;
+use futures_util::StreamExt;
 
-use crate::events::StreamEvent;
-use tokio::sync::mpsc;
+use crate::events::{Delta, StreamEvent};
+use crate::turn::{Item, LiveEvent, LiveTurn, Reader, View};
 
-/// The response side of a stream. After the client leaves, writes are dropped quietly.
-pub struct Events {
-    tx: mpsc::Sender<Bytes>,
-    open: bool,
-    pub bytes: usize,
-    pub events: usize,
+/// One SSE frame: `event:`, an optional `id:`, and the data as one line of JSON.
+pub fn frame(event: &StreamEvent, id: Option<usize>) -> String {
+    match id {
+        Some(id) => format!(
+            "event: {}\nid: {id}\ndata: {}\n\n",
+            event.name(),
+            event.data()
+        ),
+        None => format!("event: {}\ndata: {}\n\n", event.name(), event.data()),
+    }
 }
 
-impl Events {
-    pub fn new(tx: mpsc::Sender<Bytes>) -> Self {
-        Self {
-            tx,
-            open: true,
-            bytes: 0,
-            events: 0,
+/// The response body of a reader following `turn` from its first event: the raw text for the
+/// client that asked, the stored text for one that re-attached (`View::Stored`).
+pub fn body(turn: &Arc<LiveTurn>, reader: Arc<Reader>, view: View, keepalive: Duration) -> Body {
+    let counted = reader.clone();
+    let events = turn.follow(reader, 0, keepalive).filter_map(move |item| {
+        let out = match item {
+            Err(lagging) => Some(Err(lagging)),
+            Ok(item) => encode(&item, view).map(|(text_bytes, frame)| {
+                counted.took(text_bytes, frame.len());
+                Ok(Bytes::from(frame))
+            }),
+        };
+        std::future::ready(out)
+    });
+    Body::from_stream(events)
+}
+
+/// The frame of one item and the bytes of answer text in it; `None` for a delta with nothing
+/// for this view.
+fn encode(item: &Item, view: View) -> Option<(usize, String)> {
+    let event = match item {
+        Item::KeepAlive => return Some((0, ": keep-alive\n\n".to_owned())),
+        Item::Event(event) => event,
+    };
+    match &**event {
+        LiveEvent::Start(start) => Some((0, frame(&StreamEvent::Start(start.clone()), None))),
+        LiveEvent::Delta { raw, stored, pos } => {
+            let text = match view {
+                View::Raw => raw,
+                View::Stored => stored,
+            };
+            if text.is_empty() {
+                return None;
+            }
+            let delta = StreamEvent::Delta(Delta { text: text.clone() });
+            Some((text.len(), frame(&delta, Some(*pos))))
         }
-    }
-
-    /// Whether the client is still reading.
-    pub fn client_connected(&self) -> bool {
-        self.open
-    }
-
-    /// Sends one event: `event: <name>` and its data as one line of JSON.
-    pub async fn send(&mut self, event: &StreamEvent) {
-        let frame = format!("event: {}\ndata: {}\n\n", event.name(), event.data());
-        self.write(frame).await;
-    }
-
-    /// Sends an SSE comment line (ignored by clients; keeps proxies from closing the stream).
-    pub async fn comment(&mut self, text: &str) {
-        self.write(format!(": {text}\n\n")).await;
-    }
-
-    async fn write(&mut self, frame: String) {
-        if !self.open {
-            return;
-        }
-        let len = frame.len();
-        if self.tx.send(Bytes::from(frame)).await.is_err() {
-            self.open = false;
-            tracing::info!("client disconnected; generation goes on and will be saved");
-        } else {
-            self.bytes += len;
-            self.events += 1;
-        }
+        LiveEvent::Final(event) => Some((0, frame(event, None))),
     }
 }

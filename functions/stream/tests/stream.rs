@@ -601,17 +601,33 @@ async fn a_denied_phrase_split_across_two_chunks_stops_the_answer_and_keeps_the_
 }
 
 #[tokio::test]
-async fn a_looping_answer_is_stopped() {
-    let looped: Vec<&str> = std::iter::repeat_n("I will help you. ", 30).collect();
+async fn a_looping_answer_is_stopped_and_a_long_table_is_not() {
+    let looped: Vec<&str> = std::iter::repeat_n("I will help you. ", 200).collect();
     let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&looped, Duration::ZERO))]).await;
     let h = with_fake(&fake, &[]).await;
     let events = h.stream("x").await;
     assert_eq!(last(&events)["code"], "guardrail_repetition");
     let deltas = events.iter().filter(|e| e.name == "delta").count();
-    assert!(deltas < 30, "the loop ran to the end");
+    assert!(deltas < 200, "the loop ran to the end");
     let row = h.finished_row(&id_of(&events)).await;
     assert_eq!(row.status, Status::Partial);
     assert_eq!(row.flags[0].check, "repetition");
+
+    // A markdown table's rule line arrives as `|---` tokens, thirty in a row: not a loop.
+    let mut table: Vec<String> = (0..30).map(|i| format!("| c{i} ")).collect();
+    table.push("|\n".into());
+    table.extend(std::iter::repeat_n("|---".to_owned(), 30));
+    table.push("|\n".into());
+    for row in 0..20 {
+        table.extend((0..30).map(|c| format!("| {} ", row * c)));
+        table.push("|\n".into());
+    }
+    let parts: Vec<&str> = table.iter().map(String::as_str).collect();
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&parts, Duration::ZERO))]).await;
+    let h = with_fake(&fake, &[]).await;
+    let events = h.stream("a table please").await;
+    assert_eq!(last(&events)["status"], "complete", "{:?}", last(&events));
+    assert_eq!(sse::text(&events), table.concat());
 }
 
 #[tokio::test]

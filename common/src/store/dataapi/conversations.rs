@@ -2,25 +2,27 @@
 //! search.
 
 use async_trait::async_trait;
-use aws_sdk_rdsdata::types::Field;
+use aws_sdk_rdsdata::types::{Field, SqlParameter};
 use uuid::Uuid;
 
 use super::DataApiStore;
-use super::fields::{field, long_at, string_at};
+use super::fields::{Record, long_at, string_at};
 use super::params::{
     json, long, opt_int, opt_text, opt_timestamp, text, timestamp, utc_param, uuid,
 };
-use super::text::columns;
+use super::read::{columns, field};
 use crate::domain::Conversation;
 use crate::error::StoreError;
-use crate::store::sql::{FINISH_ON_CONFLICT, PHRASE_WINDOW_ROWS, SEARCH_COLUMNS};
+use crate::store::sql::{PHRASE_WINDOW_ROWS, search_template};
 use crate::store::{
-    ConversationCreate, ConversationFinish, ConversationGet, ConversationList, ConversationSearch,
-    PageQuery, SearchHit, SearchQuery,
+    Checkpointed, ConversationCreate, ConversationFinish, ConversationGet, ConversationList,
+    ConversationSearch, Listed, PageQuery, SearchHit, SearchQuery,
 };
 
-/// The pool's search SQL with named, explicitly typed parameters and text-typed columns.
-pub(super) fn data_api_search(sql: &str) -> String {
+/// The search SQL (shared with the pool) with named, explicitly typed parameters and the
+/// columns the Data API reader takes; over the phrase window when `window`.
+pub(super) fn data_api_search(config: &str, window: bool) -> String {
+    let sql = search_template(config, window);
     let names = [
         "CAST(:q AS text)".to_owned(),
         utc_param("from_ts"),
@@ -51,63 +53,99 @@ pub(super) fn data_api_search(sql: &str) -> String {
             out.push(c);
         }
     }
-    out.replace(SEARCH_COLUMNS, &columns("c."))
+    out.replace("{columns}", &columns())
+}
+
+/// The row of a turn as its stream starts; nothing when it is already there.
+const CREATE: &str = "INSERT INTO conversations (id, prompt, response, status, provider, model, \
+    created_at, updated_at, owner) VALUES (CAST(:id AS uuid), :prompt, '', 'streaming', \
+    :provider, :model, (CAST(:created_at AS timestamp) AT TIME ZONE 'UTC'), \
+    (CAST(:created_at AS timestamp) AT TIME ZONE 'UTC'), :owner) ON CONFLICT (id) DO NOTHING";
+
+/// The parameters of [`CREATE`].
+fn start_params(c: &Conversation) -> Vec<SqlParameter> {
+    vec![
+        uuid("id", c.id),
+        text("prompt", &c.prompt),
+        text("provider", &c.provider),
+        text("model", &c.model),
+        timestamp("created_at", c.created_at),
+        text("owner", &c.owner),
+    ]
 }
 
 #[async_trait]
 impl ConversationCreate for DataApiStore {
     async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
-        let c = &*c.storable();
-        let sql = format!(
-            "INSERT INTO conversations (id, prompt, response, status, provider, model, \
-             created_at, updated_at, owner) VALUES (CAST(:id AS uuid), :prompt, :response, \
-             :status, :provider, :model, {}, {}, :owner) ON CONFLICT (id) DO NOTHING",
-            utc_param("created_at"),
-            utc_param("updated_at"),
-        );
-        let params = vec![
-            uuid("id", c.id),
-            text("prompt", &c.prompt),
-            text("response", &c.response),
-            text("status", c.status.as_str()),
-            text("provider", &c.provider),
-            text("model", &c.model),
-            timestamp("created_at", c.created_at),
-            timestamp("updated_at", c.updated_at),
-            text("owner", &c.owner),
-        ];
-        self.exec(&sql, params, None).await?;
+        self.exec(CREATE, start_params(&c.storable()), None).await?;
         Ok(())
     }
 }
 
 #[async_trait]
 impl ConversationFinish for DataApiStore {
-    async fn checkpoint(&self, id: Uuid, response: &str) -> Result<(), StoreError> {
-        let response = &*crate::domain::storable(response);
-        self.exec(
-            "UPDATE conversations SET response = :response, updated_at = now() \
-             WHERE id = CAST(:id AS uuid) AND status = 'streaming'",
-            vec![uuid("id", id), text("response", response)],
-            None,
-        )
-        .await?;
-        Ok(())
+    async fn checkpoint(
+        &self,
+        start: Option<&Conversation>,
+        id: Uuid,
+        piece: Option<(i64, &str)>,
+    ) -> Result<Checkpointed, StoreError> {
+        let mut ctes = Vec::new();
+        let mut params = match start {
+            Some(c) => {
+                ctes.push(format!("row AS ({CREATE})"));
+                start_params(&c.storable())
+            }
+            None => vec![uuid("id", id)],
+        };
+        if let Some((at, piece)) = piece {
+            ctes.push(
+                "piece AS (INSERT INTO turn_chunks (turn_id, position, text) \
+                 VALUES (CAST(:id AS uuid), CAST(:at AS int8), :piece) \
+                 ON CONFLICT (turn_id, position) DO NOTHING)"
+                    .to_owned(),
+            );
+            params.push(long("at", at));
+            params.push(text("piece", &crate::domain::storable(piece)));
+        }
+        let with = if ctes.is_empty() {
+            String::new()
+        } else {
+            format!("WITH {} ", ctes.join(", "))
+        };
+        let sql = format!(
+            "{with}SELECT cancel_requested FROM conversations WHERE id = CAST(:id AS uuid)"
+        );
+        let out = self.exec(&sql, params, None).await?;
+        Ok(Checkpointed {
+            cancel_requested: out
+                .records()
+                .first()
+                .and_then(|r| r.first())
+                .is_some_and(|f| matches!(f, Field::BooleanValue(true))),
+        })
     }
 
     async fn finish(&self, c: &Conversation) -> Result<(), StoreError> {
         let c = &*c.storable();
         let sql = format!(
-            "INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
+            "WITH log AS (DELETE FROM turn_chunks WHERE turn_id = CAST(:id AS uuid)) \
+             INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
              prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
-             updated_at, owner, flags) VALUES (CAST(:id AS uuid), :prompt, :response, :status, \
-             CAST(:error AS text), :provider, :model, CAST(:prompt_tokens AS int4), \
-             CAST(:completion_tokens AS int4), CAST(:total_tokens AS int4), \
-             CAST(:ttfb_ms AS int4), CAST(:duration_ms AS int4), {}, {}, :owner, \
-             CAST(:flags AS jsonb)) {}",
+             updated_at, owner, flags, finish_reason) VALUES (CAST(:id AS uuid), :prompt, \
+             :response, :status, CAST(:error AS text), :provider, :model, \
+             CAST(:prompt_tokens AS int4), CAST(:completion_tokens AS int4), \
+             CAST(:total_tokens AS int4), CAST(:ttfb_ms AS int4), CAST(:duration_ms AS int4), \
+             {}, {}, :owner, CAST(:flags AS jsonb), CAST(:finish_reason AS text)) \
+             ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
+             status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
+             prompt_tokens = EXCLUDED.prompt_tokens, \
+             completion_tokens = EXCLUDED.completion_tokens, \
+             total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
+             duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
+             flags = EXCLUDED.flags, finish_reason = EXCLUDED.finish_reason",
             utc_param("created_at"),
             utc_param("updated_at"),
-            FINISH_ON_CONFLICT,
         );
         let params = vec![
             uuid("id", c.id),
@@ -126,6 +164,7 @@ impl ConversationFinish for DataApiStore {
             timestamp("updated_at", c.updated_at),
             text("owner", &c.owner),
             json("flags", &serde_json::to_value(&c.flags).unwrap_or_default()),
+            opt_text("finish_reason", c.finish_reason.as_deref()),
         ];
         self.exec(&sql, params, None).await?;
         Ok(())
@@ -136,23 +175,26 @@ impl ConversationFinish for DataApiStore {
 impl ConversationGet for DataApiStore {
     async fn get(&self, owner: &str, id: Uuid) -> Result<Option<Conversation>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM conversations WHERE id = CAST(:id AS uuid) AND owner = :owner",
-            columns("")
+            "SELECT {} FROM conversations c WHERE c.id = CAST(:id AS uuid) AND c.owner = :owner",
+            columns()
         );
-        let records = self
-            .records(&sql, vec![uuid("id", id), text("owner", owner)], 1)
-            .await?;
-        let rows = self.conversations(records, |_| Ok(())).await?;
-        Ok(rows.into_iter().next().map(|(c, _)| c))
+        let params = vec![uuid("id", id), text("owner", owner)];
+        let (rows, _) = self.read(&sql, params, 1, 1, &[], |_| Ok(())).await?;
+        Ok(rows.into_iter().next().map(|(c, ())| c))
     }
 }
 
 #[async_trait]
 impl ConversationList for DataApiStore {
-    async fn list(&self, owner: &str, page: &PageQuery) -> Result<Vec<Conversation>, StoreError> {
+    async fn list(
+        &self,
+        owner: &str,
+        page: &PageQuery,
+    ) -> Result<Listed<Conversation>, StoreError> {
+        let probe = page.limit + 1;
         let mut params = vec![
             text("owner", owner),
-            long("limit", page.limit),
+            long("limit", probe),
             long("offset", page.offset),
         ];
         let keyset = match &page.after {
@@ -161,75 +203,104 @@ impl ConversationList for DataApiStore {
                 params.push(timestamp("after_ts", cursor.created_at));
                 params.push(uuid("after_id", cursor.id));
                 format!(
-                    "AND (created_at, id) < ({}, CAST(:after_id AS uuid))",
+                    "AND (c.created_at, c.id) < ({}, CAST(:after_id AS uuid))",
                     utc_param("after_ts")
                 )
             }
         };
         let sql = format!(
-            "SELECT {} FROM conversations WHERE owner = :owner {keyset} \
-             ORDER BY created_at DESC, id DESC LIMIT CAST(:limit AS int8) \
+            "SELECT {} FROM conversations c WHERE c.owner = :owner {keyset} \
+             ORDER BY c.created_at DESC, c.id DESC LIMIT CAST(:limit AS int8) \
              OFFSET CAST(:offset AS int8)",
-            columns("")
+            columns()
         );
-        let records = self.records(&sql, params, page.limit).await?;
-        let rows = self.conversations(records, |_| Ok(())).await?;
-        Ok(rows.into_iter().map(|(c, _)| c).collect())
+        let keep = usize::try_from(page.limit).unwrap_or(0);
+        let (rows, total) = self
+            .read(&sql, params, probe, keep, &[], |_| Ok(()))
+            .await?;
+        Ok(Listed {
+            items: rows.into_iter().map(|(c, ())| c).collect(),
+            more: total > keep,
+        })
     }
 }
 
 #[async_trait]
 impl ConversationSearch for DataApiStore {
-    async fn search(&self, owner: &str, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+    async fn search(
+        &self,
+        owner: &str,
+        query: &SearchQuery,
+    ) -> Result<Listed<SearchHit>, StoreError> {
+        let probe = query.limit + 1;
         let params = vec![
             text("q", &query.text),
             opt_timestamp("from_ts", query.from),
             opt_timestamp("to_ts", query.to),
             long("candidates", query.candidates),
-            long("limit", query.limit),
+            long("limit", probe),
             long("offset", query.offset),
             text("owner", owner),
         ];
+        let keep = usize::try_from(query.limit).unwrap_or(0);
         if query.text.contains('"') {
             let mut windowed = params.clone();
             windowed.push(long("window", PHRASE_WINDOW_ROWS));
             let records = self
-                .records(&self.search_window_sql, windowed, query.limit)
+                .first_call(&self.search_window_sql, windowed, probe)
                 .await?;
-            let found = records
-                .first()
-                .map(|r| long_at(r, 20, "found"))
-                .transpose()?;
-            // Long text is completed only for the answer that is kept.
+            let found = match records.first() {
+                Some(r) => Some(long_at(&Record::new(r, &search_names()), "found")?),
+                None => None,
+            };
+            // The window's answer is kept when it holds every candidate; only then is its long
+            // text completed.
             if found == Some(query.candidates) {
-                return self.hits(records).await;
+                return self.hits(&records, keep).await;
             }
         }
-        let records = self.records(&self.search_sql, params, query.limit).await?;
-        self.hits(records).await
+        let records = self.first_call(&self.search_sql, params, probe).await?;
+        self.hits(&records, keep).await
     }
 }
 
+/// The columns the search selects after the conversation's.
+const EXTRA: &[&str] = &["rank", "snippet", "found"];
+
+/// Every column name of a search record.
+fn search_names() -> Vec<&'static str> {
+    let mut names = super::read::column_names();
+    names.extend_from_slice(EXTRA);
+    names
+}
+
 impl DataApiStore {
-    /// Search records as hits: the conversation, then its rank and snippet.
-    async fn hits(&self, records: Vec<Vec<Field>>) -> Result<Vec<SearchHit>, StoreError> {
+    /// The page of hits of a search's first call (text complete), and whether more follow.
+    async fn hits(
+        &self,
+        records: &[Vec<Field>],
+        keep: usize,
+    ) -> Result<Listed<SearchHit>, StoreError> {
         let rows = self
-            .conversations(records, |r| {
-                let rank = match field(r, 18, "rank")? {
+            .conversations(records, keep, EXTRA, |r: &Record<'_>| {
+                let rank = match field(r, "rank")? {
                     Field::DoubleValue(v) => *v as f32,
                     _ => return Err(StoreError::Decode { column: "rank" }),
                 };
-                Ok((rank, string_at(r, 19, "snippet")?))
+                Ok((rank, string_at(r, "snippet")?))
             })
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(conversation, (rank, snippet))| SearchHit {
-                conversation,
-                rank,
-                snippet,
-            })
-            .collect())
+        Ok(Listed {
+            items: rows
+                .into_iter()
+                .map(|(conversation, (rank, snippet))| SearchHit {
+                    conversation,
+                    rank,
+                    snippet,
+                })
+                .collect(),
+            more: records.len() > keep,
+        })
     }
 }
 
@@ -239,13 +310,11 @@ mod tests {
 
     #[test]
     fn search_sql_has_only_named_parameters() {
-        for sql in [
-            data_api_search(&crate::store::search_sql("english")),
-            data_api_search(&crate::store::search_window_sql("simple")),
-        ] {
+        for window in [false, true] {
+            let sql = data_api_search("english", window);
             assert!(!sql.contains('$'), "{sql}");
             assert!(sql.contains("CAST(:owner AS text)"), "{sql}");
-            assert!(sql.contains("char_length(c.response)"), "{sql}");
+            assert!(sql.contains("AS response_chars"), "{sql}");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Reading Data API result fields: text, numbers and UTC timestamps, and a conversation from
-//! the columns [`super::text::columns`] selects.
+//! Reading Data API result fields by column name: text, numbers and UTC timestamps, and a
+//! conversation from the columns [`super::read::columns`] selects.
 
 use aws_sdk_rdsdata::types::Field;
 use time::OffsetDateTime;
@@ -9,93 +9,116 @@ use uuid::Uuid;
 use crate::domain::{Conversation, Status};
 use crate::error::StoreError;
 
-pub(super) fn field<'a>(
-    r: &'a [Field],
-    i: usize,
-    column: &'static str,
-) -> Result<&'a Field, StoreError> {
-    r.get(i).ok_or(StoreError::Decode { column })
+/// One result row and the names of its columns, in order.
+pub(super) struct Record<'a> {
+    fields: &'a [Field],
+    names: &'a [&'static str],
 }
 
-pub(super) fn is_null(f: &Field) -> bool {
-    matches!(f, Field::IsNull(true))
+impl<'a> Record<'a> {
+    pub(super) fn new(fields: &'a [Field], names: &'a [&'static str]) -> Self {
+        Self { fields, names }
+    }
+
+    /// The field of column `name`; a decode error when the row has no such column.
+    pub(super) fn field(&self, name: &str) -> Result<&'a Field, StoreError> {
+        self.names
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| self.fields.get(i))
+            .ok_or(StoreError::Decode {
+                column: self.column(name),
+            })
+    }
+
+    pub(super) fn is_null(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(matches!(self.field(name)?, Field::IsNull(true)))
+    }
+
+    fn column(&self, name: &str) -> &'static str {
+        self.names
+            .iter()
+            .find(|n| **n == name)
+            .copied()
+            .unwrap_or("unknown")
+    }
 }
 
-pub(super) fn string_at(r: &[Field], i: usize, column: &'static str) -> Result<String, StoreError> {
-    match field(r, i, column)? {
+pub(super) fn string_at(r: &Record<'_>, name: &str) -> Result<String, StoreError> {
+    match r.field(name)? {
         Field::StringValue(s) => Ok(s.clone()),
-        _ => Err(StoreError::Decode { column }),
+        _ => Err(StoreError::Decode {
+            column: r.column(name),
+        }),
     }
 }
 
-pub(super) fn opt_string_at(
-    r: &[Field],
-    i: usize,
-    column: &'static str,
-) -> Result<Option<String>, StoreError> {
-    let f = field(r, i, column)?;
-    if is_null(f) {
+pub(super) fn opt_string_at(r: &Record<'_>, name: &str) -> Result<Option<String>, StoreError> {
+    if r.is_null(name)? {
         return Ok(None);
     }
-    string_at(r, i, column).map(Some)
+    string_at(r, name).map(Some)
 }
 
-pub(super) fn long_at(r: &[Field], i: usize, column: &'static str) -> Result<i64, StoreError> {
-    match field(r, i, column)? {
+pub(super) fn long_at(r: &Record<'_>, name: &str) -> Result<i64, StoreError> {
+    match r.field(name)? {
         Field::LongValue(v) => Ok(*v),
-        _ => Err(StoreError::Decode { column }),
+        _ => Err(StoreError::Decode {
+            column: r.column(name),
+        }),
     }
 }
 
-pub(super) fn opt_int_at(
-    r: &[Field],
-    i: usize,
-    column: &'static str,
-) -> Result<Option<i32>, StoreError> {
-    let f = field(r, i, column)?;
-    if is_null(f) {
+pub(super) fn opt_int_at(r: &Record<'_>, name: &str) -> Result<Option<i32>, StoreError> {
+    if r.is_null(name)? {
         return Ok(None);
     }
-    let v = long_at(r, i, column)?;
-    i32::try_from(v)
-        .map(Some)
-        .map_err(|_| StoreError::Decode { column })
+    let v = long_at(r, name)?;
+    i32::try_from(v).map(Some).map_err(|_| StoreError::Decode {
+        column: r.column(name),
+    })
 }
 
-pub(super) fn timestamp_at(
-    r: &[Field],
-    i: usize,
-    column: &'static str,
-) -> Result<OffsetDateTime, StoreError> {
+pub(super) fn timestamp_at(r: &Record<'_>, name: &str) -> Result<OffsetDateTime, StoreError> {
     let fmt = format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]");
-    let s = string_at(r, i, column)?;
-    time::PrimitiveDateTime::parse(&s, &fmt)
-        .map(time::PrimitiveDateTime::assume_utc)
-        .map_err(|_| StoreError::Decode { column })
+    parse_timestamp(&string_at(r, name)?, &fmt).ok_or(StoreError::Decode {
+        column: r.column(name),
+    })
 }
 
-/// A conversation from the first 16 [`columns`] (text as far as its prefix goes).
-pub(super) fn decode(r: &[Field]) -> Result<Conversation, StoreError> {
-    let status = string_at(r, 4, "status")?;
+fn parse_timestamp(
+    s: &str,
+    fmt: &[time::format_description::BorrowedFormatItem<'_>],
+) -> Option<OffsetDateTime> {
+    time::PrimitiveDateTime::parse(s, fmt)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+}
+
+/// A conversation from a record of [`super::read::columns`], its text left empty (the reader
+/// fills it in).
+pub(super) fn decode(r: &Record<'_>) -> Result<Conversation, StoreError> {
+    let status = string_at(r, "status")?;
     Ok(Conversation {
-        id: Uuid::try_parse(&string_at(r, 0, "id")?)
+        id: Uuid::try_parse(&string_at(r, "id")?)
             .map_err(|_| StoreError::Decode { column: "id" })?,
-        owner: string_at(r, 1, "owner")?,
-        prompt: string_at(r, 2, "prompt")?,
-        response: string_at(r, 3, "response")?,
+        owner: string_at(r, "owner")?,
+        prompt: String::new(),
+        response: String::new(),
         status: Status::parse(&status).ok_or(StoreError::Decode { column: "status" })?,
-        error: opt_string_at(r, 5, "error")?,
-        provider: string_at(r, 6, "provider")?,
-        model: string_at(r, 7, "model")?,
-        prompt_tokens: opt_int_at(r, 8, "prompt_tokens")?,
-        completion_tokens: opt_int_at(r, 9, "completion_tokens")?,
-        total_tokens: opt_int_at(r, 10, "total_tokens")?,
-        flags: serde_json::from_str(&string_at(r, 11, "flags")?)
+        error: opt_string_at(r, "error")?,
+        provider: string_at(r, "provider")?,
+        model: string_at(r, "model")?,
+        prompt_tokens: opt_int_at(r, "prompt_tokens")?,
+        completion_tokens: opt_int_at(r, "completion_tokens")?,
+        total_tokens: opt_int_at(r, "total_tokens")?,
+        flags: serde_json::from_str(&string_at(r, "flags")?)
             .map_err(|_| StoreError::Decode { column: "flags" })?,
-        ttfb_ms: opt_int_at(r, 12, "ttfb_ms")?,
-        duration_ms: opt_int_at(r, 13, "duration_ms")?,
-        created_at: timestamp_at(r, 14, "created_at")?,
-        updated_at: timestamp_at(r, 15, "updated_at")?,
+        ttfb_ms: opt_int_at(r, "ttfb_ms")?,
+        duration_ms: opt_int_at(r, "duration_ms")?,
+        finish_reason: opt_string_at(r, "finish_reason")?,
+        created_at: timestamp_at(r, "created_at")?,
+        updated_at: timestamp_at(r, "updated_at")?,
     })
 }
 
@@ -112,13 +135,11 @@ mod tests {
             panic!("{p:?}");
         };
         assert_eq!(s, "2026-11-25 08:20:30.123456");
-        let back = timestamp_at(&[Field::StringValue(s.clone())], 0, "t").unwrap();
+        let names = ["t"];
+        let fields = [Field::StringValue(s.clone())];
+        let back = timestamp_at(&Record::new(&fields, &names), "t").unwrap();
         assert_eq!(back, t);
-        let whole = timestamp_at(
-            &[Field::StringValue("2026-11-25 08:20:30.5".into())],
-            0,
-            "t",
-        );
-        assert!(whole.is_ok());
+        let fields = [Field::StringValue("2026-11-25 08:20:30.5".into())];
+        assert!(timestamp_at(&Record::new(&fields, &names), "t").is_ok());
     }
 }

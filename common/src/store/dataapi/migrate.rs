@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::fields::{long_at, string_at};
+use super::fields::{Record, long_at, string_at};
 use super::params::{long, text};
 use super::{DataApiStore, sdk_error};
 use crate::error::StoreError;
@@ -79,7 +79,8 @@ impl DataApiStore {
             .await?;
         let mut done = std::collections::HashMap::new();
         for r in applied.records() {
-            done.insert(long_at(r, 0, "version")?, string_at(r, 1, "checksum")?);
+            let r = Record::new(r, &["version", "checksum"]);
+            done.insert(long_at(&r, "version")?, string_at(&r, "checksum")?);
         }
         let mut count = 0;
         for m in schema::embedded_migrations() {
@@ -126,7 +127,10 @@ impl DataApiStore {
         let Some(record) = out.records().first() else {
             return Ok(());
         };
-        if schema::search_config_matches(&string_at(record, 0, "search")?, config) {
+        if schema::search_config_matches(
+            &string_at(&Record::new(record, &["search"]), "search")?,
+            config,
+        ) {
             return Ok(());
         }
         let out = self
@@ -139,7 +143,7 @@ impl DataApiStore {
         let Some(record) = out.records().first() else {
             return Err(StoreError::UnknownSearchConfig(config.to_owned()));
         };
-        let name = string_at(record, 0, "cfgname")?;
+        let name = string_at(&Record::new(record, &["cfgname"]), "cfgname")?;
         tracing::warn!(config = %name, "rebuilding the search column for a new text search configuration");
         for statement in schema::search_column_ddl(&name) {
             self.exec(&statement, vec![], t).await?;

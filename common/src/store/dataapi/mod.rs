@@ -13,7 +13,7 @@ mod conversations;
 mod fields;
 mod migrate;
 mod params;
-mod text;
+mod read;
 
 use std::time::Duration;
 
@@ -23,14 +23,14 @@ use aws_sdk_rdsdata::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_rdsdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_rdsdata::types::SqlParameter;
 
-use super::{ApiKeys, HealthCheck};
+use super::{ApiKey, ApiKeys, HealthCheck};
 use crate::error::StoreError;
 use crate::settings::{DataApiSettings, SettingsError};
-use fields::string_at;
+use fields::{Record, string_at};
 use params::{blob, text, uuid};
 use uuid::Uuid;
 
-pub use text::TEXT_BUDGET_CHARS;
+pub use read::{PIECE_CHARS, TEXT_BUDGET_BYTES};
 
 #[derive(Clone)]
 pub struct DataApiStore {
@@ -42,6 +42,12 @@ pub struct DataApiStore {
     search_sql: String,
     search_window_sql: String,
 }
+
+/// Attempts per Data API call: one retry of a throttled or failed call, within the call's bound.
+pub const MAX_ATTEMPTS: u32 = 2;
+
+/// The bound of one migration statement: a migration may rewrite a large table.
+const MIGRATION_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl DataApiStore {
     /// A client for `target`, with the credentials of the environment (Lambda provides them).
@@ -63,11 +69,19 @@ impl DataApiStore {
             .region(Region::new(target.region.clone()))
             .credentials_provider(credentials)
             .http_client(http)
+            // Every call is bounded as a whole, retries included, and retried at most once:
+            // the SDK's defaults (three attempts, no operation bound) could hold a request for
+            // longer than its Lambda has.
             .timeout_config(
                 aws_sdk_rdsdata::config::timeout::TimeoutConfig::builder()
                     .connect_timeout(connect_timeout)
+                    .operation_timeout(call_timeout)
                     .operation_attempt_timeout(call_timeout)
                     .build(),
+            )
+            .retry_config(
+                aws_sdk_rdsdata::config::retry::RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS),
             );
         if let Some(url) = &target.endpoint_url {
             config = config.endpoint_url(url);
@@ -78,10 +92,8 @@ impl DataApiStore {
             secret_arn: target.secret_arn.clone(),
             database: target.database.clone(),
             stale_after,
-            search_sql: conversations::data_api_search(&super::search_sql(search_config)),
-            search_window_sql: conversations::data_api_search(&super::search_window_sql(
-                search_config,
-            )),
+            search_sql: conversations::data_api_search(search_config, false),
+            search_window_sql: conversations::data_api_search(search_config, true),
         }
     }
 
@@ -110,9 +122,7 @@ impl DataApiStore {
             target,
             credentials,
             settings.db.connect_timeout,
-            // The statement timeout applies on the server side with a pool; here it bounds the
-            // whole call (plus the time the service takes to answer).
-            settings.db.statement_timeout + Duration::from_secs(5),
+            settings.db.call_timeout(),
             super::stale_after(settings),
             &settings.db.search_config,
         ))
@@ -133,10 +143,27 @@ impl DataApiStore {
             .sql(sql)
             .set_parameters(Some(params))
             .set_transaction_id(transaction.map(str::to_owned))
+            .customize()
+            .config_override(migration_override(transaction.is_some()))
             .send()
             .await
             .map_err(sdk_error)
     }
+}
+
+/// Inside a transaction (only migrations open one) a statement may run up to
+/// [`MIGRATION_CALL_TIMEOUT`]; other calls keep the client's bound.
+fn migration_override(in_transaction: bool) -> aws_sdk_rdsdata::config::Builder {
+    let builder = aws_sdk_rdsdata::config::Builder::default();
+    if !in_transaction {
+        return builder;
+    }
+    builder.timeout_config(
+        aws_sdk_rdsdata::config::timeout::TimeoutConfig::builder()
+            .operation_timeout(MIGRATION_CALL_TIMEOUT)
+            .operation_attempt_timeout(MIGRATION_CALL_TIMEOUT)
+            .build(),
+    )
 }
 
 fn sdk_error<E, R>(e: SdkError<E, R>) -> StoreError
@@ -185,7 +212,7 @@ impl ApiKeys for DataApiStore {
             .await?;
         out.records()
             .first()
-            .map(|r| string_at(r, 0, "owner"))
+            .map(|r| string_at(&Record::new(r, &["owner"]), "owner"))
             .transpose()
     }
 
@@ -222,6 +249,39 @@ impl ApiKeys for DataApiStore {
             )
             .await?;
         Ok(out.records().len() == 1)
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let out = self
+            .exec(
+                &format!(
+                    "SELECT id::text, owner, name, {}, {} FROM api_keys ORDER BY owner, created_at",
+                    params::utc_text("created_at"),
+                    params::utc_text("revoked_at")
+                ),
+                vec![],
+                None,
+            )
+            .await?;
+        let names = ["id", "owner", "name", "created_at", "revoked_at"];
+        out.records()
+            .iter()
+            .map(|r| {
+                let r = Record::new(r, &names);
+                Ok(ApiKey {
+                    id: Uuid::try_parse(&string_at(&r, "id")?)
+                        .map_err(|_| StoreError::Decode { column: "id" })?,
+                    owner: string_at(&r, "owner")?,
+                    name: string_at(&r, "name")?,
+                    created_at: fields::timestamp_at(&r, "created_at")?,
+                    revoked_at: if r.is_null("revoked_at")? {
+                        None
+                    } else {
+                        Some(fields::timestamp_at(&r, "revoked_at")?)
+                    },
+                })
+            })
+            .collect()
     }
 }
 

@@ -1,23 +1,24 @@
-//! Driving the provider under the limits (first chunk, idle, total), with the output
-//! guardrails, forwarding text to the client and to the saver as it arrives.
+//! Driving the provider under the limits (first chunk, idle, total, the Lambda deadline), with
+//! the output guardrails, appending each piece to the live turn as it arrives. Nothing here
+//! waits on a client: readers follow the turn's log at their own pace.
 
 use std::time::{Duration, Instant};
 
 use common::domain::Usage;
-use common::guard::Flag;
+use common::guard::{Flag, StoredText};
 use common::provider::{Chunk, CompletionRequest, ProviderError};
 use futures_util::StreamExt;
-use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at};
 
-use crate::events::{Delta, StreamEvent};
-use crate::sse::Events;
-use crate::{Limits, StreamState};
+use super::Budget;
+use crate::StreamState;
+use crate::turn::{Halt, LiveTurn};
 
 /// Why a generation stopped early.
 pub(super) enum Stop {
     Provider(ProviderError),
     Guard(Flag),
+    Halted(Halt),
 }
 
 impl Stop {
@@ -29,6 +30,7 @@ impl Stop {
                 "response_too_long" => "guardrail_response_too_long",
                 _ => "guardrail_blocked",
             },
+            Stop::Halted(h) => h.code(),
         }
     }
 
@@ -36,6 +38,7 @@ impl Stop {
         match self {
             Stop::Provider(e) => e.public_message(),
             Stop::Guard(_) => "a guardrail stopped the answer",
+            Stop::Halted(h) => h.public_message(),
         }
     }
 }
@@ -49,89 +52,110 @@ impl From<ProviderError> for Stop {
 /// How a generation ended.
 pub(super) struct Outcome {
     pub(super) result: Result<(Option<String>, Option<Usage>), Stop>,
+    /// The answer as generated (what the asking client saw).
+    pub(super) text: String,
     pub(super) ttfb: Option<Duration>,
     pub(super) chunks: usize,
 }
 
-/// Drives the provider under the limits, forwarding text as it arrives.
+/// Drives the provider, appending every piece to `turn` (raw, and as `stored` stores it).
 pub(super) async fn generate(
     state: &StreamState,
+    turn: &LiveTurn,
     request: CompletionRequest,
-    events: &mut Events,
-    text: &watch::Sender<String>,
+    stored: &mut StoredText,
+    budget: &Budget,
     started: Instant,
 ) -> Outcome {
-    let limits: &Limits = &state.limits;
-    let started_t = tokio::time::Instant::from_std(started);
-    let deadline = started_t + limits.total_timeout;
-    let first_deadline = (started_t + limits.first_chunk_timeout).min(deadline);
     let mut outcome = Outcome {
         result: Err(ProviderError::Timeout("first chunk").into()),
+        text: String::new(),
         ttfb: None,
         chunks: 0,
     };
+    // A stop from outside ends the generation wherever it is; dropping the provider's stream
+    // closes its connection, so no more tokens are paid for.
+    let halted = tokio::select! {
+        why = turn.halted() => Some(why),
+        () = drive(state, turn, request, stored, budget, started, &mut outcome) => None,
+    };
+    if let Some(why) = halted {
+        outcome.result = Err(Stop::Halted(why));
+    }
+    outcome
+}
+
+async fn drive(
+    state: &StreamState,
+    turn: &LiveTurn,
+    request: CompletionRequest,
+    stored: &mut StoredText,
+    budget: &Budget,
+    started: Instant,
+    outcome: &mut Outcome,
+) {
+    let limits = &state.limits;
+    let started_t = tokio::time::Instant::from_std(started);
+    let first_deadline = (started_t + limits.first_chunk_timeout).min(budget.stop_by);
+    let ran_out = |what| match budget.lambda_bound {
+        true if tokio::time::Instant::now() >= budget.stop_by => Stop::Halted(Halt::Deadline),
+        _ => Stop::Provider(ProviderError::Timeout(what)),
+    };
     let mut stream = match timeout_at(first_deadline, state.provider.stream(request)).await {
-        Err(_) => return outcome,
+        Err(_) => {
+            outcome.result = Err(ran_out("first chunk"));
+            return;
+        }
         Ok(Err(e)) => {
             outcome.result = Err(e.into());
-            return outcome;
+            return;
         }
         Ok(Ok(s)) => s,
     };
     let mut guard = state.guard.output();
-    // The producer's own copy of the answer, for the guardrails (the saver has the other).
-    let mut full = String::new();
-    let mut last_activity = tokio::time::Instant::now();
-    let mut last_chunk = last_activity;
+    let mut last_chunk = tokio::time::Instant::now();
     loop {
         let (limit, what) = if outcome.ttfb.is_none() {
             (first_deadline, "first chunk")
-        } else if last_chunk + limits.idle_timeout < deadline {
+        } else if last_chunk + limits.idle_timeout < budget.stop_by {
             (last_chunk + limits.idle_timeout, "idle")
         } else {
-            (deadline, "total")
+            (budget.stop_by, "total")
         };
-        let keepalive = last_activity + limits.keepalive_interval;
         tokio::select! {
             item = stream.next() => match item {
                 Some(Ok(Chunk::Text(t))) => {
-                    full.push_str(&t);
-                    if let Some(flag) = guard.check(&full, t.len()) {
+                    outcome.text.push_str(&t);
+                    if let Some(flag) = guard.check(&outcome.text, t.len()) {
                         // The chunk that tripped it is neither sent nor saved.
+                        outcome.text.truncate(outcome.text.len() - t.len());
                         outcome.result = Err(Stop::Guard(flag));
-                        return outcome;
+                        return;
                     }
                     if outcome.ttfb.is_none() {
                         outcome.ttfb = Some(started.elapsed());
                     }
                     outcome.chunks += 1;
-                    events
-                        .send(&StreamEvent::Delta(Delta { text: t.clone() }))
-                        .await;
-                    text.send_modify(|s| s.push_str(&t));
+                    let piece = stored.push(&t);
+                    turn.push_delta(t, piece, stored.chars());
                     last_chunk = tokio::time::Instant::now();
-                    last_activity = last_chunk;
                 }
                 Some(Ok(Chunk::Finish { reason, usage })) => {
                     outcome.result = Ok((reason, usage));
-                    return outcome;
+                    return;
                 }
                 Some(Err(e)) => {
                     outcome.result = Err(e.into());
-                    return outcome;
+                    return;
                 }
                 None => {
                     outcome.result = Err(ProviderError::Incomplete.into());
-                    return outcome;
+                    return;
                 }
             },
             () = sleep_until(limit) => {
-                outcome.result = Err(ProviderError::Timeout(what).into());
-                return outcome;
-            }
-            () = sleep_until(keepalive) => {
-                events.comment("keep-alive").await;
-                last_activity = tokio::time::Instant::now();
+                outcome.result = Err(ran_out(what));
+                return;
             }
         }
     }

@@ -1,95 +1,181 @@
-//! One stream from start to saved record, in five steps: start (the `start` event and the saver
-//! beside the provider call), generate (chunks to the client as they come), settle (what the
-//! outcome means for the record), save (the final record, retried, else logged) and report (the
-//! final event, the request's log line and its metrics). The record is finished whatever
-//! happens: provider error, timeout or a client gone.
+//! One turn from start to saved record, in five steps: start (the saver beside the provider
+//! call), generate (each piece appended to the live turn as it comes), settle (what the outcome
+//! means for the record), save (the final record within a bounded budget, else logged) and
+//! report (the log line, the metrics, then the final event). The record is finished whatever
+//! happens: provider error, timeout, a client gone or lagging, a cancel, a shutdown, the Lambda
+//! deadline. The final event comes last, after the save: a reader's response ends only then
+//! (in Lambda nothing runs once the response is complete).
 
 mod generate;
 mod grounding;
 mod saver;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::domain::now_micros;
 use common::error::error_chain;
+use common::guard::StoredText;
+use common::provider::CompletionRequest;
 use common::{Conversation, Status};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::StreamState;
-use crate::events::{Done, Failure, Start, StreamEvent};
-use crate::sse::Events;
+use crate::events::{Done, Failure, StreamEvent};
+use crate::turn::{Halt, LiveTurn, Reader};
 use generate::{Outcome, Stop};
 
-pub async fn run(
-    state: StreamState,
-    conversation: Conversation,
-    request: common::provider::CompletionRequest,
-    tx: mpsc::Sender<Bytes>,
-    started: Instant,
-    request_id: String,
-) {
-    let mut events = Events::new(tx);
+/// How long before the Lambda invocation's deadline generation stops, to leave time to save.
+pub const LAMBDA_RESERVE: Duration = Duration::from_secs(5);
+
+/// When a turn must stop generating, and whether that bound is the Lambda deadline's.
+pub struct Budget {
+    pub stop_by: tokio::time::Instant,
+    /// The invocation's deadline, in Lambda.
+    pub lambda_deadline: Option<tokio::time::Instant>,
+    /// `stop_by` is the Lambda deadline less [`LAMBDA_RESERVE`] (not `LLM_TOTAL_TIMEOUT_MS`).
+    pub lambda_bound: bool,
+}
+
+impl Budget {
+    /// The budget of a turn started at `started`, within `lambda_deadline` if any.
+    pub fn new(
+        total: Duration,
+        started: Instant,
+        lambda_deadline: Option<std::time::SystemTime>,
+    ) -> Self {
+        let total_by = tokio::time::Instant::from_std(started) + total;
+        // `cargo lambda watch` sends a duration (600,000 ms) where Lambda sends a time since the
+        // epoch: a "deadline" before 2001 is no deadline.
+        let real = |d: &std::time::SystemTime| {
+            d.duration_since(std::time::UNIX_EPOCH)
+                .is_ok_and(|t| t > Duration::from_secs(978_307_200))
+        };
+        let lambda_deadline = lambda_deadline.filter(real).map(|d| {
+            let left = d
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let lambda_stop = lambda_deadline.map(|d| d.checked_sub(LAMBDA_RESERVE).unwrap_or(d));
+        match lambda_stop {
+            Some(l) if l < total_by => Self {
+                stop_by: l,
+                lambda_deadline,
+                lambda_bound: true,
+            },
+            _ => Self {
+                stop_by: total_by,
+                lambda_deadline,
+                lambda_bound: false,
+            },
+        }
+    }
+
+    /// Until when the end may be saved: `DB_SAVE_BUDGET_MS` from now, and in Lambda a second
+    /// before the deadline.
+    fn save_by(&self, save_budget: Duration) -> tokio::time::Instant {
+        let by = tokio::time::Instant::now() + save_budget;
+        match self.lambda_deadline {
+            Some(d) => by.min(d.checked_sub(Duration::from_secs(1)).unwrap_or(d)),
+            None => by,
+        }
+    }
+
+    /// Whether `needed` fits before the Lambda deadline (always outside Lambda).
+    fn leaves(&self, needed: Duration) -> bool {
+        self.lambda_deadline
+            .is_none_or(|d| tokio::time::Instant::now() + needed + LAMBDA_RESERVE < d)
+    }
+}
+
+/// What a turn is, besides its provider request.
+pub struct TurnRun {
+    pub turn: Arc<LiveTurn>,
+    pub conversation: Conversation,
+    /// The reader of the client that asked (for the log line).
+    pub client: Arc<Reader>,
+    pub budget: Budget,
+    pub started: Instant,
+    pub request_id: String,
+    pub route: &'static str,
+}
+
+pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
+    let TurnRun {
+        turn,
+        mut conversation,
+        client,
+        budget,
+        started,
+        request_id,
+        route,
+    } = run;
     let judge_request = state.limits.grounding_check.then(|| request.clone());
 
-    // Start: the client learns the id at once; the row is written beside the provider call.
-    start(&mut events, &conversation).await;
-    let (text_tx, text_rx) = watch::channel(String::new());
+    // Start: the row is written beside the provider call.
+    let mut start = conversation.clone();
+    if let Some(r) = &state.redactor {
+        start.prompt = r.redact(&start.prompt).0;
+    }
+    let (saver_done, done_rx) = watch::channel(false);
     let saver = tokio::spawn(saver::saver(
         state.store.clone(),
-        conversation.clone(),
-        text_rx,
+        start,
+        turn.clone(),
         state.limits.checkpoint_interval,
-        state.redactor.clone(),
+        done_rx,
     ));
 
     // Generate.
-    let outcome = generate::generate(&state, request, &mut events, &text_tx, started).await;
-    let mut conversation = conversation;
-    conversation.response = text_tx.borrow().clone();
-    drop(text_tx);
-    // The saver ends once the text channel closes; its last checkpoint lands before the finish.
+    let mut stored = StoredText::new(state.redactor.clone());
+    let outcome = generate::generate(&state, &turn, request, &mut stored, &budget, started).await;
+    let tail = stored.finish();
+    if !tail.is_empty() {
+        turn.push_delta(String::new(), tail, stored.chars());
+    }
+    let _ = saver_done.send(true);
     if let Err(e) = saver.await {
         tracing::error!(error = %e, "checkpoint task failed");
     }
 
     // Settle, then save.
-    let finish_reason = settle(&mut conversation, &outcome, started);
+    conversation.response = outcome.text.clone();
+    settle(&mut conversation, &outcome, started);
     let failure = outcome.result.as_ref().err();
-    if let (Some(req), None) = (judge_request, &failure) {
+    if let (Some(req), None) = (judge_request, failure)
+        && budget.leaves(state.limits.first_chunk_timeout)
+    {
         conversation
             .flags
             .push(grounding::grounding(&state, req, &conversation.response).await);
     }
-    let stored = redacted(&state, &mut conversation);
-    let saved = saver::save(state.store.as_ref(), &stored).await;
+    let record = stored_record(&state, &mut conversation, &turn, &stored);
+    let saved = saver::save(
+        state.store.as_ref(),
+        &record,
+        budget.save_by(state.limits.save_budget),
+    )
+    .await;
 
-    // Report.
-    final_event(&mut events, &conversation, failure, finish_reason, saved).await;
+    // Report: the log line and metrics, then the final event, which ends every reader.
+    let event = final_event(&conversation, failure, saved);
     report(
         &state,
         &conversation,
-        &events,
+        &client,
         &outcome,
         started,
         &request_id,
+        route,
         saved,
     );
-}
-
-/// The `start` event: the id and the creation time, before the provider answers.
-async fn start(events: &mut Events, conversation: &Conversation) {
-    events
-        .send(&StreamEvent::Start(Start {
-            id: conversation.id,
-            created_at: rfc3339(conversation),
-        }))
-        .await;
+    turn.push_final(event);
+    state.turns.end(conversation.id);
 }
 
 /// Puts the outcome into the record: times, status, usage or error, the guardrail's flag.
-/// Returns the provider's finish reason.
-fn settle(conversation: &mut Conversation, outcome: &Outcome, started: Instant) -> Option<String> {
+fn settle(conversation: &mut Conversation, outcome: &Outcome, started: Instant) {
     let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
     conversation.ttfb_ms = outcome.ttfb.map(ms);
     conversation.duration_ms = Some(ms(started.elapsed()));
@@ -98,13 +184,13 @@ fn settle(conversation: &mut Conversation, outcome: &Outcome, started: Instant) 
         Ok((reason, usage)) => {
             conversation.status = Status::Complete;
             conversation.set_usage(usage.unwrap_or_default());
-            reason.clone()
+            conversation.finish_reason = reason.clone();
         }
         Err(e) => {
-            conversation.status = if conversation.response.is_empty() {
-                Status::Failed
-            } else {
-                Status::Partial
+            conversation.status = match e {
+                Stop::Halted(Halt::Cancel) => Status::Cancelled,
+                _ if conversation.response.is_empty() => Status::Failed,
+                _ => Status::Partial,
             };
             conversation.error = Some(e.code().to_owned());
             match e {
@@ -114,42 +200,43 @@ fn settle(conversation: &mut Conversation, outcome: &Outcome, started: Instant) 
                     tracing::warn!(id = %conversation.id, check = %flag.check, "answer stopped by a guardrail");
                     conversation.flags.push(flag.clone());
                 }
+                Stop::Halted(why) => {
+                    tracing::info!(id = %conversation.id, code = why.code(), "generation stopped");
+                }
             }
-            None
         }
     }
 }
 
-/// The record as stored: with `PII_REDACTION=true`, prompt and answer redacted and the
-/// redaction's flag added (the client's copy gets the flag too; its text stays as it was seen).
-fn redacted(state: &StreamState, conversation: &mut Conversation) -> Conversation {
-    let mut stored = conversation.clone();
+/// The record as stored: the answer is the stored text (what the log holds: with
+/// `PII_REDACTION=true`, redacted piece by piece), the prompt redacted, and the redaction's flag
+/// added (the client's copy gets the flag too; the text it saw stays as it was).
+fn stored_record(
+    state: &StreamState,
+    conversation: &mut Conversation,
+    turn: &LiveTurn,
+    stored: &StoredText,
+) -> Conversation {
+    let mut record = conversation.clone();
     if let Some(r) = &state.redactor {
-        let (prompt, mut n) = r.redact(&stored.prompt);
-        let (response, m) = r.redact(&stored.response);
-        n.add(m);
-        stored.prompt = prompt;
-        stored.response = response;
-        stored.flags.extend(n.flag());
-        conversation.flags = stored.flags.clone();
+        let (prompt, mut n) = r.redact(&record.prompt);
+        n.add(stored.redacted());
+        record.prompt = prompt;
+        record.response = turn.stored_since(0).0;
+        record.flags.extend(n.flag());
+        conversation.flags = record.flags.clone();
     }
-    stored
+    record
 }
 
-/// `done` or `error`, the stream's last event.
-async fn final_event(
-    events: &mut Events,
-    conversation: &Conversation,
-    failure: Option<&Stop>,
-    finish_reason: Option<String>,
-    saved: bool,
-) {
-    let event = match failure {
+/// `done` or `error`, the last event.
+fn final_event(conversation: &Conversation, failure: Option<&Stop>, saved: bool) -> StreamEvent {
+    match failure {
         None => StreamEvent::Done(Done {
             id: conversation.id,
             status: conversation.status,
             usage: conversation.usage(),
-            finish_reason,
+            finish_reason: conversation.finish_reason.clone(),
             flags: conversation.flags.clone(),
             ttfb_ms: conversation.ttfb_ms,
             duration_ms: conversation.duration_ms,
@@ -163,19 +250,20 @@ async fn final_event(
             flags: conversation.flags.clone(),
             saved,
         }),
-    };
-    events.send(&event).await;
+    }
 }
 
-/// The request's one log line (written here, when the body ends, not when headers go out) and
-/// the stream's metrics line.
+/// The request's one log line (written when the turn ends, not when headers go out) and the
+/// turn's metrics line.
+#[allow(clippy::too_many_arguments)]
 fn report(
     state: &StreamState,
     conversation: &Conversation,
-    events: &Events,
+    client: &Reader,
     outcome: &Outcome,
     started: Instant,
     request_id: &str,
+    route: &'static str,
     saved: bool,
 ) {
     let (prompt, response) = if state.limits.log_content {
@@ -190,11 +278,11 @@ fn report(
         target: "request",
         request_id = %request_id,
         method = "POST",
-        route = "/stream",
+        route,
         status = 200u16,
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         ttfb_ms = conversation.ttfb_ms,
-        response_bytes = events.bytes,
+        response_bytes = client.sent.load(std::sync::atomic::Ordering::SeqCst),
         chunks = outcome.chunks,
         conversation_id = %conversation.id,
         conversation_status = conversation.status.as_str(),
@@ -203,8 +291,10 @@ fn report(
         prompt_tokens = conversation.prompt_tokens,
         completion_tokens = conversation.completion_tokens,
         total_tokens = conversation.total_tokens,
+        finish_reason = conversation.finish_reason.as_deref(),
         error_code = conversation.error.as_deref(),
-        client_connected = events.client_connected(),
+        client_connected = client.connected(),
+        client_lagging = client.lagging(),
         saved,
         prompt,
         response,
@@ -222,10 +312,4 @@ fn report(
             ("UnsavedRecords", count(!saved), "Count"),
         ],
     );
-}
-
-fn rfc3339(c: &Conversation) -> String {
-    c.created_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

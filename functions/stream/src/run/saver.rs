@@ -1,6 +1,6 @@
-//! Writing the record: the row at the start and checkpoints beside the provider call (the
-//! database never delays a chunk), and the final record with retries, or the log when every try
-//! fails.
+//! Writing the record: the row at the start and the log at each checkpoint, beside the provider
+//! call (the database never delays a chunk), and the final record with retries within a bounded
+//! budget, or the log line when every try fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,76 +8,94 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use common::Conversation;
 use common::error::error_chain;
-use common::guard::Redactor;
 use tokio::sync::watch;
-use tokio::time::sleep_until;
+use tokio::time::Instant;
 
 use crate::StreamStore;
+use crate::turn::{Halt, LiveTurn};
 
-/// Writes the row at the start, then the text so far at most once per `interval` while it
-/// changes. Ends when the text channel closes.
+/// Writes the turn's row at once, then every `interval` the stored text since the last
+/// checkpoint (or, with nothing new, only looks for a cancel request). A checkpoint writes the
+/// row too for as long as it may be missing, so the row exists as soon as the database answers.
+/// A cancel request found in the database halts the turn. Ends when `done` turns true.
 pub(super) async fn saver(
     store: Arc<dyn StreamStore>,
-    mut conversation: Conversation,
-    mut text: watch::Receiver<String>,
+    start: Conversation,
+    turn: Arc<LiveTurn>,
     interval: Duration,
-    redactor: Option<Arc<Redactor>>,
+    mut done: watch::Receiver<bool>,
 ) {
-    let clean = |s: &str| match &redactor {
-        Some(r) => r.redact(s).0,
-        None => s.to_owned(),
-    };
-    conversation.prompt = clean(&conversation.prompt);
-    if let Err(e) = store.create(&conversation).await {
-        tracing::warn!(id = %conversation.id, error = %error_chain(&e),
-            "could not write the conversation's first row; the end will be retried");
-        return;
-    }
-    let mut last = tokio::time::Instant::now();
-    loop {
-        if text.changed().await.is_err() {
-            return;
+    let mut row_written = match store.create(&start).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(id = %start.id, error = %error_chain(&e),
+                "could not write the turn's first row; the next checkpoint writes it");
+            false
         }
-        let due = sleep_until(last + interval);
-        tokio::pin!(due);
-        loop {
-            tokio::select! {
-                () = &mut due => break,
-                changed = text.changed() => if changed.is_err() { return },
+    };
+    let mut written = 0usize;
+    let mut next = Instant::now() + interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            _ = done.wait_for(|d| *d) => return,
+        }
+        next = Instant::now() + interval;
+        let (piece, total) = turn.stored_since(written);
+        let at = i64::try_from(written).unwrap_or(i64::MAX);
+        let checkpoint = store.checkpoint(
+            (!row_written).then_some(&start),
+            start.id,
+            (!piece.is_empty()).then_some((at, piece.as_str())),
+        );
+        match checkpoint.await {
+            Ok(seen) => {
+                row_written = true;
+                written = total;
+                if seen.cancel_requested {
+                    tracing::info!(id = %start.id, "cancel requested; stopping the generation");
+                    turn.halt(Halt::Cancel);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(id = %start.id, error = %error_chain(&e), "checkpoint failed");
             }
         }
-        let snapshot = clean(&text.borrow_and_update());
-        if let Err(e) = store.checkpoint(conversation.id, &snapshot).await {
-            tracing::warn!(id = %conversation.id, error = %error_chain(&e), "checkpoint failed");
-        }
-        last = tokio::time::Instant::now();
     }
 }
 
-/// Writes the final record, retrying with backoff. When every try fails, the whole record goes
-/// to the log as one `unsaved_record` line that `local replay` puts back into the table.
-pub(super) async fn save(store: &dyn StreamStore, conversation: &Conversation) -> bool {
+/// Writes the final record, retrying with backoff until `save_by`. When every try fails, the
+/// whole record goes to the log as one `unsaved_record` line that `local replay` puts back into
+/// the table.
+pub(super) async fn save(
+    store: &dyn StreamStore,
+    conversation: &Conversation,
+    save_by: Instant,
+) -> bool {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(2))
-        .with_max_times(4)
+        .with_max_times(usize::MAX)
         .with_jitter();
-    let result = (|| store.finish(conversation))
+    let attempts = (|| store.finish(conversation))
         .retry(backoff)
         .sleep(tokio::time::sleep)
         .notify(|e, delay| {
             tracing::warn!(id = %conversation.id, error = %error_chain(e), ?delay,
                 "saving the conversation failed; retrying");
-        })
-        .await;
+        });
+    let result = match tokio::time::timeout_at(save_by, attempts).await {
+        Ok(result) => result.map_err(|e| error_chain(&e)),
+        Err(_) => Err("the save budget (DB_SAVE_BUDGET_MS) ran out".to_owned()),
+    };
     match result {
         Ok(()) => true,
-        Err(e) => {
+        Err(error) => {
             let record = serde_json::to_string(conversation).unwrap_or_default();
             tracing::error!(
                 event = "unsaved_record",
                 id = %conversation.id,
-                error = %error_chain(&e),
+                error = %error,
                 record = %record,
                 "conversation could not be saved; replay this line with `make replay`"
             );

@@ -1,0 +1,374 @@
+//! Live turns: the answers this process is generating. Each is a log of events (start, deltas,
+//! the final event) that the generation appends to and never waits on; any number of readers
+//! (the client that asked, clients that re-attach) follow it at their own pace. A reader that
+//! falls too far behind is dropped and its connection closed; the answer goes on and is saved.
+//! The registry of live turns is what cancel and shutdown reach, and what a re-attaching client
+//! in the same process follows without touching the database.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::http::ConnHandle;
+use futures_util::Stream;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::events::{Start, StreamEvent};
+
+/// Why a generation was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// A client asked (`POST /stream/{id}/cancel`): the turn ends `cancelled`.
+    Cancel,
+    /// The process is shutting down and the grace period is over.
+    Shutdown,
+    /// The Lambda invocation's deadline is near: what is left is kept for saving.
+    Deadline,
+}
+
+impl Halt {
+    /// The error code stored on the turn and sent in its `error` event.
+    pub fn code(self) -> &'static str {
+        match self {
+            Halt::Cancel => "cancelled",
+            Halt::Shutdown => "shutdown",
+            Halt::Deadline => "deadline",
+        }
+    }
+
+    /// A sentence for clients.
+    pub fn public_message(self) -> &'static str {
+        match self {
+            Halt::Cancel => "the answer was stopped on request; the text so far is saved",
+            Halt::Shutdown => "the service is shutting down; the text so far is saved",
+            Halt::Deadline => "the answer ran out of time; the text so far is saved",
+        }
+    }
+}
+
+/// One event of a live turn.
+#[derive(Debug)]
+pub enum LiveEvent {
+    Start(Start),
+    /// A piece of the answer: `raw` as the provider sent it (what the asking client sees),
+    /// `stored` the text it added to the stored answer (redacted, maybe held back, maybe empty),
+    /// and `pos` the stored answer's length in characters after it (the resume position).
+    Delta {
+        raw: String,
+        stored: String,
+        pos: usize,
+    },
+    /// `done` or `error`: the record is saved (or logged) by then.
+    Final(StreamEvent),
+}
+
+/// What a reader reads: the text as generated, or the stored text (a re-attached reader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Raw,
+    Stored,
+}
+
+/// One reader's progress, seen by the generation (to drop it when it lags) and by the report.
+#[derive(Default)]
+pub struct Reader {
+    /// Bytes of text taken so far.
+    taken: AtomicU64,
+    /// Bytes written to the response so far (events included).
+    pub sent: AtomicU64,
+    lagging: AtomicBool,
+    gone: AtomicBool,
+    conn: Option<ConnHandle>,
+    view: Option<View>,
+}
+
+impl Reader {
+    /// Still reading: neither gone nor dropped for lagging.
+    pub fn connected(&self) -> bool {
+        !self.gone.load(Ordering::SeqCst) && !self.lagging.load(Ordering::SeqCst)
+    }
+
+    pub fn lagging(&self) -> bool {
+        self.lagging.load(Ordering::SeqCst)
+    }
+}
+
+struct Log {
+    events: Vec<Arc<LiveEvent>>,
+    /// Bytes of text appended so far: as generated, and as stored.
+    raw_bytes: u64,
+    stored_bytes: u64,
+    /// The stored text so far.
+    stored: String,
+    readers: Vec<Arc<Reader>>,
+}
+
+/// A turn being generated in this process.
+pub struct LiveTurn {
+    pub id: Uuid,
+    pub owner: String,
+    log: Mutex<Log>,
+    /// Bumped on every append; readers wait on it.
+    version: watch::Sender<u64>,
+    halt: watch::Sender<Option<Halt>>,
+    lag_limit: u64,
+}
+
+impl LiveTurn {
+    fn new(id: Uuid, owner: String, start: Start, lag_limit: usize) -> Self {
+        Self {
+            id,
+            owner,
+            log: Mutex::new(Log {
+                events: vec![Arc::new(LiveEvent::Start(start))],
+                raw_bytes: 0,
+                stored_bytes: 0,
+                stored: String::new(),
+                readers: Vec::new(),
+            }),
+            version: watch::channel(0).0,
+            halt: watch::channel(None).0,
+            lag_limit: lag_limit as u64,
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a delta. Never waits: readers that fell more than the lag limit behind are
+    /// dropped here (their connection closed).
+    pub fn push_delta(&self, raw: String, stored: String, pos: usize) {
+        let mut log = self.log();
+        log.raw_bytes += raw.len() as u64;
+        log.stored_bytes += stored.len() as u64;
+        log.stored.push_str(&stored);
+        log.events
+            .push(Arc::new(LiveEvent::Delta { raw, stored, pos }));
+        let (raw_bytes, stored_bytes) = (log.raw_bytes, log.stored_bytes);
+        for reader in &log.readers {
+            let produced = match reader.view {
+                Some(View::Stored) => stored_bytes,
+                _ => raw_bytes,
+            };
+            let behind = produced.saturating_sub(reader.taken.load(Ordering::SeqCst));
+            if behind > self.lag_limit && !reader.lagging.swap(true, Ordering::SeqCst) {
+                tracing::warn!(id = %self.id, event = "client_lagging", behind_bytes = behind,
+                    "a client fell too far behind its stream and was dropped; the answer goes on");
+                if let Some(conn) = &reader.conn {
+                    conn.close();
+                }
+            }
+        }
+        drop(log);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Appends the final event; readers end after it.
+    pub fn push_final(&self, event: StreamEvent) {
+        self.log().events.push(Arc::new(LiveEvent::Final(event)));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// The stored text from character `from` on, and the stored length now.
+    pub fn stored_since(&self, from: usize) -> (String, usize) {
+        let log = self.log();
+        let total = log.stored.chars().count();
+        let rest = log.stored.chars().skip(from).collect();
+        (rest, total)
+    }
+
+    /// Stops the generation (the first reason given wins).
+    pub fn halt(&self, why: Halt) {
+        self.halt.send_if_modified(|h| {
+            if h.is_none() {
+                *h = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves once the generation is asked to stop, with the reason.
+    pub async fn halted(&self) -> Halt {
+        let mut rx = self.halt.subscribe();
+        loop {
+            if let Some(why) = *rx.borrow_and_update() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// A new reader of `view` from event `from` (0: everything), on connection `conn`.
+    pub fn reader(self: &Arc<Self>, view: View, conn: Option<ConnHandle>) -> Arc<Reader> {
+        let reader = Arc::new(Reader {
+            conn,
+            view: Some(view),
+            ..Reader::default()
+        });
+        self.log().readers.push(reader.clone());
+        reader
+    }
+
+    /// The events of this turn from index `from` on, as they come, with a keep-alive when
+    /// nothing came for `keepalive`; ends after the final event, or with an error once the
+    /// reader is dropped for lagging.
+    pub fn follow(
+        self: &Arc<Self>,
+        reader: Arc<Reader>,
+        from: usize,
+        keepalive: Duration,
+    ) -> impl Stream<Item = Result<Item, Lagging>> + Send + 'static {
+        let state = Following {
+            turn: self.clone(),
+            version: self.version.subscribe(),
+            next: from,
+            ended: false,
+            guard: ReaderGuard(reader),
+            keepalive,
+        };
+        futures_util::stream::unfold(state, |mut st| async move {
+            if st.ended {
+                return None;
+            }
+            loop {
+                if st.guard.0.lagging() {
+                    st.ended = true;
+                    return Some((Err(Lagging), st));
+                }
+                st.version.borrow_and_update();
+                let next = st.turn.log().events.get(st.next).cloned();
+                if let Some(event) = next {
+                    st.next += 1;
+                    if matches!(*event, LiveEvent::Final(_)) {
+                        st.ended = true;
+                        st.guard.0.gone.store(true, Ordering::SeqCst);
+                    }
+                    return Some((Ok(Item::Event(event)), st));
+                }
+                tokio::select! {
+                    changed = st.version.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                    () = tokio::time::sleep(st.keepalive) => {
+                        return Some((Ok(Item::KeepAlive), st));
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// What a follower yields.
+#[derive(Debug)]
+pub enum Item {
+    Event(Arc<LiveEvent>),
+    /// Nothing came for a while: a comment keeps proxies from closing the stream.
+    KeepAlive,
+}
+
+/// The reader fell more than `MAX_CLIENT_LAG_BYTES` behind and was dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("the client fell too far behind its stream")]
+pub struct Lagging;
+
+struct Following {
+    turn: Arc<LiveTurn>,
+    version: watch::Receiver<u64>,
+    next: usize,
+    ended: bool,
+    guard: ReaderGuard,
+    keepalive: Duration,
+}
+
+/// Marks its reader gone when the follower is dropped (the client left).
+struct ReaderGuard(Arc<Reader>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        if !self.0.gone.swap(true, Ordering::SeqCst) && !self.0.lagging() {
+            tracing::info!("client disconnected; generation goes on and will be saved");
+        }
+    }
+}
+
+impl Reader {
+    /// Counts `text_bytes` of text and `frame_bytes` of response as taken.
+    pub fn took(&self, text_bytes: usize, frame_bytes: usize) {
+        self.taken.fetch_add(text_bytes as u64, Ordering::SeqCst);
+        self.sent.fetch_add(frame_bytes as u64, Ordering::SeqCst);
+    }
+}
+
+/// The live turns of this process.
+#[derive(Default)]
+pub struct Turns {
+    live: Mutex<HashMap<Uuid, Arc<LiveTurn>>>,
+    /// Bumped whenever a turn ends (shutdown waits on it).
+    ended: tokio::sync::Notify,
+}
+
+impl Turns {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<LiveTurn>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new turn, its `start` event already in its log.
+    pub fn begin(&self, id: Uuid, owner: &str, start: Start, lag_limit: usize) -> Arc<LiveTurn> {
+        let turn = Arc::new(LiveTurn::new(id, owner.to_owned(), start, lag_limit));
+        self.live().insert(id, turn.clone());
+        turn
+    }
+
+    /// Forgets a turn whose record is saved.
+    pub fn end(&self, id: Uuid) {
+        self.live().remove(&id);
+        self.ended.notify_waiters();
+    }
+
+    /// The live turn `id` of `owner`, if this process is generating it.
+    pub fn get(&self, owner: &str, id: Uuid) -> Option<Arc<LiveTurn>> {
+        self.live().get(&id).filter(|t| t.owner == owner).cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.live().len()
+    }
+
+    /// On shutdown: lets running turns finish for `grace`, then stops the rest (they are saved
+    /// with error `shutdown`) and waits up to `save` for them to be saved. Returns how many were
+    /// stopped.
+    pub async fn drain(&self, grace: Duration, save: Duration) -> usize {
+        let _ = tokio::time::timeout(grace, self.until_empty()).await;
+        let running: Vec<Arc<LiveTurn>> = self.live().values().cloned().collect();
+        for turn in &running {
+            turn.halt(Halt::Shutdown);
+        }
+        if !running.is_empty() {
+            tracing::warn!(
+                stopped = running.len(),
+                "shutting down: answers still running are stopped and saved as they are"
+            );
+        }
+        let _ = tokio::time::timeout(save, self.until_empty()).await;
+        running.len()
+    }
+
+    async fn until_empty(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if self.count() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
