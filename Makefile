@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream
+.PHONY: deploy openapi dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream bench-faults
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -52,7 +52,7 @@ tools:
 
 ## make bench: the whole benchmark report (release builds; loads 1,000,000 rows once into llm_stream_bench)
 bench:
-	@cargo build -q --release -p history -p get -p search -p stream -p migrate -p bench && \
+	@cargo build -q --release -p history -p get -p search -p stream -p migrate -p local -p bench && \
 	  TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off $(CARGO_TARGET_DIR)/release/bench all $(CARGO_TARGET_DIR)/release
 
 ## make load: 200 concurrent streams + history/search traffic for 60 s (SECONDS=...) on loopback
@@ -67,6 +67,10 @@ bench-search:
 bench-history:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
 	  $(CARGO_TARGET_DIR)/release/bench history $(ROWS)
+
+bench-faults:
+	@cargo build -q --release -p bench -p local && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
+	  $(CARGO_TARGET_DIR)/release/bench faults $(CARGO_TARGET_DIR)/release
 
 bench-stream:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \

@@ -45,7 +45,7 @@ pub async fn run(rows: usize) -> anyhow::Result<Timings> {
     let app = local::app(&settings, store)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
+    tokio::spawn(async move { common::http::serve(listener, app).await });
     let http = reqwest::Client::new();
     let raw = crate::search_bench::connect(&url).await?;
 

@@ -10,10 +10,13 @@
 //!   same database.
 //! - `bench stream`: time to first byte and per-chunk delay through the service vs calling the
 //!   same local provider server directly, at 1 and 50 concurrent streams.
+//! - `bench faults BIN_DIR`: the local server's memory with stalled clients, and how long a
+//!   read takes to answer 503 once the database goes silent.
 //! - `bench load SERVER_BIN [SECONDS]`: 200 concurrent streams plus history and search traffic
 //!   against the local server process for SECONDS (default 60); fails on any error or lost row.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod faults_bench;
 mod functions_bench;
 mod history_bench;
 mod load;
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         Some("search") => search_bench::run(rows(1)?).await.map(drop),
         Some("history") => history_bench::run(rows(1)?).await.map(drop),
         Some("stream") => stream_bench::run().await.map(drop),
+        Some("faults") => faults_bench::run(&bin_dir()?).await.map(drop),
         Some("load") => {
             let server = args
                 .get(1)
@@ -55,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => anyhow::bail!(
             "usage: bench all BIN_DIR | functions BIN_DIR | search [ROWS] | history [ROWS] | \
-             stream | load SERVER_BIN [SECONDS]"
+             stream | faults BIN_DIR | load SERVER_BIN [SECONDS]"
         ),
     }
 }
@@ -67,6 +71,7 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
     let (added50, added99) = stream_bench::run().await?;
     let history = history_bench::run(ROWS).await?;
     let search = search_bench::run(ROWS).await?;
+    let faults = faults_bench::run(bin_dir).await?;
 
     let p = |a: Duration, b: Duration| format!("p50 {} ms · p99 {} ms", ms(a), ms(b));
     let mut lines: Vec<Vec<String>> = Vec::new();
@@ -101,6 +106,9 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
             format!("{label} ({} rows)", thousands(ROWS)),
             p(*a, *b),
         ]);
+    }
+    for (label, value) in faults {
+        lines.push(vec![label, value]);
     }
     println!("\n## Benchmark report\n\n{}\n", machine());
     table(&["measure", "result"], &lines);

@@ -94,7 +94,7 @@ pub async fn run() -> anyhow::Result<(Duration, Duration)> {
     let app = stream::router(state, store.clone(), common::auth::Auth::off(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/stream", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
+    tokio::spawn(async move { common::http::serve(listener, app).await });
     let http = reqwest::Client::new();
 
     // Warm up connections and caches.

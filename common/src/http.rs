@@ -112,20 +112,53 @@ pub fn with_fallbacks(router: Router) -> Router {
                 "this method is not allowed on this path",
             )
         });
-    router.layer(axum::middleware::from_fn(crate::telemetry::request_log))
+    router
+        .layer(axum::middleware::from_fn(within_deadline))
+        .layer(axum::middleware::from_fn(crate::telemetry::request_log))
 }
 
-/// A listener whose connections send small writes at once (`TCP_NODELAY`). Without it an SSE
-/// event written right after another waits for the client's delayed ACK, about 40 ms.
-pub fn nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+/// The deadline of the Lambda invocation a request belongs to (none outside Lambda).
+pub fn lambda_deadline(extensions: &axum::http::Extensions) -> Option<std::time::SystemTime> {
+    extensions
+        .get::<lambda_http::Context>()
+        .map(lambda_http::Context::deadline)
+        .filter(|d| {
+            // `cargo lambda watch` sends a duration (600,000 ms) where Lambda sends a time since
+            // the epoch: a "deadline" before 2001 is no deadline.
+            d.duration_since(std::time::UNIX_EPOCH)
+                .is_ok_and(|t| t > std::time::Duration::from_secs(978_307_200))
+        })
+}
+
+/// How long before a Lambda invocation's deadline a request that is still being handled gets
+/// its 503 instead: Lambda would otherwise end it with a bare timeout error.
+pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// In Lambda, answers 503 `timeout` when handling a request runs into the invocation's
+/// deadline (less [`DEADLINE_MARGIN`]). A streaming response is not affected once its headers
+/// are out: the stream bounds itself. Outside Lambda it does nothing.
+pub async fn within_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(deadline) = lambda_deadline(request.extensions()) else {
+        return next.run(request).await;
+    };
+    let left = deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(DEADLINE_MARGIN);
+    match tokio::time::timeout(left, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("the request ran into the Lambda deadline");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request could not be answered in time; try again",
+            )
         }
-    })
+    }
 }
 
 /// A connection the service can close from the outside: when a client stops reading and falls

@@ -94,6 +94,8 @@ struct Shared {
     requests: Mutex<Vec<Value>>,
     responder: Option<Responder>,
     attempts: Mutex<std::collections::HashMap<String, usize>>,
+    /// Streams whose client closed the connection before the answer's end.
+    dropped: std::sync::atomic::AtomicUsize,
 }
 
 /// A running fake provider. Replies are used in order; the last one repeats.
@@ -130,7 +132,7 @@ impl FakeOpenAi {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
+        tokio::spawn(async move { common::http::serve(listener, app).await });
         Self { addr, shared }
     }
 
@@ -142,6 +144,65 @@ impl FakeOpenAi {
     /// The JSON bodies received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// How many answers the client stopped reading (closed the connection) before their end.
+    pub fn dropped_by_client(&self) -> usize {
+        self.shared
+            .dropped
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `chars` characters of varied prose (no span repeats: no loop guard trips on it) in chunks of
+/// about `chunk` characters, the same for the same `seed`.
+pub fn prose(chars: usize, chunk: usize, seed: u64) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "river", "lantern", "quiet", "market", "copper", "falcon", "meadow", "ember", "harbor",
+        "violet", "thunder", "pocket", "glacier", "orchard", "velvet", "canyon", "whisper",
+        "saddle", "beacon", "marble", "timber", "sparrow", "lattice", "harvest", "cobalt",
+        "juniper", "compass", "thistle", "ripple", "granite", "meridian", "sable",
+    ];
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut text = String::with_capacity(chars + 16);
+    while text.len() < chars {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        text.push_str(WORDS[(state >> 33) as usize % WORDS.len()]);
+        text.push(if (state >> 20).is_multiple_of(11) {
+            '.'
+        } else {
+            ' '
+        });
+    }
+    text.truncate(chars);
+    text.as_bytes()
+        .chunks(chunk.max(1))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect()
+}
+
+/// Counts an answer as dropped by its client when its stream is dropped before its end.
+struct Unfinished {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl Unfinished {
+    /// The answer was sent to its end.
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 
@@ -198,17 +259,28 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
             resp
         }
         Reply::Stream(parts) => {
-            let stream = futures_util::stream::unfold(parts.into_iter(), |mut parts| async move {
+            let watch = Unfinished {
+                shared: shared.clone(),
+                finished: false,
+            };
+            let state = (parts.into_iter(), watch);
+            let stream = futures_util::stream::unfold(state, |(mut parts, mut watch)| async move {
                 loop {
-                    match parts.next()? {
+                    let Some(part) = parts.next() else {
+                        watch.finish();
+                        return None;
+                    };
+                    match part {
                         Part::Sleep(d) => tokio::time::sleep(d).await,
                         Part::Data(d) => {
-                            return Some((Ok(Bytes::from(format!("data: {d}\n\n"))), parts));
+                            let bytes = Bytes::from(format!("data: {d}\n\n"));
+                            return Some((Ok(bytes), (parts, watch)));
                         }
-                        Part::Raw(r) => return Some((Ok(Bytes::from(r)), parts)),
+                        Part::Raw(r) => return Some((Ok(Bytes::from(r)), (parts, watch))),
                         Part::Cut => {
+                            watch.finished = true;
                             let cut = std::io::Error::other("connection cut by the test");
-                            return Some((Err(cut), parts));
+                            return Some((Err(cut), (parts, watch)));
                         }
                     }
                 }

@@ -182,6 +182,19 @@ impl TestDb {
             .get(0)
     }
 
+    /// How many conversations match `condition` (SQL, written by the test itself).
+    pub async fn count_where(&self, condition: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(
+                &format!("SELECT count(*) FROM conversations WHERE {condition}"),
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0)
+    }
+
     /// A plain client, for checks the store does not offer.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)

@@ -29,6 +29,19 @@ impl Proc {
         self.child.id()
     }
 
+    /// Waits up to `limit` for the process to exit by itself; its exit code (`None`: still
+    /// running, or ended by a signal).
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// What the process wrote so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -1,17 +1,24 @@
-//! A TCP proxy in front of PostgreSQL that a test can take down and bring back, to show what
-//! the service does when the database goes away (connections are refused-by-closing and live
-//! ones are cut).
+//! A TCP proxy in front of PostgreSQL that a test can take down, silence and bring back, to show
+//! what the service does when the database goes away: `down` refuses new connections and cuts
+//! open ones (the peer sees them close); `silence` stops forwarding without closing anything,
+//! as a failover or a dead network path does (no reset, no answer: only timeouts notice).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
 
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+const SILENT: u8 = 2;
+
 pub struct PgProxy {
     pub addr: SocketAddr,
-    up: Arc<AtomicBool>,
+    mode: Arc<AtomicU8>,
     generation: Arc<AtomicU64>,
+    /// Connections silenced: held open, never forwarded again, never closed.
+    held: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl PgProxy {
@@ -19,18 +26,26 @@ impl PgProxy {
     pub async fn start(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
+        let mode = Arc::new(AtomicU8::new(UP));
         let generation = Arc::new(AtomicU64::new(0));
-        let (up2, gen2) = (up.clone(), generation.clone());
+        let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (mode2, gen2, held2) = (mode.clone(), generation.clone(), held.clone());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
+                match mode2.load(Ordering::SeqCst) {
+                    DOWN => {
+                        drop(client);
+                        continue;
+                    }
+                    SILENT => {
+                        held2.lock().unwrap().push(client);
+                        continue;
+                    }
+                    _ => {}
                 }
                 let target = target.clone();
                 let mine = gen2.load(Ordering::SeqCst);
-                let gen3 = gen2.clone();
+                let (gen3, mode3, held3) = (gen2.clone(), mode2.clone(), held2.clone());
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&target).await else {
                         return;
@@ -42,28 +57,49 @@ impl PgProxy {
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        () = cut => {}
+                        () = cut => {
+                            if mode3.load(Ordering::SeqCst) == SILENT {
+                                let mut held = held3.lock().unwrap();
+                                held.push(client);
+                                held.push(server);
+                            }
+                        }
                     }
                 });
             }
         });
         Self {
             addr,
-            up,
+            mode,
             generation,
+            held,
         }
     }
 
     /// New connections are closed at once and open ones are cut (within 20 ms; this waits
     /// for that).
     pub async fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
+        self.mode.store(DOWN, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
+    /// Nothing is forwarded any more and nothing is closed: open connections and new ones are
+    /// held silent (within 20 ms; this waits for that). They stay dead after [`PgProxy::up`].
+    pub async fn silence(&self) {
+        self.mode.store(SILENT, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    /// New connections are forwarded again.
     pub fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.mode.store(UP, Ordering::SeqCst);
+    }
+
+    /// How many connections are held silent.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
     }
 
     /// `url` with its host and port replaced by this proxy's.

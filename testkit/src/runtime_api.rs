@@ -40,13 +40,21 @@ impl Drop for RuntimeApi {
 
 struct Inner {
     events: Mutex<VecDeque<(String, String)>>,
+    /// How long each invocation has (its deadline is set when it is handed out).
+    timeout: std::time::Duration,
     outcomes: mpsc::UnboundedSender<Outcome>,
     first_poll: Arc<Mutex<Option<Instant>>>,
 }
 
 impl RuntimeApi {
     /// Serves `events` (JSON payloads) in order; once they are out, `next` waits forever.
+    /// Each invocation has a minute.
     pub async fn start(events: Vec<String>) -> Self {
+        Self::with_timeout(events, std::time::Duration::from_secs(60)).await
+    }
+
+    /// [`RuntimeApi::start`], each invocation's deadline `timeout` after it is handed out.
+    pub async fn with_timeout(events: Vec<String>, timeout: std::time::Duration) -> Self {
         let (tx, outcomes) = mpsc::unbounded_channel();
         let first_poll = Arc::new(Mutex::new(None));
         let inner = Arc::new(Inner {
@@ -58,6 +66,7 @@ impl RuntimeApi {
             ),
             outcomes: tx,
             first_poll: first_poll.clone(),
+            timeout,
         });
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -109,6 +118,70 @@ impl RuntimeApi {
     }
 }
 
+/// A function URL event (payload format 2.0) for `method path` with a JSON `body`.
+pub fn url_event(method: &str, path: &str, body: &str) -> String {
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "fn.lambda-url.us-east-1.on.aws"},
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "fn",
+            "domainName": "fn.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "fn",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": "127.0.0.1", "userAgent": "test"},
+            "requestId": "req-1",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "26/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 0
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+impl RuntimeApi {
+    /// Starts the function binary `bin` against this Runtime API with `env` (and without the
+    /// caller's `DATABASE_URL`).
+    pub fn function(&self, bin: &str, name: &str, env: &[(&str, &str)]) -> crate::process::Proc {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.env_remove("DATABASE_URL")
+            .env_remove("AWS_ENDPOINT_URL");
+        for (k, v) in self.env(name) {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        crate::process::Proc::spawn(cmd, name)
+    }
+
+    /// The next answer, within `limit`: how long it took and its body (a streamed body whole).
+    pub async fn answer(
+        &mut self,
+        proc: &crate::process::Proc,
+        limit: std::time::Duration,
+    ) -> (std::time::Duration, String) {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(limit, self.outcome())
+            .await
+            .unwrap_or_else(|_| panic!("no answer within {limit:?}; output: {}", proc.output()))
+            .expect("the Runtime API is running");
+        match outcome {
+            Outcome::Response { body, .. } => (
+                started.elapsed(),
+                String::from_utf8_lossy(&body).into_owned(),
+            ),
+            other => panic!("{other:?}; output: {}", proc.output()),
+        }
+    }
+}
+
 async fn next(State(s): State<Arc<Inner>>) -> Response {
     {
         let mut first = s.first_poll.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,7 +199,7 @@ async fn next(State(s): State<Arc<Inner>>) -> Response {
     };
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() + 60_000)
+        .map(|d| (d + s.timeout).as_millis())
         .unwrap_or_default();
     (
         [

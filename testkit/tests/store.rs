@@ -491,3 +491,55 @@ async fn a_statement_the_database_rejects_is_not_unavailable() {
     assert!(!err.is_unavailable(), "{err}");
     assert!(err.to_string().contains("owner_set"), "{err}");
 }
+
+#[tokio::test]
+async fn a_data_api_page_of_100_typical_conversations_takes_at_most_3_calls() {
+    let h = Harness::data_api().await;
+    let api = h.api.as_ref().unwrap();
+    // 101 conversations of 2,000 characters (the page and one more, so another page follows).
+    let client = h.db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO conversations (id, owner, prompt, response, status, provider, model, \
+             created_at, updated_at) \
+             SELECT gen_random_uuid(), 'alice', 'question ' || i, repeat('answer text ', 166), \
+             'complete', 'openai', 'm', now() - i * interval '1 second', now() \
+             FROM generate_series(1, 101) AS i",
+        )
+        .await
+        .unwrap();
+    let page = PageQuery {
+        limit: 100,
+        offset: 0,
+        after: None,
+    };
+    let before = api.calls();
+    let listed = h.store.list("alice", &page).await.unwrap();
+    let calls = api.calls() - before;
+    assert_eq!(listed.items.len(), 100);
+    assert!(listed.more);
+    assert!(
+        listed
+            .items
+            .iter()
+            .all(|c| c.response.chars().count() == 1992)
+    );
+    assert!(calls <= 3, "{calls} Data API calls for one page");
+
+    // Text too long for one call's share is completed in batches, never the look-ahead row.
+    client
+        .batch_execute("UPDATE conversations SET response = repeat('long answer ', 2000)")
+        .await
+        .unwrap();
+    let before = api.calls();
+    let listed = h.store.list("alice", &page).await.unwrap();
+    let calls = api.calls() - before;
+    assert!(
+        listed
+            .items
+            .iter()
+            .all(|c| c.response.chars().count() == 24_000)
+    );
+    // 100 answers of 24,000 characters: 2.4 MB in calls of at most 900 KiB.
+    assert!(calls <= 5, "{calls} Data API calls for one page");
+}

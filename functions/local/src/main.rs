@@ -58,7 +58,8 @@ async fn run() -> anyhow::Result<()> {
             print!("{USAGE}");
             return Ok(());
         }
-        _ => {}
+        None | Some("serve" | "migrate" | "replay" | "key") => {}
+        Some(other) => anyhow::bail!("unknown command {other:?}\n\n{USAGE}"),
     }
     let settings = Settings::from_env()?;
     let store = common::store::from_settings(&settings)?;

@@ -49,6 +49,11 @@ fn nasty_text() -> impl Strategy<Value = String> {
         Just("\u{0}".into()),
         Just("2025-02-30".into()),
         Just("2025-01-01T00:00:00+25:00".into()),
+        // Dates no store can take: before year 1, after 9999.
+        Just("-5000-01-01".into()),
+        Just("0000-01-01".into()),
+        Just("+10000-01-01T00:00:00Z".into()),
+        Just("9999-12-31T23:59:59-23:59".into()),
         Just("-\"\" or or -".into()),
         Just("<mark>".into()),
         Just("x".repeat(10_000)),
@@ -73,9 +78,28 @@ fn encode(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A cursor as `/history` makes them (base64url of `micros.id`), with any number of
+/// microseconds: most of them far outside the years a store can take.
+fn cursor_token() -> impl Strategy<Value = String> {
+    use base64::Engine;
+    let micros = prop_oneof![
+        any::<i64>(),
+        Just(-300_000_000_000_000_000),
+        Just(-62_135_596_800_000_001),
+        Just(253_402_300_800_000_000),
+        Just(i64::MIN),
+        Just(i64::MAX),
+    ];
+    micros.prop_map(|m| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{m}.0193a4c27f1e7c3a9b2d5e8f1a2b3c4d"))
+    })
+}
+
 fn query_value() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => nasty_text().prop_map(|s| encode(s.as_bytes())),
+        1 => cursor_token(),
         1 => prop::collection::vec(any::<u8>(), 0..20).prop_map(|b| encode(&b)),
         1 => Just("%".into()),
         1 => Just("%ZZ".into()),
@@ -424,6 +448,6 @@ fn generated_bad_input_with_auth_required_gets_401s_not_5xx() {
             ("AUTH_TOKEN", "lsk_not_a_real_key"),
             ("GUARDRAIL_DENY_PATTERNS", r#"["forbidden", "\\bDROP\\b"]"#),
         ],
-        300,
+        500,
     );
 }

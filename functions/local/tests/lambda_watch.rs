@@ -79,6 +79,16 @@ async fn history_and_get_answer_through_their_function_urls() {
     )
     .await;
 
+    // Each function says at start that it serves without keys, and nothing warns about the
+    // concurrency `cargo lambda watch` sets.
+    let output = proc.output();
+    assert!(output.contains("AUTH=off"), "{}", tail(&output));
+    assert!(
+        !output.contains("AWS_LAMBDA_MAX_CONCURRENCY is set"),
+        "{}",
+        tail(&output)
+    );
+
     let page = get_json(&http, &format!("{base}/history/history?limit=2")).await;
     let ids: Vec<&str> = page["items"]
         .as_array()

@@ -152,7 +152,31 @@ async fn the_document_describes_what_the_service_sends() {
             .iter()
             .find(|v| v["properties"]["event"]["enum"][0] == name)
             .unwrap_or_else(|| panic!("event {name} is not in the document"));
-        conforms(&doc, &variant["properties"]["data"], &data, name);
+        // SSE data is a string; the document says it holds JSON and which object.
+        let data_schema = &variant["properties"]["data"];
+        assert_eq!(data_schema["type"], "string", "{name}");
+        assert_eq!(
+            data_schema["contentMediaType"], "application/json",
+            "{name}"
+        );
+        conforms(&doc, &data_schema["contentSchema"], &data, name);
+        // The SSE fields the event has are the ones the document names.
+        let mut sse_fields: BTreeSet<String> = frame
+            .lines()
+            .filter_map(|l| l.split_once(':').map(|(k, _)| k.to_owned()))
+            .collect();
+        sse_fields.retain(|k| !k.is_empty());
+        let documented: BTreeSet<String> = variant["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(sse_fields, documented, "{name}: {frame:?}");
+        if name == "delta" {
+            let id = frame.lines().find_map(|l| l.strip_prefix("id: ")).unwrap();
+            assert!(id.parse::<u64>().is_ok(), "{id}");
+        }
         seen.push(name.to_owned());
     }
     assert_eq!(seen.first().map(String::as_str), Some("start"));

@@ -1,16 +1,19 @@
 //! The events of `POST /stream`. One type for what is sent and what the OpenAPI document says:
-//! each variant is one server-sent event, `event:` its name and `data:` its object as JSON.
+//! each variant is one server-sent event, `event:` its name and `data:` its object as one line
+//! of JSON (in the document: a string whose content is that JSON object).
 
 use common::Status;
 use common::domain::Usage;
 use common::guard::Flag;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use uuid::Uuid;
 
 /// One server-sent event: `event: <event>` and `data: <data as one line of JSON>`. Comment
 /// lines (`: keep-alive`) may come between events while the provider is silent.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// Sent at once, before the provider answers.
@@ -43,6 +46,98 @@ impl StreamEvent {
             StreamEvent::Error(d) => serde_json::to_string(d),
         };
         json.unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// The OpenAPI schema of one event as a client's SSE parser sees it: `event` (its name), `data`
+/// (a string holding the JSON object of that event), and for `delta` the SSE `id` (the resume
+/// position after it).
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let variants: [(&str, &str, &str, bool); 4] = [
+            (
+                "start",
+                "Start",
+                "Sent at once, before the provider answers.",
+                false,
+            ),
+            (
+                "delta",
+                "Delta",
+                "One per provider chunk, flushed as it arrives. Its SSE `id` is the resume \
+                 position after it: echo it as `Last-Event-ID` or `?after=` to re-attach.",
+                true,
+            ),
+            (
+                "done",
+                "Done",
+                "The answer is complete (and saved, unless `saved` is false).",
+                false,
+            ),
+            (
+                "error",
+                "Failure",
+                "The answer stopped early; the stream ends after this event.",
+                false,
+            ),
+        ];
+        let mut one_of = OneOfBuilder::new().description(Some(
+            "One server-sent event: its `event:` field, its `data:` field (one line of JSON, \
+             the object `contentSchema` describes) and, on `delta`, its `id:` field. Comment \
+             lines (`: keep-alive`) may come between events while the provider is silent.",
+        ));
+        for (event, data, description, with_id) in variants {
+            let mut data_schema = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .content_media_type("application/json")
+                .build();
+            data_schema.extensions = Some(
+                [(
+                    "contentSchema",
+                    serde_json::json!({ "$ref": format!("#/components/schemas/{data}") }),
+                )]
+                .into_iter()
+                .collect(),
+            );
+            let mut variant = ObjectBuilder::new()
+                .description(Some(description))
+                .property(
+                    "event",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([event])),
+                )
+                .required("event")
+                .property("data", data_schema)
+                .required("data");
+            if with_id {
+                variant = variant
+                    .property(
+                        "id",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .description(Some("The resume position after this delta")),
+                    )
+                    .required("id");
+            }
+            one_of = one_of.item(variant);
+        }
+        RefOr::T(Schema::OneOf(one_of.build()))
+    }
+}
+
+impl ToSchema for StreamEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for (name, schema) in [
+            ("Start", <Start as utoipa::PartialSchema>::schema()),
+            ("Delta", <Delta as utoipa::PartialSchema>::schema()),
+            ("Done", <Done as utoipa::PartialSchema>::schema()),
+            ("Failure", <Failure as utoipa::PartialSchema>::schema()),
+        ] {
+            schemas.push((name.to_owned(), schema));
+        }
+        <Done as ToSchema>::schemas(schemas);
+        <Failure as ToSchema>::schemas(schemas);
     }
 }
 

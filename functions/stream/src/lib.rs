@@ -214,10 +214,7 @@ impl RequestParts {
                 .extensions()
                 .get::<axum::extract::ConnectInfo<common::http::ConnHandle>>()
                 .map(|c| c.0.clone()),
-            lambda_deadline: request
-                .extensions()
-                .get::<lambda_http::Context>()
-                .map(lambda_http::Context::deadline),
+            lambda_deadline: common::http::lambda_deadline(request.extensions()),
         }
     }
 }

@@ -50,9 +50,9 @@ fn encode(item: &Item, view: View) -> Option<(usize, String)> {
     match &**event {
         LiveEvent::Start(start) => Some((0, frame(&StreamEvent::Start(start.clone()), None))),
         LiveEvent::Delta { raw, stored, pos } => {
-            let text = match view {
-                View::Raw => raw,
-                View::Stored => stored,
+            let text = match (view, stored) {
+                (View::Stored, Some(stored)) => stored,
+                _ => raw,
             };
             if text.is_empty() {
                 return None;

@@ -53,11 +53,12 @@ impl Halt {
 pub enum LiveEvent {
     Start(Start),
     /// A piece of the answer: `raw` as the provider sent it (what the asking client sees),
-    /// `stored` the text it added to the stored answer (redacted, maybe held back, maybe empty),
-    /// and `pos` the stored answer's length in characters after it (the resume position).
+    /// `stored` the text it added to the stored answer when that differs (redacted, held back,
+    /// maybe empty; `None`: the same as `raw`), and `pos` the stored answer's length in
+    /// characters after it (the resume position).
     Delta {
         raw: String,
-        stored: String,
+        stored: Option<String>,
         pos: usize,
     },
     /// `done` or `error`: the record is saved (or logged) by then.
@@ -145,6 +146,7 @@ impl LiveTurn {
         log.raw_bytes += raw.len() as u64;
         log.stored_bytes += stored.len() as u64;
         log.stored.push_str(&stored);
+        let stored = (stored != raw).then_some(stored);
         log.events
             .push(Arc::new(LiveEvent::Delta { raw, stored, pos }));
         let (raw_bytes, stored_bytes) = (log.raw_bytes, log.stored_bytes);

@@ -30,7 +30,7 @@ async fn serve(db: TestDb, extra: &[(&str, &str)]) -> Harness {
     let app = stream::router(state, store.clone(), Auth::off(store.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(common::http::nodelay(listener), app).await });
+    tokio::spawn(async move { common::http::serve(listener, app).await });
     Harness {
         db,
         store,
@@ -434,6 +434,58 @@ async fn with_the_database_down_at_the_start_the_client_is_served_and_the_end_is
 }
 
 #[tokio::test]
+async fn when_the_first_insert_fails_a_checkpoint_writes_the_row_while_the_answer_runs() {
+    let db = TestDb::new().await;
+    let proxy = PgProxy::start(host_port(&db.url)).await;
+    let url = proxy.url_for(&db.url);
+    let words: Vec<String> = (0..30).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &refs,
+        Duration::from_millis(100),
+    ))])
+    .await;
+    let base = fake.base_url();
+    let h = serve(
+        db,
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", base.as_str()),
+            ("DB_CONNECT_TIMEOUT_MS", "300"),
+            ("CHECKPOINT_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    proxy.down().await;
+    let resp = h.post(r#"{"prompt":"x"}"#).await;
+    let id = uuid::Uuid::parse_str(resp.headers()["x-conversation-id"].to_str().unwrap()).unwrap();
+    let reader = tokio::spawn(sse::read(resp, None));
+    // The first insert fails; the database comes back while the answer still runs (3 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.up();
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mid = loop {
+        if let Some(row) = h.store.get("local", id).await.unwrap() {
+            break row;
+        }
+        assert!(
+            Instant::now() < until,
+            "no row while the answer runs: a Lambda timeout now would lose it all"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(mid.status, Status::Streaming);
+    assert!(words.concat().starts_with(&mid.response));
+    let events = reader.await.unwrap();
+    assert_eq!(last(&events)["saved"], true);
+    assert_eq!(
+        h.finished_row(&id.to_string()).await.response,
+        words.concat()
+    );
+}
+
+#[tokio::test]
 async fn with_the_database_gone_for_good_the_client_is_told_the_record_was_not_saved() {
     let db = TestDb::new().await;
     let proxy = PgProxy::start(host_port(&db.url)).await;
@@ -671,6 +723,58 @@ async fn with_pii_redaction_the_client_sees_the_text_but_the_table_keeps_it_reda
     assert_eq!(row.prompt, "mail [email] or call [phone]");
     assert!(row.response.contains("[email]") && !row.response.contains("jane@"));
     assert_eq!(row.flags[0].verdict, "redacted");
+}
+
+#[tokio::test]
+async fn with_pii_redaction_no_checkpoint_keeps_a_number_cut_at_a_chunk_edge() {
+    // The provider sends a card number and phone numbers a few characters at a time, slowly
+    // enough that checkpoints fall inside them.
+    let text = "Card 4111 1111 1111 1111 12/25, call +14155550100 or 415 555 0100 today. ";
+    let chars: Vec<char> = text.chars().collect();
+    let pieces: Vec<String> = chars.chunks(3).map(|c| c.iter().collect()).collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &refs,
+        Duration::from_millis(40),
+    ))])
+    .await;
+    let h = with_fake(
+        &fake,
+        &[("PII_REDACTION", "true"), ("CHECKPOINT_INTERVAL_MS", "50")],
+    )
+    .await;
+    let resp = h.post(r#"{"prompt":"x"}"#).await;
+    let id = uuid::Uuid::parse_str(resp.headers()["x-conversation-id"].to_str().unwrap()).unwrap();
+    let reader = tokio::spawn(sse::read(resp, None));
+    let client = h.db.client().await;
+    let mut logged = Vec::new();
+    while !reader.is_finished() {
+        for r in client
+            .query("SELECT text FROM turn_chunks WHERE turn_id = $1", &[&id])
+            .await
+            .unwrap()
+        {
+            logged.push(r.get::<_, String>(0));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = reader.await.unwrap();
+    assert_eq!(
+        sse::text(&events),
+        text,
+        "the client sees the text as generated"
+    );
+    assert!(!logged.is_empty(), "no checkpoint was written");
+    for piece in &logged {
+        for digits in ["4111", "1111", "1415", "555", "0100"] {
+            assert!(!piece.contains(digits), "the log stored {piece:?}");
+        }
+    }
+    let row = h.finished_row(&id.to_string()).await;
+    assert_eq!(
+        row.response,
+        "Card [card] 12/25, call [phone] or [phone] today. "
+    );
 }
 
 #[tokio::test]

@@ -81,7 +81,7 @@ pub(super) fn opt_int_at(r: &Record<'_>, name: &str) -> Result<Option<i32>, Stor
 
 pub(super) fn timestamp_at(r: &Record<'_>, name: &str) -> Result<OffsetDateTime, StoreError> {
     let fmt = format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]");
-    parse_timestamp(&string_at(r, name)?, &fmt).ok_or(StoreError::Decode {
+    parse_timestamp(&string_at(r, name)?, fmt).ok_or(StoreError::Decode {
         column: r.column(name),
     })
 }

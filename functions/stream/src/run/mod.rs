@@ -45,13 +45,7 @@ impl Budget {
         lambda_deadline: Option<std::time::SystemTime>,
     ) -> Self {
         let total_by = tokio::time::Instant::from_std(started) + total;
-        // `cargo lambda watch` sends a duration (600,000 ms) where Lambda sends a time since the
-        // epoch: a "deadline" before 2001 is no deadline.
-        let real = |d: &std::time::SystemTime| {
-            d.duration_since(std::time::UNIX_EPOCH)
-                .is_ok_and(|t| t > Duration::from_secs(978_307_200))
-        };
-        let lambda_deadline = lambda_deadline.filter(real).map(|d| {
+        let lambda_deadline = lambda_deadline.map(|d| {
             let left = d
                 .duration_since(std::time::SystemTime::now())
                 .unwrap_or_default();

@@ -1,0 +1,120 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The operator commands as a newcomer meets them: help without any setting, keys that must
+//! have an owner and can be listed, and a server with `AUTH=required` that says how to call it.
+
+use std::process::Command;
+
+use testkit::TestDb;
+
+fn local(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_local"));
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("DB_CLUSTER_ARN")
+        .env("LOG_FORMAT", "pretty");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_needs_no_settings() {
+    for flag in ["help", "--help", "-h"] {
+        let (ok, out, err) = local(&[flag], &[]);
+        assert!(ok, "{flag}: {err}");
+        for command in [
+            "serve",
+            "migrate",
+            "replay",
+            "key create",
+            "key list",
+            "key revoke",
+        ] {
+            assert!(
+                out.contains(command),
+                "{flag} does not mention {command}: {out}"
+            );
+        }
+    }
+    let (ok, _, err) = local(&["frobnicate"], &[]);
+    assert!(!ok);
+    assert!(err.contains("usage"), "{err}");
+}
+
+#[tokio::test]
+async fn keys_need_an_owner_and_can_be_listed_without_showing_them() {
+    let db = TestDb::new().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    for blank in [
+        vec!["key", "create"],
+        vec!["key", "create", ""],
+        vec!["key", "create", "  "],
+    ] {
+        let (ok, out, err) = local(&blank, &env);
+        assert!(!ok, "{blank:?} made a key: {out}");
+        assert!(err.contains("owner"), "{err}");
+    }
+    let (ok, out, err) = local(&["key", "create", "alice", "laptop"], &env);
+    assert!(ok, "{err}");
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (ok, listed, err) = local(&["key", "list"], &env);
+    assert!(ok, "{err}");
+    assert!(listed.contains(&id) && listed.contains("alice") && listed.contains("laptop"));
+    assert!(!listed.contains(&key), "the list shows the key itself");
+    let (ok, _, err) = local(&["key", "revoke", &id], &env);
+    assert!(ok, "{err}");
+    let (_, listed, _) = local(&["key", "list"], &env);
+    let line = listed.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(
+        !line.trim_end().ends_with('-'),
+        "not shown as revoked: {line}"
+    );
+}
+
+#[tokio::test]
+async fn with_auth_required_the_server_says_how_to_call_it() {
+    let db = TestDb::new().await;
+    let (mut proc, base) = testkit::process::serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-auth-hint",
+        &[("DATABASE_URL", db.url.as_str()), ("AUTH", "required")],
+    )
+    .await;
+    let resp = testkit::http_client()
+        .get(format!("{base}/history"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Authorization: Bearer") && message.contains("make key"),
+        "{message}"
+    );
+    proc.stop();
+    let output = proc.output();
+    let serving = output
+        .lines()
+        .find(|l| l.contains("serving"))
+        .expect("the serving line");
+    assert!(serving.contains("Authorization: Bearer"), "{serving}");
+    assert!(serving.contains("make key"), "{serving}");
+}
