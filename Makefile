@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream bench-faults
+.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream bench-faults
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -30,6 +30,10 @@ key:
 
 revoke:
 	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key revoke "$(ID)"
+
+## make keys: list the API keys (id, owner, name, created, revoked; never the keys themselves)
+keys:
+	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key list
 
 ## make lambda-watch: migrate, then the Lambda emulator on :9000 (function URLs under /lambda-url/<function>/)
 lambda-watch: tools

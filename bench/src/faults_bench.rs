@@ -70,7 +70,9 @@ async fn stalled(base: &str, prompt: &str) -> anyhow::Result<tokio::net::TcpStre
     Ok(conn)
 }
 
-async fn stalled_memory(local: &Path) -> anyhow::Result<Vec<(String, String)>> {
+/// Idle RSS and peak RSS (KiB) of a fresh server through [`STREAMS`] concurrent answers whose
+/// clients read them (`stall` false) or stall.
+async fn peak(local: &Path, stall: bool) -> anyhow::Result<(u64, u64)> {
     let chunks = prose(ANSWER_BYTES, 2000, 11);
     let words: Vec<&str> = chunks.iter().map(String::as_str).collect();
     let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&words, Duration::ZERO))]).await;
@@ -79,7 +81,7 @@ async fn stalled_memory(local: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let max_chars = (ANSWER_BYTES * 2).to_string();
     let (proc, base) = serve(
         local.to_str().unwrap_or_default(),
-        "bench-stalled",
+        "bench-memory",
         &[
             ("DATABASE_URL", db.url.as_str()),
             ("AUTH", "off"),
@@ -93,74 +95,59 @@ async fn stalled_memory(local: &Path) -> anyhow::Result<Vec<(String, String)>> {
     .await;
     let pid = proc.pid();
     let idle = rss_kib(pid, "VmRSS:");
-    let until_saved = |n: i64| {
-        let db = &db;
-        async move {
-            let until = Instant::now() + Duration::from_secs(120);
-            while db.count_where("status = 'complete'").await < n && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-
-    // Streams read to the end: what the answers themselves cost at their peak.
-    let http = reqwest::Client::new();
+    let mut conns = Vec::new();
     let mut readers = Vec::new();
+    let http = reqwest::Client::new();
     for i in 0..STREAMS {
-        let (http, url) = (http.clone(), format!("{base}/stream"));
-        readers.push(tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .json(&json!({ "prompt": format!("read {i}") }))
-                .send()
-                .await?;
-            resp.bytes().await.map(|b| b.len())
-        }));
+        if stall {
+            conns.push(stalled(&base, &format!("stalled {i}")).await?);
+        } else {
+            let (http, url) = (http.clone(), format!("{base}/stream"));
+            readers.push(tokio::spawn(async move {
+                let resp = http
+                    .post(url)
+                    .json(&json!({ "prompt": format!("read {i}") }))
+                    .send()
+                    .await?;
+                resp.bytes().await.map(|b| b.len())
+            }));
+        }
     }
     for r in readers {
         r.await??;
     }
-    until_saved(STREAMS as i64).await;
-    let read_peak = rss_kib(pid, "VmHWM:");
-
-    // The same streams with stalled clients: dropped once they lag, the answers still saved.
-    let mut conns = Vec::new();
-    for i in 0..STREAMS {
-        conns.push(stalled(&base, &format!("stalled {i}")).await?);
+    let until = Instant::now() + Duration::from_secs(120);
+    while db.count_where("status = 'complete'").await < STREAMS as i64 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    until_saved(2 * STREAMS as i64).await;
-    let stalled_peak = rss_kib(pid, "VmHWM:");
-    let after = rss_kib(pid, "VmRSS:");
-    drop(conns);
     let saved = db.count_where("status = 'complete'").await;
     anyhow::ensure!(
-        saved == 2 * STREAMS as i64,
-        "{saved} answers saved, not {}",
-        2 * STREAMS
+        saved == STREAMS as i64,
+        "{saved} answers saved, not {STREAMS}"
     );
+    let peak = rss_kib(pid, "VmHWM:");
+    drop(conns);
+    Ok((idle, peak))
+}
 
-    let per = |kib: u64| mib(kib.saturating_sub(idle) / STREAMS as u64);
-    Ok(vec![
-        (
-            format!(
-                "server memory, {STREAMS} concurrent {} MB answers: idle RSS · peak with \
-                 clients reading · peak with clients stalled (dropped past 1 MiB of lag) · RSS \
-                 after (MiB)",
-                ANSWER_BYTES / 1_000_000
-            ),
-            format!(
-                "{} · {} · {} · {}",
-                mib(idle),
-                mib(read_peak),
-                mib(stalled_peak),
-                mib(after)
-            ),
+async fn stalled_memory(local: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let (idle, read_peak) = peak(local, false).await?;
+    let (stalled_idle, stalled_peak) = peak(local, true).await?;
+    let per = |peak: u64, idle: u64| mib(peak.saturating_sub(idle) / STREAMS as u64);
+    Ok(vec![(
+        format!(
+            "server memory with {STREAMS} concurrent {} MB answers, clients reading · clients \
+             stalled (dropped past 1 MiB of lag; every answer saved): peak RSS over idle, per \
+             stream (MiB)",
+            ANSWER_BYTES / 1_000_000
         ),
-        (
-            "server memory per stream over idle, reading · stalled (MiB, peak)".into(),
-            format!("{} · {}", per(read_peak), per(stalled_peak)),
+        format!(
+            "{} · {} (idle {} MiB)",
+            per(read_peak, idle),
+            per(stalled_peak, stalled_idle),
+            mib(idle)
         ),
-    ])
+    )])
 }
 
 async fn silent_reads(local: &Path) -> anyhow::Result<Vec<(String, String)>> {

@@ -96,16 +96,20 @@ impl Guardrails {
     pub fn output(&self) -> OutputGuard<'_> {
         OutputGuard {
             rails: self,
+            tail: String::new(),
             chars: 0,
             checked_at: 0,
         }
     }
 }
 
-/// Watches an answer as it grows. Deny patterns are matched over a tail that reaches back past
-/// the new chunk, so a pattern split across chunks is caught.
+/// Watches an answer as it grows, keeping only its tail: deny patterns are matched over a tail
+/// that reaches back past the new chunk (so a pattern split across chunks is caught), loops
+/// over the last [`REPEAT_WINDOW`] characters.
 pub struct OutputGuard<'a> {
     rails: &'a Guardrails,
+    /// The end of the answer so far (at most about [`TAIL_KEEP_BYTES`] more than it needs).
+    tail: String,
     chars: usize,
     /// The length (characters) at the last loop check.
     checked_at: usize,
@@ -117,12 +121,14 @@ const REPEAT_CHECK_EVERY: usize = 64;
 /// How far back before the new text a match may start.
 const OVERLAP_CHARS: usize = 256;
 
+/// The tail is cut back to its last [`REPEAT_WINDOW`] characters once it is this long.
+const TAIL_KEEP_BYTES: usize = 64 * 1024;
+
 impl OutputGuard<'_> {
-    /// `text` is the whole answer so far, `added` bytes of which just arrived. `Some(flag)`
-    /// means the answer must stop here.
-    pub fn check(&mut self, text: &str, added: usize) -> Option<Flag> {
-        let new_start = text.len().saturating_sub(added);
-        self.chars += text[new_start..].chars().count();
+    /// `chunk` just arrived. `Some(flag)` means the answer must stop here (the chunk is not to
+    /// be sent or stored).
+    pub fn check(&mut self, chunk: &str) -> Option<Flag> {
+        self.chars += chunk.chars().count();
         if self.chars > self.rails.max_response_chars {
             return Some(Flag::new(
                 "response_too_long",
@@ -130,19 +136,30 @@ impl OutputGuard<'_> {
                 format!("more than {} characters", self.rails.max_response_chars),
             ));
         }
+        if self.tail.len() > TAIL_KEEP_BYTES {
+            let keep = self
+                .tail
+                .char_indices()
+                .rev()
+                .nth(REPEAT_WINDOW)
+                .map_or(0, |(i, _)| i);
+            self.tail.drain(..keep);
+        }
+        let new_start = self.tail.len();
+        self.tail.push_str(chunk);
         let mut from = new_start.saturating_sub(OVERLAP_CHARS * 4);
-        while !text.is_char_boundary(from) {
+        while !self.tail.is_char_boundary(from) {
             from -= 1;
         }
-        let tail = &text[from..];
-        if let Some((p, _)) = self.rails.deny.iter().find(|(_, r)| r.is_match(tail)) {
+        let recent = &self.tail[from..];
+        if let Some((p, _)) = self.rails.deny.iter().find(|(_, r)| r.is_match(recent)) {
             return Some(Flag::new("deny_pattern", "stopped", p.clone()));
         }
         if self.chars < self.checked_at + REPEAT_CHECK_EVERY {
             return None;
         }
         self.checked_at = self.chars;
-        repetition(text).map(|(period, times)| {
+        repetition(&self.tail).map(|(period, times)| {
             Flag::new(
                 "repetition",
                 "stopped",
@@ -159,7 +176,7 @@ pub const REPEAT_MIN_CHARS: usize = 1000;
 /// The longest repeated span looked for, in characters.
 const REPEAT_MAX_PERIOD: usize = 1000;
 /// How far back from the end the loop check looks, in characters.
-const REPEAT_WINDOW: usize = REPEAT_TIMES * REPEAT_MAX_PERIOD;
+pub const REPEAT_WINDOW: usize = REPEAT_TIMES * REPEAT_MAX_PERIOD;
 
 /// The period and repeat count of a degenerate loop at the end of `text`: one span (1 to 1,000
 /// characters) repeated back to back at least [`REPEAT_TIMES`] times, the repeats covering at
@@ -499,10 +516,8 @@ mod tests {
     fn a_denied_phrase_split_across_chunks_is_caught() {
         let g = rails(&["forbidden word"]);
         let mut out = g.output();
-        let mut text = String::from("this is fine and forbid");
-        assert!(out.check(&text, text.len()).is_none());
-        text.push_str("den word appears");
-        let flag = out.check(&text, "den word appears".len()).unwrap();
+        assert!(out.check("this is fine and forbid").is_none());
+        let flag = out.check("den word appears").unwrap();
         assert_eq!(
             (flag.check.as_str(), flag.verdict.as_str()),
             ("deny_pattern", "stopped")
@@ -518,14 +533,7 @@ mod tests {
     /// Streams `text` through a guard in token-sized chunks; the flag, if one stops it.
     fn stream_through(g: &Guardrails, text: &str) -> Option<Flag> {
         let mut out = g.output();
-        let mut so_far = String::new();
-        for t in tokens(text) {
-            so_far.push_str(&t);
-            if let Some(flag) = out.check(&so_far, t.len()) {
-                return Some(flag);
-            }
-        }
-        None
+        tokens(text).iter().find_map(|t| out.check(t))
     }
 
     #[test]
@@ -598,10 +606,7 @@ mod tests {
         let g = rails(&[]);
         let mut out = g.output();
         let text = "é".repeat(1001);
-        assert_eq!(
-            out.check(&text, text.len()).unwrap().check,
-            "response_too_long"
-        );
+        assert_eq!(out.check(&text).unwrap().check, "response_too_long");
     }
 
     #[test]

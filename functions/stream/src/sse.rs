@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::events::{Delta, StreamEvent};
-use crate::turn::{Item, LiveEvent, LiveTurn, Reader, View};
+use crate::turn::{Item, LiveTurn, Reader, View};
 
 /// One SSE frame: `event:`, an optional `id:`, and the data as one line of JSON.
 pub fn frame(event: &StreamEvent, id: Option<usize>) -> String {
@@ -27,39 +27,25 @@ pub fn frame(event: &StreamEvent, id: Option<usize>) -> String {
 /// client that asked, the stored text for one that re-attached (`View::Stored`).
 pub fn body(turn: &Arc<LiveTurn>, reader: Arc<Reader>, view: View, keepalive: Duration) -> Body {
     let counted = reader.clone();
-    let events = turn.follow(reader, 0, keepalive).filter_map(move |item| {
-        let out = match item {
-            Err(lagging) => Some(Err(lagging)),
-            Ok(item) => encode(&item, view).map(|(text_bytes, frame)| {
-                counted.took(text_bytes, frame.len());
-                Ok(Bytes::from(frame))
-            }),
-        };
-        std::future::ready(out)
+    let events = turn.follow(reader, view, 0, keepalive).map(move |item| {
+        item.map(|item| {
+            let (text_bytes, frame) = encode(item);
+            counted.took(text_bytes, frame.len());
+            Bytes::from(frame)
+        })
     });
     Body::from_stream(events)
 }
 
-/// The frame of one item and the bytes of answer text in it; `None` for a delta with nothing
-/// for this view.
-fn encode(item: &Item, view: View) -> Option<(usize, String)> {
-    let event = match item {
-        Item::KeepAlive => return Some((0, ": keep-alive\n\n".to_owned())),
-        Item::Event(event) => event,
-    };
-    match &**event {
-        LiveEvent::Start(start) => Some((0, frame(&StreamEvent::Start(start.clone()), None))),
-        LiveEvent::Delta { raw, stored, pos } => {
-            let text = match (view, stored) {
-                (View::Stored, Some(stored)) => stored,
-                _ => raw,
-            };
-            if text.is_empty() {
-                return None;
-            }
-            let delta = StreamEvent::Delta(Delta { text: text.clone() });
-            Some((text.len(), frame(&delta, Some(*pos))))
+/// The frame of one item and the bytes of answer text in it.
+fn encode(item: Item) -> (usize, String) {
+    match item {
+        Item::KeepAlive => (0, ": keep-alive\n\n".to_owned()),
+        Item::Delta { text, pos } => {
+            let len = text.len();
+            (len, frame(&StreamEvent::Delta(Delta { text }), Some(pos)))
         }
-        LiveEvent::Final(event) => Some((0, frame(event, None))),
+        Item::Start(start) => (0, frame(&StreamEvent::Start(start), None)),
+        Item::Final(last) => (0, frame(&last, None)),
     }
 }

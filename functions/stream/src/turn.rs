@@ -52,13 +52,13 @@ impl Halt {
 #[derive(Debug)]
 pub enum LiveEvent {
     Start(Start),
-    /// A piece of the answer: `raw` as the provider sent it (what the asking client sees),
-    /// `stored` the text it added to the stored answer when that differs (redacted, held back,
-    /// maybe empty; `None`: the same as `raw`), and `pos` the stored answer's length in
-    /// characters after it (the resume position).
+    /// A piece of the answer: `stored` the bytes it added to the turn's stored text (redacted,
+    /// held back, maybe empty), `raw` the piece as the provider sent it (what the asking client
+    /// sees) when that differs (`None`: the same as the stored piece), and `pos` the stored
+    /// text's length in characters after it (the resume position). The text is kept once.
     Delta {
-        raw: String,
-        stored: Option<String>,
+        stored: std::ops::Range<usize>,
+        raw: Option<String>,
         pos: usize,
     },
     /// `done` or `error`: the record is saved (or logged) by then.
@@ -141,14 +141,19 @@ impl LiveTurn {
 
     /// Appends a delta. Never waits: readers that fell more than the lag limit behind are
     /// dropped here (their connection closed).
-    pub fn push_delta(&self, raw: String, stored: String, pos: usize) {
+    pub fn push_delta(&self, raw: String, stored: &str, pos: usize) {
         let mut log = self.log();
         log.raw_bytes += raw.len() as u64;
         log.stored_bytes += stored.len() as u64;
-        log.stored.push_str(&stored);
-        let stored = (stored != raw).then_some(stored);
-        log.events
-            .push(Arc::new(LiveEvent::Delta { raw, stored, pos }));
+        let start = log.stored.len();
+        log.stored.push_str(stored);
+        let range = start..log.stored.len();
+        let raw = (raw != stored).then_some(raw);
+        log.events.push(Arc::new(LiveEvent::Delta {
+            stored: range,
+            raw,
+            pos,
+        }));
         let (raw_bytes, stored_bytes) = (log.raw_bytes, log.stored_bytes);
         for reader in &log.readers {
             let produced = match reader.view {
@@ -172,6 +177,11 @@ impl LiveTurn {
     pub fn push_final(&self, event: StreamEvent) {
         self.log().events.push(Arc::new(LiveEvent::Final(event)));
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// The whole stored text so far.
+    pub fn stored_text(&self) -> String {
+        self.log().stored.clone()
     }
 
     /// The stored text from character `from` on, and the stored length now.
@@ -218,12 +228,14 @@ impl LiveTurn {
         reader
     }
 
-    /// The events of this turn from index `from` on, as they come, with a keep-alive when
-    /// nothing came for `keepalive`; ends after the final event, or with an error once the
-    /// reader is dropped for lagging.
+    /// The events of this turn from index `from` on, as they come, with the text `view` sees,
+    /// and a keep-alive when nothing came for `keepalive`; ends after the final event, or with
+    /// an error once the reader is dropped for lagging. Deltas with no text for `view` are
+    /// left out.
     pub fn follow(
         self: &Arc<Self>,
         reader: Arc<Reader>,
+        view: View,
         from: usize,
         keepalive: Duration,
     ) -> impl Stream<Item = Result<Item, Lagging>> + Send + 'static {
@@ -234,6 +246,7 @@ impl LiveTurn {
             ended: false,
             guard: ReaderGuard(reader),
             keepalive,
+            view,
         };
         futures_util::stream::unfold(state, |mut st| async move {
             if st.ended {
@@ -245,14 +258,18 @@ impl LiveTurn {
                     return Some((Err(Lagging), st));
                 }
                 st.version.borrow_and_update();
-                let next = st.turn.log().events.get(st.next).cloned();
-                if let Some(event) = next {
+                let next = st.turn.item(st.next, st.view);
+                if let Some(item) = next {
                     st.next += 1;
-                    if matches!(*event, LiveEvent::Final(_)) {
-                        st.ended = true;
-                        st.guard.0.gone.store(true, Ordering::SeqCst);
+                    match item {
+                        Some(Item::Final(event)) => {
+                            st.ended = true;
+                            st.guard.0.gone.store(true, Ordering::SeqCst);
+                            return Some((Ok(Item::Final(event)), st));
+                        }
+                        Some(item) => return Some((Ok(item), st)),
+                        None => continue,
                     }
-                    return Some((Ok(Item::Event(event)), st));
                 }
                 tokio::select! {
                     changed = st.version.changed() => {
@@ -272,9 +289,38 @@ impl LiveTurn {
 /// What a follower yields.
 #[derive(Debug)]
 pub enum Item {
-    Event(Arc<LiveEvent>),
+    Start(Start),
+    /// A piece of text for this reader's view, and the resume position after it.
+    Delta {
+        text: String,
+        pos: usize,
+    },
+    Final(StreamEvent),
     /// Nothing came for a while: a comment keeps proxies from closing the stream.
     KeepAlive,
+}
+
+impl LiveTurn {
+    /// Event `index` as `view` reads it: `None` past the end; `Some(None)` for a delta with no
+    /// text for this view.
+    fn item(&self, index: usize, view: View) -> Option<Option<Item>> {
+        let log = self.log();
+        let event = log.events.get(index)?;
+        Some(match &**event {
+            LiveEvent::Start(start) => Some(Item::Start(start.clone())),
+            LiveEvent::Final(last) => Some(Item::Final(last.clone())),
+            LiveEvent::Delta { stored, raw, pos } => {
+                let text = match (view, raw) {
+                    (View::Raw, Some(raw)) => raw.as_str(),
+                    _ => &log.stored[stored.clone()],
+                };
+                (!text.is_empty()).then(|| Item::Delta {
+                    text: text.to_owned(),
+                    pos: *pos,
+                })
+            }
+        })
+    }
 }
 
 /// The reader fell more than `MAX_CLIENT_LAG_BYTES` behind and was dropped.
@@ -289,6 +335,7 @@ struct Following {
     ended: bool,
     guard: ReaderGuard,
     keepalive: Duration,
+    view: View,
 }
 
 /// Marks its reader gone when the follower is dropped (the client left).

@@ -49,11 +49,9 @@ impl From<ProviderError> for Stop {
     }
 }
 
-/// How a generation ended.
+/// How a generation ended (its text is in the live turn).
 pub(super) struct Outcome {
     pub(super) result: Result<(Option<String>, Option<Usage>), Stop>,
-    /// The answer as generated (what the asking client saw).
-    pub(super) text: String,
     pub(super) ttfb: Option<Duration>,
     pub(super) chunks: usize,
 }
@@ -69,7 +67,6 @@ pub(super) async fn generate(
 ) -> Outcome {
     let mut outcome = Outcome {
         result: Err(ProviderError::Timeout("first chunk").into()),
-        text: String::new(),
         ttfb: None,
         chunks: 0,
     };
@@ -125,10 +122,8 @@ async fn drive(
         tokio::select! {
             item = stream.next() => match item {
                 Some(Ok(Chunk::Text(t))) => {
-                    outcome.text.push_str(&t);
-                    if let Some(flag) = guard.check(&outcome.text, t.len()) {
+                    if let Some(flag) = guard.check(&t) {
                         // The chunk that tripped it is neither sent nor saved.
-                        outcome.text.truncate(outcome.text.len() - t.len());
                         outcome.result = Err(Stop::Guard(flag));
                         return;
                     }
@@ -137,7 +132,7 @@ async fn drive(
                     }
                     outcome.chunks += 1;
                     let piece = stored.push(&t);
-                    turn.push_delta(t, piece, stored.chars());
+                    turn.push_delta(t, &piece, stored.chars());
                     last_chunk = tokio::time::Instant::now();
                 }
                 Some(Ok(Chunk::Finish { reason, usage })) => {

@@ -126,15 +126,16 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     let outcome = generate::generate(&state, &turn, request, &mut stored, &budget, started).await;
     let tail = stored.finish();
     if !tail.is_empty() {
-        turn.push_delta(String::new(), tail, stored.chars());
+        turn.push_delta(String::new(), &tail, stored.chars());
     }
     let _ = saver_done.send(true);
     if let Err(e) = saver.await {
         tracing::error!(error = %e, "checkpoint task failed");
     }
 
-    // Settle, then save.
-    conversation.response = outcome.text.clone();
+    // Settle, then save. The answer is the stored text (with `PII_REDACTION=true`, redacted
+    // piece by piece; the client saw it as generated).
+    conversation.response = turn.stored_text();
     settle(&mut conversation, &outcome, started);
     let failure = outcome.result.as_ref().err();
     if let (Some(req), None) = (judge_request, failure)
@@ -144,13 +145,14 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
             .flags
             .push(grounding::grounding(&state, req, &conversation.response).await);
     }
-    let record = stored_record(&state, &mut conversation, &turn, &stored);
+    let record = stored_record(&state, &mut conversation, &stored);
     let saved = saver::save(
         state.store.as_ref(),
         &record,
         budget.save_by(state.limits.save_budget),
     )
     .await;
+    drop(record);
 
     // Report: the log line and metrics, then the final event, which ends every reader.
     let event = final_event(&conversation, failure, saved);
@@ -202,25 +204,22 @@ fn settle(conversation: &mut Conversation, outcome: &Outcome, started: Instant) 
     }
 }
 
-/// The record as stored: the answer is the stored text (what the log holds: with
-/// `PII_REDACTION=true`, redacted piece by piece), the prompt redacted, and the redaction's flag
-/// added (the client's copy gets the flag too; the text it saw stays as it was).
-fn stored_record(
+/// The record as stored: with `PII_REDACTION=true` the prompt redacted too, and the
+/// redaction's flag added (the final event reports it as well).
+fn stored_record<'a>(
     state: &StreamState,
-    conversation: &mut Conversation,
-    turn: &LiveTurn,
+    conversation: &'a mut Conversation,
     stored: &StoredText,
-) -> Conversation {
-    let mut record = conversation.clone();
+) -> std::borrow::Cow<'a, Conversation> {
     if let Some(r) = &state.redactor {
-        let (prompt, mut n) = r.redact(&record.prompt);
+        let (prompt, mut n) = r.redact(&conversation.prompt);
         n.add(stored.redacted());
+        conversation.flags.extend(n.flag());
+        let mut record = conversation.clone();
         record.prompt = prompt;
-        record.response = turn.stored_since(0).0;
-        record.flags.extend(n.flag());
-        conversation.flags = record.flags.clone();
+        return std::borrow::Cow::Owned(record);
     }
-    record
+    std::borrow::Cow::Borrowed(conversation)
 }
 
 /// `done` or `error`, the last event.
