@@ -1,6 +1,7 @@
 //! History at scale, through the service (HTTP, in-process server with every route): the first
 //! page, the last page (page 50,000 at a million rows) by `offset` and by `cursor`, and one
-//! conversation by id.
+//! conversation by id; the threads (100,000 of 10 turns): the first page, a deep page by cursor,
+//! one thread with its turns.
 
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,59 @@ pub async fn run(rows: usize) -> anyhow::Result<Timings> {
         .collect();
     let (p50, p99) = time(&http, &urls, RUNS).await?;
     out.push(("`/history/{id}`, one conversation".to_owned(), p50, p99));
+
+    // Threads: the first page, and the page after 90% of them by cursor.
+    let threads: i64 = raw
+        .query_one("SELECT count(*) FROM threads", &[])
+        .await?
+        .get(0);
+    let deep = raw
+        .query_one(
+            "SELECT updated_at, id FROM threads WHERE owner = 'local' \
+             ORDER BY updated_at DESC, id DESC OFFSET $1 LIMIT 1",
+            &[&(threads * 9 / 10)],
+        )
+        .await?;
+    let cursor = Cursor {
+        created_at: deep.get(0),
+        id: deep.get(1),
+    }
+    .encode();
+    let (p50, p99) = time(&http, &[format!("{base}/threads?limit={LIMIT}")], RUNS).await?;
+    out.push((
+        format!("`/threads` first page ({threads} threads)"),
+        p50,
+        p99,
+    ));
+    let (p50, p99) = time(
+        &http,
+        &[format!("{base}/threads?limit={LIMIT}&cursor={cursor}")],
+        RUNS,
+    )
+    .await?;
+    out.push((
+        format!(
+            "`/threads` deep page by cursor (after {} threads)",
+            threads * 9 / 10
+        ),
+        p50,
+        p99,
+    ));
+    let thread_ids: Vec<uuid::Uuid> = raw
+        .query(
+            "SELECT id FROM threads TABLESAMPLE SYSTEM (1) LIMIT $1",
+            &[&(RUNS as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let urls: Vec<String> = thread_ids
+        .iter()
+        .map(|id| format!("{base}/threads/{id}"))
+        .collect();
+    let (p50, p99) = time(&http, &urls, RUNS).await?;
+    out.push(("`/threads/{id}`, a thread of 10 turns".to_owned(), p50, p99));
 
     println!(
         "\nhistory at {rows} conversations, {LIMIT} per page, through the service (milliseconds):\n"

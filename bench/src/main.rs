@@ -68,7 +68,8 @@ async fn main() -> anyhow::Result<()> {
 async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let functions = functions_bench::run(bin_dir).await?;
-    let (added50, added99) = stream_bench::run().await?;
+    let overheads = stream_bench::run().await?;
+    let (added50, added99) = overheads.added;
     let history = history_bench::run(ROWS).await?;
     let search = search_bench::run(ROWS).await?;
     let faults = faults_bench::run(bin_dir).await?;
@@ -100,6 +101,12 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
          provider called directly, at each percentile)"
             .into(),
         p(added50, added99),
+    ]);
+    lines.push(vec![
+        "`/stream`: time to first byte added by continuing a thread of 50 turns over a first \
+         turn (1 stream)"
+            .into(),
+        p(overheads.thread_added.0, overheads.thread_added.1),
     ]);
     for (label, a, b) in history.iter().chain(search.iter()) {
         lines.push(vec![

@@ -115,11 +115,40 @@ fn sentence(rng: &mut Rng, words: usize, out: &mut String) {
     }
 }
 
-/// One conversation as a COPY text line.
-fn row(rng: &mut Rng, i: usize, n: usize, base: OffsetDateTime, line: &mut String) {
+/// Turns per thread in the bench data: a million turns make 100,000 threads.
+pub const TURNS_PER_THREAD: usize = 10;
+
+/// Where the row being written stands in its thread: the thread's first turn and the turn
+/// before it.
+#[derive(Default)]
+struct Place {
+    thread: uuid::Uuid,
+    previous: Option<uuid::Uuid>,
+}
+
+/// One conversation as a COPY text line: turn `i % TURNS_PER_THREAD` of its thread.
+fn row(
+    rng: &mut Rng,
+    i: usize,
+    n: usize,
+    base: OffsetDateTime,
+    place: &mut Place,
+    line: &mut String,
+) {
     line.clear();
     let created = base + Duration::from_secs_f64(i as f64 * 365.0 * 86_400.0 / n as f64);
     let id = uuid::Uuid::now_v7();
+    if i.is_multiple_of(TURNS_PER_THREAD) {
+        *place = Place {
+            thread: id,
+            previous: None,
+        };
+    }
+    let thread = place.thread;
+    let previous = place
+        .previous
+        .map_or_else(|| "\\N".to_owned(), |p| p.to_string());
+    place.previous = Some(id);
     let mut prompt = String::new();
     let words = 8 + rng.below(10);
     sentence(rng, words, &mut prompt);
@@ -142,7 +171,7 @@ fn row(rng: &mut Rng, i: usize, n: usize, base: OffsetDateTime, line: &mut Strin
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     line.push_str(&format!(
-        "{id}\t{prompt}\t{response}\tcomplete\toffline\tbench\t{ts}\t{ts}\n"
+        "{id}\t{prompt}\t{response}\tcomplete\toffline\tbench\t{ts}\t{ts}\t{thread}\t{previous}\n"
     ));
 }
 
@@ -176,7 +205,11 @@ async fn load(url: &str, rows: usize) -> anyhow::Result<()> {
         .query_one("SELECT count(*) FROM conversations", &[])
         .await?
         .get(0);
-    if have == rows as i64 {
+    let threads: i64 = client
+        .query_one("SELECT count(*) FROM threads", &[])
+        .await?
+        .get(0);
+    if have == rows as i64 && threads == rows.div_ceil(TURNS_PER_THREAD) as i64 {
         eprintln!("bench: {rows} rows already loaded");
         return build_indexes(&client).await;
     }
@@ -184,14 +217,18 @@ async fn load(url: &str, rows: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     client
         .batch_execute(
-            "TRUNCATE conversations; DROP INDEX IF EXISTS conversations_search_idx; \
-             DROP INDEX IF EXISTS conversations_created_at_id_idx",
+            "TRUNCATE conversations, threads, turn_chunks; \
+             DROP INDEX IF EXISTS conversations_search_idx; \
+             DROP INDEX IF EXISTS conversations_created_at_id_idx; \
+             SET session_replication_role = replica",
         )
         .await?;
+    // Triggers are off for the load (session_replication_role): the threads are built after
+    // it in one statement instead of one upsert per row.
     let sink = client
         .copy_in(
             "COPY conversations (id, prompt, response, status, provider, model, created_at, \
-             updated_at) FROM STDIN",
+             updated_at, thread_id, previous_id) FROM STDIN",
         )
         .await?;
     futures_util::pin_mut!(sink);
@@ -199,8 +236,9 @@ async fn load(url: &str, rows: usize) -> anyhow::Result<()> {
     let base = OffsetDateTime::now_utc() - Duration::from_secs(86_400 * 365);
     let mut buf = String::with_capacity(1 << 20);
     let mut line = String::new();
+    let mut place = Place::default();
     for i in 0..rows {
-        row(&mut rng, i, rows, base, &mut line);
+        row(&mut rng, i, rows, base, &mut place, &mut line);
         buf.push_str(&line);
         if buf.len() > (1 << 20) {
             sink.send(Bytes::from(std::mem::take(&mut buf))).await?;
@@ -208,6 +246,16 @@ async fn load(url: &str, rows: usize) -> anyhow::Result<()> {
     }
     sink.send(Bytes::from(buf)).await?;
     sink.as_mut().finish().await?;
+    client
+        .batch_execute(
+            "SET session_replication_role = DEFAULT; \
+             INSERT INTO threads (id, owner, title, turns, created_at, updated_at) \
+             SELECT c.thread_id, min(c.owner), left(min(c.prompt) FILTER (WHERE c.id = c.thread_id), 80), \
+                    count(*), min(c.created_at), max(c.created_at) \
+             FROM conversations c GROUP BY c.thread_id; \
+             VACUUM ANALYZE threads",
+        )
+        .await?;
     eprintln!(
         "bench: copied in {:.0?}; building indexes...",
         started.elapsed()

@@ -55,9 +55,65 @@ async fn direct(http: &reqwest::Client, fake: &FakeOpenAi) -> anyhow::Result<Sam
 }
 
 async fn service(http: &reqwest::Client, url: &str) -> anyhow::Result<Sample> {
+    service_with(http, url, r#"{"prompt":"hi"}"#.to_owned()).await
+}
+
+async fn service_with(http: &reqwest::Client, url: &str, body: String) -> anyhow::Result<Sample> {
     let started = Instant::now();
-    let resp = http.post(url).body(r#"{"prompt":"hi"}"#).send().await?;
+    let resp = http.post(url).body(body).send().await?;
+    anyhow::ensure!(resp.status() == 200, "{}", resp.status());
     measure(resp, started, "event: delta").await
+}
+
+/// Turns in the thread the continuation benchmark continues.
+const THREAD_TURNS: usize = 50;
+
+/// A thread of [`THREAD_TURNS`] complete turns (each prompt 200 and answer 800 characters);
+/// returns its last turn's id.
+async fn thread(store: &common::store::PgStore) -> anyhow::Result<uuid::Uuid> {
+    use common::store::ConversationFinish;
+    let mut previous: Option<common::Conversation> = None;
+    for i in 0..THREAD_TURNS {
+        let mut c = common::Conversation::start("local", format!("{i:>200}"), "openai", "m");
+        c.response = format!("{i:>800}");
+        c.status = common::Status::Complete;
+        if let Some(p) = &previous {
+            c.thread_id = p.thread_id;
+            c.previous_id = Some(p.id);
+        } else {
+            c.system = Some("Answer briefly.".into());
+        }
+        store.finish(&c).await?;
+        previous = Some(c);
+    }
+    Ok(previous.map(|c| c.id).unwrap_or_default())
+}
+
+/// Time to first byte of a first turn and of a turn continuing a 50-turn thread (branches off
+/// its last turn, so the chain stays 50 long), one stream at a time: `(first p50, continued
+/// p50, first p99, continued p99)`.
+async fn continued(
+    http: &reqwest::Client,
+    url: &str,
+    store: &common::store::PgStore,
+) -> anyhow::Result<(Duration, Duration, Duration, Duration)> {
+    let last = thread(store).await?;
+    let body = serde_json::json!({"prompt": "and then?", "previous_id": last}).to_string();
+    for _ in 0..10 {
+        service_with(http, url, body.clone()).await?;
+    }
+    let mut first = Vec::new();
+    let mut cont = Vec::new();
+    for _ in 0..200 {
+        first.push(service(http, url).await?.ttfb);
+        cont.push(service_with(http, url, body.clone()).await?.ttfb);
+    }
+    Ok((
+        percentile(&mut first, 50.0),
+        percentile(&mut cont, 50.0),
+        percentile(&mut first, 99.0),
+        percentile(&mut cont, 99.0),
+    ))
 }
 
 async fn round<F, Fut>(concurrency: usize, total: usize, f: F) -> anyhow::Result<Vec<Sample>>
@@ -75,8 +131,14 @@ where
     Ok(out)
 }
 
-/// Time to first byte added by the service at one stream: `(p50, p99)`.
-pub async fn run() -> anyhow::Result<(Duration, Duration)> {
+/// What the stream benchmark reports: the time to first byte the service adds at one stream
+/// (p50, p99), and what continuing a 50-turn thread adds over a first turn (p50, p99).
+pub struct Overheads {
+    pub added: (Duration, Duration),
+    pub thread_added: (Duration, Duration),
+}
+
+pub async fn run() -> anyhow::Result<Overheads> {
     let words: Vec<String> = (0..WORDS).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
     let fake = Arc::new(FakeOpenAi::start(vec![Reply::Stream(answer(&refs, GAP))]).await);
@@ -91,7 +153,7 @@ pub async fn run() -> anyhow::Result<(Duration, Duration)> {
     let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
     let state = stream::StreamState::from_settings(&settings, store.clone())
         .map_err(|e| anyhow::anyhow!(e))?;
-    let app = stream::router(state, store.clone(), common::auth::Auth::off(store));
+    let app = stream::router(state, store.clone(), common::auth::Auth::off(store.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/stream", listener.local_addr()?);
     tokio::spawn(async move { common::http::serve(listener, app).await });
@@ -160,5 +222,30 @@ pub async fn run() -> anyhow::Result<(Duration, Duration)> {
         ],
         &rows,
     );
-    Ok(added)
+    let (f50, c50, f99, c99) = continued(&http, &url, &store).await?;
+    println!(
+        "\ncontinuing a thread of {THREAD_TURNS} turns vs a first turn, one stream at a time (milliseconds):\n"
+    );
+    table(
+        &[
+            "TTFB first turn p50",
+            "TTFB continued p50",
+            "added p50",
+            "TTFB first turn p99",
+            "TTFB continued p99",
+            "added p99",
+        ],
+        &[vec![
+            ms(f50),
+            ms(c50),
+            ms(c50.saturating_sub(f50)),
+            ms(f99),
+            ms(c99),
+            ms(c99.saturating_sub(f99)),
+        ]],
+    );
+    Ok(Overheads {
+        added,
+        thread_added: (c50.saturating_sub(f50), c99.saturating_sub(f99)),
+    })
 }

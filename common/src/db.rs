@@ -197,6 +197,18 @@ impl ServerCertVerifier for EncryptOnly {
     }
 }
 
+/// Applies the migrations up to `version` only, with no search configuration change: for
+/// tests of a migration over rows an older schema holds.
+pub async fn migrate_to(pool: &Pool, version: i32) -> Result<usize, StoreError> {
+    let mut client = pool.get().await.map_err(StoreError::Pool)?;
+    let report = schema::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(&mut **client)
+        .await
+        .map_err(StoreError::Migrate)?;
+    Ok(report.applied_migrations().len())
+}
+
 /// Applies every pending migration, then makes the search column use `search_config` (a
 /// PostgreSQL text search configuration such as `english` or `simple`). Safe to run from several
 /// processes at once: it holds a PostgreSQL advisory lock while it works.

@@ -83,8 +83,42 @@ pub struct Conversation {
     /// Why the provider stopped (`stop`, `length`, `content_filter`, ...), when it finished.
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// The thread: its first turn's id (a first turn's own).
+    #[serde(default = "Uuid::nil")]
+    pub thread_id: Uuid,
+    /// The turn this one continues; null on a first turn.
+    #[serde(default)]
+    pub previous_id: Option<Uuid>,
+    /// The instructions the turn ran under: its own, or the nearest ones up its chain.
+    #[serde(default)]
+    pub system: Option<String>,
+    /// For a turn made through `/v1/chat/completions`: the earlier messages the model saw, as
+    /// sent; null otherwise.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub messages: Option<serde_json::Value>,
+    /// How many previous turns the provider received with this one.
+    #[serde(default)]
+    pub context_turns: Option<i32>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A conversation that goes on: its first turn and every turn that continues it (branches
+/// included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Thread {
+    /// Its first turn's id.
+    pub id: Uuid,
+    /// Its first prompt, cut to 80 characters.
+    pub title: String,
+    /// How many turns it has.
+    pub turns: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When its latest turn started.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
@@ -96,8 +130,9 @@ impl Conversation {
     /// A new conversation, as written when the stream starts.
     pub fn start(owner: &str, prompt: String, provider: &str, model: &str) -> Self {
         let now = now_micros();
+        let id = Uuid::now_v7();
         Self {
-            id: Uuid::now_v7(),
+            id,
             owner: owner.to_owned(),
             prompt,
             response: String::new(),
@@ -112,6 +147,11 @@ impl Conversation {
             ttfb_ms: None,
             duration_ms: None,
             finish_reason: None,
+            thread_id: id,
+            previous_id: None,
+            system: None,
+            messages: None,
+            context_turns: None,
             created_at: now,
             updated_at: now,
         }
@@ -132,15 +172,25 @@ impl Conversation {
         }
     }
 
+    /// A record read from an older log line names no thread: it is its own.
+    pub fn with_thread_default(mut self) -> Self {
+        if self.thread_id.is_nil() {
+            self.thread_id = self.id;
+        }
+        self
+    }
+
     /// This conversation as PostgreSQL can store it (see [`storable`]); borrowed when it
     /// already is.
     pub fn storable(&self) -> std::borrow::Cow<'_, Self> {
+        let empty = String::new();
         let texts = [
             &self.prompt,
             &self.response,
             &self.model,
             &self.owner,
             &self.provider,
+            self.system.as_ref().unwrap_or(&empty),
         ];
         let flags = self
             .flags
@@ -163,6 +213,7 @@ impl Conversation {
         c.owner = fix(&c.owner);
         c.provider = fix(&c.provider);
         c.error = c.error.as_ref().map(fix);
+        c.system = c.system.as_ref().map(fix);
         for f in &mut c.flags {
             f.check = fix(&f.check);
             f.verdict = fix(&f.verdict);

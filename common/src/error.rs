@@ -58,6 +58,9 @@ pub enum ApiError {
     Validation { code: &'static str, message: String },
     #[error("{0}")]
     NotFound(&'static str),
+    /// The request is valid but conflicts with the state of what it names.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error(
@@ -84,6 +87,7 @@ impl ApiError {
         match self {
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +99,7 @@ impl ApiError {
         match self {
             ApiError::Validation { code, .. } => code,
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Unavailable(_) => "database_unavailable",

@@ -175,6 +175,9 @@ pub struct StreamSettings {
     /// produced but not yet taken by its connection) is dropped (default 1 MiB); the answer is
     /// still generated and saved.
     pub max_client_lag_bytes: usize,
+    /// `MAX_CONTEXT_CHARS`: what a continued turn sends at most (system message, previous
+    /// turns, new prompt, in characters); older turns are dropped first (default 200000).
+    pub max_context_chars: usize,
     /// `SHUTDOWN_GRACE_MS`: on SIGTERM or Ctrl-C, how long running answers may go on before
     /// they are stopped and saved as they are, with error `shutdown` (default 8000).
     pub shutdown_grace: Duration,
@@ -304,6 +307,7 @@ impl Settings {
             pii_redaction: parse(env, "PII_REDACTION", false)?,
             grounding_check: parse(env, "GROUNDING_CHECK", false)?,
             max_client_lag_bytes: parse(env, "MAX_CLIENT_LAG_BYTES", 1024 * 1024usize)?,
+            max_context_chars: parse(env, "MAX_CONTEXT_CHARS", 200_000usize)?,
             shutdown_grace: millis(env, "SHUTDOWN_GRACE_MS", 8000)?,
         };
         let auth = AuthSettings {

@@ -12,6 +12,7 @@ use common::store::{Backend, Cursor, PageQuery, SearchQuery};
 use common::{Conversation, Status};
 use testkit::data_api::DataApi;
 use testkit::{TestDb, migration_files};
+use uuid::Uuid;
 
 /// One backend on one fresh database.
 struct Harness {
@@ -91,6 +92,12 @@ suite!(
     search_config_changes_rebuild_the_column,
     ping_answers,
     nul_characters_cannot_make_a_record_unsaveable,
+    a_chain_is_read_newest_first_as_far_as_the_budget_reaches,
+    branches_share_a_thread_and_each_chain_is_its_own,
+    threads_are_listed_by_latest_activity_with_cursors,
+    a_thread_is_read_oldest_first_and_deleted_whole,
+    threads_are_owner_isolated,
+    a_turn_of_a_deleted_thread_does_not_bring_it_back,
 );
 
 fn tricky_text() -> String {
@@ -158,6 +165,13 @@ async fn every_field_round_trips(h: &Harness) {
         detail: "the same 40 characters 3 times".into(),
     }];
     c.updated_at = c.created_at + Duration::from_micros(123_457);
+    c.finish_reason = Some("length".into());
+    c.system = Some(tricky_text());
+    c.messages = Some(serde_json::json!([
+        {"role": "system", "content": tricky_text()},
+        {"role": "user", "content": [{"type": "text", "text": "part"}]}
+    ]));
+    c.context_turns = Some(2);
     h.store.finish(&c).await.unwrap();
     assert_eq!(h.store.get("alice", c.id).await.unwrap(), Some(c));
 }
@@ -542,4 +556,283 @@ async fn a_data_api_page_of_100_typical_conversations_takes_at_most_3_calls() {
     );
     // 100 answers of 24,000 characters: 2.4 MB in calls of at most 900 KiB.
     assert!(calls <= 5, "{calls} Data API calls for one page");
+}
+
+/// A complete turn continuing `previous` (a first turn when `None`), `minutes` after a base time.
+fn turn(owner: &str, previous: Option<&Conversation>, text: &str, minutes: u64) -> Conversation {
+    let mut c = finished(owner, &format!("q {text}"), &format!("a {text}"));
+    let base = time::macros::datetime!(2026-01-01 00:00:00 UTC);
+    c.created_at = base + Duration::from_secs(minutes * 60);
+    c.updated_at = c.created_at;
+    if let Some(p) = previous {
+        c.thread_id = p.thread_id;
+        c.previous_id = Some(p.id);
+        c.system = p.system.clone();
+    }
+    c
+}
+
+async fn save_all(h: &Harness, turns: &[&Conversation]) {
+    for t in turns {
+        h.store.finish(t).await.unwrap();
+    }
+}
+
+async fn a_chain_is_read_newest_first_as_far_as_the_budget_reaches(h: &Harness) {
+    let mut first = turn("alice", None, "0", 0);
+    first.system = Some("be brief".into());
+    let mut chain = vec![first];
+    for i in 1..5 {
+        let next = turn("alice", chain.last(), &i.to_string(), i);
+        chain.push(next);
+    }
+    save_all(h, &chain.iter().collect::<Vec<_>>()).await;
+    let last = chain.last().unwrap();
+    let read = h
+        .store
+        .chain("alice", last.id, 1_000_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<_> = read.iter().map(|t| t.id).collect();
+    let expected: Vec<_> = chain.iter().rev().map(|c| c.id).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(read[0].prompt, "q 4");
+    assert_eq!(read[0].response, "a 4");
+    assert_eq!(read[0].system.as_deref(), Some("be brief"));
+    assert!(read.iter().all(|t| t.thread_id == chain[0].id));
+    // Each turn is 6 characters: a budget of 13 reads three (the third crosses it).
+    let read = h.store.chain("alice", last.id, 13).await.unwrap().unwrap();
+    assert_eq!(read.len(), 3);
+    // A budget of nothing still reads the turn itself.
+    let read = h.store.chain("alice", last.id, 0).await.unwrap().unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(h.store.chain("bob", last.id, 100).await.unwrap(), None);
+    assert_eq!(
+        h.store.chain("alice", Uuid::now_v7(), 100).await.unwrap(),
+        None
+    );
+}
+
+async fn branches_share_a_thread_and_each_chain_is_its_own(h: &Harness) {
+    let root = turn("alice", None, "root", 0);
+    let a = turn("alice", Some(&root), "a", 1);
+    let b = turn("alice", Some(&root), "b", 2);
+    let a2 = turn("alice", Some(&a), "a2", 3);
+    save_all(h, &[&root, &a, &b, &a2]).await;
+    let chain_a: Vec<_> = h
+        .store
+        .chain("alice", a2.id, 1_000)
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(chain_a, [a2.id, a.id, root.id]);
+    let chain_b: Vec<_> = h
+        .store
+        .chain("alice", b.id, 1_000)
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(chain_b, [b.id, root.id]);
+    let (thread, turns) = h.store.thread("alice", root.id).await.unwrap().unwrap();
+    assert_eq!(thread.turns, 4);
+    assert_eq!(thread.title, "q root");
+    let ids: Vec<_> = turns.iter().map(|t| (t.id, t.previous_id)).collect();
+    assert_eq!(
+        ids,
+        [
+            (root.id, None),
+            (a.id, Some(root.id)),
+            (b.id, Some(root.id)),
+            (a2.id, Some(a.id))
+        ]
+    );
+}
+
+async fn threads_are_listed_by_latest_activity_with_cursors(h: &Harness) {
+    // Three threads; the oldest gets a new turn last, so it is the most recently active.
+    let t1 = turn("alice", None, "one", 0);
+    let t2 = turn("alice", None, "two", 1);
+    let t3 = turn("alice", None, "three", 2);
+    let t1b = turn("alice", Some(&t1), "one again", 10);
+    save_all(h, &[&t1, &t2, &t3, &t1b]).await;
+    testkit::seed_owned(&h.db, "bob", 3, 1).await;
+    let page = |after| PageQuery {
+        limit: 2,
+        offset: 0,
+        after,
+    };
+    let first = h.store.threads("alice", &page(None)).await.unwrap();
+    let ids: Vec<_> = first.items.iter().map(|t| t.id).collect();
+    assert_eq!(ids, [t1.id, t3.id]);
+    assert!(first.more);
+    assert_eq!(first.items[0].turns, 2);
+    assert_eq!(first.items[0].updated_at, t1b.created_at);
+    assert_eq!(first.items[0].created_at, t1.created_at);
+    let last = first.items.last().unwrap();
+    let after = Cursor {
+        created_at: last.updated_at,
+        id: last.id,
+    };
+    let second = h.store.threads("alice", &page(Some(after))).await.unwrap();
+    assert_eq!(
+        second.items.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [t2.id]
+    );
+    assert!(!second.more);
+    // Rows written without a thread (older writers, bulk loads) are threads of their own.
+    assert_eq!(
+        h.store
+            .threads("bob", &page(None))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+async fn a_thread_is_read_oldest_first_and_deleted_whole(h: &Harness) {
+    let root = turn("alice", None, "deletable zebra", 0);
+    let next = turn("alice", Some(&root), "more zebra", 1);
+    let other = turn("alice", None, "kept zebra", 2);
+    save_all(h, &[&root, &next, &other]).await;
+    // A turn still running in the thread, with a log.
+    let mut running = Conversation::start("alice", "running zebra".into(), "offline", "m");
+    running.thread_id = root.id;
+    running.previous_id = Some(next.id);
+    h.store.create(&running).await.unwrap();
+    h.store
+        .checkpoint(None, running.id, Some((0, "so far")))
+        .await
+        .unwrap();
+    let (_, turns) = h.store.thread("alice", root.id).await.unwrap().unwrap();
+    assert_eq!(turns.len(), 3);
+    assert_eq!(turns[2].response, "so far");
+
+    assert!(h.store.delete_thread("alice", root.id).await.unwrap());
+    assert_eq!(h.store.thread("alice", root.id).await.unwrap(), None);
+    for gone in [root.id, next.id, running.id] {
+        assert_eq!(h.store.get("alice", gone).await.unwrap(), None);
+    }
+    let hits = h
+        .store
+        .search("alice", &search("zebra"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        hits.iter()
+            .map(|hit| hit.conversation.id)
+            .collect::<Vec<_>>(),
+        [other.id]
+    );
+    let page = PageQuery {
+        limit: 10,
+        offset: 0,
+        after: None,
+    };
+    let left: Vec<_> = h
+        .store
+        .list("alice", &page)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(left, [other.id]);
+    let logs: i64 =
+        h.db.client()
+            .await
+            .query_one("SELECT count(*) FROM turn_chunks", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(logs, 0);
+    assert!(!h.store.delete_thread("alice", root.id).await.unwrap());
+}
+
+async fn threads_are_owner_isolated(h: &Harness) {
+    let root = turn("alice", None, "mine", 0);
+    save_all(h, &[&root]).await;
+    assert_eq!(h.store.thread("bob", root.id).await.unwrap(), None);
+    assert!(!h.store.delete_thread("bob", root.id).await.unwrap());
+    let page = PageQuery {
+        limit: 10,
+        offset: 0,
+        after: None,
+    };
+    assert!(
+        h.store
+            .threads("bob", &page)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(h.store.thread("alice", root.id).await.unwrap().is_some());
+}
+
+async fn a_turn_of_a_deleted_thread_does_not_bring_it_back(h: &Harness) {
+    let root = turn("alice", None, "root", 0);
+    save_all(h, &[&root]).await;
+    let mut running = Conversation::start("alice", "late".into(), "offline", "m");
+    running.thread_id = root.id;
+    running.previous_id = Some(root.id);
+    h.store.create(&running).await.unwrap();
+    assert!(h.store.delete_thread("alice", root.id).await.unwrap());
+    // Its checkpoints find the row gone and log nothing; its end is not saved.
+    let seen = h
+        .store
+        .checkpoint(None, running.id, Some((0, "x")))
+        .await
+        .unwrap();
+    assert!(!seen.found);
+    let seen = h
+        .store
+        .checkpoint(Some(&running), running.id, Some((0, "x")))
+        .await
+        .unwrap();
+    assert!(!seen.found);
+    running.status = Status::Complete;
+    running.response = "done".into();
+    h.store.finish(&running).await.unwrap();
+    assert_eq!(h.store.get("alice", running.id).await.unwrap(), None);
+    assert_eq!(h.store.thread("alice", root.id).await.unwrap(), None);
+    assert_eq!(h.db.count().await, 0);
+}
+
+#[tokio::test]
+async fn existing_conversations_become_one_turn_threads_when_migrated() {
+    let db = TestDb::blank().await;
+    let pool = common::db::pool(&db.settings().db).unwrap();
+    common::db::migrate_to(&pool, 6).await.unwrap();
+    testkit::seed_owned(&db, "alice", 3, 1).await;
+    common::db::migrate(&pool, "english").await.unwrap();
+    let store = db.backend(None, &[]);
+    let page = PageQuery {
+        limit: 10,
+        offset: 0,
+        after: None,
+    };
+    let threads = store.threads("alice", &page).await.unwrap().items;
+    assert_eq!(threads.len(), 3);
+    assert!(
+        threads
+            .iter()
+            .all(|t| t.turns == 1 && t.title.starts_with("prompt "))
+    );
+    let listed = store.list("alice", &page).await.unwrap().items;
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.thread_id == c.id && c.previous_id.is_none())
+    );
 }

@@ -17,13 +17,97 @@ mod openai;
 pub use offline::OfflineProvider;
 pub use openai::{OpenAiProvider, parse_chunk};
 
-/// What to generate.
+/// Who says a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+}
+
+/// A message's content: text, or the text parts a client sent (kept as sent).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<TextPart>),
+}
+
+/// `{"type": "text", "text": ...}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TextPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+}
+
+impl Content {
+    /// The text of the content (parts joined).
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(t) => t.clone(),
+            Content::Parts(parts) => parts.iter().map(|p| p.text.as_str()).collect(),
+        }
+    }
+}
+
+/// One message of what a provider receives.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: Content,
+    /// A participant's name, as OpenAI's API takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Message {
+    pub fn new(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: Content::Text(text.into()),
+            name: None,
+        }
+    }
+}
+
+/// What to generate: the messages in order (the system message first when there is one, the
+/// turns of the conversation, the new user message last).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompletionRequest {
-    pub prompt: String,
+    pub messages: Vec<Message>,
     pub model: String,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Option<Vec<String>>,
+}
+
+impl CompletionRequest {
+    /// A request of one user message.
+    pub fn prompt(prompt: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            messages: vec![Message::new(Role::User, prompt)],
+            model: model.into(),
+            max_tokens: None,
+            temperature: None,
+            top_p: None,
+            stop: None,
+        }
+    }
+
+    /// The text of the last user message (what a guardrail checks, what the offline provider
+    /// answers).
+    pub fn last_user_text(&self) -> String {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.text())
+            .unwrap_or_default()
+    }
 }
 
 /// One item of a generation: text, then exactly one `Finish` at the end.

@@ -51,7 +51,8 @@ impl Provider for OfflineProvider {
     }
 
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
-        let mut chunks = Self::chunks(&request.prompt);
+        let prompt = request.last_user_text();
+        let mut chunks = Self::chunks(&prompt);
         let mut reason = "stop";
         if let Some(max) = request.max_tokens.map(|m| m as usize)
             && chunks.len() > max
@@ -60,7 +61,14 @@ impl Provider for OfflineProvider {
             reason = "length";
         }
         let usage = Usage {
-            prompt_tokens: i32::try_from(request.prompt.split_whitespace().count()).ok(),
+            prompt_tokens: i32::try_from(
+                request
+                    .messages
+                    .iter()
+                    .map(|m| m.content.text().split_whitespace().count())
+                    .sum::<usize>(),
+            )
+            .ok(),
             completion_tokens: i32::try_from(chunks.len()).ok(),
             total_tokens: None,
         };
@@ -97,10 +105,8 @@ mod tests {
 
     fn request(prompt: &str, max_tokens: Option<u32>) -> CompletionRequest {
         CompletionRequest {
-            prompt: prompt.into(),
-            model: "m".into(),
             max_tokens,
-            temperature: None,
+            ..CompletionRequest::prompt(prompt, "m")
         }
     }
 

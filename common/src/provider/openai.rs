@@ -109,7 +109,7 @@ impl Provider for OpenAiProvider {
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
         let mut body = json!({
             "model": request.model,
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": request.messages,
             "stream": true,
             "stream_options": {"include_usage": true},
         });
@@ -118,6 +118,12 @@ impl Provider for OpenAiProvider {
         }
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
+        }
+        if let Some(p) = request.top_p {
+            body["top_p"] = json!(p);
+        }
+        if let Some(stop) = &request.stop {
+            body["stop"] = json!(stop);
         }
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))

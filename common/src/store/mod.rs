@@ -55,6 +55,9 @@ pub trait ConversationCreate: Send + Sync {
 pub struct Checkpointed {
     /// A client asked (`POST /stream/{id}/cancel`, from any process) to stop this turn.
     pub cancel_requested: bool,
+    /// The turn's row was there before this checkpoint (false when this checkpoint wrote it,
+    /// or when it is gone: its thread was deleted).
+    pub found: bool,
 }
 
 /// Writes a running turn's log and its end.
@@ -191,6 +194,58 @@ pub struct ApiKey {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// A turn along a chain, as a continuation needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainTurn {
+    pub id: Uuid,
+    pub thread_id: Uuid,
+    pub prompt: String,
+    /// Its answer, or the text so far of a turn still running.
+    pub response: String,
+    pub status: crate::Status,
+    /// The instructions it ran under.
+    pub system: Option<String>,
+}
+
+/// Loads what a new turn continues.
+#[async_trait]
+pub trait ConversationChain: Send + Sync {
+    /// The turns along the chain that ends at `owner`'s turn `id`, newest first (that turn,
+    /// then the one it continues, and so on), as far back as their prompts and answers together
+    /// stay within `budget` characters, plus the one that crosses it. `None` when `owner` has no
+    /// turn `id`. A turn left `streaming` by a writer that died reads as `partial`.
+    async fn chain(
+        &self,
+        owner: &str,
+        id: Uuid,
+        budget: i64,
+    ) -> Result<Option<Vec<ChainTurn>>, StoreError>;
+}
+
+/// Threads: listing, reading and deleting.
+#[async_trait]
+pub trait ThreadStore: Send + Sync {
+    /// At most `page.limit` of `owner`'s threads, most recently active first (ties by id),
+    /// after `page.after` (a position in that order: latest activity and id), and whether more
+    /// follow. `page.offset` is ignored.
+    async fn threads(
+        &self,
+        owner: &str,
+        page: &PageQuery,
+    ) -> Result<Listed<crate::domain::Thread>, StoreError>;
+
+    /// `owner`'s thread `id` and every turn of it, oldest first; `None` when there is none.
+    async fn thread(
+        &self,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<Option<(crate::domain::Thread, Vec<Conversation>)>, StoreError>;
+
+    /// Deletes `owner`'s thread `id` and every turn of it (from history and search too);
+    /// `false` when there was none. A turn of it still running does not bring it back.
+    async fn delete_thread(&self, owner: &str, id: Uuid) -> Result<bool, StoreError>;
+}
+
 /// Tells whether the database answers.
 #[async_trait]
 pub trait HealthCheck: Send + Sync {
@@ -198,19 +253,32 @@ pub trait HealthCheck: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// What a stream needs of a store: write the start, checkpoints and the end.
-pub trait ConversationWrite: ConversationCreate + ConversationFinish {}
+/// What a stream needs of a store: load the chain it continues, write the start, checkpoints
+/// and the end.
+pub trait ConversationWrite: ConversationCreate + ConversationFinish + ConversationChain {}
 
-impl<T: ConversationCreate + ConversationFinish> ConversationWrite for T {}
+impl<T: ConversationCreate + ConversationFinish + ConversationChain> ConversationWrite for T {}
 
 /// Every capability; what a backend implements.
 pub trait Store:
-    ConversationWrite + ConversationGet + ConversationList + ConversationSearch + HealthCheck
+    ConversationWrite
+    + ConversationGet
+    + ConversationList
+    + ConversationSearch
+    + ConversationChain
+    + ThreadStore
+    + HealthCheck
 {
 }
 
 impl<T> Store for T where
-    T: ConversationWrite + ConversationGet + ConversationList + ConversationSearch + HealthCheck
+    T: ConversationWrite
+        + ConversationGet
+        + ConversationList
+        + ConversationSearch
+        + ConversationChain
+        + ThreadStore
+        + HealthCheck
 {
 }
 
@@ -245,7 +313,8 @@ pub struct PageQuery {
     pub after: Option<Cursor>,
 }
 
-/// A keyset position in the newest-first order: the last row a client has seen.
+/// A keyset position in a newest-first order: the last row a client has seen (for threads, its
+/// latest activity rather than its creation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub created_at: OffsetDateTime,

@@ -17,10 +17,11 @@ use uuid::Uuid;
 
 use super::sql::{self, PHRASE_WINDOW_ROWS, search_sql, search_window_sql};
 use super::{
-    ApiKey, ApiKeys, Checkpointed, ConversationCreate, ConversationFinish, ConversationGet,
-    ConversationList, ConversationSearch, HealthCheck, Listed, PageQuery, SearchHit, SearchQuery,
+    ApiKey, ApiKeys, ChainTurn, Checkpointed, ConversationChain, ConversationCreate,
+    ConversationFinish, ConversationGet, ConversationList, ConversationSearch, HealthCheck, Listed,
+    PageQuery, SearchHit, SearchQuery, ThreadStore,
 };
-use crate::domain::{Conversation, Status, now_micros};
+use crate::domain::{Conversation, Status, Thread, now_micros};
 use crate::error::StoreError;
 
 /// Conversations in PostgreSQL.
@@ -137,6 +138,11 @@ impl PgStore {
             ttfb_ms: row.try_get("ttfb_ms").map_err(q)?,
             duration_ms: row.try_get("duration_ms").map_err(q)?,
             finish_reason: row.try_get("finish_reason").map_err(q)?,
+            thread_id: row.try_get("thread_id").map_err(q)?,
+            previous_id: row.try_get("previous_id").map_err(q)?,
+            system: row.try_get("system").map_err(q)?,
+            messages: row.try_get("messages").map_err(q)?,
+            context_turns: row.try_get("context_turns").map_err(q)?,
             created_at: row.try_get("created_at").map_err(q)?,
             updated_at: row.try_get("updated_at").map_err(q)?,
         };
@@ -152,7 +158,7 @@ impl PgStore {
     }
 }
 
-/// The parameters of [`sql::CREATE`]: a turn's row as its stream starts.
+/// The parameters of [`sql::create`]: a turn's row as its stream starts.
 fn start_params(c: &Conversation) -> Params<'_> {
     vec![
         &c.id,
@@ -161,6 +167,11 @@ fn start_params(c: &Conversation) -> Params<'_> {
         &c.model,
         &c.created_at,
         &c.owner,
+        &c.thread_id,
+        &c.previous_id,
+        &c.system,
+        &c.messages,
+        &c.context_turns,
     ]
 }
 
@@ -168,7 +179,7 @@ fn start_params(c: &Conversation) -> Params<'_> {
 impl ConversationCreate for PgStore {
     async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
         let c = &*c.storable();
-        self.query(sql::CREATE, &start_params(c)).await?;
+        self.query(&sql::create(), &start_params(c)).await?;
         Ok(())
     }
 }
@@ -196,6 +207,7 @@ impl ConversationFinish for PgStore {
         let rows = self.query(&sql, &params).await?;
         Ok(Checkpointed {
             cancel_requested: rows.first().is_some_and(|r| r.get::<_, bool>(0)),
+            found: !rows.is_empty(),
         })
     }
 
@@ -221,8 +233,13 @@ impl ConversationFinish for PgStore {
             &c.owner,
             &flags,
             &c.finish_reason,
+            &c.thread_id,
+            &c.previous_id,
+            &c.system,
+            &c.messages,
+            &c.context_turns,
         ];
-        self.query(sql::FINISH, &params).await?;
+        self.query(&sql::finish(), &params).await?;
         Ok(())
     }
 }
@@ -300,6 +317,118 @@ impl ConversationSearch for PgStore {
         }
         let rows = self.query(&self.search_sql, &params).await?;
         Listed::from_probe(rows, query.limit, |r| self.decode_hit(r))
+    }
+}
+
+#[async_trait]
+impl ConversationChain for PgStore {
+    async fn chain(
+        &self,
+        owner: &str,
+        id: Uuid,
+        budget: i64,
+    ) -> Result<Option<Vec<ChainTurn>>, StoreError> {
+        let rows = self.query(&sql::chain(), &[&id, &owner, &budget]).await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let q = |e| StoreError::Query(e);
+        let now = now_micros();
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status").map_err(q)?;
+                let created_at: time::OffsetDateTime = r.try_get("created_at").map_err(q)?;
+                let mut status =
+                    Status::parse(&status).ok_or(StoreError::Decode { column: "status" })?;
+                if status == Status::Streaming && now - created_at > self.stale_after {
+                    status = Status::Partial;
+                }
+                Ok(ChainTurn {
+                    id: r.try_get("id").map_err(q)?,
+                    thread_id: r.try_get("thread_id").map_err(q)?,
+                    prompt: r.try_get("prompt").map_err(q)?,
+                    response: r.try_get("response").map_err(q)?,
+                    status,
+                    system: r.try_get("system").map_err(q)?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
+fn decode_thread(r: &Row) -> Result<Thread, StoreError> {
+    let q = |e| StoreError::Query(e);
+    Ok(Thread {
+        id: r.try_get("id").map_err(q)?,
+        title: r.try_get("title").map_err(q)?,
+        turns: r.try_get("turns").map_err(q)?,
+        created_at: r.try_get("created_at").map_err(q)?,
+        updated_at: r.try_get("updated_at").map_err(q)?,
+    })
+}
+
+#[async_trait]
+impl ThreadStore for PgStore {
+    async fn threads(&self, owner: &str, page: &PageQuery) -> Result<Listed<Thread>, StoreError> {
+        let probe = page.limit + 1;
+        let cols = sql::THREAD_COLUMNS;
+        let rows = match &page.after {
+            None => {
+                let sql = format!(
+                    "SELECT {cols} FROM threads t WHERE t.owner = $1 \
+                     ORDER BY t.updated_at DESC, t.id DESC LIMIT $2"
+                );
+                self.query(&sql, &[&owner, &probe]).await?
+            }
+            Some(cursor) => {
+                let sql = format!(
+                    "SELECT {cols} FROM threads t \
+                     WHERE t.owner = $1 AND (t.updated_at, t.id) < ($3, $4) \
+                     ORDER BY t.updated_at DESC, t.id DESC LIMIT $2"
+                );
+                let params: Params<'_> = vec![&owner, &probe, &cursor.created_at, &cursor.id];
+                self.query(&sql, &params).await?
+            }
+        };
+        Listed::from_probe(rows, page.limit, decode_thread)
+    }
+
+    async fn thread(
+        &self,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<Option<(Thread, Vec<Conversation>)>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM threads t WHERE t.id = $1 AND t.owner = $2",
+            sql::THREAD_COLUMNS
+        );
+        let Some(thread) = self
+            .query(&sql, &[&id, &owner])
+            .await?
+            .first()
+            .map(decode_thread)
+        else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT {} FROM conversations c WHERE c.thread_id = $1 AND c.owner = $2 \
+             ORDER BY c.created_at, c.id",
+            sql::columns()
+        );
+        let turns = self.query(&sql, &[&id, &owner]).await?;
+        let turns = turns
+            .iter()
+            .map(|r| self.decode(r))
+            .collect::<Result<_, _>>()?;
+        Ok(Some((thread?, turns)))
+    }
+
+    async fn delete_thread(&self, owner: &str, id: Uuid) -> Result<bool, StoreError> {
+        Ok(!self
+            .query(sql::DELETE_THREAD, &[&id, &owner])
+            .await?
+            .is_empty())
     }
 }
 

@@ -14,30 +14,57 @@ pub(crate) fn columns() -> String {
     format!(
         "c.id, c.owner, c.prompt, {RESPONSE} AS response, c.status, c.error, c.provider, \
          c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, c.ttfb_ms, \
-         c.duration_ms, c.finish_reason, c.created_at, c.updated_at"
+         c.duration_ms, c.finish_reason, c.thread_id, c.previous_id, c.system, c.messages, \
+         c.context_turns, c.created_at, c.updated_at"
     )
 }
 
-/// A turn's row as its stream starts ($1 id, $2 prompt, $3 provider, $4 model, $5 created_at,
-/// $6 owner); nothing when it is already there.
-pub(crate) const CREATE: &str = "INSERT INTO conversations \
-    (id, prompt, response, status, provider, model, created_at, updated_at, owner) \
-    VALUES ($1, $2, '', 'streaming', $3, $4, $5, $5, $6) ON CONFLICT (id) DO NOTHING";
+/// The condition under which a turn's row may be written: its thread was not deleted (a turn
+/// still running when its thread was deleted must not bring it back). `$thread` is its place.
+fn thread_alive(thread: &str) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM deleted_threads d WHERE d.id = {thread})")
+}
 
-/// One checkpoint in one statement: the row from [`CREATE`]'s parameters when it may be missing
+/// A turn's row as its stream starts ($1 id, $2 prompt, $3 provider, $4 model, $5 created_at,
+/// $6 owner, $7 thread_id, $8 previous_id, $9 system, $10 messages, $11 context_turns); nothing
+/// when it is already there, or when its thread was deleted.
+pub(crate) fn create() -> String {
+    format!(
+        "INSERT INTO conversations (id, prompt, response, status, provider, model, created_at, \
+         updated_at, owner, thread_id, previous_id, system, messages, context_turns) \
+         SELECT $1::uuid, $2::text, '', 'streaming', $3::text, $4::text, $5::timestamptz, \
+         $5::timestamptz, $6::text, $7::uuid, $8::uuid, $9::text, $10::jsonb, $11::int4 \
+         WHERE {} ON CONFLICT (id) DO NOTHING",
+        thread_alive("$7::uuid")
+    )
+}
+
+/// One checkpoint in one statement: the row from [`create`]'s parameters when it may be missing
 /// (`with_row`), the next piece of the turn's log (`with_piece`: its position and text follow
 /// the row's parameters, or the id), and whether a cancel was asked for. A row inserted by this
 /// statement is not yet visible to its own `SELECT`: it reads as not cancelled.
 pub(crate) fn checkpoint(with_row: bool, with_piece: bool) -> String {
     let mut ctes = Vec::new();
     if with_row {
-        ctes.push(format!("row AS ({CREATE})"));
+        ctes.push(format!("row AS ({} RETURNING id)", create()));
     }
     if with_piece {
-        let (at, text) = if with_row { ("$7", "$8") } else { ("$2", "$3") };
+        let (at, text) = if with_row {
+            ("$12", "$13")
+        } else {
+            ("$2", "$3")
+        };
+        // Only for a row that exists (or is written here): a turn whose thread was deleted
+        // while it ran logs nothing.
+        let exists = if with_row {
+            "EXISTS (SELECT 1 FROM conversations WHERE id = $1::uuid) OR EXISTS (SELECT 1 FROM row)"
+        } else {
+            "EXISTS (SELECT 1 FROM conversations WHERE id = $1::uuid)"
+        };
         ctes.push(format!(
             "piece AS (INSERT INTO turn_chunks (turn_id, position, text) \
-             VALUES ($1, {at}, {text}) ON CONFLICT (turn_id, position) DO NOTHING)"
+             SELECT $1::uuid, {at}::int8, {text}::text WHERE {exists} \
+             ON CONFLICT (turn_id, position) DO NOTHING)"
         ));
     }
     let with = if ctes.is_empty() {
@@ -45,22 +72,67 @@ pub(crate) fn checkpoint(with_row: bool, with_piece: bool) -> String {
     } else {
         format!("WITH {} ", ctes.join(", "))
     };
-    format!("{with}SELECT cancel_requested FROM conversations WHERE id = $1")
+    format!("{with}SELECT cancel_requested FROM conversations WHERE id = $1::uuid")
 }
 
-/// The final record, inserted whole when its start was never written, and the turn's log
-/// dropped (its text is now the row's `response`).
-pub(crate) const FINISH: &str = "WITH log AS (DELETE FROM turn_chunks WHERE turn_id = $1) \
-    INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
-    prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
-    updated_at, owner, flags, finish_reason) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-    ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
-    status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
-    prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens, \
-    total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
-    duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, flags = EXCLUDED.flags, \
-    finish_reason = EXCLUDED.finish_reason";
+/// The final record, inserted whole when its start was never written (unless its thread was
+/// deleted), and the turn's log dropped (its text is now the row's `response`).
+pub(crate) fn finish() -> String {
+    format!(
+        "WITH log AS (DELETE FROM turn_chunks WHERE turn_id = $1::uuid) \
+         INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
+         prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
+         updated_at, owner, flags, finish_reason, thread_id, previous_id, system, messages, \
+         context_turns) \
+         SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::int4, \
+         $9::int4, $10::int4, $11::int4, $12::int4, $13::timestamptz, $14::timestamptz, \
+         $15::text, $16::jsonb, $17::text, $18::uuid, $19::uuid, $20::text, $21::jsonb, \
+         $22::int4 WHERE {} \
+         ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
+         status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
+         prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens, \
+         total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
+         duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
+         flags = EXCLUDED.flags, finish_reason = EXCLUDED.finish_reason, \
+         context_turns = EXCLUDED.context_turns, system = EXCLUDED.system, \
+             messages = EXCLUDED.messages",
+        thread_alive("$18::uuid")
+    )
+}
+
+/// The chain ending at turn $1 of owner $2, newest first: the turn, the one it continues, and
+/// so on, while the prompts and answers read so far total at most $3 characters (the turn that
+/// crosses it is read too). One query: a recursive walk up `previous_id`.
+pub(crate) fn chain() -> String {
+    format!(
+        "WITH RECURSIVE chain AS ( \
+            SELECT c.id, c.previous_id, c.thread_id, c.prompt, {RESPONSE} AS response, \
+                   c.status, c.system, c.created_at, \
+                   char_length(c.prompt) + char_length({RESPONSE}) AS total, 1 AS depth \
+            FROM conversations c WHERE c.id = $1 AND c.owner = $2 \
+          UNION ALL \
+            SELECT c.id, c.previous_id, c.thread_id, c.prompt, {RESPONSE}, c.status, c.system, \
+                   c.created_at, chain.total + char_length(c.prompt) + char_length({RESPONSE}), \
+                   chain.depth + 1 \
+            FROM chain JOIN conversations c ON c.id = chain.previous_id AND c.owner = $2 \
+            WHERE chain.total <= $3::int8) \
+         SELECT id, thread_id, prompt, response, status, system, created_at FROM chain \
+         ORDER BY depth"
+    )
+}
+
+/// The thread columns, from `threads t`.
+pub(crate) const THREAD_COLUMNS: &str = "t.id, t.title, t.turns, t.created_at, t.updated_at";
+
+/// Deletes thread $1 of owner $2 and every turn of it (their logs go with them), leaves a
+/// tombstone (a turn still running must not bring it back), drops tombstones older than a day;
+/// returns the deleted thread's id.
+pub(crate) const DELETE_THREAD: &str = "WITH gone AS ( \
+        DELETE FROM threads WHERE id = $1 AND owner = $2 RETURNING id), \
+    tomb AS (INSERT INTO deleted_threads (id) SELECT id FROM gone ON CONFLICT (id) DO NOTHING), \
+    turns AS (DELETE FROM conversations WHERE thread_id IN (SELECT id FROM gone) AND owner = $2), \
+    old AS (DELETE FROM deleted_threads WHERE deleted_at < now() - interval '1 day') \
+    SELECT id FROM gone";
 
 /// The search query, around the rows it reads (`{source}`): the newest `$4` matches are the
 /// candidates, ranked; only the page's rows get a headline. The tsquery is written inline (not

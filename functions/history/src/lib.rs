@@ -1,4 +1,8 @@
-//! `GET /history`: conversations newest first, by offset or by keyset cursor.
+//! `GET /history`: conversations newest first, by offset or by keyset cursor; and the threads
+//! (`GET /threads`, `GET /threads/{id}`, `DELETE /threads/{id}`), which the history function
+//! serves too.
+
+pub mod threads;
 
 use std::sync::Arc;
 
@@ -9,7 +13,7 @@ use common::api::{Page, PageParams};
 use common::auth::{Auth, Owner};
 use common::error::ErrorBody;
 use common::http::{ValidQuery, health_router, protect, with_fallbacks};
-use common::store::{ConversationList, Cursor, HealthCheck};
+use common::store::{ConversationList, Cursor, HealthCheck, ThreadStore};
 use common::{ApiError, Conversation};
 
 /// The `/history` route alone, for merging into the local server.
@@ -19,9 +23,16 @@ pub fn routes(list: Arc<dyn ConversationList>) -> Router {
         .with_state(list)
 }
 
-/// The function's whole router: `/history` behind the key check, and `/health`.
-pub fn router(list: Arc<dyn ConversationList>, health: Arc<dyn HealthCheck>, auth: Auth) -> Router {
-    with_fallbacks(protect(routes(list), auth).merge(health_router(health)))
+/// The function's whole router: `/history` and the thread routes behind the key check, and
+/// `/health`.
+pub fn router(
+    list: Arc<dyn ConversationList>,
+    threads: Arc<dyn ThreadStore>,
+    health: Arc<dyn HealthCheck>,
+    auth: Auth,
+) -> Router {
+    let api = routes(list).merge(threads::routes(threads));
+    with_fallbacks(protect(api, auth).merge(health_router(health)))
 }
 
 /// The caller's conversations, newest first (ties by id), by offset or by cursor.

@@ -1,4 +1,4 @@
-//! The `history` Lambda function: wiring only.
+//! The `history` Lambda function (`/history` and `/threads`): wiring only.
 
 use common::Settings;
 use common::auth::Auth;
@@ -10,10 +10,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let store = common::store::from_settings(&settings)?;
     common::announce(&settings);
     let auth = Auth::from_settings(&settings.auth, store.clone());
-    let router = history::router(
-        store.clone(),
-        common::health(store.clone(), &settings),
-        auth,
-    );
+    let health = common::health(store.clone(), &settings);
+    let router = history::router(store.clone(), store, health, auth);
     common::run_lambda(|| lambda_http::run(router.clone())).await
 }

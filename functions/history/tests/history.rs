@@ -11,7 +11,12 @@ use testkit::{TestDb, seed};
 
 fn app(db: &TestDb) -> axum::Router {
     let store = Arc::new(db.store());
-    history::router(store.clone(), store.clone(), Auth::off(store))
+    history::router(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        Auth::off(store),
+    )
 }
 
 fn ids(page: &serde_json::Value) -> Vec<String> {
@@ -145,7 +150,7 @@ async fn health_reports_the_database_down_with_503() {
         ("DB_CONNECT_TIMEOUT_MS", "500"),
     ]);
     let down = Arc::new(common::store::PgStore::from_settings(&settings).unwrap());
-    let app = history::router(down.clone(), down.clone(), Auth::off(down));
+    let app = history::router(down.clone(), down.clone(), down.clone(), Auth::off(down));
     let (status, body) = get(&app, "/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["database"], "unavailable");
@@ -180,7 +185,12 @@ async fn a_query_cut_by_its_statement_timeout_is_a_503_not_a_500() {
         )
         .unwrap(),
     );
-    let app = history::router(store.clone(), store.clone(), Auth::off(store));
+    let app = history::router(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        Auth::off(store),
+    );
     // Another session holds the table: the page query waits until its timeout cancels it.
     let mut locker = db.client().await;
     let tx = locker.transaction().await.unwrap();
@@ -193,4 +203,48 @@ async fn a_query_cut_by_its_statement_timeout_is_a_503_not_a_500() {
     tx.rollback().await.unwrap();
     let (status, _) = get(&app, "/history").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn threads_are_listed_read_and_deleted_through_their_routes() {
+    let db = TestDb::new().await;
+    let rows = seed(&db, 3, 1).await;
+    let app = app(&db);
+    let (status, page) = get(&app, "/threads?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    // Seeded conversations are threads of one turn, newest first.
+    assert_eq!(ids(&page), [rows[2].id.to_string(), rows[1].id.to_string()]);
+    assert_eq!(page["items"][0]["turns"], 1);
+    assert_eq!(page["items"][0]["title"], "prompt 2");
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = get(&app, &format!("/threads?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&next), [rows[0].id.to_string()]);
+    assert!(next["next_cursor"].is_null());
+
+    let id = rows[1].id;
+    let (status, one) = get(&app, &format!("/threads/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["thread"]["id"], id.to_string());
+    assert_eq!(one["items"][0]["thread_id"], id.to_string());
+    assert!(one["items"][0]["previous_id"].is_null());
+
+    let (status, _) = testkit::call::call(&app, "DELETE", &format!("/threads/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = get(&app, &format!("/threads/{id}")).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let (status, _) = testkit::call::call(&app, "DELETE", &format!("/threads/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = get(&app, "/threads/not-a-uuid").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
+    let (_, history) = get(&app, "/history").await;
+    assert_eq!(
+        ids(&history),
+        [rows[2].id.to_string(), rows[0].id.to_string()]
+    );
 }

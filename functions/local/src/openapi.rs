@@ -17,8 +17,11 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         license(name = "MIT")
     ),
     paths(
-        stream::stream,
+        stream::post_stream::stream,
         history::history,
+        history::threads::list,
+        history::threads::one,
+        history::threads::delete,
         get::get_one,
         search::search,
         common::http::health,
@@ -28,6 +31,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     tags(
         (name = "stream", description = "Answers as server-sent events"),
         (name = "history", description = "Saved conversations"),
+        (name = "threads", description = "Conversations that go on: threads of turns"),
         (name = "search", description = "Full-text search"),
         (name = "health", description = "Liveness and database reachability"),
     )

@@ -113,6 +113,9 @@ fn path() -> impl Strategy<Value = String> {
         3 => Just("/history".to_owned()),
         3 => query_value().prop_map(|id| format!("/history/{id}")),
         3 => Just("/search".to_owned()),
+        2 => Just("/threads".to_owned()),
+        2 => query_value().prop_map(|id| format!("/threads/{id}")),
+        1 => Just("/threads/0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d".to_owned()),
         1 => Just("/health".to_owned()),
         1 => Just("/openapi.json".to_owned()),
         1 => Just("//history".to_owned()),
@@ -161,6 +164,8 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         Just("model"),
         Just("max_tokens"),
         Just("temperature"),
+        Just("previous_id"),
+        Just("system"),
         Just("extra"),
     ];
     prop_oneof![
@@ -174,6 +179,18 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         2 => (nasty_text(), json_value()).prop_map(|(p, extra)| {
             serde_json::to_vec(&serde_json::json!({"prompt": format!("q {p}"), "extra": extra}))
                 .unwrap()
+        }),
+        // A valid prompt continuing an id that is not the caller's turn, or with odd system
+        // instructions.
+        1 => (nasty_text(), prop_oneof![
+            Just(Value::String("0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d".into())),
+            nasty_text().prop_map(Value::String),
+            json_value(),
+        ], json_value()).prop_map(|(p, previous, system)| {
+            serde_json::to_vec(&serde_json::json!({
+                "prompt": format!("q {p}"), "previous_id": previous, "system": system
+            }))
+            .unwrap()
         }),
         1 => json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
         1 => Just(Vec::new()),

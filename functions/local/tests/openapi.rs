@@ -42,7 +42,15 @@ fn every_route_is_an_operation() {
         .collect();
     assert_eq!(
         paths,
-        BTreeSet::from(["/health", "/history", "/history/{id}", "/search", "/stream"])
+        BTreeSet::from([
+            "/health",
+            "/history",
+            "/history/{id}",
+            "/search",
+            "/stream",
+            "/threads",
+            "/threads/{id}",
+        ])
     );
     assert_eq!(
         doc["paths"]["/health"]["get"]["security"],
@@ -214,6 +222,37 @@ async fn the_document_describes_what_the_service_sends() {
         &hits["items"][0],
         "search hit",
     );
+    // Threads: the page, one thread with its turns.
+    let (status, threads) = get(&app, "/threads?limit=5").await;
+    assert_eq!(status, 200);
+    conforms(
+        &doc,
+        &response_schema(&doc, "/threads", "get", 200),
+        &threads,
+        "threads page",
+    );
+    conforms(
+        &doc,
+        &schema(&doc, "Thread"),
+        &threads["items"][0],
+        "thread",
+    );
+    let thread_id = threads["items"][0]["id"].as_str().unwrap();
+    let (status, thread) = get(&app, &format!("/threads/{thread_id}")).await;
+    assert_eq!(status, 200);
+    conforms(
+        &doc,
+        &response_schema(&doc, "/threads/{id}", "get", 200),
+        &thread,
+        "thread with turns",
+    );
+    conforms(
+        &doc,
+        &schema(&doc, "Conversation"),
+        &thread["items"][0],
+        "turn",
+    );
+
     let (_, health) = get(&app, "/health").await;
     conforms(
         &doc,
@@ -236,6 +275,31 @@ async fn the_document_describes_what_the_service_sends() {
         ),
         ("GET", "/search?query=%20", None, 422, "/search", "get"),
         ("POST", "/stream", Some("{not json"), 422, "/stream", "post"),
+        (
+            "POST",
+            "/stream",
+            Some(r#"{"prompt":"x","previous_id":"0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d"}"#),
+            404,
+            "/stream",
+            "post",
+        ),
+        ("GET", "/threads?limit=0", None, 422, "/threads", "get"),
+        (
+            "GET",
+            "/threads/0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d",
+            None,
+            404,
+            "/threads/{id}",
+            "get",
+        ),
+        (
+            "DELETE",
+            "/threads/nope",
+            None,
+            422,
+            "/threads/{id}",
+            "delete",
+        ),
     ];
     for (method, uri, body, status, path, op) in errors {
         let (got, value) = call(&app, method, uri, body).await;

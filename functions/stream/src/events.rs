@@ -173,18 +173,26 @@ pub struct Done {
     pub duration_ms: Option<i32>,
     /// Whether the record is in the database (false: it was logged for `make replay`).
     pub saved: bool,
+    /// The turn's thread (its first turn's id).
+    pub thread_id: Uuid,
+    /// How many previous turns the provider received.
+    pub context_turns: i32,
 }
 
 /// `error`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Failure {
     pub id: Uuid,
-    /// `partial` (some text arrived) or `failed` (none did).
+    /// `partial` (some text arrived), `failed` (none did) or `cancelled`.
     pub status: Status,
-    /// `provider_error`, `provider_timeout`, `rate_limited`, `guardrail_stopped`, ...
+    /// `provider_error`, `provider_timeout`, `guardrail_blocked`, `cancelled`, `shutdown`, ...
     pub code: String,
     /// A sentence for people; never internal detail.
     pub message: String,
     pub flags: Vec<Flag>,
     pub saved: bool,
+    /// The turn's thread (its first turn's id).
+    pub thread_id: Uuid,
+    /// How many previous turns the provider received.
+    pub context_turns: i32,
 }

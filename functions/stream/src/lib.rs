@@ -1,7 +1,9 @@
 //! `POST /stream`: validates the prompt, then streams the provider's answer as server-sent
 //! events while the conversation is saved beside it (see [`run`]).
 
+mod context;
 pub mod events;
+pub mod post_stream;
 mod request;
 mod run;
 mod sse;
@@ -11,19 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Extension, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
-use common::auth::{Auth, Owner};
-use common::error::ErrorBody;
+use common::auth::Auth;
 use common::guard::{Guardrails, Redactor};
 use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
 use common::store::HealthCheck;
-use common::telemetry::{LogsItself, RequestId};
-use common::{ApiError, Conversation, Settings};
-use events::{Start, StreamEvent};
+use common::telemetry::LogsItself;
+use common::{Conversation, Settings};
+use events::Start;
 use turn::{Turns, View};
 
 pub use request::StreamRequest;
@@ -44,6 +45,7 @@ pub struct Limits {
     pub log_content: bool,
     pub grounding_check: bool,
     pub max_client_lag_bytes: usize,
+    pub max_context_chars: usize,
     pub save_budget: Duration,
     pub shutdown_grace: Duration,
 }
@@ -61,6 +63,7 @@ impl Limits {
             log_content: s.stream.log_content,
             grounding_check: s.stream.grounding_check,
             max_client_lag_bytes: s.stream.max_client_lag_bytes,
+            max_context_chars: s.stream.max_context_chars,
             save_budget: s.db.save_budget,
             shutdown_grace: s.stream.shutdown_grace,
         }
@@ -111,35 +114,9 @@ impl StreamState {
     }
 }
 
-/// Records a refused prompt (status `blocked`, with its flag) and answers 422
-/// `guardrail_blocked`. The provider is never called.
-async fn blocked(
-    state: &StreamState,
-    owner: &Owner,
-    prompt: &str,
-    flag: common::guard::Flag,
-) -> ApiError {
-    let mut c = Conversation::start(&owner.0, prompt.to_owned(), state.provider.name(), "");
-    if let Some(r) = &state.redactor {
-        let (clean, n) = r.redact(&c.prompt);
-        c.prompt = clean;
-        c.flags.extend(n.flag());
-    }
-    c.status = common::Status::Blocked;
-    c.error = Some("guardrail_blocked".into());
-    c.flags.push(flag);
-    if let Err(e) = state.store.finish(&c).await {
-        tracing::error!(id = %c.id, error = %common::error::error_chain(&e),
-            "could not record a blocked prompt");
-    }
-    tracing::warn!(id = %c.id, "prompt blocked by a guardrail");
-    ApiError::Validation {
-        code: "guardrail_blocked",
-        message: "the prompt was refused by a guardrail".into(),
-    }
-}
+pub use post_stream::stream;
 
-/// The `/stream` route alone, for merging into the local server.
+/// The stream function's routes alone, for merging into the local server.
 pub fn routes(state: StreamState) -> Router {
     Router::new()
         .route("/stream", post(stream))
@@ -149,55 +126,6 @@ pub fn routes(state: StreamState) -> Router {
 /// The function's whole router: `/stream` behind the key check, and `/health`.
 pub fn router(state: StreamState, health: Arc<dyn HealthCheck>, auth: Auth) -> Router {
     with_fallbacks(protect(routes(state), auth).merge(health_router(health)))
-}
-
-/// Streams the answer to a prompt as server-sent events and saves the conversation, also when
-/// the provider fails midway or the client goes away.
-#[utoipa::path(post, path = "/stream", tag = "stream",
-    request_body(content = StreamRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "Server-sent events: `start`, then `delta`s, then `done` or \
-            `error`. Each event's `event:` field is the `event` below and its `data:` field the \
-            `data` object as one line of JSON.",
-            content_type = "text/event-stream", body = StreamEvent,
-            headers(("x-conversation-id" = uuid::Uuid, description = "The conversation's id"))),
-        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = ErrorBody),
-        (status = 422, description = "Invalid JSON (`invalid_json`), a bad field \
-            (`invalid_request`, `prompt_too_long`), or a prompt refused by a guardrail \
-            (`guardrail_blocked`, recorded as `blocked`)", body = ErrorBody),
-    ))]
-pub async fn stream(
-    State(state): State<StreamState>,
-    Extension(owner): Extension<Owner>,
-    request_id: Option<Extension<RequestId>>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.0);
-    let started = Instant::now();
-    let request_parts = RequestParts::of(&request);
-    let body = request::read_body(request, state.limits.max_body_bytes).await?;
-    let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
-    if let Some(flag) = state.guard.check_prompt(&req.prompt) {
-        return Err(blocked(&state, &owner, &req.prompt, flag).await);
-    }
-    let model = req
-        .model
-        .clone()
-        .unwrap_or_else(|| state.provider.default_model().to_owned());
-    let conversation =
-        Conversation::start(&owner.0, req.prompt.clone(), state.provider.name(), &model);
-    let run = begin(
-        &state,
-        conversation,
-        &request_parts,
-        started,
-        request_id,
-        "/stream",
-    );
-    let response = sse_response(&state, &run, View::Raw);
-    tokio::spawn(run::run(state, run, req.into_completion(model)));
-    Ok(response)
 }
 
 /// What a handler keeps of its request once the body is read: the connection (to close it when
@@ -221,7 +149,7 @@ impl RequestParts {
 
 /// Registers the live turn of `conversation` (its `start` event first) and the reader of the
 /// client that asked.
-fn begin(
+pub(crate) fn begin(
     state: &StreamState,
     conversation: Conversation,
     parts: &RequestParts,
@@ -255,7 +183,7 @@ fn begin(
 }
 
 /// The `text/event-stream` response of a reader of `run`'s turn.
-fn sse_response(state: &StreamState, run: &run::TurnRun, view: View) -> Response {
+pub(crate) fn sse_response(state: &StreamState, run: &run::TurnRun, view: View) -> Response {
     let body = sse::body(
         &run.turn,
         run.client.clone(),

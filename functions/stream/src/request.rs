@@ -2,7 +2,6 @@
 
 use axum::extract::Request;
 use common::ApiError;
-use common::provider::CompletionRequest;
 use serde_json::Value;
 
 /// A validated stream request.
@@ -18,6 +17,13 @@ pub struct StreamRequest {
     pub max_tokens: Option<u32>,
     #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f32>,
+    /// Continue after this turn (one of the caller's): the provider receives the turns along
+    /// its chain, oldest first, then this prompt. Two turns with one `previous_id` are branches.
+    pub previous_id: Option<uuid::Uuid>,
+    /// Instructions, sent as the system message. Without them a continued turn runs under the
+    /// nearest ones up its chain; an empty string runs it (and what continues it) without any.
+    /// At most `MAX_PROMPT_CHARS` characters.
+    pub system: Option<String>,
 }
 
 /// Reads the whole body; more than `limit` bytes is a 413.
@@ -107,21 +113,39 @@ impl StreamRequest {
                 }
             },
         };
+        let previous_id = match map.get("previous_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(uuid::Uuid::try_parse(s).map_err(|_| {
+                ApiError::invalid("previous_id must be the id (a UUID) of one of your turns")
+            })?),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "previous_id must be the id (a UUID) of one of your turns",
+                ));
+            }
+        };
+        let system = match map.get("system") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.contains('\0') => {
+                return Err(ApiError::invalid("system must not contain NUL characters"));
+            }
+            Some(Value::String(s)) if s.chars().count() > max_chars => {
+                return Err(ApiError::Validation {
+                    code: "prompt_too_long",
+                    message: format!("system must be at most {max_chars} characters"),
+                });
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(ApiError::invalid("system must be a string")),
+        };
         Ok(Self {
             prompt,
             model,
             max_tokens,
             temperature,
+            previous_id,
+            system,
         })
-    }
-
-    pub fn into_completion(self, model: String) -> CompletionRequest {
-        CompletionRequest {
-            prompt: self.prompt,
-            model,
-            max_tokens: self.max_tokens,
-            temperature: self.temperature,
-        }
     }
 }
 
@@ -174,6 +198,27 @@ mod tests {
         );
         assert_eq!(code(r#"{"prompt":"x","temperature":3}"#), "invalid_request");
         assert_eq!(code(r#"{"prompt":"x","model":""}"#), "invalid_request");
+    }
+
+    #[test]
+    fn previous_id_and_system_are_checked() {
+        let r = StreamRequest::parse(
+            br#"{"prompt":"hi","previous_id":"0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d","system":"be brief"}"#,
+            10,
+        )
+        .unwrap();
+        assert!(r.previous_id.is_some());
+        assert_eq!(r.system.as_deref(), Some("be brief"));
+        assert_eq!(
+            code(r#"{"prompt":"x","previous_id":"nope"}"#),
+            "invalid_request"
+        );
+        assert_eq!(code(r#"{"prompt":"x","previous_id":7}"#), "invalid_request");
+        assert_eq!(code(r#"{"prompt":"x","system":["a"]}"#), "invalid_request");
+        assert_eq!(
+            code(r#"{"prompt":"x","system":"01234567890"}"#),
+            "prompt_too_long"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::auth::Auth;
-use common::store::{ConversationGet, PgStore};
+use common::store::{ConversationFinish, ConversationGet, PgStore, ThreadStore};
 use common::{Conversation, Status};
 use serde_json::{Value, json};
 use stream::StreamState;
@@ -101,6 +101,11 @@ impl Harness {
 
     async fn count(&self) -> i64 {
         self.db.count().await
+    }
+
+    /// The row once it has left `streaming`, among others (a thread's turns).
+    async fn finished_row_in_thread(&self, id: &str) -> Conversation {
+        self.wait_finished(id).await
     }
 }
 
@@ -802,4 +807,243 @@ async fn the_grounding_check_asks_the_provider_and_stores_its_verdict() {
 
     let events = h.stream("And now?").await;
     assert_eq!(last(&events)["flags"][0]["verdict"], "unsupported");
+}
+
+/// The `messages` the provider received in request `i`, as (role, content) pairs.
+fn sent_messages(fake: &FakeOpenAi, i: usize) -> Vec<(String, String)> {
+    fake.requests()[i]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(r, c)| ((*r).to_owned(), (*c).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_continued_thread_sends_its_chain_oldest_first_with_the_system_message_first() {
+    let fake = FakeOpenAi::start(vec![
+        Reply::Stream(answer(&["A1"], Duration::ZERO)),
+        Reply::Stream(answer(&["A2"], Duration::ZERO)),
+        Reply::Stream(answer(&["B2"], Duration::ZERO)),
+        Reply::Stream(answer(&["A3"], Duration::ZERO)),
+    ])
+    .await;
+    let h = with_fake(&fake, &[]).await;
+    let first = h
+        .post(&json!({"prompt": "first", "system": "be brief"}).to_string())
+        .await;
+    let first = sse::read(first, None).await;
+    let id1 = id_of(&first);
+    assert_eq!(last(&first)["thread_id"], id1.as_str());
+    assert_eq!(last(&first)["context_turns"], 0);
+    assert_eq!(
+        sent_messages(&fake, 0),
+        pairs(&[("system", "be brief"), ("user", "first")])
+    );
+
+    let second = h
+        .post(&json!({"prompt": "second", "previous_id": id1}).to_string())
+        .await;
+    let second = sse::read(second, None).await;
+    let id2 = id_of(&second);
+    assert_eq!(last(&second)["thread_id"], id1.as_str());
+    assert_eq!(last(&second)["context_turns"], 1);
+    assert_eq!(
+        sent_messages(&fake, 1),
+        pairs(&[
+            ("system", "be brief"),
+            ("user", "first"),
+            ("assistant", "A1"),
+            ("user", "second"),
+        ])
+    );
+
+    // A branch from the first turn sends only its own chain.
+    let branch = h
+        .post(&json!({"prompt": "other", "previous_id": id1}).to_string())
+        .await;
+    let branch = sse::read(branch, None).await;
+    assert_eq!(
+        sent_messages(&fake, 2),
+        pairs(&[
+            ("system", "be brief"),
+            ("user", "first"),
+            ("assistant", "A1"),
+            ("user", "other"),
+        ])
+    );
+    let row = h.finished_row_in_thread(&id_of(&branch)).await;
+    assert_eq!(
+        (row.previous_id, row.thread_id.to_string()),
+        (Some(uuid::Uuid::parse_str(&id1).unwrap()), id1.clone())
+    );
+    assert_eq!(row.system.as_deref(), Some("be brief"));
+
+    // New instructions replace the inherited ones.
+    let third = h
+        .post(&json!({"prompt": "third", "previous_id": id2, "system": "be long"}).to_string())
+        .await;
+    let third = sse::read(third, None).await;
+    assert_eq!(last(&third)["context_turns"], 2);
+    assert_eq!(
+        sent_messages(&fake, 3),
+        pairs(&[
+            ("system", "be long"),
+            ("user", "first"),
+            ("assistant", "A1"),
+            ("user", "second"),
+            ("assistant", "A2"),
+            ("user", "third"),
+        ])
+    );
+    let (thread, turns) = h
+        .store
+        .thread("local", uuid::Uuid::parse_str(&id1).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((thread.turns, thread.title.as_str()), (4, "first"));
+    assert_eq!(turns.len(), 4);
+}
+
+#[tokio::test]
+async fn older_turns_are_dropped_beyond_the_context_limit() {
+    let fake =
+        FakeOpenAi::start(vec![Reply::Stream(answer(&["0123456789"], Duration::ZERO))]).await;
+    // Each turn is 10 + 10 characters; 60 leave room for two besides a 12-character prompt.
+    let h = with_fake(&fake, &[("MAX_CONTEXT_CHARS", "60")]).await;
+    let mut previous: Option<String> = None;
+    for i in 0..4 {
+        let body = match &previous {
+            None => json!({"prompt": format!("prompt {i}...")}),
+            Some(p) => json!({"prompt": format!("prompt {i}..."), "previous_id": p}),
+        };
+        let events = sse::read(h.post(&body.to_string()).await, None).await;
+        previous = Some(id_of(&events));
+    }
+    let events = sse::read(
+        h.post(&json!({"prompt": "the question", "previous_id": previous}).to_string())
+            .await,
+        None,
+    )
+    .await;
+    assert_eq!(last(&events)["context_turns"], 2);
+    assert_eq!(
+        sent_messages(&fake, 4),
+        pairs(&[
+            ("user", "prompt 2..."),
+            ("assistant", "0123456789"),
+            ("user", "prompt 3..."),
+            ("assistant", "0123456789"),
+            ("user", "the question"),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_previous_turn_that_is_not_usable_or_not_yours_is_refused_before_the_provider() {
+    let fake = FakeOpenAi::start(vec![
+        Reply::Status {
+            status: 400,
+            retry_after: None,
+        },
+        Reply::Stream(answer(&["slow ", "answer"], Duration::from_millis(1500))),
+    ])
+    .await;
+    let h = with_fake(&fake, &[]).await;
+    let status_of = |resp: reqwest::Response| async move {
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        (status, body["error"]["code"].as_str().unwrap().to_owned())
+    };
+    // Unknown, and another owner's: 404.
+    let unknown = json!({"prompt": "x", "previous_id": uuid::Uuid::now_v7()}).to_string();
+    assert_eq!(
+        status_of(h.post(&unknown).await).await,
+        (404, "not_found".into())
+    );
+    let mut foreign = Conversation::start("bob", "bob's".into(), "openai", "m");
+    foreign.response = "answer".into();
+    foreign.status = Status::Complete;
+    h.store.finish(&foreign).await.unwrap();
+    let body = json!({"prompt": "x", "previous_id": foreign.id}).to_string();
+    assert_eq!(
+        status_of(h.post(&body).await).await,
+        (404, "not_found".into())
+    );
+    assert!(
+        fake.requests().is_empty(),
+        "a refused turn reached the provider"
+    );
+
+    // A failed turn has no answer to continue from: 409.
+    let failed = sse::read(h.post(r#"{"prompt":"fails"}"#).await, None).await;
+    assert_eq!(last(&failed)["status"], "failed");
+    let body = json!({"prompt": "x", "previous_id": id_of(&failed)}).to_string();
+    assert_eq!(
+        status_of(h.post(&body).await).await,
+        (409, "previous_not_usable".into())
+    );
+    // A turn still running: 409.
+    let running = h.post(r#"{"prompt":"slow"}"#).await;
+    let id = running.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let reader = tokio::spawn(sse::read(running, None));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = json!({"prompt": "x", "previous_id": id}).to_string();
+    assert_eq!(
+        status_of(h.post(&body).await).await,
+        (409, "previous_not_usable".into())
+    );
+    reader.await.unwrap();
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_new_thread_is_listed_while_its_first_turn_still_streams() {
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &["a ", "b ", "c"],
+        Duration::from_millis(400),
+    ))])
+    .await;
+    let h = with_fake(&fake, &[]).await;
+    let resp = h.post(r#"{"prompt":"a fresh thread"}"#).await;
+    let id = uuid::Uuid::parse_str(resp.headers()["x-conversation-id"].to_str().unwrap()).unwrap();
+    let reader = tokio::spawn(sse::read(resp, None));
+    let page = common::store::PageQuery {
+        limit: 10,
+        offset: 0,
+        after: None,
+    };
+    let until = Instant::now() + Duration::from_millis(600);
+    let listed = loop {
+        let threads = h.store.threads("local", &page).await.unwrap().items;
+        if !threads.is_empty() || Instant::now() > until {
+            break threads;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!reader.is_finished(), "the turn ended before the check");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].id, listed[0].title.as_str()),
+        (id, "a fresh thread")
+    );
+    let (_, turns) = h.store.thread("local", id).await.unwrap().unwrap();
+    assert_eq!(turns[0].status, Status::Streaming);
+    reader.await.unwrap();
 }

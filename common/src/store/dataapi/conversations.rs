@@ -8,7 +8,8 @@ use uuid::Uuid;
 use super::DataApiStore;
 use super::fields::{Record, long_at, string_at};
 use super::params::{
-    json, long, opt_int, opt_text, opt_timestamp, text, timestamp, utc_param, uuid,
+    json, long, opt_int, opt_json, opt_text, opt_timestamp, opt_uuid, text, timestamp, utc_param,
+    uuid,
 };
 use super::read::{columns, field};
 use crate::domain::Conversation;
@@ -56,13 +57,26 @@ pub(super) fn data_api_search(config: &str, window: bool) -> String {
     out.replace("{columns}", &columns())
 }
 
-/// The row of a turn as its stream starts; nothing when it is already there.
-const CREATE: &str = "INSERT INTO conversations (id, prompt, response, status, provider, model, \
-    created_at, updated_at, owner) VALUES (CAST(:id AS uuid), :prompt, '', 'streaming', \
-    :provider, :model, (CAST(:created_at AS timestamp) AT TIME ZONE 'UTC'), \
-    (CAST(:created_at AS timestamp) AT TIME ZONE 'UTC'), :owner) ON CONFLICT (id) DO NOTHING";
+/// Writing a turn's row only while its thread was not deleted (a turn still running when its
+/// thread was deleted must not bring it back).
+const THREAD_ALIVE: &str =
+    "NOT EXISTS (SELECT 1 FROM deleted_threads d WHERE d.id = CAST(:thread_id AS uuid))";
 
-/// The parameters of [`CREATE`].
+/// The row of a turn as its stream starts; nothing when it is already there.
+fn create() -> String {
+    format!(
+        "INSERT INTO conversations (id, prompt, response, status, provider, model, created_at, \
+         updated_at, owner, thread_id, previous_id, system, messages, context_turns) \
+         SELECT CAST(:id AS uuid), CAST(:prompt AS text), '', 'streaming', \
+         CAST(:provider AS text), CAST(:model AS text), {ts}, {ts}, CAST(:owner AS text), \
+         CAST(:thread_id AS uuid), CAST(:previous_id AS uuid), CAST(:system AS text), \
+         CAST(:messages AS jsonb), CAST(:context_turns AS int4) \
+         WHERE {THREAD_ALIVE} ON CONFLICT (id) DO NOTHING",
+        ts = utc_param("created_at"),
+    )
+}
+
+/// The parameters of [`create`].
 fn start_params(c: &Conversation) -> Vec<SqlParameter> {
     vec![
         uuid("id", c.id),
@@ -71,13 +85,19 @@ fn start_params(c: &Conversation) -> Vec<SqlParameter> {
         text("model", &c.model),
         timestamp("created_at", c.created_at),
         text("owner", &c.owner),
+        uuid("thread_id", c.thread_id),
+        opt_uuid("previous_id", c.previous_id),
+        opt_text("system", c.system.as_deref()),
+        opt_json("messages", c.messages.as_ref()),
+        opt_int("context_turns", c.context_turns),
     ]
 }
 
 #[async_trait]
 impl ConversationCreate for DataApiStore {
     async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
-        self.exec(CREATE, start_params(&c.storable()), None).await?;
+        self.exec(&create(), start_params(&c.storable()), None)
+            .await?;
         Ok(())
     }
 }
@@ -93,18 +113,25 @@ impl ConversationFinish for DataApiStore {
         let mut ctes = Vec::new();
         let mut params = match start {
             Some(c) => {
-                ctes.push(format!("row AS ({CREATE})"));
+                ctes.push(format!("row AS ({} RETURNING id)", create()));
                 start_params(&c.storable())
             }
             None => vec![uuid("id", id)],
         };
         if let Some((at, piece)) = piece {
-            ctes.push(
+            // Only for a row that exists (or is written here): a turn whose thread was deleted
+            // while it ran logs nothing.
+            let exists = if start.is_some() {
+                "EXISTS (SELECT 1 FROM conversations WHERE id = CAST(:id AS uuid)) \
+                 OR EXISTS (SELECT 1 FROM row)"
+            } else {
+                "EXISTS (SELECT 1 FROM conversations WHERE id = CAST(:id AS uuid))"
+            };
+            ctes.push(format!(
                 "piece AS (INSERT INTO turn_chunks (turn_id, position, text) \
-                 VALUES (CAST(:id AS uuid), CAST(:at AS int8), :piece) \
-                 ON CONFLICT (turn_id, position) DO NOTHING)"
-                    .to_owned(),
-            );
+                 SELECT CAST(:id AS uuid), CAST(:at AS int8), CAST(:piece AS text) \
+                 WHERE {exists} ON CONFLICT (turn_id, position) DO NOTHING)"
+            ));
             params.push(long("at", at));
             params.push(text("piece", &crate::domain::storable(piece)));
         }
@@ -123,6 +150,7 @@ impl ConversationFinish for DataApiStore {
                 .first()
                 .and_then(|r| r.first())
                 .is_some_and(|f| matches!(f, Field::BooleanValue(true))),
+            found: !out.records().is_empty(),
         })
     }
 
@@ -132,18 +160,25 @@ impl ConversationFinish for DataApiStore {
             "WITH log AS (DELETE FROM turn_chunks WHERE turn_id = CAST(:id AS uuid)) \
              INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
              prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
-             updated_at, owner, flags, finish_reason) VALUES (CAST(:id AS uuid), :prompt, \
-             :response, :status, CAST(:error AS text), :provider, :model, \
+             updated_at, owner, flags, finish_reason, thread_id, previous_id, system, messages, \
+             context_turns) SELECT CAST(:id AS uuid), CAST(:prompt AS text), \
+             CAST(:response AS text), CAST(:status AS text), CAST(:error AS text), \
+             CAST(:provider AS text), CAST(:model AS text), \
              CAST(:prompt_tokens AS int4), CAST(:completion_tokens AS int4), \
              CAST(:total_tokens AS int4), CAST(:ttfb_ms AS int4), CAST(:duration_ms AS int4), \
-             {}, {}, :owner, CAST(:flags AS jsonb), CAST(:finish_reason AS text)) \
+             {}, {}, CAST(:owner AS text), CAST(:flags AS jsonb), \
+             CAST(:finish_reason AS text), CAST(:thread_id AS uuid), \
+             CAST(:previous_id AS uuid), CAST(:system AS text), CAST(:messages AS jsonb), \
+             CAST(:context_turns AS int4) WHERE {THREAD_ALIVE} \
              ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
              status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
              prompt_tokens = EXCLUDED.prompt_tokens, \
              completion_tokens = EXCLUDED.completion_tokens, \
              total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
              duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
-             flags = EXCLUDED.flags, finish_reason = EXCLUDED.finish_reason",
+             flags = EXCLUDED.flags, finish_reason = EXCLUDED.finish_reason, \
+             context_turns = EXCLUDED.context_turns, system = EXCLUDED.system, \
+             messages = EXCLUDED.messages",
             utc_param("created_at"),
             utc_param("updated_at"),
         );
@@ -165,6 +200,11 @@ impl ConversationFinish for DataApiStore {
             text("owner", &c.owner),
             json("flags", &serde_json::to_value(&c.flags).unwrap_or_default()),
             opt_text("finish_reason", c.finish_reason.as_deref()),
+            uuid("thread_id", c.thread_id),
+            opt_uuid("previous_id", c.previous_id),
+            opt_text("system", c.system.as_deref()),
+            opt_json("messages", c.messages.as_ref()),
+            opt_int("context_turns", c.context_turns),
         ];
         self.exec(&sql, params, None).await?;
         Ok(())

@@ -79,6 +79,12 @@ pub(super) fn opt_int_at(r: &Record<'_>, name: &str) -> Result<Option<i32>, Stor
     })
 }
 
+pub(super) fn uuid_at(r: &Record<'_>, name: &str) -> Result<Uuid, StoreError> {
+    Uuid::try_parse(&string_at(r, name)?).map_err(|_| StoreError::Decode {
+        column: r.column(name),
+    })
+}
+
 pub(super) fn timestamp_at(r: &Record<'_>, name: &str) -> Result<OffsetDateTime, StoreError> {
     let fmt = format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]");
     parse_timestamp(&string_at(r, name)?, fmt).ok_or(StoreError::Decode {
@@ -100,8 +106,7 @@ fn parse_timestamp(
 pub(super) fn decode(r: &Record<'_>) -> Result<Conversation, StoreError> {
     let status = string_at(r, "status")?;
     Ok(Conversation {
-        id: Uuid::try_parse(&string_at(r, "id")?)
-            .map_err(|_| StoreError::Decode { column: "id" })?,
+        id: uuid_at(r, "id")?,
         owner: string_at(r, "owner")?,
         prompt: String::new(),
         response: String::new(),
@@ -117,6 +122,16 @@ pub(super) fn decode(r: &Record<'_>) -> Result<Conversation, StoreError> {
         ttfb_ms: opt_int_at(r, "ttfb_ms")?,
         duration_ms: opt_int_at(r, "duration_ms")?,
         finish_reason: opt_string_at(r, "finish_reason")?,
+        thread_id: uuid_at(r, "thread_id")?,
+        previous_id: match opt_string_at(r, "previous_id")? {
+            Some(id) => Some(Uuid::try_parse(&id).map_err(|_| StoreError::Decode {
+                column: "previous_id",
+            })?),
+            None => None,
+        },
+        system: None,
+        messages: None,
+        context_turns: opt_int_at(r, "context_turns")?,
         created_at: timestamp_at(r, "created_at")?,
         updated_at: timestamp_at(r, "updated_at")?,
     })

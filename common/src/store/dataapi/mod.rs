@@ -14,6 +14,7 @@ mod fields;
 mod migrate;
 mod params;
 mod read;
+mod threads;
 
 use std::time::Duration;
 

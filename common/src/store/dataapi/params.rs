@@ -88,3 +88,17 @@ pub(super) fn blob(name: &str, v: &[u8]) -> SqlParameter {
         None,
     )
 }
+
+pub(super) fn opt_uuid(name: &str, v: Option<Uuid>) -> SqlParameter {
+    match v {
+        Some(v) => uuid(name, v),
+        None => param(name, Field::IsNull(true), Some(TypeHint::Uuid)),
+    }
+}
+
+pub(super) fn opt_json(name: &str, v: Option<&serde_json::Value>) -> SqlParameter {
+    match v {
+        Some(v) => json(name, v),
+        None => param(name, Field::IsNull(true), Some(TypeHint::Json)),
+    }
+}

@@ -25,8 +25,14 @@ pub const TEXT_BUDGET_BYTES: i64 = 900 * 1024;
 /// JSON-escaped (`\u0001`), so a piece always fits the budget.
 pub const PIECE_CHARS: i64 = TEXT_BUDGET_BYTES / 6;
 
-/// The text columns: their name and the expression of their text (`c` is the row).
-const TEXTS: [(&str, &str); 2] = [("prompt", "c.prompt"), ("response", RESPONSE)];
+/// The text columns, which may be long: their name and the expression of their text (`c` is
+/// the row). `system` and `messages` may be null.
+const TEXTS: [(&str, &str); 4] = [
+    ("prompt", "c.prompt"),
+    ("response", RESPONSE),
+    ("system", "c.system"),
+    ("messages", "c.messages::text"),
+];
 
 /// The columns of a conversation as the first call reads them, from `conversations c`: every
 /// value in a form the backend decodes itself (text, numbers), each text column whole when its
@@ -46,6 +52,9 @@ pub(super) fn columns() -> String {
         "c.ttfb_ms",
         "c.duration_ms",
         "c.finish_reason",
+        "c.thread_id::text AS thread_id",
+        "c.previous_id::text AS previous_id",
+        "c.context_turns",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -81,17 +90,21 @@ pub(super) fn column_names() -> Vec<&'static str> {
         "ttfb_ms",
         "duration_ms",
         "finish_reason",
+        "thread_id",
+        "previous_id",
+        "context_turns",
         "created_at",
         "updated_at",
     ];
-    names.extend([
-        "prompt",
-        "prompt_json",
-        "prompt_chars",
-        "response",
-        "response_json",
-        "response_chars",
-    ]);
+    for (name, _) in TEXTS {
+        let [json, chars] = match name {
+            "prompt" => ["prompt_json", "prompt_chars"],
+            "response" => ["response_json", "response_chars"],
+            "system" => ["system_json", "system_chars"],
+            _ => ["messages_json", "messages_chars"],
+        };
+        names.extend([name, json, chars]);
+    }
     names
 }
 
@@ -137,11 +150,13 @@ impl DataApiStore {
             let record = Record::new(fields, &names);
             let mut c = decode(&record)?;
             for (column, (name, _)) in TEXTS.iter().enumerate() {
-                if record.is_null(name)? {
-                    let json = long_at(&record, &format!("{name}_json"))?;
+                let json_len = format!("{name}_json");
+                if !record.is_null(name)? {
+                    set_text(&mut c, column, string_at(&record, name)?)?;
+                } else if !record.is_null(&json_len)? {
+                    // Not null, only too long for this call.
+                    let json = long_at(&record, &json_len)?;
                     missing.push(Missing { row, column, json });
-                } else {
-                    set_text(&mut c, column, string_at(&record, name)?);
                 }
             }
             result.push((c, extra(&record)?));
@@ -185,7 +200,7 @@ impl DataApiStore {
         for m in giants {
             let id = rows[m.row].0.id;
             let text = self.read_in_pieces(id, m.column).await?;
-            set_text(&mut rows[m.row].0, m.column, text);
+            set_text(&mut rows[m.row].0, m.column, text)?;
         }
         whole.sort_by_key(|m| m.json);
         let mut batch: Vec<Missing> = Vec::new();
@@ -211,7 +226,7 @@ impl DataApiStore {
         batch: Vec<Missing>,
     ) -> Result<(), StoreError> {
         let mut params = Vec::new();
-        let mut wanted: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+        let mut wanted: [Vec<String>; TEXTS.len()] = Default::default();
         let mut ids = Vec::new();
         for (i, m) in batch.iter().enumerate() {
             let id = rows[m.row].0.id;
@@ -230,33 +245,35 @@ impl DataApiStore {
                 )
             }
         };
+        let picks: Vec<String> = (0..TEXTS.len()).map(pick).collect();
         let sql = format!(
-            "SELECT c.id::text, {}, {} FROM conversations c WHERE c.id IN ({})",
-            pick(0),
-            pick(1),
+            "SELECT c.id::text, {} FROM conversations c WHERE c.id IN ({})",
+            picks.join(", "),
             ids.join(", ")
         );
         let out = self.exec(&sql, params, None).await?;
-        let names = ["id", "prompt", "response"];
-        let mut found: HashMap<Uuid, [Option<String>; 2]> = HashMap::new();
+        let mut names = vec!["id"];
+        names.extend(TEXTS.iter().map(|(name, _)| *name));
+        let mut found: HashMap<Uuid, Vec<Option<String>>> = HashMap::new();
         for fields in out.records() {
             let r = Record::new(fields, &names);
             let id = Uuid::try_parse(&string_at(&r, "id")?)
                 .map_err(|_| StoreError::Decode { column: "id" })?;
-            let text = |name| -> Result<Option<String>, StoreError> {
-                if r.is_null(name)? {
-                    Ok(None)
+            let mut texts = Vec::new();
+            for (name, _) in TEXTS {
+                texts.push(if r.is_null(name)? {
+                    None
                 } else {
-                    string_at(&r, name).map(Some)
-                }
-            };
-            found.insert(id, [text("prompt")?, text("response")?]);
+                    Some(string_at(&r, name)?)
+                });
+            }
+            found.insert(id, texts);
         }
         for m in batch {
             let c = &mut rows[m.row].0;
             // A row gone between the calls keeps what was read: nothing.
             if let Some(text) = found.get_mut(&c.id).and_then(|t| t[m.column].take()) {
-                set_text(c, m.column, text);
+                set_text(c, m.column, text)?;
             }
         }
         Ok(())
@@ -291,12 +308,20 @@ impl DataApiStore {
     }
 }
 
-fn set_text(c: &mut Conversation, column: usize, text: String) {
-    if column == 0 {
-        c.prompt = text;
-    } else {
-        c.response = text;
+/// Puts the text of [`TEXTS`]' `column` into the conversation.
+fn set_text(c: &mut Conversation, column: usize, text: String) -> Result<(), StoreError> {
+    match column {
+        0 => c.prompt = text,
+        1 => c.response = text,
+        2 => c.system = Some(text),
+        _ => {
+            c.messages = Some(
+                serde_json::from_str(&text)
+                    .map_err(|_| StoreError::Decode { column: "messages" })?,
+            );
+        }
     }
+    Ok(())
 }
 
 /// A record's value of `name` as a field, for callers decoding their own extra columns.

@@ -10,18 +10,18 @@ use crate::StreamState;
 
 /// Asks the provider whether `answer` is supported by the prompt: a `grounding` flag with
 /// verdict `supported`, `unsupported` or `unknown` (no clear answer, or the judge failed).
-pub(super) async fn grounding(
-    state: &StreamState,
-    mut request: CompletionRequest,
-    answer: &str,
-) -> Flag {
-    request.prompt = format!(
+pub(super) async fn grounding(state: &StreamState, asked: CompletionRequest, answer: &str) -> Flag {
+    let judge = format!(
         "You check answers for grounding. Reply with one word, yes or no: is every claim in \
          the ANSWER supported by the PROMPT or common knowledge?\n\nPROMPT:\n{}\n\nANSWER:\n{}",
-        request.prompt, answer
+        asked.last_user_text(),
+        answer
     );
-    request.max_tokens = Some(5);
-    request.temperature = Some(0.0);
+    let request = CompletionRequest {
+        max_tokens: Some(5),
+        temperature: Some(0.0),
+        ..CompletionRequest::prompt(judge, asked.model)
+    };
     let judged = async {
         let mut stream = state.provider.stream(request).await?;
         let mut text = String::new();

@@ -234,6 +234,8 @@ fn final_event(conversation: &Conversation, failure: Option<&Stop>, saved: bool)
             ttfb_ms: conversation.ttfb_ms,
             duration_ms: conversation.duration_ms,
             saved,
+            thread_id: conversation.thread_id,
+            context_turns: conversation.context_turns.unwrap_or(0),
         }),
         Some(e) => StreamEvent::Error(Failure {
             id: conversation.id,
@@ -242,6 +244,8 @@ fn final_event(conversation: &Conversation, failure: Option<&Stop>, saved: bool)
             message: e.public_message().to_owned(),
             flags: conversation.flags.clone(),
             saved,
+            thread_id: conversation.thread_id,
+            context_turns: conversation.context_turns.unwrap_or(0),
         }),
     }
 }

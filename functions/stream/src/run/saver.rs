@@ -48,12 +48,16 @@ pub(super) async fn saver(
             start.id,
             (!piece.is_empty()).then_some((at, piece.as_str())),
         );
+        let row_was_written = row_written;
         match checkpoint.await {
             Ok(seen) => {
                 row_written = true;
                 written = total;
                 if seen.cancel_requested {
                     tracing::info!(id = %start.id, "cancel requested; stopping the generation");
+                    turn.halt(Halt::Cancel);
+                } else if row_was_written && !seen.found {
+                    tracing::info!(id = %start.id, "the turn's thread was deleted; stopping");
                     turn.halt(Halt::Cancel);
                 }
             }

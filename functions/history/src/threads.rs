@@ -1,0 +1,150 @@
+//! `GET /threads`, `GET /threads/{id}`, `DELETE /threads/{id}`: the caller's threads by latest
+//! activity, one thread with every turn (branches included), and deleting one.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use common::api::parse_limit;
+use common::auth::Owner;
+use common::domain::Thread;
+use common::error::ErrorBody;
+use common::http::{ValidPath, ValidQuery};
+use common::store::{Cursor, PageQuery, ThreadStore};
+use common::{ApiError, Conversation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The thread routes alone, for merging into the local server.
+pub fn routes(store: Arc<dyn ThreadStore>) -> Router {
+    Router::new()
+        .route("/threads", get(list))
+        .route("/threads/{id}", get(one).delete(delete))
+        .with_state(store)
+}
+
+/// The query string of `GET /threads`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ThreadParams {
+    /// Threads per page, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of threads, most recently active first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ThreadPage {
+    pub items: Vec<Thread>,
+    pub limit: i64,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A thread and every turn of it, oldest first; each turn names the turn it continues
+/// (`previous_id`), so the branches can be drawn.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ThreadTurns {
+    pub thread: Thread,
+    pub items: Vec<Conversation>,
+}
+
+fn thread_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| {
+        ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
+    })
+}
+
+/// The caller's threads, most recently active first (ties by id).
+#[utoipa::path(get, path = "/threads", tag = "threads", params(ThreadParams), responses(
+    (status = 200, description = "One page, most recently active first", body = ThreadPage),
+    (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+    (status = 422, description = "A bad limit or cursor", body = ErrorBody),
+    (status = 503, description = "The database is unavailable", body = ErrorBody),
+))]
+pub async fn list(
+    State(store): State<Arc<dyn ThreadStore>>,
+    Extension(owner): Extension<Owner>,
+    ValidQuery(params): ValidQuery<ThreadParams>,
+) -> Result<Json<ThreadPage>, ApiError> {
+    let limit = parse_limit(params.limit.as_deref())?;
+    let after = match params.cursor.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
+            ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")
+        })?),
+    };
+    let page = PageQuery {
+        limit,
+        offset: 0,
+        after,
+    };
+    let listed = store.threads(&owner.0, &page).await?;
+    let next_cursor = if listed.more {
+        listed.items.last().map(|t| {
+            Cursor {
+                created_at: t.updated_at,
+                id: t.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(ThreadPage {
+        items: listed.items,
+        limit,
+        next_cursor,
+    }))
+}
+
+/// One of the caller's threads with every turn, oldest first.
+#[utoipa::path(get, path = "/threads/{id}", tag = "threads",
+    params(("id" = Uuid, Path, description = "The thread's id (its first turn's)")),
+    responses(
+        (status = 200, description = "The thread and its turns", body = ThreadTurns),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No thread of the caller has this id", body = ErrorBody),
+        (status = 422, description = "The id is not a UUID", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ))]
+pub async fn one(
+    State(store): State<Arc<dyn ThreadStore>>,
+    Extension(owner): Extension<Owner>,
+    ValidPath(raw): ValidPath<String>,
+) -> Result<Json<ThreadTurns>, ApiError> {
+    let id = thread_id(&raw)?;
+    let (thread, items) = store
+        .thread(&owner.0, id)
+        .await?
+        .ok_or(ApiError::NotFound("no thread with this id"))?;
+    Ok(Json(ThreadTurns { thread, items }))
+}
+
+/// Deletes one of the caller's threads and every turn of it: gone from history, search and the
+/// search index. A turn of it still running stops at its next checkpoint and is not saved.
+#[utoipa::path(delete, path = "/threads/{id}", tag = "threads",
+    params(("id" = Uuid, Path, description = "The thread's id (its first turn's)")),
+    responses(
+        (status = 204, description = "The thread and its turns are gone"),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No thread of the caller has this id", body = ErrorBody),
+        (status = 422, description = "The id is not a UUID", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(store): State<Arc<dyn ThreadStore>>,
+    Extension(owner): Extension<Owner>,
+    ValidPath(raw): ValidPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = thread_id(&raw)?;
+    if store.delete_thread(&owner.0, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("no thread with this id"))
+    }
+}

@@ -1,0 +1,121 @@
+//! `POST /stream`: validates the prompt, loads what it continues (with `previous_id`), then
+//! streams the provider's answer as server-sent events while the turn is saved beside it.
+
+use std::time::Instant;
+
+use axum::extract::{Extension, Request, State};
+use axum::response::Response;
+use common::auth::Owner;
+use common::error::ErrorBody;
+use common::provider::CompletionRequest;
+use common::telemetry::RequestId;
+use common::{ApiError, Conversation};
+
+use crate::context::{self, Context};
+use crate::events::StreamEvent;
+use crate::request::{self, StreamRequest};
+use crate::turn::View;
+use crate::{RequestParts, StreamState, begin, run, sse_response};
+
+/// Streams the answer to a prompt as server-sent events and saves the turn, also when the
+/// provider fails midway or the client goes away.
+#[utoipa::path(post, path = "/stream", tag = "stream",
+    request_body(content = StreamRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Server-sent events: `start`, then `delta`s, then `done` or \
+            `error`. Each event's `event:` field is the `event` below, its `data:` field the \
+            `data` object as one line of JSON, and a delta's `id:` field its resume position.",
+            content_type = "text/event-stream", body = StreamEvent,
+            headers(("x-conversation-id" = uuid::Uuid, description = "The turn's id"))),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "`previous_id` names no turn of the caller's", body = ErrorBody),
+        (status = 409, description = "The previous turn is still running, or ended without an \
+            answer (`previous_not_usable`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = ErrorBody),
+        (status = 422, description = "Invalid JSON (`invalid_json`), a bad field \
+            (`invalid_request`, `prompt_too_long`), or a prompt refused by a guardrail \
+            (`guardrail_blocked`, recorded as `blocked`)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable (loading the previous turn)",
+            body = ErrorBody),
+    ))]
+pub async fn stream(
+    State(state): State<StreamState>,
+    Extension(owner): Extension<Owner>,
+    request_id: Option<Extension<RequestId>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.0);
+    let started = Instant::now();
+    let parts = RequestParts::of(&request);
+    let body = request::read_body(request, state.limits.max_body_bytes).await?;
+    let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
+    let context = context::load(
+        state.store.as_ref(),
+        &owner.0,
+        &req.prompt,
+        req.system.as_deref(),
+        req.previous_id,
+        state.limits.max_context_chars,
+    )
+    .await?;
+    let model = req
+        .model
+        .clone()
+        .unwrap_or_else(|| state.provider.default_model().to_owned());
+    let mut conversation =
+        Conversation::start(&owner.0, req.prompt.clone(), state.provider.name(), &model);
+    place(&mut conversation, &context);
+    // Guardrails see the new prompt only.
+    if let Some(flag) = state.guard.check_prompt(&req.prompt) {
+        return Err(blocked(&state, conversation, flag).await);
+    }
+    let completion = CompletionRequest {
+        messages: context.messages,
+        model,
+        max_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: None,
+        stop: None,
+    };
+    let run = begin(&state, conversation, &parts, started, request_id, "/stream");
+    let response = sse_response(&state, &run, View::Raw);
+    tokio::spawn(run::run(state, run, completion));
+    Ok(response)
+}
+
+/// Puts a new turn in its thread: after its previous turn, under its instructions.
+pub fn place(conversation: &mut Conversation, context: &Context) {
+    if let Some(thread_id) = context.thread_id {
+        conversation.thread_id = thread_id;
+    }
+    conversation.previous_id = context.previous_id;
+    conversation.system = context.system.clone();
+    conversation.context_turns = i32::try_from(context.turns).ok();
+}
+
+/// Records a refused prompt (status `blocked`, with its flag, in its thread) and answers 422
+/// `guardrail_blocked`. The provider is never called.
+pub async fn blocked(
+    state: &StreamState,
+    mut c: Conversation,
+    flag: common::guard::Flag,
+) -> ApiError {
+    c.model = String::new();
+    if let Some(r) = &state.redactor {
+        let (clean, n) = r.redact(&c.prompt);
+        c.prompt = clean;
+        c.flags.extend(n.flag());
+    }
+    c.status = common::Status::Blocked;
+    c.error = Some("guardrail_blocked".into());
+    c.flags.push(flag);
+    if let Err(e) = state.store.finish(&c).await {
+        tracing::error!(id = %c.id, error = %common::error::error_chain(&e),
+            "could not record a blocked prompt");
+    }
+    tracing::warn!(id = %c.id, "prompt blocked by a guardrail");
+    ApiError::Validation {
+        code: "guardrail_blocked",
+        message: "the prompt was refused by a guardrail".into(),
+    }
+}
