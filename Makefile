@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream bench-faults
+.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream bench-faults bench-resume
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -75,6 +75,10 @@ bench-history:
 bench-faults:
 	@cargo build -q --release -p bench -p local && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
 	  $(CARGO_TARGET_DIR)/release/bench faults $(CARGO_TARGET_DIR)/release
+
+bench-resume:
+	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
+	  $(CARGO_TARGET_DIR)/release/bench resume
 
 bench-stream:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \

@@ -10,6 +10,8 @@
 //!   same database.
 //! - `bench stream`: time to first byte and per-chunk delay through the service vs calling the
 //!   same local provider server directly, at 1 and 50 concurrent streams.
+//! - `bench resume`: the time from a chunk leaving the provider to a re-attached reader (same
+//!   process, another one), and the bytes written per checkpoint (the log vs a rewrite).
 //! - `bench faults BIN_DIR`: the local server's memory with stalled clients, and how long a
 //!   read takes to answer 503 once the database goes silent.
 //! - `bench load SERVER_BIN [SECONDS]`: 200 concurrent streams plus history and search traffic
@@ -20,6 +22,7 @@ mod faults_bench;
 mod functions_bench;
 mod history_bench;
 mod load;
+mod resume_bench;
 mod search_bench;
 mod stats;
 mod stream_bench;
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         Some("history") => history_bench::run(rows(1)?).await.map(drop),
         Some("stream") => stream_bench::run().await.map(drop),
         Some("faults") => faults_bench::run(&bin_dir()?).await.map(drop),
+        Some("resume") => resume_bench::run().await.map(drop),
         Some("load") => {
             let server = args
                 .get(1)
@@ -59,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => anyhow::bail!(
             "usage: bench all BIN_DIR | functions BIN_DIR | search [ROWS] | history [ROWS] | \
-             stream | faults BIN_DIR | load SERVER_BIN [SECONDS]"
+             stream | resume | faults BIN_DIR | load SERVER_BIN [SECONDS]"
         ),
     }
 }
@@ -73,6 +77,7 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
     let history = history_bench::run(ROWS).await?;
     let search = search_bench::run(ROWS).await?;
     let faults = faults_bench::run(bin_dir).await?;
+    let resume = resume_bench::run().await?;
 
     let p = |a: Duration, b: Duration| format!("p50 {} ms · p99 {} ms", ms(a), ms(b));
     let mut lines: Vec<Vec<String>> = Vec::new();
@@ -114,7 +119,7 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
             p(*a, *b),
         ]);
     }
-    for (label, value) in faults {
+    for (label, value) in faults.into_iter().chain(resume) {
         lines.push(vec![label, value]);
     }
     println!("\n## Benchmark report\n\n{}\n", machine());

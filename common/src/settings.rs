@@ -175,6 +175,9 @@ pub struct StreamSettings {
     /// produced but not yet taken by its connection) is dropped (default 1 MiB); the answer is
     /// still generated and saved.
     pub max_client_lag_bytes: usize,
+    /// `RESUME_POLL_MS`: how often a client re-attached in another process than the one
+    /// generating the turn reads the turn's log (default 250).
+    pub resume_poll: Duration,
     /// `MAX_CONTEXT_CHARS`: what a continued turn sends at most (system message, previous
     /// turns, new prompt, in characters); older turns are dropped first (default 200000).
     pub max_context_chars: usize,
@@ -308,6 +311,7 @@ impl Settings {
             grounding_check: parse(env, "GROUNDING_CHECK", false)?,
             max_client_lag_bytes: parse(env, "MAX_CLIENT_LAG_BYTES", 1024 * 1024usize)?,
             max_context_chars: parse(env, "MAX_CONTEXT_CHARS", 200_000usize)?,
+            resume_poll: millis(env, "RESUME_POLL_MS", 250)?,
             shutdown_grace: millis(env, "SHUTDOWN_GRACE_MS", 8000)?,
         };
         let auth = AuthSettings {

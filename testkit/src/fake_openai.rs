@@ -27,6 +27,9 @@ pub enum Part {
     Sleep(Duration),
     /// The connection is cut here (no `[DONE]`).
     Cut,
+    /// A content chunk with `text` followed by `@` and the time it is sent (microseconds since
+    /// the Unix epoch), to time a chunk from the provider to a reader.
+    Stamped(String),
 }
 
 /// What the server answers to one request.
@@ -277,6 +280,16 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
                             return Some((Ok(bytes), (parts, watch)));
                         }
                         Part::Raw(r) => return Some((Ok(Bytes::from(r)), (parts, watch))),
+                        Part::Stamped(text) => {
+                            let micros = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_micros());
+                            let Part::Data(d) = content_chunk(&format!("{text}@{micros} ")) else {
+                                unreachable!("content_chunk makes data");
+                            };
+                            let bytes = Bytes::from(format!("data: {d}\n\n"));
+                            return Some((Ok(bytes), (parts, watch)));
+                        }
                         Part::Cut => {
                             watch.finished = true;
                             let cut = std::io::Error::other("connection cut by the test");

@@ -12,14 +12,19 @@ pub struct Received {
     /// `event:` name, or `:` for a comment.
     pub name: String,
     pub data: Value,
+    /// The `id:` field, when the event has one.
+    pub id: Option<String>,
 }
 
-/// Parses complete events out of `buf`, leaving any partial event in it.
-pub fn drain_events(buf: &mut String, at: Instant, out: &mut Vec<Received>) {
-    while let Some(end) = buf.find("\n\n") {
-        let frame: String = buf.drain(..end + 2).collect();
+/// Parses complete events out of `buf` (bytes, so a character split across network chunks is
+/// never cut), leaving any partial event in it.
+pub fn drain_events(buf: &mut Vec<u8>, at: Instant, out: &mut Vec<Received>) {
+    while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+        let frame: Vec<u8> = buf.drain(..end + 2).collect();
+        let frame = String::from_utf8_lossy(&frame);
         let mut name = String::from("message");
         let mut data = String::new();
+        let mut id = None;
         for line in frame.lines() {
             if let Some(comment) = line.strip_prefix(':') {
                 name = ":".into();
@@ -28,10 +33,12 @@ pub fn drain_events(buf: &mut String, at: Instant, out: &mut Vec<Received>) {
                 name = v.trim().to_owned();
             } else if let Some(v) = line.strip_prefix("data:") {
                 data.push_str(v.trim_start());
+            } else if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().to_owned());
             }
         }
         let data = serde_json::from_str(&data).unwrap_or(Value::String(data));
-        out.push(Received { at, name, data });
+        out.push(Received { at, name, data, id });
     }
 }
 
@@ -39,11 +46,11 @@ pub fn drain_events(buf: &mut String, at: Instant, out: &mut Vec<Received>) {
 /// `delta` events.
 pub async fn read(resp: reqwest::Response, stop_after: Option<usize>) -> Vec<Received> {
     let mut out = Vec::new();
-    let mut buf = String::new();
+    let mut buf = Vec::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let Ok(chunk) = chunk else { break };
-        buf.push_str(&String::from_utf8_lossy(&chunk));
+        buf.extend_from_slice(&chunk);
         drain_events(&mut buf, Instant::now(), &mut out);
         if stop_after.is_some_and(|n| out.iter().filter(|e| e.name == "delta").count() >= n) {
             break;
@@ -59,6 +66,15 @@ pub fn text(events: &[Received]) -> String {
         .filter(|e| e.name == "delta")
         .filter_map(|e| e.data["text"].as_str())
         .collect()
+}
+
+/// The `id` of the last `delta`: where a client re-attaches.
+pub fn last_id(events: &[Received]) -> Option<String> {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.name == "delta")
+        .and_then(|e| e.id.clone())
 }
 
 /// The event names in order, comments left out.

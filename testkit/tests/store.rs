@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::guard::Flag;
-use common::store::{Backend, Cursor, PageQuery, SearchQuery};
+use common::store::{Backend, CancelOutcome, Cursor, PageQuery, SearchQuery};
 use common::{Conversation, Status};
 use testkit::data_api::DataApi;
 use testkit::{TestDb, migration_files};
@@ -98,6 +98,9 @@ suite!(
     a_thread_is_read_oldest_first_and_deleted_whole,
     threads_are_owner_isolated,
     a_turn_of_a_deleted_thread_does_not_bring_it_back,
+    a_running_turn_is_read_from_any_position_of_its_log,
+    an_ended_turn_is_read_from_its_record,
+    cancel_requests_reach_running_turns_only,
 );
 
 fn tricky_text() -> String {
@@ -834,5 +837,146 @@ async fn existing_conversations_become_one_turn_threads_when_migrated() {
         listed
             .iter()
             .all(|c| c.thread_id == c.id && c.previous_id.is_none())
+    );
+}
+
+async fn a_running_turn_is_read_from_any_position_of_its_log(h: &Harness) {
+    let c = Conversation::start("alice", "p".into(), "offline", "m");
+    h.store.create(&c).await.unwrap();
+    // Pieces as checkpoints write them: contiguous, multi-byte text included.
+    h.store
+        .checkpoint(None, c.id, Some((0, "Grüße ")))
+        .await
+        .unwrap();
+    h.store
+        .checkpoint(None, c.id, Some((6, "漢字🙂 ")))
+        .await
+        .unwrap();
+    h.store
+        .checkpoint(None, c.id, Some((10, "and more")))
+        .await
+        .unwrap();
+    let whole = "Grüße 漢字🙂 and more";
+    for from in [0usize, 3, 6, 8, 10, 17, 18, 40] {
+        let read = h
+            .store
+            .read_log("alice", c.id, from as i64, 1000)
+            .await
+            .unwrap()
+            .unwrap();
+        let expected: String = whole.chars().skip(from).collect();
+        assert_eq!(read.text, expected, "from {from}");
+        assert_eq!(read.total, 18);
+        assert_eq!(read.turn.status, Status::Streaming);
+        assert_eq!(read.turn.response, "");
+    }
+    let read = h
+        .store
+        .read_log("alice", c.id, 2, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.text, "üße 漢");
+    assert_eq!(h.store.read_log("bob", c.id, 0, 10).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .read_log("alice", Uuid::now_v7(), 0, 10)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn an_ended_turn_is_read_from_its_record(h: &Harness) {
+    let mut c = Conversation::start("alice", "p".into(), "offline", "m");
+    h.store.create(&c).await.unwrap();
+    h.store
+        .checkpoint(None, c.id, Some((0, "so far")))
+        .await
+        .unwrap();
+    c.response = "so far, and the end".into();
+    c.status = Status::Complete;
+    c.finish_reason = Some("stop".into());
+    h.store.finish(&c).await.unwrap();
+    let read = h
+        .store
+        .read_log("alice", c.id, 6, 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.text, ", and the end");
+    assert_eq!((read.total, read.turn.status), (19, Status::Complete));
+    assert_eq!(read.turn.finish_reason.as_deref(), Some("stop"));
+    // The final save dropped the log.
+    let logs: i64 =
+        h.db.client()
+            .await
+            .query_one("SELECT count(*) FROM turn_chunks", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(logs, 0);
+    // A turn abandoned while streaming reads as ended, its log as its text.
+    let gone = Conversation::start("alice", "q".into(), "offline", "m");
+    h.store.create(&gone).await.unwrap();
+    h.store
+        .checkpoint(None, gone.id, Some((0, "half")))
+        .await
+        .unwrap();
+    h.db.client()
+        .await
+        .execute(
+            "UPDATE conversations SET created_at = now() - interval '1 day' WHERE id = $1",
+            &[&gone.id],
+        )
+        .await
+        .unwrap();
+    let read = h
+        .store
+        .read_log("alice", gone.id, 0, 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (read.text.as_str(), read.turn.status),
+        ("half", Status::Partial)
+    );
+    assert_eq!(read.turn.error.as_deref(), Some("interrupted"));
+}
+
+async fn cancel_requests_reach_running_turns_only(h: &Harness) {
+    let c = Conversation::start("alice", "p".into(), "offline", "m");
+    h.store.create(&c).await.unwrap();
+    assert_eq!(
+        h.store.request_cancel("bob", c.id).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    assert!(
+        !h.store
+            .checkpoint(None, c.id, None)
+            .await
+            .unwrap()
+            .cancel_requested
+    );
+    assert_eq!(
+        h.store.request_cancel("alice", c.id).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    let seen = h.store.checkpoint(None, c.id, None).await.unwrap();
+    assert!(seen.cancel_requested && seen.found);
+    let mut done = c.clone();
+    done.status = Status::Cancelled;
+    done.error = Some("cancelled".into());
+    h.store.finish(&done).await.unwrap();
+    assert_eq!(
+        h.store.request_cancel("alice", c.id).await.unwrap(),
+        CancelOutcome::Finished(Status::Cancelled)
+    );
+    assert_eq!(
+        h.store
+            .request_cancel("alice", Uuid::now_v7())
+            .await
+            .unwrap(),
+        CancelOutcome::NotFound
     );
 }

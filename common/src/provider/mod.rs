@@ -159,18 +159,20 @@ impl ProviderError {
 
     /// A sentence safe to show a client (no bodies, hosts or keys).
     pub fn public_message(&self) -> &'static str {
-        match self {
-            ProviderError::Connect(_) => "the model provider could not be reached",
-            ProviderError::Status { status: 429, .. } => "the model provider is rate limiting",
-            ProviderError::Status { .. } | ProviderError::Api { .. } => {
-                "the model provider returned an error"
-            }
-            ProviderError::Malformed { .. } => "the model provider sent an unreadable chunk",
-            ProviderError::Disconnected(_) | ProviderError::Incomplete => {
-                "the model provider stopped before the answer was complete"
-            }
-            ProviderError::Timeout(_) => "the model provider took too long",
-        }
+        Self::message_for(self.code()).unwrap_or("the model provider returned an error")
+    }
+
+    /// The sentence for a provider error code (`None` for other codes).
+    pub fn message_for(code: &str) -> Option<&'static str> {
+        Some(match code {
+            "provider_unreachable" => "the model provider could not be reached",
+            "provider_rate_limited" => "the model provider is rate limiting",
+            "provider_error" => "the model provider returned an error",
+            "provider_malformed" => "the model provider sent an unreadable chunk",
+            "provider_disconnected" => "the model provider stopped before the answer was complete",
+            "provider_timeout" => "the model provider took too long",
+            _ => return None,
+        })
     }
 
     /// Whether a retry may help: connect errors, 429 and 5xx (only before the first chunk).

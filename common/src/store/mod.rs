@@ -222,6 +222,48 @@ pub trait ConversationChain: Send + Sync {
     ) -> Result<Option<Vec<ChainTurn>>, StoreError>;
 }
 
+/// A turn read from a position of its stored text, for a client that re-attaches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRead {
+    /// The turn (its `response` left empty: the text read is `text`). A turn left `streaming`
+    /// by a writer that died reads as ended (`partial`, `interrupted`).
+    pub turn: Conversation,
+    /// At most the asked number of characters of the stored text from the asked position on:
+    /// the log so far while the turn runs, its answer once it has ended.
+    pub text: String,
+    /// How long the stored text is so far, in characters.
+    pub total: i64,
+}
+
+/// What a cancel request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The turn is running: it will stop at its next checkpoint.
+    Requested,
+    /// The turn has ended (with this status).
+    Finished(crate::Status),
+    /// No turn of the caller's has this id.
+    NotFound,
+}
+
+/// Re-attaching to a turn and stopping one, from any process.
+#[async_trait]
+pub trait ConversationLog: Send + Sync {
+    /// `owner`'s turn `id`, with at most `max_chars` characters of its stored text from
+    /// character `from` on; `None` when there is no such turn.
+    async fn read_log(
+        &self,
+        owner: &str,
+        id: Uuid,
+        from: i64,
+        max_chars: i64,
+    ) -> Result<Option<LogRead>, StoreError>;
+
+    /// Asks the process generating `owner`'s turn `id` to stop it (it reads the request at its
+    /// next checkpoint).
+    async fn request_cancel(&self, owner: &str, id: Uuid) -> Result<CancelOutcome, StoreError>;
+}
+
 /// Threads: listing, reading and deleting.
 #[async_trait]
 pub trait ThreadStore: Send + Sync {
@@ -253,11 +295,17 @@ pub trait HealthCheck: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// What a stream needs of a store: load the chain it continues, write the start, checkpoints
-/// and the end.
-pub trait ConversationWrite: ConversationCreate + ConversationFinish + ConversationChain {}
+/// What the stream function needs of a store: load the chain a turn continues, write the start,
+/// checkpoints and the end, and serve re-attaching and cancelling clients.
+pub trait ConversationWrite:
+    ConversationCreate + ConversationFinish + ConversationChain + ConversationLog
+{
+}
 
-impl<T: ConversationCreate + ConversationFinish + ConversationChain> ConversationWrite for T {}
+impl<T> ConversationWrite for T where
+    T: ConversationCreate + ConversationFinish + ConversationChain + ConversationLog
+{
+}
 
 /// Every capability; what a backend implements.
 pub trait Store:

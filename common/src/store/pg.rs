@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use super::sql::{self, PHRASE_WINDOW_ROWS, search_sql, search_window_sql};
 use super::{
-    ApiKey, ApiKeys, ChainTurn, Checkpointed, ConversationChain, ConversationCreate,
-    ConversationFinish, ConversationGet, ConversationList, ConversationSearch, HealthCheck, Listed,
-    PageQuery, SearchHit, SearchQuery, ThreadStore,
+    ApiKey, ApiKeys, CancelOutcome, ChainTurn, Checkpointed, ConversationChain, ConversationCreate,
+    ConversationFinish, ConversationGet, ConversationList, ConversationLog, ConversationSearch,
+    HealthCheck, Listed, LogRead, PageQuery, SearchHit, SearchQuery, ThreadStore,
 };
 use crate::domain::{Conversation, Status, Thread, now_micros};
 use crate::error::StoreError;
@@ -328,32 +328,67 @@ impl ConversationChain for PgStore {
         id: Uuid,
         budget: i64,
     ) -> Result<Option<Vec<ChainTurn>>, StoreError> {
-        let rows = self.query(&sql::chain(), &[&id, &owner, &budget]).await?;
-        if rows.is_empty() {
+        let rows = self
+            .query(&sql::chain_rows("$1", "$2"), &[&id, &owner])
+            .await?;
+        let turns = rows
+            .iter()
+            .map(|r| self.decode(r))
+            .collect::<Result<_, _>>()?;
+        Ok(sql::walk_chain(turns, id, budget))
+    }
+}
+
+#[async_trait]
+impl ConversationLog for PgStore {
+    async fn read_log(
+        &self,
+        owner: &str,
+        id: Uuid,
+        from: i64,
+        max_chars: i64,
+    ) -> Result<Option<LogRead>, StoreError> {
+        let sql = format!(
+            "SELECT {}, {} AS rest, {} AS total FROM conversations c \
+             WHERE c.id = $1 AND c.owner = $2",
+            sql::columns_with("''::text"),
+            sql::text_from("$3::int8", "$4::int4"),
+            sql::text_total(),
+        );
+        let max = i32::try_from(max_chars).unwrap_or(i32::MAX);
+        let rows = self.query(&sql, &[&id, &owner, &from, &max]).await?;
+        let Some(row) = rows.first() else {
             return Ok(None);
+        };
+        Ok(Some(LogRead {
+            turn: self.decode(row)?,
+            text: row
+                .try_get::<_, Option<String>>("rest")
+                .map_err(StoreError::Query)?
+                .unwrap_or_default(),
+            total: i64::from(row.try_get::<_, i32>("total").map_err(StoreError::Query)?),
+        }))
+    }
+
+    async fn request_cancel(&self, owner: &str, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        let stale = self.stale_after.as_secs_f64();
+        let rows = self
+            .query(sql::REQUEST_CANCEL, &[&id, &owner, &stale])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if row.try_get::<_, bool>(2).map_err(StoreError::Query)? {
+            return Ok(CancelOutcome::Requested);
         }
-        let q = |e| StoreError::Query(e);
-        let now = now_micros();
-        rows.iter()
-            .map(|r| {
-                let status: String = r.try_get("status").map_err(q)?;
-                let created_at: time::OffsetDateTime = r.try_get("created_at").map_err(q)?;
-                let mut status =
-                    Status::parse(&status).ok_or(StoreError::Decode { column: "status" })?;
-                if status == Status::Streaming && now - created_at > self.stale_after {
-                    status = Status::Partial;
-                }
-                Ok(ChainTurn {
-                    id: r.try_get("id").map_err(q)?,
-                    thread_id: r.try_get("thread_id").map_err(q)?,
-                    prompt: r.try_get("prompt").map_err(q)?,
-                    response: r.try_get("response").map_err(q)?,
-                    status,
-                    system: r.try_get("system").map_err(q)?,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        let status: String = row.try_get(0).map_err(StoreError::Query)?;
+        let status = Status::parse(&status).ok_or(StoreError::Decode { column: "status" })?;
+        // A row still `streaming` that the update passed over was abandoned by its writer.
+        Ok(CancelOutcome::Finished(if status == Status::Streaming {
+            Status::Partial
+        } else {
+            status
+        }))
     }
 }
 

@@ -11,8 +11,13 @@ pub(crate) const RESPONSE: &str = "CASE WHEN c.status = 'streaming' THEN coalesc
 
 /// The conversation columns as the pool reads them, from `conversations c`.
 pub(crate) fn columns() -> String {
+    columns_with(RESPONSE)
+}
+
+/// [`columns`] with `response` the value of `response` (`''`: left out).
+pub(crate) fn columns_with(response: &str) -> String {
     format!(
-        "c.id, c.owner, c.prompt, {RESPONSE} AS response, c.status, c.error, c.provider, \
+        "c.id, c.owner, c.prompt, {response} AS response, c.status, c.error, c.provider, \
          c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, c.ttfb_ms, \
          c.duration_ms, c.finish_reason, c.thread_id, c.previous_id, c.system, c.messages, \
          c.context_turns, c.created_at, c.updated_at"
@@ -100,26 +105,83 @@ pub(crate) fn finish() -> String {
     )
 }
 
-/// The chain ending at turn $1 of owner $2, newest first: the turn, the one it continues, and
-/// so on, while the prompts and answers read so far total at most $3 characters (the turn that
-/// crosses it is read too). One query: a recursive walk up `previous_id`.
-pub(crate) fn chain() -> String {
+/// The turns that may lie on the chain ending at turn $1 of owner $2: its thread's turns up to
+/// it, newest first (at most [`CHAIN_ROWS`]), walked in memory by [`walk_chain`]. One query on
+/// the thread index: cheaper to plan and run than a recursive walk.
+pub(crate) fn chain_rows(first: &str, owner: &str) -> String {
     format!(
-        "WITH RECURSIVE chain AS ( \
-            SELECT c.id, c.previous_id, c.thread_id, c.prompt, {RESPONSE} AS response, \
-                   c.status, c.system, c.created_at, \
-                   char_length(c.prompt) + char_length({RESPONSE}) AS total, 1 AS depth \
-            FROM conversations c WHERE c.id = $1 AND c.owner = $2 \
-          UNION ALL \
-            SELECT c.id, c.previous_id, c.thread_id, c.prompt, {RESPONSE}, c.status, c.system, \
-                   c.created_at, chain.total + char_length(c.prompt) + char_length({RESPONSE}), \
-                   chain.depth + 1 \
-            FROM chain JOIN conversations c ON c.id = chain.previous_id AND c.owner = $2 \
-            WHERE chain.total <= $3::int8) \
-         SELECT id, thread_id, prompt, response, status, system, created_at FROM chain \
-         ORDER BY depth"
+        "SELECT {} FROM conversations c \
+         WHERE c.thread_id = (SELECT p.thread_id FROM conversations p \
+                              WHERE p.id = {first} AND p.owner = {owner}) \
+           AND c.created_at <= (SELECT p.created_at FROM conversations p WHERE p.id = {first}) \
+         ORDER BY c.created_at DESC, c.id DESC LIMIT {CHAIN_ROWS}",
+        columns()
     )
 }
+
+/// The most turns of a thread read to walk a chain.
+pub(crate) const CHAIN_ROWS: i64 = 2000;
+
+/// The chain ending at `last` among a thread's `turns`: `last`, the turn it continues, and so
+/// on, newest first, while their prompts and answers total at most `budget` characters (the
+/// turn that crosses it is included). `None` when `last` is not among them.
+pub(crate) fn walk_chain(
+    turns: Vec<crate::Conversation>,
+    last: uuid::Uuid,
+    budget: i64,
+) -> Option<Vec<super::ChainTurn>> {
+    let mut by_id: std::collections::HashMap<uuid::Uuid, crate::Conversation> =
+        turns.into_iter().map(|c| (c.id, c)).collect();
+    let mut chain = Vec::new();
+    let mut next = Some(last);
+    let mut total = 0i64;
+    while let Some(id) = next {
+        let Some(c) = by_id.remove(&id) else { break };
+        if !chain.is_empty() && total > budget {
+            break;
+        }
+        total += (c.prompt.chars().count() + c.response.chars().count()) as i64;
+        next = c.previous_id;
+        chain.push(super::ChainTurn {
+            id: c.id,
+            thread_id: c.thread_id,
+            prompt: c.prompt,
+            response: c.response,
+            status: c.status,
+            system: c.system,
+        });
+    }
+    (!chain.is_empty()).then_some(chain)
+}
+
+/// A turn's stored text from character `$from` on (at most `$n` characters): its log while it
+/// runs (pieces are contiguous: each starts where the previous ended), its answer once ended.
+/// `c` is the row.
+pub(crate) fn text_from(from: &str, n: &str) -> String {
+    format!(
+        "CASE WHEN c.status = 'streaming' THEN coalesce(( \
+            SELECT substr(string_agg(CASE WHEN k.position >= {from} THEN k.text \
+                ELSE substr(k.text, ({from} - k.position + 1)::int4) END, '' ORDER BY k.position), 1, {n}) \
+            FROM turn_chunks k WHERE k.turn_id = c.id AND k.position + char_length(k.text) > {from}), \
+            substr(c.response, ({from} + 1)::int4, {n})) \
+         ELSE substr(c.response, ({from} + 1)::int4, {n}) END"
+    )
+}
+
+/// The length in characters of a turn's stored text (see [`RESPONSE`]).
+pub(crate) fn text_total() -> String {
+    format!("char_length({RESPONSE})")
+}
+
+/// Asks for turn $1 of owner $2 to be cancelled when it is still running (and not abandoned:
+/// started within $3 seconds); returns its status before, and whether the request was made.
+pub(crate) const REQUEST_CANCEL: &str = "WITH t AS ( \
+        SELECT id, status, created_at FROM conversations WHERE id = $1 AND owner = $2), \
+    asked AS ( \
+        UPDATE conversations c SET cancel_requested = true FROM t \
+        WHERE c.id = t.id AND c.status = 'streaming' \
+          AND t.created_at > now() - make_interval(secs => $3::float8) RETURNING c.id) \
+    SELECT t.status, t.created_at, EXISTS (SELECT 1 FROM asked) FROM t";
 
 /// The thread columns, from `threads t`.
 pub(crate) const THREAD_COLUMNS: &str = "t.id, t.title, t.turns, t.created_at, t.updated_at";

@@ -18,6 +18,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     ),
     paths(
         stream::post_stream::stream,
+        stream::resume::resume,
+        stream::resume::cancel,
         history::history,
         history::threads::list,
         history::threads::one,

@@ -223,4 +223,18 @@ async fn the_stream_function_url_delivers_chunks_one_by_one_and_saves_the_record
         .unwrap();
     assert_eq!(saved.get::<_, String>(0), "complete");
     assert_eq!(saved.get::<_, String>(1), sse::text(&events));
+
+    // Re-attaching through the function URL: the rest and the same final event.
+    let rest = http
+        .get(format!("{base}/stream/stream/{id}?after=5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest = sse::read(rest, None).await;
+    assert_eq!(sse::names(&rest), ["start", "delta", "done"]);
+    assert_eq!(
+        sse::text(&rest),
+        sse::text(&events).chars().skip(5).collect::<String>()
+    );
 }

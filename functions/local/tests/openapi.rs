@@ -48,6 +48,8 @@ fn every_route_is_an_operation() {
             "/history/{id}",
             "/search",
             "/stream",
+            "/stream/{id}",
+            "/stream/{id}/cancel",
             "/threads",
             "/threads/{id}",
         ])
@@ -189,6 +191,33 @@ async fn the_document_describes_what_the_service_sends() {
     }
     assert_eq!(seen.first().map(String::as_str), Some("start"));
     assert_eq!(seen.last().map(String::as_str), Some("done"));
+
+    // A re-attached stream sends the same events.
+    let stream_id = {
+        let (_, page) = get(&app, "/history?limit=1").await;
+        page["items"][0]["id"].as_str().unwrap().to_owned()
+    };
+    let request = Request::builder()
+        .uri(format!("/stream/{stream_id}?after=3"))
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let names: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("event: ")))
+        .collect();
+    assert_eq!(names, ["start", "delta", "done"]);
+    let (status, body) = call(&app, "POST", &format!("/stream/{stream_id}/cancel"), None).await;
+    assert_eq!(status.as_u16(), 409);
+    conforms(
+        &doc,
+        &response_schema(&doc, "/stream/{id}/cancel", "post", 409),
+        &body,
+        "cancel of an ended turn",
+    );
 
     // Pages, one conversation, search hits.
     let (status, page) = get(&app, "/history?limit=5").await;

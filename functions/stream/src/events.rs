@@ -49,6 +49,53 @@ impl StreamEvent {
     }
 }
 
+/// The sentence sent with an `error` event of code `code`.
+pub fn message_for(code: &str) -> &'static str {
+    if let Some(m) = common::provider::ProviderError::message_for(code) {
+        return m;
+    }
+    match code {
+        c if c.starts_with("guardrail_") => "a guardrail stopped the answer",
+        "cancelled" => crate::turn::Halt::Cancel.public_message(),
+        "shutdown" => crate::turn::Halt::Shutdown.public_message(),
+        "deadline" => crate::turn::Halt::Deadline.public_message(),
+        "interrupted" => "the answer was interrupted; the text saved so far is kept",
+        _ => "the answer stopped early",
+    }
+}
+
+impl StreamEvent {
+    /// The final event of a turn that has ended, as its stream sent it: `done` for a complete
+    /// turn, else `error` with its code.
+    pub fn last_of(c: &common::Conversation, saved: bool) -> Self {
+        if c.status == Status::Complete {
+            return StreamEvent::Done(Done {
+                id: c.id,
+                status: c.status,
+                usage: c.usage(),
+                finish_reason: c.finish_reason.clone(),
+                flags: c.flags.clone(),
+                ttfb_ms: c.ttfb_ms,
+                duration_ms: c.duration_ms,
+                saved,
+                thread_id: c.thread_id,
+                context_turns: c.context_turns.unwrap_or(0),
+            });
+        }
+        let code = c.error.clone().unwrap_or_else(|| "interrupted".to_owned());
+        StreamEvent::Error(Failure {
+            id: c.id,
+            status: c.status,
+            message: message_for(&code).to_owned(),
+            code,
+            flags: c.flags.clone(),
+            saved,
+            thread_id: c.thread_id,
+            context_turns: c.context_turns.unwrap_or(0),
+        })
+    }
+}
+
 /// The OpenAPI schema of one event as a client's SSE parser sees it: `event` (its name), `data`
 /// (a string holding the JSON object of that event), and for `delta` the SSE `id` (the resume
 /// position after it).

@@ -5,6 +5,7 @@ mod context;
 pub mod events;
 pub mod post_stream;
 mod request;
+pub mod resume;
 mod run;
 mod sse;
 pub mod turn;
@@ -14,15 +15,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use common::auth::Auth;
 use common::guard::{Guardrails, Redactor};
 use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
 use common::store::HealthCheck;
-use common::telemetry::LogsItself;
 use common::{Conversation, Settings};
 use events::Start;
 use turn::{Turns, View};
@@ -46,6 +45,7 @@ pub struct Limits {
     pub grounding_check: bool,
     pub max_client_lag_bytes: usize,
     pub max_context_chars: usize,
+    pub resume_poll: Duration,
     pub save_budget: Duration,
     pub shutdown_grace: Duration,
 }
@@ -64,6 +64,7 @@ impl Limits {
             grounding_check: s.stream.grounding_check,
             max_client_lag_bytes: s.stream.max_client_lag_bytes,
             max_context_chars: s.stream.max_context_chars,
+            resume_poll: s.stream.resume_poll,
             save_budget: s.db.save_budget,
             shutdown_grace: s.stream.shutdown_grace,
         }
@@ -120,6 +121,8 @@ pub use post_stream::stream;
 pub fn routes(state: StreamState) -> Router {
     Router::new()
         .route("/stream", post(stream))
+        .route("/stream/{id}", get(resume::resume))
+        .route("/stream/{id}/cancel", post(resume::cancel))
         .with_state(state)
 }
 
@@ -190,18 +193,5 @@ pub(crate) fn sse_response(state: &StreamState, run: &run::TurnRun, view: View) 
         view,
         state.limits.keepalive_interval,
     );
-    let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if let Ok(v) = HeaderValue::from_str(&run.turn.id.to_string()) {
-        headers.insert("x-conversation-id", v);
-    }
-    response.extensions_mut().insert(LogsItself);
-    response
+    sse::response(run.turn.id, body)
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::http::ConnHandle;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -101,8 +101,9 @@ struct Log {
     /// Bytes of text appended so far: as generated, and as stored.
     raw_bytes: u64,
     stored_bytes: u64,
-    /// The stored text so far.
+    /// The stored text so far, and its length in characters.
     stored: String,
+    stored_chars: usize,
     readers: Vec<Arc<Reader>>,
 }
 
@@ -127,6 +128,7 @@ impl LiveTurn {
                 raw_bytes: 0,
                 stored_bytes: 0,
                 stored: String::new(),
+                stored_chars: 0,
                 readers: Vec::new(),
             }),
             version: watch::channel(0).0,
@@ -147,6 +149,7 @@ impl LiveTurn {
         log.stored_bytes += stored.len() as u64;
         let start = log.stored.len();
         log.stored.push_str(stored);
+        log.stored_chars = pos;
         let range = start..log.stored.len();
         let raw = (raw != stored).then_some(raw);
         log.events.push(Arc::new(LiveEvent::Delta {
@@ -190,6 +193,53 @@ impl LiveTurn {
         let total = log.stored.chars().count();
         let rest = log.stored.chars().skip(from).collect();
         (rest, total)
+    }
+
+    /// The status the turn ended with, once its final event is out.
+    pub fn final_status(&self) -> Option<common::Status> {
+        let log = self.log();
+        match log.events.last().map(|e| &**e) {
+            Some(LiveEvent::Final(StreamEvent::Done(d))) => Some(d.status),
+            Some(LiveEvent::Final(StreamEvent::Error(f))) => Some(f.status),
+            _ => None,
+        }
+    }
+
+    /// A reader that re-attaches at character `from` of the stored text: the turn's `start`,
+    /// the stored text after `from` so far as one delta, then every later piece (the part after
+    /// `from` of each), then the final event.
+    pub fn attach(
+        self: &Arc<Self>,
+        reader: Arc<Reader>,
+        from: usize,
+        keepalive: Duration,
+    ) -> impl Stream<Item = Result<Item, Lagging>> + Send + 'static {
+        let (start, rest, total, next) = {
+            let log = self.log();
+            let start = match log.events.first().map(|e| &**e) {
+                Some(LiveEvent::Start(s)) => Some(s.clone()),
+                _ => None,
+            };
+            let rest: String = if from < log.stored_chars {
+                log.stored.chars().skip(from).collect()
+            } else {
+                String::new()
+            };
+            (start, rest, log.stored_chars, log.events.len())
+        };
+        let mut head = Vec::new();
+        head.extend(start.map(|s| Ok(Item::Start(s))));
+        if !rest.is_empty() {
+            reader.took(rest.len(), 0);
+            head.push(Ok(Item::Delta {
+                text: rest,
+                pos: total,
+            }));
+        }
+        let later = self
+            .follow(reader, View::Stored, next, keepalive)
+            .filter_map(move |item| std::future::ready(after(item, from)));
+        futures_util::stream::iter(head).chain(later)
     }
 
     /// Stops the generation (the first reason given wins).
@@ -283,6 +333,25 @@ impl LiveTurn {
                 }
             }
         })
+    }
+}
+
+/// `item` without what lies before character `from` (a delta wholly before it: nothing).
+fn after(item: Result<Item, Lagging>, from: usize) -> Option<Result<Item, Lagging>> {
+    match item {
+        Ok(Item::Delta { text, pos }) => {
+            let len = text.chars().count();
+            let start = pos.saturating_sub(len);
+            if pos <= from {
+                None
+            } else if start < from {
+                let text = text.chars().skip(from - start).collect();
+                Some(Ok(Item::Delta { text, pos }))
+            } else {
+                Some(Ok(Item::Delta { text, pos }))
+            }
+        }
+        other => Some(other),
     }
 }
 
@@ -381,6 +450,20 @@ impl Turns {
     pub fn end(&self, id: Uuid) {
         self.live().remove(&id);
         self.ended.notify_waiters();
+    }
+
+    /// Waits up to `limit` for turn `id` to end (its record saved); whether it did.
+    pub async fn wait_ended(&self, id: Uuid, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let ended = self.ended.notified();
+                if !self.live().contains_key(&id) {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
     }
 
     /// The live turn `id` of `owner`, if this process is generating it.

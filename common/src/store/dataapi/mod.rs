@@ -11,6 +11,7 @@
 
 mod conversations;
 mod fields;
+mod log;
 mod migrate;
 mod params;
 mod read;

@@ -38,6 +38,11 @@ const TEXTS: [(&str, &str); 4] = [
 /// value in a form the backend decodes itself (text, numbers), each text column whole when its
 /// JSON form is at most `:cell` bytes (else null), followed by its JSON and character lengths.
 pub(super) fn columns() -> String {
+    columns_with(RESPONSE)
+}
+
+/// [`columns`] with the `response` column the value of `response` (`''`: left out).
+pub(super) fn columns_with(response: &str) -> String {
     let mut out: Vec<String> = [
         "c.id::text AS id",
         "c.owner",
@@ -62,6 +67,7 @@ pub(super) fn columns() -> String {
     out.push(format!("{} AS created_at", utc_text("c.created_at")));
     out.push(format!("{} AS updated_at", utc_text("c.updated_at")));
     for (name, expr) in TEXTS {
+        let expr = if name == "response" { response } else { expr };
         out.push(format!(
             "CASE WHEN octet_length(to_json({expr})::text) <= CAST(:cell AS int8) \
              THEN {expr} END AS {name}"

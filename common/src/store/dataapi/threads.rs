@@ -5,12 +5,12 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::DataApiStore;
-use super::fields::{Record, long_at, opt_string_at, string_at, timestamp_at, uuid_at};
+use super::fields::{Record, long_at, string_at, timestamp_at, uuid_at};
 use super::params::{long, text, timestamp, utc_param, utc_text, uuid};
 use super::read::columns;
-use crate::domain::{Conversation, Status, Thread, now_micros};
+use crate::domain::{Conversation, Thread};
 use crate::error::StoreError;
-use crate::store::sql::RESPONSE;
+use crate::store::sql::{chain_rows, walk_chain};
 use crate::store::{ChainTurn, ConversationChain, Listed, PageQuery, ThreadStore};
 
 /// The thread columns as text and numbers, from `threads t`.
@@ -43,64 +43,18 @@ impl ConversationChain for DataApiStore {
         id: Uuid,
         budget: i64,
     ) -> Result<Option<Vec<ChainTurn>>, StoreError> {
-        // The walk as the pool's (`sql::chain`), with named, typed parameters and text results.
-        let sql = format!(
-            "WITH RECURSIVE chain AS ( \
-                SELECT c.id, c.previous_id, c.thread_id, c.prompt, {RESPONSE} AS response, \
-                       c.status, c.system, c.created_at, \
-                       char_length(c.prompt) + char_length({RESPONSE}) AS total, 1 AS depth \
-                FROM conversations c \
-                WHERE c.id = CAST(:id AS uuid) AND c.owner = CAST(:owner AS text) \
-              UNION ALL \
-                SELECT c.id, c.previous_id, c.thread_id, c.prompt, {RESPONSE}, c.status, \
-                       c.system, c.created_at, \
-                       chain.total + char_length(c.prompt) + char_length({RESPONSE}), \
-                       chain.depth + 1 \
-                FROM chain JOIN conversations c \
-                  ON c.id = chain.previous_id AND c.owner = CAST(:owner AS text) \
-                WHERE chain.total <= CAST(:budget AS int8)) \
-             SELECT id::text, thread_id::text, prompt, response, status, system, {} \
-             FROM chain ORDER BY depth",
-            utc_text("created_at")
-        );
-        let params = vec![uuid("id", id), text("owner", owner), long("budget", budget)];
-        let out = self.exec(&sql, params, None).await?;
-        let names = [
-            "id",
-            "thread_id",
-            "prompt",
-            "response",
-            "status",
-            "system",
-            "created_at",
-        ];
-        let records = out.records();
-        if records.is_empty() {
-            return Ok(None);
-        }
-        let now = now_micros();
-        records
-            .iter()
-            .map(|fields| {
-                let r = Record::new(fields, &names);
-                let mut status = Status::parse(&string_at(&r, "status")?)
-                    .ok_or(StoreError::Decode { column: "status" })?;
-                if status == Status::Streaming
-                    && now - timestamp_at(&r, "created_at")? > self.stale_after
-                {
-                    status = Status::Partial;
-                }
-                Ok(ChainTurn {
-                    id: uuid_at(&r, "id")?,
-                    thread_id: uuid_at(&r, "thread_id")?,
-                    prompt: string_at(&r, "prompt")?,
-                    response: string_at(&r, "response")?,
-                    status,
-                    system: opt_string_at(&r, "system")?,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        // The thread's turns up to this one, walked in memory (as the pool does).
+        let sql = chain_rows("CAST(:id AS uuid)", "CAST(:owner AS text)")
+            .replace(&crate::store::sql::columns(), &columns());
+        let params = vec![uuid("id", id), text("owner", owner)];
+        let (turns, _) = self
+            .read(&sql, params, 50, usize::MAX, &[], |_| Ok(()))
+            .await?;
+        Ok(walk_chain(
+            turns.into_iter().map(|(c, ())| c).collect(),
+            id,
+            budget,
+        ))
     }
 }
 

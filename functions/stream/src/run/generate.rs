@@ -33,14 +33,6 @@ impl Stop {
             Stop::Halted(h) => h.code(),
         }
     }
-
-    pub(super) fn public_message(&self) -> &'static str {
-        match self {
-            Stop::Provider(e) => e.public_message(),
-            Stop::Guard(_) => "a guardrail stopped the answer",
-            Stop::Halted(h) => h.public_message(),
-        }
-    }
 }
 
 impl From<ProviderError> for Stop {

@@ -21,7 +21,7 @@ use common::{Conversation, Status};
 use tokio::sync::watch;
 
 use crate::StreamState;
-use crate::events::{Done, Failure, StreamEvent};
+use crate::events::StreamEvent;
 use crate::turn::{Halt, LiveTurn, Reader};
 use generate::{Outcome, Stop};
 
@@ -155,7 +155,8 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     drop(record);
 
     // Report: the log line and metrics, then the final event, which ends every reader.
-    let event = final_event(&conversation, failure, saved);
+    // The last event is rebuilt from the record: a client re-attaching later gets the same.
+    let event = StreamEvent::last_of(&conversation, saved);
     report(
         &state,
         &conversation,
@@ -220,34 +221,6 @@ fn stored_record<'a>(
         return std::borrow::Cow::Owned(record);
     }
     std::borrow::Cow::Borrowed(conversation)
-}
-
-/// `done` or `error`, the last event.
-fn final_event(conversation: &Conversation, failure: Option<&Stop>, saved: bool) -> StreamEvent {
-    match failure {
-        None => StreamEvent::Done(Done {
-            id: conversation.id,
-            status: conversation.status,
-            usage: conversation.usage(),
-            finish_reason: conversation.finish_reason.clone(),
-            flags: conversation.flags.clone(),
-            ttfb_ms: conversation.ttfb_ms,
-            duration_ms: conversation.duration_ms,
-            saved,
-            thread_id: conversation.thread_id,
-            context_turns: conversation.context_turns.unwrap_or(0),
-        }),
-        Some(e) => StreamEvent::Error(Failure {
-            id: conversation.id,
-            status: conversation.status,
-            code: e.code().to_owned(),
-            message: e.public_message().to_owned(),
-            flags: conversation.flags.clone(),
-            saved,
-            thread_id: conversation.thread_id,
-            context_turns: conversation.context_turns.unwrap_or(0),
-        }),
-    }
 }
 
 /// The request's one log line (written when the turn ends, not when headers go out) and the

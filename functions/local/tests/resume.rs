@@ -1,0 +1,413 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Re-attaching and cancelling, over real HTTP against two server processes that share one
+//! database (as two Lambda sandboxes do): the process that generates a turn (A) and another one
+//! (B) that only has the database.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::TestDb;
+use testkit::fake_openai::{FakeOpenAi, Reply, answer};
+use testkit::process::{Proc, serve};
+use testkit::sse::{self, Received};
+
+fn client() -> reqwest::Client {
+    common::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Two servers on one database, with `extra` settings.
+async fn two(db: &TestDb, extra: &[(&str, &str)]) -> ((Proc, String), (Proc, String)) {
+    let mut env = vec![
+        ("DATABASE_URL", db.url.as_str()),
+        ("AUTH", "off"),
+        ("CHECKPOINT_INTERVAL_MS", "200"),
+        ("RESUME_POLL_MS", "50"),
+        ("RUST_LOG", "info"),
+    ];
+    env.extend_from_slice(extra);
+    let a = serve(env!("CARGO_BIN_EXE_local"), "local-a", &env).await;
+    let b = serve(env!("CARGO_BIN_EXE_local"), "local-b", &env).await;
+    (a, b)
+}
+
+async fn start(http: &reqwest::Client, base: &str, prompt: &str) -> reqwest::Response {
+    let resp = http
+        .post(format!("{base}/stream"))
+        .json(&json!({ "prompt": prompt }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp
+}
+
+fn id_of(events: &[Received]) -> String {
+    assert_eq!(events[0].name, "start", "{events:?}");
+    events[0].data["id"].as_str().unwrap().to_owned()
+}
+
+/// The stored answer and the status of turn `id`, once it has ended.
+async fn stored(db: &TestDb, id: &str) -> (String, String, Option<String>) {
+    let id = uuid::Uuid::parse_str(id).unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = db
+            .client()
+            .await
+            .query_one(
+                "SELECT response, status, error FROM conversations WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let status: String = row.get(1);
+        if status != "streaming" {
+            return (row.get(0), status, row.get(2));
+        }
+        assert!(Instant::now() < until, "the turn never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The delta ids are the positions after each delta in the stored text.
+fn assert_positions(events: &[Received], from: usize) {
+    let mut at = from;
+    for e in events.iter().filter(|e| e.name == "delta") {
+        at += e.data["text"].as_str().unwrap().chars().count();
+        assert_eq!(e.id.as_deref(), Some(at.to_string().as_str()), "{events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_re_attaches_anywhere_gets_exactly_the_rest() {
+    let db = TestDb::new().await;
+    let ((_a, a), (_b, b)) = two(&db, &[("OFFLINE_CHUNK_DELAY_MS", "60")]).await;
+    let http = client();
+    let prompt = "tell me a long story about rivers and lanterns and quiet markets";
+
+    // Re-attaching to the other process, with Last-Event-ID (what EventSource sends).
+    let first = sse::read(start(&http, &a, prompt).await, Some(5)).await;
+    let id = id_of(&first);
+    let position = sse::last_id(&first).unwrap();
+    assert_positions(&first, 0);
+    let rest = http
+        .get(format!("{b}/stream/{id}"))
+        .header("last-event-id", &position)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest = sse::read(rest, None).await;
+    assert_eq!(rest[0].name, "start");
+    assert_positions(&rest, position.parse().unwrap());
+    let (answer, status, _) = stored(&db, &id).await;
+    assert_eq!(status, "complete");
+    assert_eq!(format!("{}{}", sse::text(&first), sse::text(&rest)), answer);
+    let last = rest.last().unwrap();
+    assert_eq!(last.name, "done");
+    assert_eq!(
+        (last.data["id"].as_str(), &last.data["saved"]),
+        (Some(id.as_str()), &json!(true))
+    );
+
+    // Within the process that generates it, with ?after=.
+    let first = sse::read(start(&http, &a, prompt).await, Some(3)).await;
+    let id = id_of(&first);
+    let position = sse::last_id(&first).unwrap();
+    let rest = http
+        .get(format!("{a}/stream/{id}?after={position}"))
+        .send()
+        .await
+        .unwrap();
+    let rest = sse::read(rest, None).await;
+    let (answer, _, _) = stored(&db, &id).await;
+    assert_eq!(format!("{}{}", sse::text(&first), sse::text(&rest)), answer);
+    assert_positions(&rest, position.parse().unwrap());
+    assert_eq!(rest.last().unwrap().name, "done");
+
+    // After the turn ended: the rest and the final event at once, from either process; from
+    // the start when no position is given.
+    for base in [&a, &b] {
+        let after = http
+            .get(format!("{base}/stream/{id}?after=10"))
+            .send()
+            .await
+            .unwrap();
+        let after = sse::read(after, None).await;
+        assert_eq!(sse::names(&after), ["start", "delta", "done"]);
+        assert_eq!(
+            sse::text(&after),
+            answer.chars().skip(10).collect::<String>()
+        );
+        let whole = sse::read(
+            http.get(format!("{base}/stream/{id}"))
+                .send()
+                .await
+                .unwrap(),
+            None,
+        )
+        .await;
+        assert_eq!(sse::text(&whole), answer);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_beyond_what_is_logged_waits_for_the_text() {
+    let db = TestDb::new().await;
+    // Checkpoints every 2 s: the other process's log lags the live stream.
+    let ((_a, a), (_b, b)) = two(
+        &db,
+        &[
+            ("OFFLINE_CHUNK_DELAY_MS", "50"),
+            ("CHECKPOINT_INTERVAL_MS", "2000"),
+        ],
+    )
+    .await;
+    let http = client();
+    let first = sse::read(start(&http, &a, "wait for me").await, Some(8)).await;
+    let id = id_of(&first);
+    let position = sse::last_id(&first).unwrap();
+    let rest = http
+        .get(format!("{b}/stream/{id}"))
+        .header("last-event-id", &position)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest = sse::read(rest, None).await;
+    let (answer, _, _) = stored(&db, &id).await;
+    assert_eq!(format!("{}{}", sse::text(&first), sse::text(&rest)), answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_to_another_process_stops_the_generation_within_a_checkpoint() {
+    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &refs,
+        Duration::from_millis(100),
+    ))])
+    .await;
+    let db = TestDb::new().await;
+    let base_url = fake.base_url();
+    let ((_a, a), (_b, b)) = two(
+        &db,
+        &[
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", base_url.as_str()),
+        ],
+    )
+    .await;
+    let http = client();
+    let resp = start(&http, &a, "a long answer").await;
+    let id = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let reader = tokio::spawn(sse::read(resp, None));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let sent = Instant::now();
+    let cancel = http
+        .post(format!("{b}/stream/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let body: Value = cancel.json().await.unwrap();
+    assert_eq!(
+        (body["id"].as_str(), body["status"].as_str()),
+        (Some(id.as_str()), Some("cancelling"))
+    );
+    let events = reader.await.unwrap();
+    let stopped = sent.elapsed();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.name.as_str(),
+            last.data["status"].as_str(),
+            last.data["code"].as_str()
+        ),
+        ("error", Some("cancelled"), Some("cancelled"))
+    );
+    // Within one checkpoint interval (200 ms) and the save, far before the answer's 10 s.
+    assert!(
+        stopped < Duration::from_secs(3),
+        "stopped after {stopped:?}"
+    );
+    let (answer, status, error) = stored(&db, &id).await;
+    assert_eq!(
+        (status.as_str(), error.as_deref()),
+        ("cancelled", Some("cancelled"))
+    );
+    assert_eq!(answer, sse::text(&events));
+    assert!(!answer.is_empty() && answer.len() < words.concat().len());
+    // The provider's connection was closed before the answer's end: no more tokens.
+    let until = Instant::now() + Duration::from_secs(5);
+    while fake.dropped_by_client() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(fake.dropped_by_client(), 1);
+
+    // Again: the turn has ended.
+    for base in [&a, &b] {
+        let again = http
+            .post(format!("{base}/stream/{id}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 409);
+        let body: Value = again.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "already_finished");
+    }
+    let unknown = http
+        .post(format!("{b}/stream/{}/cancel", uuid::Uuid::now_v7()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_in_the_generating_process_is_immediate() {
+    let db = TestDb::new().await;
+    let ((_a, a), _) = two(&db, &[("OFFLINE_CHUNK_DELAY_MS", "200")]).await;
+    let http = client();
+    let resp = start(&http, &a, "stop me").await;
+    let id = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let reader = tokio::spawn(sse::read(resp, None));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancel = http
+        .post(format!("{a}/stream/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let body: Value = cancel.json().await.unwrap();
+    assert_eq!(body["status"], "cancelled");
+    let events = reader.await.unwrap();
+    assert_eq!(events.last().unwrap().data["code"], "cancelled");
+    let (_, status, _) = stored(&db, &id).await;
+    assert_eq!(status, "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_attaching_needs_the_owners_key_and_a_well_formed_position() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    use common::store::ApiKeys;
+    let (alice, bob) = (
+        common::auth::new_key().unwrap(),
+        common::auth::new_key().unwrap(),
+    );
+    store
+        .add_key(
+            uuid::Uuid::now_v7(),
+            "alice",
+            "k",
+            &common::auth::digest(&alice),
+        )
+        .await
+        .unwrap();
+    store
+        .add_key(
+            uuid::Uuid::now_v7(),
+            "bob",
+            "k",
+            &common::auth::digest(&bob),
+        )
+        .await
+        .unwrap();
+    let (_p, base) = serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-resume-auth",
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("AUTH", "required"),
+            ("OFFLINE_CHUNK_DELAY_MS", "0"),
+        ],
+    )
+    .await;
+    let http = client();
+    let resp = http
+        .post(format!("{base}/stream"))
+        .bearer_auth(&alice)
+        .json(&json!({"prompt": "mine"}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse::read(resp, None).await;
+    let id = id_of(&events);
+    let status = |key: &str, path: &str, pos: Option<&str>| {
+        let mut req = http.get(format!("{base}{path}")).bearer_auth(key);
+        if let Some(p) = pos {
+            req = req.header("last-event-id", p);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let own = format!("/stream/{id}");
+    assert_eq!(status(&alice, &own, None).await, 200);
+    assert_eq!(status(&bob, &own, None).await, 404);
+    assert_eq!(status(&alice, &own, Some("-3")).await, 422);
+    assert_eq!(status(&alice, &format!("{own}?after=x"), None).await, 422);
+    assert_eq!(status(&alice, "/stream/not-a-uuid", None).await, 422);
+    let cancel = http
+        .post(format!("{base}/stream/{id}/cancel"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pii_redaction_positions_count_in_the_stored_text() {
+    let db = TestDb::new().await;
+    let ((_a, a), (_b, b)) = two(
+        &db,
+        &[("OFFLINE_CHUNK_DELAY_MS", "60"), ("PII_REDACTION", "true")],
+    )
+    .await;
+    let http = client();
+    // The offline answer restates the prompt: an address and a number early in the answer.
+    let prompt = "mail jane@example.com or call 4155550100 then tell a long story about harbors";
+    let first = sse::read(start(&http, &a, prompt).await, Some(12)).await;
+    let id = id_of(&first);
+    assert!(
+        sse::text(&first).contains("jane@example.com"),
+        "the client sees the text as generated"
+    );
+    let position = sse::last_id(&first).unwrap();
+    for base in [&a, &b] {
+        let rest = http
+            .get(format!("{base}/stream/{id}"))
+            .header("last-event-id", &position)
+            .send()
+            .await
+            .unwrap();
+        let rest = sse::read(rest, None).await;
+        let (stored_text, _, _) = stored(&db, &id).await;
+        assert!(stored_text.contains("[email]") && stored_text.contains("[phone]"));
+        let expected: String = stored_text
+            .chars()
+            .skip(position.parse().unwrap())
+            .collect();
+        assert_eq!(sse::text(&rest), expected, "from {base}");
+        let whole = sse::read(
+            http.get(format!("{base}/stream/{id}"))
+                .send()
+                .await
+                .unwrap(),
+            None,
+        )
+        .await;
+        assert_eq!(sse::text(&whole), stored_text);
+    }
+}
