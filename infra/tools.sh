@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the project's own tools into .venv (cargo-lambda, which brings zig) and makes sure
-# cargo-nextest is there; `infra/tools.sh sam` also installs the SAM CLI and cfn-lint.
+# Installs the project's own tools into .venv (cargo-lambda, which brings zig; the OpenAI SDK
+# the tests use) and makes sure cargo-nextest is there; `infra/tools.sh sam` also installs the SAM CLI and cfn-lint.
 # Idempotent and quiet when everything is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,6 +13,11 @@ fi
 if [ ! -x "$venv/bin/cargo-lambda" ]; then
   echo "tools.sh: installing cargo-lambda into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==1.9.2"
+fi
+# The official OpenAI SDK, for the tests that use the OpenAI-compatible API as clients do.
+if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
+  echo "tools.sh: installing the openai SDK into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==3.57.0"
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "tools.sh: installing cargo-nextest" >&2

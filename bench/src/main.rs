@@ -113,6 +113,16 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
             .into(),
         p(overheads.thread_added.0, overheads.thread_added.1),
     ]);
+    lines.push(vec![
+        "`/v1/chat/completions`: time to first content added over the upstream directly (1 \
+         stream) · its p50 over the direct p50 at 20 streams"
+            .into(),
+        format!(
+            "{} · {:.2}×",
+            p(overheads.chat_added.0, overheads.chat_added.1),
+            overheads.chat_ratio_20
+        ),
+    ]);
     for (label, a, b) in history.iter().chain(search.iter()) {
         lines.push(vec![
             format!("{label} ({} rows)", thousands(ROWS)),

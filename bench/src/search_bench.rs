@@ -252,10 +252,10 @@ async fn load(url: &str, rows: usize) -> anyhow::Result<()> {
              INSERT INTO threads (id, owner, title, turns, created_at, updated_at) \
              SELECT c.thread_id, min(c.owner), left(min(c.prompt) FILTER (WHERE c.id = c.thread_id), 80), \
                     count(*), min(c.created_at), max(c.created_at) \
-             FROM conversations c GROUP BY c.thread_id; \
-             VACUUM ANALYZE threads",
+             FROM conversations c GROUP BY c.thread_id",
         )
         .await?;
+    client.batch_execute("VACUUM ANALYZE threads").await?;
     eprintln!(
         "bench: copied in {:.0?}; building indexes...",
         started.elapsed()

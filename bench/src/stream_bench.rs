@@ -65,6 +65,55 @@ async fn service_with(http: &reqwest::Client, url: &str, body: String) -> anyhow
     measure(resp, started, "event: delta").await
 }
 
+async fn chat(http: &reqwest::Client, url: &str) -> anyhow::Result<Sample> {
+    let started = Instant::now();
+    let resp = http
+        .post(url)
+        .json(&json!({"model": "m", "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status() == 200, "{}", resp.status());
+    measure(resp, started, "\"content\":\"w").await
+}
+
+/// Time to first content, one upstream, side by side: the upstream directly, `/stream`,
+/// `/v1/chat/completions`, at `concurrency` streams: `(direct, stream, chat)` p50 and p99.
+async fn side_by_side(
+    http: &reqwest::Client,
+    fake: &Arc<FakeOpenAi>,
+    stream_url: &str,
+    chat_url: &str,
+    concurrency: usize,
+) -> anyhow::Result<Vec<(Duration, Duration)>> {
+    let total = 200;
+    let (h, f) = (http.clone(), fake.clone());
+    let d = round(concurrency, total, move || {
+        let (h, f) = (h.clone(), f.clone());
+        async move { direct(&h, &f).await }
+    })
+    .await?;
+    let (h, u) = (http.clone(), stream_url.to_owned());
+    let s = round(concurrency, total, move || {
+        let (h, u) = (h.clone(), u.clone());
+        async move { service(&h, &u).await }
+    })
+    .await?;
+    let (h, u) = (http.clone(), chat_url.to_owned());
+    let c = round(concurrency, total, move || {
+        let (h, u) = (h.clone(), u.clone());
+        async move { chat(&h, &u).await }
+    })
+    .await?;
+    Ok([d, s, c]
+        .into_iter()
+        .map(|samples| {
+            let mut t: Vec<Duration> = samples.iter().map(|x| x.ttfb).collect();
+            (percentile(&mut t, 50.0), percentile(&mut t, 99.0))
+        })
+        .collect())
+}
+
 /// Turns in the thread the continuation benchmark continues.
 const THREAD_TURNS: usize = 50;
 
@@ -136,6 +185,10 @@ where
 pub struct Overheads {
     pub added: (Duration, Duration),
     pub thread_added: (Duration, Duration),
+    /// What `/v1/chat/completions` adds to the time to first content at one stream (p50, p99),
+    /// and its p50 over the direct p50 at 20 streams.
+    pub chat_added: (Duration, Duration),
+    pub chat_ratio_20: f64,
 }
 
 pub async fn run() -> anyhow::Result<Overheads> {
@@ -222,6 +275,50 @@ pub async fn run() -> anyhow::Result<Overheads> {
         ],
         &rows,
     );
+    let chat_url = url.replace("/stream", "/v1/chat/completions");
+    for _ in 0..20 {
+        chat(&http, &chat_url).await?;
+    }
+    let mut side = Vec::new();
+    let mut chat_added = (Duration::ZERO, Duration::ZERO);
+    let mut chat_ratio_20 = 0.0;
+    for concurrency in [1usize, 20] {
+        let r = side_by_side(&http, &fake, &url, &chat_url, concurrency).await?;
+        let (d, s, c) = (r[0], r[1], r[2]);
+        if concurrency == 1 {
+            chat_added = (c.0.saturating_sub(d.0), c.1.saturating_sub(d.1));
+        } else {
+            chat_ratio_20 = c.0.as_secs_f64() / d.0.as_secs_f64().max(1e-9);
+        }
+        side.push(vec![
+            concurrency.to_string(),
+            ms(d.0),
+            ms(s.0),
+            ms(c.0),
+            ms(c.0.saturating_sub(d.0)),
+            format!("{:.2}", c.0.as_secs_f64() / d.0.as_secs_f64().max(1e-9)),
+            ms(d.1),
+            ms(s.1),
+            ms(c.1),
+        ]);
+    }
+    println!(
+        "\nthe upstream directly, /stream and /v1/chat/completions side by side (time to first content, milliseconds):\n"
+    );
+    table(
+        &[
+            "streams",
+            "direct p50",
+            "/stream p50",
+            "/v1 p50",
+            "/v1 added p50",
+            "/v1 ÷ direct p50",
+            "direct p99",
+            "/stream p99",
+            "/v1 p99",
+        ],
+        &side,
+    );
     let (f50, c50, f99, c99) = continued(&http, &url, &store).await?;
     println!(
         "\ncontinuing a thread of {THREAD_TURNS} turns vs a first turn, one stream at a time (milliseconds):\n"
@@ -247,5 +344,7 @@ pub async fn run() -> anyhow::Result<Overheads> {
     Ok(Overheads {
         added,
         thread_added: (c50.saturating_sub(f50), c99.saturating_sub(f99)),
+        chat_added,
+        chat_ratio_20,
     })
 }

@@ -132,6 +132,64 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// OpenAI's error object, which every `/v1` error takes: `{"error": {"message", "type",
+/// "param", "code"}}`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct OpenAiError {
+    pub error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct OpenAiErrorDetail {
+    /// A sentence for people.
+    pub message: String,
+    /// `invalid_request_error` (client errors, 401 and 404 included, as OpenAI has it) or
+    /// `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+    /// Stable, snake_case: `invalid_api_key`, `model_not_found`, `unsupported_value`, ...
+    pub code: Option<String>,
+}
+
+impl OpenAiError {
+    pub fn new(kind: &str, code: &str, message: impl Into<String>, param: Option<&str>) -> Self {
+        Self {
+            error: OpenAiErrorDetail {
+                message: message.into(),
+                kind: kind.to_owned(),
+                param: param.map(str::to_owned),
+                code: Some(code.to_owned()),
+            },
+        }
+    }
+
+    /// The `type` OpenAI gives an error of HTTP `status`.
+    pub fn kind_for(status: u16) -> &'static str {
+        if status >= 500 {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        }
+    }
+
+    /// This service's error body as OpenAI's (`unauthorized` becomes `invalid_api_key`, as
+    /// OpenAI names it).
+    pub fn from_body(status: u16, body: &ErrorBody) -> Self {
+        let code = match body.error.code.as_str() {
+            "unauthorized" => "invalid_api_key",
+            other => other,
+        };
+        Self::new(
+            Self::kind_for(status),
+            code,
+            body.error.message.clone(),
+            None,
+        )
+    }
+}
+
 /// Builds an error response from a status, code and client-safe message.
 pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> Response {
     let body = ErrorBody {

@@ -114,7 +114,50 @@ pub fn with_fallbacks(router: Router) -> Router {
         });
     router
         .layer(axum::middleware::from_fn(within_deadline))
+        .layer(axum::middleware::from_fn(openai_errors))
         .layer(axum::middleware::from_fn(crate::telemetry::request_log))
+}
+
+/// Under `/v1/`, the OpenAI-compatible API: every error takes OpenAI's shape
+/// (`{"error": {"message", "type", "param", "code"}}`), the key check's 401 and the 404/405 of
+/// unknown paths included, so OpenAI's SDKs raise their typed errors; a request that fails
+/// validation is a 400, as OpenAI answers it, not a 422.
+pub async fn openai_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let openai = request.uri().path().starts_with("/v1/") || request.uri().path() == "/v1";
+    let response = next.run(request).await;
+    if !openai || !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (
+            parts.status,
+            Json(crate::error::OpenAiError::new(
+                crate::error::OpenAiError::kind_for(parts.status.as_u16()),
+                "internal_error",
+                "the error could not be read",
+                None,
+            )),
+        )
+            .into_response();
+    };
+    let already = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|v| v["error"]["type"].is_string());
+    let ours = serde_json::from_slice::<crate::error::ErrorBody>(&bytes);
+    let (false, Ok(ours)) = (already, ours) else {
+        // Already OpenAI's shape (or not JSON): as it is.
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
+        parts.status = StatusCode::BAD_REQUEST;
+    }
+    let theirs = crate::error::OpenAiError::from_body(parts.status.as_u16(), &ours);
+    let body = serde_json::to_vec(&theirs).unwrap_or_default();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// The deadline of the Lambda invocation a request belongs to (none outside Lambda).

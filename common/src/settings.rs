@@ -146,6 +146,9 @@ pub struct ProviderSettings {
     pub total_timeout: Duration,
     /// `LLM_MAX_RETRIES`: retries before the first chunk (default 2).
     pub max_retries: usize,
+    /// `LLM_MODELS`: a comma-separated allow-list of the models `/v1/chat/completions` takes
+    /// (and `/v1/models` lists); unset: any model, and `LLM_MODEL` listed.
+    pub models: Option<Vec<String>>,
 }
 
 /// Limits of the `/stream` endpoint.
@@ -280,6 +283,13 @@ impl Settings {
             idle_timeout: millis(env, "LLM_IDLE_TIMEOUT_MS", 30_000)?,
             total_timeout: millis(env, "LLM_TOTAL_TIMEOUT_MS", 300_000)?,
             max_retries: parse(env, "LLM_MAX_RETRIES", 2usize)?,
+            models: env.var("LLM_MODELS").map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
         };
         if kind == ProviderKind::OpenAi
             && provider.openai_api_key.is_none()

@@ -20,6 +20,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         stream::post_stream::stream,
         stream::resume::resume,
         stream::resume::cancel,
+        stream::openai::chat,
+        stream::openai::models,
+        stream::openai::one_model,
         history::history,
         history::threads::list,
         history::threads::one,
@@ -36,6 +39,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "threads", description = "Conversations that go on: threads of turns"),
         (name = "search", description = "Full-text search"),
         (name = "health", description = "Liveness and database reachability"),
+        (name = "openai", description = "OpenAI-compatible Chat Completions: any OpenAI SDK works \
+            against it; errors take OpenAI's shape"),
     )
 )]
 pub struct ApiDoc;

@@ -115,6 +115,9 @@ fn path() -> impl Strategy<Value = String> {
         3 => query_value().prop_map(|id| format!("/history/{id}")),
         3 => Just("/search".to_owned()),
         2 => Just("/threads".to_owned()),
+        2 => Just("/v1/chat/completions".to_owned()),
+        1 => Just("/v1/models".to_owned()),
+        1 => query_value().prop_map(|m| format!("/v1/models/{m}")),
         2 => query_value().prop_map(|id| format!("/stream/{id}")),
         2 => query_value().prop_map(|id| format!("/stream/{id}/cancel")),
         1 => Just("/stream/0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d".to_owned()),
@@ -207,6 +210,60 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Chat Completions bodies: messages of every role and shape, and the fields around them.
+fn chat_body() -> impl Strategy<Value = Vec<u8>> {
+    let role = prop_oneof![
+        Just(Value::from("user")),
+        Just(Value::from("system")),
+        Just(Value::from("developer")),
+        Just(Value::from("assistant")),
+        Just(Value::from("tool")),
+        json_value(),
+    ];
+    let content = prop_oneof![
+        nasty_text().prop_map(|t| Value::from(format!("q {t}"))),
+        nasty_text().prop_map(|t| serde_json::json!([{"type": "text", "text": t}])),
+        Just(serde_json::json!([{"type": "image_url", "image_url": {"url": "x"}}])),
+        json_value(),
+    ];
+    let message = (role, content).prop_map(|(r, c)| serde_json::json!({"role": r, "content": c}));
+    let field = prop_oneof![
+        Just("stream"),
+        Just("stream_options"),
+        Just("max_tokens"),
+        Just("max_completion_tokens"),
+        Just("temperature"),
+        Just("top_p"),
+        Just("stop"),
+        Just("n"),
+        Just("tools"),
+        Just("response_format"),
+        Just("metadata"),
+        Just("user"),
+        Just("logprobs"),
+    ];
+    (
+        prop_oneof![Just(Value::from("offline-echo")), json_value()],
+        prop::collection::vec(message, 0..4),
+        prop::collection::vec((field, json_value()), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(model, mut messages, fields, stream)| {
+            // Often a valid last user message, so that calls get through.
+            if stream || messages.is_empty() {
+                messages.push(serde_json::json!({"role": "user", "content": "hello there"}));
+            }
+            let mut body = serde_json::json!({"model": model, "messages": messages});
+            if stream {
+                body["stream"] = Value::Bool(true);
+            }
+            for (k, v) in fields {
+                body[k] = v;
+            }
+            serde_json::to_vec(&body).unwrap()
+        })
+}
+
 fn header_bytes() -> impl Strategy<Value = Option<Vec<u8>>> {
     prop_oneof![
         2 => Just(None),
@@ -229,13 +286,21 @@ fn authorization() -> impl Strategy<Value = Option<Vec<u8>>> {
     ]
 }
 
-/// A quarter of the cases are `POST /stream` with a generated body, the rest anything.
+/// Most cases are anything; some `POST /stream` and `POST /v1/chat/completions` with a
+/// generated body of their own shape.
 fn case() -> impl Strategy<Value = Case> {
     prop_oneof![
-        3 => any_case(),
-        1 => (any_case(), authorization(), body()).prop_map(|(mut c, authorization, body)| {
+        6 => any_case(),
+        2 => (any_case(), authorization(), body()).prop_map(|(mut c, authorization, body)| {
             c.method = Method::POST;
             c.path = "/stream".into();
+            c.authorization = authorization;
+            c.body = body;
+            c
+        }),
+        2 => (any_case(), authorization(), chat_body()).prop_map(|(mut c, authorization, body)| {
+            c.method = Method::POST;
+            c.path = "/v1/chat/completions".into();
             c.authorization = authorization;
             c.body = body;
             c
@@ -288,6 +353,8 @@ fn any_case() -> impl Strategy<Value = Case> {
 /// What the requests did that may add rows.
 #[derive(Default)]
 struct Tally {
+    /// Accepted `/v1/chat/completions` calls.
+    chats: AtomicUsize,
     streams: AtomicUsize,
     blocked: AtomicUsize,
     ok: AtomicUsize,
@@ -340,6 +407,9 @@ async fn check(app: &Router, c: &Case, tally: &Tally) -> Result<(), String> {
     }
     if status.is_success() {
         tally.ok.fetch_add(1, Ordering::SeqCst);
+        if c.path == "/v1/chat/completions" {
+            tally.chats.fetch_add(1, Ordering::SeqCst);
+        }
     } else {
         tally.refused.fetch_add(1, Ordering::SeqCst);
     }
@@ -357,6 +427,17 @@ async fn check(app: &Router, c: &Case, tally: &Tally) -> Result<(), String> {
         if code.is_none() || !body["error"]["message"].is_string() {
             return Err(format!("{status} without the error body: {body}"));
         }
+        // Under /v1, OpenAI's shape, and never a 422.
+        if c.path.starts_with("/v1/") {
+            if !body["error"]["type"].is_string() || body["error"].get("param").is_none() {
+                return Err(format!(
+                    "{status} under /v1 without OpenAI's error shape: {body}"
+                ));
+            }
+            if status.as_u16() == 422 {
+                return Err(format!("a 422 under /v1: {body}"));
+            }
+        }
         if !content_type.starts_with("application/json") {
             return Err(format!("{status} with content type {content_type:?}"));
         }
@@ -367,16 +448,26 @@ async fn check(app: &Router, c: &Case, tally: &Tally) -> Result<(), String> {
     }
     if content_type.starts_with("text/event-stream") {
         tally.streams.fetch_add(1, Ordering::SeqCst);
-        let last = text
+        let frames: Vec<&str> = text
             .split("\n\n")
-            .filter(|f| f.starts_with("event: "))
-            .last()
-            .unwrap_or_default();
-        if !(last.starts_with("event: done") || last.starts_with("event: error")) {
-            return Err(format!("a stream did not end with done or error: {text}"));
+            .filter(|f| !f.trim().is_empty() && !f.starts_with(':'))
+            .collect();
+        let last = frames.last().copied().unwrap_or_default();
+        let ended = if c.path.starts_with("/v1/") {
+            last == "data: [DONE]" || last.starts_with("data: {\"error\"")
+        } else {
+            last.starts_with("event: done") || last.starts_with("event: error")
+        };
+        if !ended {
+            return Err(format!("a stream did not end as it should: {text}"));
         }
-    } else if serde_json::from_slice::<Value>(&bytes).is_err() {
-        return Err(format!("{status} with a body that is not JSON: {text}"));
+    } else {
+        let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {
+            return Err(format!("{status} with a body that is not JSON: {text}"));
+        };
+        if body["object"] == "chat.completion" {
+            tally.streams.fetch_add(1, Ordering::SeqCst);
+        }
     }
     Ok(())
 }
@@ -448,6 +539,8 @@ fn run_cases(db: &TestDb, extra: &[(&str, &str)], cases: u32) {
         ok > 10 && refused > 100 && streams > 2,
         "ok {ok}, refused {refused}, streams {streams}"
     );
+    let chats = tally.chats.load(Ordering::SeqCst);
+    assert!(chats > 0, "no generated chat completion was accepted");
     let after = rt.block_on(snapshot(db));
     assert_eq!(before, after, "a seeded row changed or went away");
     let added = rt.block_on(db.count()) - rows_before;

@@ -237,4 +237,39 @@ async fn the_stream_function_url_delivers_chunks_one_by_one_and_saves_the_record
         sse::text(&rest),
         sse::text(&events).chars().skip(5).collect::<String>()
     );
+
+    // The OpenAI-compatible route is the same function behind the same URL, streamed too.
+    let resp = http
+        .post(format!("{base}/stream/v1/chat/completions"))
+        .body(r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"via v1"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let turn = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let chunks = sse::read(resp, None).await;
+    assert_eq!(chunks.last().unwrap().data, "[DONE]", "{chunks:?}");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c.data["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(chunks.len() > 10, "the chunks: {chunks:?}");
+    let spread = chunks[chunks.len() - 2].at - chunks[1].at;
+    assert!(
+        spread >= Duration::from_millis(150) * 4,
+        "chunks arrived together: {spread:?}"
+    );
+    let saved = client
+        .query_one(
+            "SELECT status, prompt, response FROM conversations WHERE id = $1::text::uuid",
+            &[&turn],
+        )
+        .await
+        .unwrap();
+    assert_eq!(saved.get::<_, String>(0), "complete");
+    assert_eq!(saved.get::<_, String>(1), "via v1");
+    assert_eq!(saved.get::<_, String>(2), content);
 }

@@ -52,6 +52,9 @@ fn every_route_is_an_operation() {
             "/stream/{id}/cancel",
             "/threads",
             "/threads/{id}",
+            "/v1/chat/completions",
+            "/v1/models",
+            "/v1/models/{model}",
         ])
     );
     assert_eq!(
@@ -217,6 +220,28 @@ async fn the_document_describes_what_the_service_sends() {
         &response_schema(&doc, "/stream/{id}/cancel", "post", 409),
         &body,
         "cancel of an ended turn",
+    );
+
+    // The OpenAI-compatible API's errors take OpenAI's shape.
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        Some(r#"{"model":"m","messages":[]}"#),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 400);
+    conforms(
+        &doc,
+        &response_schema(&doc, "/v1/chat/completions", "post", 400),
+        &body,
+        "an OpenAI error",
+    );
+    conforms(
+        &doc,
+        &schema(&doc, "OpenAiErrorDetail"),
+        &body["error"],
+        "its detail",
     );
 
     // Pages, one conversation, search hits.

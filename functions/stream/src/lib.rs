@@ -3,6 +3,7 @@
 
 mod context;
 pub mod events;
+pub mod openai;
 pub mod post_stream;
 mod request;
 pub mod resume;
@@ -82,6 +83,8 @@ pub struct StreamState {
     pub redactor: Option<Arc<Redactor>>,
     /// The turns this process is generating.
     pub turns: Arc<Turns>,
+    /// `LLM_MODELS`: the models `/v1/chat/completions` takes (any, when unset).
+    pub models: Option<Vec<String>>,
 }
 
 impl StreamState {
@@ -103,6 +106,7 @@ impl StreamState {
                 .pii_redaction
                 .then(|| Arc::new(Redactor::new())),
             turns: Arc::new(Turns::default()),
+            models: settings.provider.models.clone(),
         })
     }
 
@@ -123,6 +127,9 @@ pub fn routes(state: StreamState) -> Router {
         .route("/stream", post(stream))
         .route("/stream/{id}", get(resume::resume))
         .route("/stream/{id}/cancel", post(resume::cancel))
+        .route("/v1/chat/completions", post(openai::chat))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{model}", get(openai::one_model))
         .with_state(state)
 }
 

@@ -1,0 +1,363 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions` (streamed or not) and
+//! `GET /v1/models`, so that any OpenAI SDK works against the service unchanged. A call goes
+//! through the same provider, guardrails, live turn and saving as `POST /stream`, and is kept as
+//! a turn (its prompt the last user message, the earlier messages its `messages`). Every `/v1`
+//! error takes OpenAI's shape (see `common::http::openai_errors`).
+
+pub mod request;
+pub mod wire;
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use common::auth::Owner;
+use common::error::OpenAiError;
+use common::http::ValidPath;
+use common::provider::{CompletionRequest, Role};
+use common::telemetry::RequestId;
+use common::{ApiError, Conversation};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::context;
+use crate::events::StreamEvent;
+use crate::post_stream::{blocked, place};
+use crate::turn::{Item, View};
+use crate::{RequestParts, StreamState, begin};
+use request::ChatRequest;
+use wire::Call;
+
+/// An error of a `/v1` route: its status and OpenAI's error object.
+pub struct V1Error(StatusCode, OpenAiError);
+
+impl IntoResponse for V1Error {
+    fn into_response(self) -> Response {
+        let code = self.1.error.code.clone().unwrap_or_default();
+        let mut response = (self.0, Json(self.1)).into_response();
+        response
+            .extensions_mut()
+            .insert(common::telemetry::ErrorCode(static_code(&code)));
+        response
+    }
+}
+
+/// The error code as the log line takes it (a fixed set).
+fn static_code(code: &str) -> &'static str {
+    match code {
+        "model_not_found" => "model_not_found",
+        "unsupported_value" => "unsupported_value",
+        "invalid_json" => "invalid_json",
+        "context_length_exceeded" => "context_length_exceeded",
+        _ => "invalid_request",
+    }
+}
+
+impl From<OpenAiError> for V1Error {
+    fn from(e: OpenAiError) -> Self {
+        V1Error(StatusCode::BAD_REQUEST, e)
+    }
+}
+
+impl From<ApiError> for V1Error {
+    fn from(e: ApiError) -> Self {
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %common::error::error_chain(&e), code = e.code(), "request failed");
+        }
+        let kind = OpenAiError::kind_for(status.as_u16());
+        V1Error(
+            status,
+            OpenAiError::new(kind, e.code(), e.to_string(), None),
+        )
+    }
+}
+
+/// Creates a model response for the given chat conversation, as OpenAI's API does: a
+/// `chat.completion`, or with `"stream": true` server-sent `chat.completion.chunk`s ending
+/// with `data: [DONE]`. The call is kept as a turn (`X-Conversation-Id`).
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    request_body(content = request::ChatCompletionRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A `chat.completion` object, or with `stream: true` \
+            server-sent events: `data: {chat.completion.chunk}` lines (role, content, the \
+            finish reason, with `stream_options.include_usage` a usage chunk with empty \
+            `choices`), then `data: [DONE]`; a failure after the first chunk is a \
+            `data: {\"error\": ...}` line, then the stream ends",
+            body = Object,
+            headers(("x-conversation-id" = uuid::Uuid, description = "The stored turn's id"))),
+        (status = 400, description = "A bad or unsupported field, in OpenAI's error shape",
+            body = wire::OpenAiError),
+        (status = 401, description = "Missing or invalid API key", body = wire::OpenAiError),
+        (status = 404, description = "A model `LLM_MODELS` does not list (`model_not_found`), \
+            or an unknown `metadata.previous_id`", body = wire::OpenAiError),
+        (status = 409, description = "`metadata.previous_id` names a turn still running or \
+            without an answer", body = wire::OpenAiError),
+        (status = 413, description = "The body is larger than MAX_BODY_BYTES",
+            body = wire::OpenAiError),
+        (status = 502, description = "Without streaming: the provider failed",
+            body = wire::OpenAiError),
+    ))]
+pub async fn chat(
+    State(state): State<StreamState>,
+    Extension(owner): Extension<Owner>,
+    request_id: Option<Extension<RequestId>>,
+    request: Request,
+) -> Result<Response, V1Error> {
+    let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.0);
+    let started = Instant::now();
+    let parts = RequestParts::of(&request);
+    let body = crate::request::read_body(request, state.limits.max_body_bytes).await?;
+    let req = ChatRequest::parse(&body, state.limits.max_prompt_chars)?;
+    if let Some(models) = &state.models
+        && !models.contains(&req.model)
+    {
+        return Err(model_not_found(&req.model));
+    }
+    // What the call continues, with `metadata.previous_id`: that chain's turns come first, its
+    // instructions too unless the call brings its own.
+    let own_system = req.system();
+    let sent_chars: usize = req
+        .messages
+        .iter()
+        .map(|m| m.content.text().chars().count())
+        .sum();
+    let ctx = context::load(
+        state.store.as_ref(),
+        &owner.0,
+        "",
+        None,
+        req.previous_id,
+        state.limits.max_context_chars.saturating_sub(sent_chars),
+    )
+    .await?;
+    let mut messages = ctx.messages.clone();
+    messages.pop(); // the empty prompt `load` ends with: the call's messages follow
+    if own_system.is_some() {
+        messages.retain(|m| m.role != Role::System);
+    }
+    messages.extend(req.messages.iter().cloned());
+
+    let prompt = req.prompt();
+    let mut conversation =
+        Conversation::start(&owner.0, prompt.clone(), state.provider.name(), &req.model);
+    place(&mut conversation, &ctx);
+    if own_system.is_some() {
+        conversation.system = own_system;
+    }
+    conversation.messages = Some(Value::Array(req.earlier()));
+    if let Some(flag) = state.guard.check_prompt(&prompt) {
+        return Err(blocked(&state, conversation, flag).await.into());
+    }
+    let completion = CompletionRequest {
+        messages,
+        model: req.model.clone(),
+        max_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        stop: req.stop.clone(),
+    };
+    let call = Call::new(
+        conversation.id,
+        conversation.created_at,
+        &req.model,
+        req.include_usage,
+    );
+    let run = begin(
+        &state,
+        conversation,
+        &parts,
+        started,
+        request_id,
+        "/v1/chat/completions",
+    );
+    let items = run.turn.follow(
+        run.client.clone(),
+        View::Raw,
+        0,
+        state.limits.keepalive_interval,
+    );
+    let id = run.turn.id;
+    let reader = run.client.clone();
+    tokio::spawn(crate::run::run(state, run, completion));
+    let mut response = if req.stream {
+        streamed(call, items, reader)
+    } else {
+        whole(call, items).await?
+    };
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-conversation-id", v);
+    }
+    Ok(response)
+}
+
+fn model_not_found(model: &str) -> V1Error {
+    V1Error(
+        StatusCode::NOT_FOUND,
+        OpenAiError::new(
+            "invalid_request_error",
+            "model_not_found",
+            format!("The model `{model}` does not exist or you do not have access to it."),
+            Some("model"),
+        ),
+    )
+}
+
+/// The error object a failed turn's final event becomes.
+fn failure(event: &crate::events::Failure) -> OpenAiError {
+    let kind = if event.code.starts_with("guardrail_") {
+        "invalid_request_error"
+    } else {
+        "server_error"
+    };
+    OpenAiError::new(kind, &event.code, event.message.clone(), None)
+}
+
+/// A streamed call: chunks as the turn's items come.
+fn streamed(
+    call: Call,
+    items: impl futures_util::Stream<Item = Result<Item, crate::turn::Lagging>> + Send + 'static,
+    reader: std::sync::Arc<crate::turn::Reader>,
+) -> Response {
+    let frames = items.map(move |item| {
+        item.map(|item| {
+            let text = match &item {
+                Item::Delta { text, .. } => text.len(),
+                _ => 0,
+            };
+            let frame = match item {
+                Item::Start(_) => wire::frame(&call.role()),
+                Item::Delta { text, .. } => wire::frame(&call.content(&text)),
+                Item::KeepAlive => ": keep-alive\n\n".to_owned(),
+                Item::Final(StreamEvent::Done(done)) => {
+                    let mut out = wire::frame(
+                        &call.finish(wire::finish_reason(done.finish_reason.as_deref())),
+                    );
+                    if call.include_usage {
+                        out.push_str(&wire::frame(&call.usage(done.usage)));
+                    }
+                    out.push_str(wire::DONE);
+                    out
+                }
+                Item::Final(StreamEvent::Error(f)) => {
+                    // As OpenAI ends a stream that failed: an error object, then nothing.
+                    wire::frame(&serde_json::to_value(failure(&f)).unwrap_or_default())
+                }
+                Item::Final(_) => String::new(),
+            };
+            reader.took(text, frame.len());
+            Bytes::from(frame)
+        })
+    });
+    let mut response = Response::new(Body::from_stream(frames));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+        .extensions_mut()
+        .insert(common::telemetry::LogsItself);
+    response
+}
+
+/// A call without streaming: the whole answer once the turn has ended (and been saved).
+async fn whole(
+    call: Call,
+    items: impl futures_util::Stream<Item = Result<Item, crate::turn::Lagging>> + Send + 'static,
+) -> Result<Response, V1Error> {
+    let mut items = std::pin::pin!(items);
+    let mut text = String::new();
+    while let Some(item) = items.next().await {
+        match item {
+            Ok(Item::Delta { text: t, .. }) => text.push_str(&t),
+            Ok(Item::Final(StreamEvent::Done(done))) => {
+                let reason = wire::finish_reason(done.finish_reason.as_deref());
+                let mut response = Json(call.completion(&text, reason, done.usage)).into_response();
+                response
+                    .extensions_mut()
+                    .insert(common::telemetry::LogsItself);
+                return Ok(response);
+            }
+            Ok(Item::Final(StreamEvent::Error(f))) => {
+                let status = match f.code.as_str() {
+                    c if c.starts_with("provider_") => StatusCode::BAD_GATEWAY,
+                    c if c.starts_with("guardrail_") => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                let mut response = V1Error(status, failure(&f)).into_response();
+                response
+                    .extensions_mut()
+                    .insert(common::telemetry::LogsItself);
+                return Ok(response);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Err(V1Error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        OpenAiError::new(
+            "server_error",
+            "internal_error",
+            "the answer did not end",
+            None,
+        ),
+    ))
+}
+
+/// One model as `/v1/models` lists it.
+fn model(id: &str, owner: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+}
+
+/// Lists the models this service serves, as OpenAI's API does: `LLM_MODELS`, or the one
+/// configured model (`LLM_MODEL`).
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses(
+    (status = 200, description = "`{\"object\": \"list\", \"data\": [{\"id\", \"object\": \
+        \"model\", \"created\", \"owned_by\"}]}`", body = Object),
+    (status = 401, description = "Missing or invalid API key", body = wire::OpenAiError),
+))]
+pub async fn models(State(state): State<StreamState>) -> Json<Value> {
+    let owner = state.provider.name();
+    let data: Vec<Value> = served(&state).iter().map(|m| model(m, owner)).collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// One model, as `client.models.retrieve(id)` asks for it.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai",
+    params(("model" = String, Path, description = "The model's id")),
+    responses(
+        (status = 200, description = "`{\"id\", \"object\": \"model\", \"created\", \"owned_by\"}`",
+            body = Object),
+        (status = 401, description = "Missing or invalid API key", body = wire::OpenAiError),
+        (status = 404, description = "Not a model this service serves (`model_not_found`)",
+            body = wire::OpenAiError),
+    ))]
+pub async fn one_model(
+    State(state): State<StreamState>,
+    ValidPath(id): ValidPath<String>,
+) -> Result<Json<Value>, V1Error> {
+    if served(&state).contains(&id) {
+        Ok(Json(model(&id, state.provider.name())))
+    } else {
+        Err(model_not_found(&id))
+    }
+}
+
+/// The models listed: `LLM_MODELS`, else the provider's default model.
+fn served(state: &StreamState) -> Vec<String> {
+    state
+        .models
+        .clone()
+        .unwrap_or_else(|| vec![state.provider.default_model().to_owned()])
+}

@@ -1,0 +1,529 @@
+//! The body of `POST /v1/chat/completions`, checked field by field as OpenAI's API does: a bad
+//! value is a 400 naming its `param`; a feature this service does not offer (several choices,
+//! tools, a structured response format, audio, images, log probabilities) is a 400 too, never
+//! silently ignored. Fields that change nothing this service computes (`seed`, penalties,
+//! `store`, `service_tier`, ...) are accepted and ignored.
+
+use common::provider::{Content, Message, Role, TextPart};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::wire::OpenAiError;
+
+/// A validated Chat Completions request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub model: String,
+    /// As sent: the provider receives them so.
+    pub messages: Vec<Message>,
+    /// The same messages as the JSON the client sent (stored with the turn).
+    pub raw_messages: Vec<Value>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Option<Vec<String>>,
+    /// `metadata.previous_id`: continue that turn's thread.
+    pub previous_id: Option<Uuid>,
+}
+
+/// The OpenAPI schema of the request (the fields this service reads).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ChatCompletionRequest {
+    /// The upstream model (`LLM_MODELS`, when set, lists the allowed ones).
+    model: String,
+    /// `system`, `developer`, `user` and `assistant` messages; content a string or an array
+    /// of text parts.
+    #[schema(value_type = Vec<Object>, min_items = 1)]
+    messages: Vec<Value>,
+    stream: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    stream_options: Option<Value>,
+    #[schema(minimum = 1)]
+    max_tokens: Option<u32>,
+    #[schema(minimum = 1)]
+    max_completion_tokens: Option<u32>,
+    #[schema(minimum = 0, maximum = 2)]
+    temperature: Option<f32>,
+    #[schema(minimum = 0, maximum = 1)]
+    top_p: Option<f32>,
+    /// A string or up to 4 strings.
+    #[schema(value_type = Option<Object>)]
+    stop: Option<Value>,
+    /// Only 1.
+    n: Option<u32>,
+    user: Option<String>,
+    /// String values; `previous_id` continues that turn's thread.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+}
+
+type Refusal = OpenAiError;
+
+fn bad(param: &str, message: impl Into<String>) -> Refusal {
+    OpenAiError::new(
+        "invalid_request_error",
+        "invalid_value",
+        message,
+        Some(param),
+    )
+}
+
+fn unsupported(param: &str, message: impl Into<String>) -> Refusal {
+    OpenAiError::new(
+        "invalid_request_error",
+        "unsupported_value",
+        message,
+        Some(param),
+    )
+}
+
+impl ChatRequest {
+    /// Parses a JSON body; `max_chars` bounds each message's text (`MAX_PROMPT_CHARS`).
+    pub fn parse(body: &[u8], max_chars: usize) -> Result<Self, Refusal> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            OpenAiError::new(
+                "invalid_request_error",
+                "invalid_json",
+                format!("the body is not valid JSON: {e}"),
+                None,
+            )
+        })?;
+        let Value::Object(map) = value else {
+            return Err(bad("body", "the body must be a JSON object"));
+        };
+        refuse_unsupported(&map)?;
+        let model = match map.get("model") {
+            Some(Value::String(m))
+                if !m.trim().is_empty() && m.len() <= 200 && !m.contains('\0') =>
+            {
+                m.clone()
+            }
+            None | Some(Value::Null) => return Err(bad("model", "model is required")),
+            Some(_) => {
+                return Err(bad(
+                    "model",
+                    "model must be a non-empty string of at most 200 bytes",
+                ));
+            }
+        };
+        let raw_messages = match map.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => m.clone(),
+            Some(Value::Array(_)) => {
+                return Err(bad("messages", "messages must not be empty"));
+            }
+            None | Some(Value::Null) => return Err(bad("messages", "messages is required")),
+            Some(_) => return Err(bad("messages", "messages must be an array")),
+        };
+        let messages = raw_messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| message(i, m, max_chars))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !messages.iter().any(|m| m.role == Role::User) {
+            return Err(bad("messages", "messages must include a user message"));
+        }
+        let stream = flag(&map, "stream")?;
+        let include_usage = match map.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => flag(o, "include_usage").map_err(|_| {
+                bad(
+                    "stream_options.include_usage",
+                    "include_usage must be a boolean",
+                )
+            })?,
+            Some(_) => return Err(bad("stream_options", "stream_options must be an object")),
+        };
+        let max_tokens = match count(&map, "max_completion_tokens")? {
+            Some(n) => Some(n),
+            None => count(&map, "max_tokens")?,
+        };
+        let temperature = number(&map, "temperature", 0.0, 2.0)?;
+        let top_p = number(&map, "top_p", 0.0, 1.0)?;
+        let stop = match map.get("stop") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => Some(
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect(),
+            ),
+            Some(_) => {
+                return Err(bad(
+                    "stop",
+                    "stop must be a string or an array of up to 4 strings",
+                ));
+            }
+        };
+        match map.get("user") {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(_) => return Err(bad("user", "user must be a string")),
+        }
+        let previous_id = match map.get("metadata") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => {
+                if m.len() > 16 || m.values().any(|v| !v.is_string()) {
+                    return Err(bad(
+                        "metadata",
+                        "metadata must be an object of at most 16 string values",
+                    ));
+                }
+                match m.get("previous_id").and_then(Value::as_str) {
+                    None => None,
+                    Some(id) => Some(Uuid::try_parse(id).map_err(|_| {
+                        bad(
+                            "metadata.previous_id",
+                            "metadata.previous_id must be the id (a UUID) of one of your turns",
+                        )
+                    })?),
+                }
+            }
+            Some(_) => return Err(bad("metadata", "metadata must be an object")),
+        };
+        Ok(Self {
+            model,
+            messages,
+            raw_messages,
+            stream,
+            include_usage,
+            max_tokens,
+            temperature,
+            top_p,
+            stop,
+            previous_id,
+        })
+    }
+
+    /// The prompt: the last user message's text.
+    pub fn prompt(&self) -> String {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.text())
+            .unwrap_or_default()
+    }
+
+    /// The messages before the prompt, as sent (stored as the turn's context).
+    pub fn earlier(&self) -> Vec<Value> {
+        let last_user = self
+            .messages
+            .iter()
+            .rposition(|m| m.role == Role::User)
+            .unwrap_or(0);
+        let mut earlier = self.raw_messages.clone();
+        earlier.remove(last_user);
+        earlier
+    }
+
+    /// The instructions: the first system or developer message's text.
+    pub fn system(&self) -> Option<String> {
+        self.messages
+            .iter()
+            .find(|m| matches!(m.role, Role::System | Role::Developer))
+            .map(|m| m.content.text())
+    }
+}
+
+/// Features this service does not offer: a 400 naming the field, never a silent ignore.
+fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), Refusal> {
+    match map.get("n") {
+        None | Some(Value::Null) => {}
+        Some(v) if v.as_u64() == Some(1) => {}
+        Some(v) if v.as_u64().is_some_and(|n| n > 1) => {
+            return Err(unsupported(
+                "n",
+                "only n=1 is supported: one choice per request",
+            ));
+        }
+        Some(_) => return Err(bad("n", "n must be a whole number of at least 1")),
+    }
+    for field in ["tools", "functions", "tool_choice", "function_call"] {
+        if map.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(unsupported(
+                field,
+                "tools and function calling are not supported",
+            ));
+        }
+    }
+    match map.get("response_format") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(f)) if f.get("type").and_then(Value::as_str) == Some("text") => {}
+        Some(_) => {
+            return Err(unsupported(
+                "response_format",
+                "only the text response format is supported",
+            ));
+        }
+    }
+    if map.get("audio").is_some_and(|v| !v.is_null()) {
+        return Err(unsupported("audio", "audio output is not supported"));
+    }
+    if let Some(m) = map.get("modalities").and_then(Value::as_array)
+        && m.iter().any(|v| v.as_str() != Some("text"))
+    {
+        return Err(unsupported("modalities", "only text output is supported"));
+    }
+    if map.get("logprobs").and_then(Value::as_bool) == Some(true)
+        || map.get("top_logprobs").is_some_and(|v| !v.is_null())
+    {
+        return Err(unsupported(
+            "logprobs",
+            "log probabilities are not supported",
+        ));
+    }
+    Ok(())
+}
+
+/// One message: a role this service speaks, and text content.
+fn message(i: usize, m: &Value, max_chars: usize) -> Result<Message, Refusal> {
+    let param = format!("messages[{i}]");
+    let Value::Object(m) = m else {
+        return Err(bad(&param, format!("{param} must be an object")));
+    };
+    let role = match m.get("role").and_then(Value::as_str) {
+        Some("system") => Role::System,
+        Some("developer") => Role::Developer,
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("tool" | "function") => {
+            return Err(unsupported(
+                &format!("{param}.role"),
+                "tool and function messages are not supported",
+            ));
+        }
+        _ => {
+            return Err(bad(
+                &format!("{param}.role"),
+                "role must be system, developer, user or assistant",
+            ));
+        }
+    };
+    for field in ["tool_calls", "function_call", "audio"] {
+        if m.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(unsupported(
+                &format!("{param}.{field}"),
+                "tools, function calling and audio are not supported",
+            ));
+        }
+    }
+    let content = match m.get("content") {
+        Some(Value::String(s)) => Content::Text(s.clone()),
+        Some(Value::Array(parts)) => Content::Parts(
+            parts
+                .iter()
+                .enumerate()
+                .map(|(j, p)| part(&format!("{param}.content[{j}]"), p))
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => {
+            return Err(bad(
+                &format!("{param}.content"),
+                "content must be a string or an array of text parts",
+            ));
+        }
+    };
+    let text = content.text();
+    if text.contains('\0') {
+        return Err(bad(
+            &format!("{param}.content"),
+            "content must not contain NUL characters",
+        ));
+    }
+    if text.chars().count() > max_chars {
+        return Err(OpenAiError::new(
+            "invalid_request_error",
+            "context_length_exceeded",
+            format!("{param} is longer than {max_chars} characters"),
+            Some(&format!("{param}.content")),
+        ));
+    }
+    let name = match m.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(n)) if !n.contains('\0') => Some(n.clone()),
+        Some(_) => return Err(bad(&format!("{param}.name"), "name must be a string")),
+    };
+    Ok(Message {
+        role,
+        content,
+        name,
+    })
+}
+
+/// A text part; any other part (an image, audio, a file) is refused.
+fn part(param: &str, p: &Value) -> Result<TextPart, Refusal> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("text") => match p.get("text") {
+            Some(Value::String(t)) => Ok(TextPart {
+                kind: "text".into(),
+                text: t.clone(),
+            }),
+            _ => Err(bad(&format!("{param}.text"), "a text part needs its text")),
+        },
+        Some("image_url" | "input_audio" | "file" | "refusal") => Err(unsupported(
+            param,
+            "only text content is supported (no images, audio or files)",
+        )),
+        _ => Err(bad(param, "a content part needs a type")),
+    }
+}
+
+fn flag(map: &Map<String, Value>, name: &str) -> Result<bool, Refusal> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(name, format!("{name} must be a boolean"))),
+    }
+}
+
+fn count(map: &Map<String, Value>, name: &str) -> Result<Option<u32>, Refusal> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=1_000_000).contains(&n) => Ok(Some(n as u32)),
+            _ => Err(bad(
+                name,
+                format!("{name} must be a whole number from 1 to 1000000"),
+            )),
+        },
+    }
+}
+
+fn number(
+    map: &Map<String, Value>,
+    name: &str,
+    min: f64,
+    max: f64,
+) -> Result<Option<f32>, Refusal> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(x) if (min..=max).contains(&x) => Ok(Some(x as f32)),
+            _ => Err(bad(
+                name,
+                format!("{name} must be a number from {min} to {max}"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ChatRequest, OpenAiError> {
+        ChatRequest::parse(body.as_bytes(), 100)
+    }
+
+    fn refused(body: &str) -> (String, Option<String>) {
+        let e = parse(body).unwrap_err().error;
+        (e.code.unwrap_or_default(), e.param)
+    }
+
+    #[test]
+    fn a_typical_request_parses() {
+        let r = parse(
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},
+                "messages":[{"role":"developer","content":"be brief"},
+                            {"role":"user","content":[{"type":"text","text":"hi"}]},
+                            {"role":"assistant","content":"hello"},
+                            {"role":"user","content":"again"}],
+                "max_completion_tokens":5,"temperature":0.2,"top_p":0.9,"stop":"END",
+                "user":"u1","metadata":{"previous_id":"0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d"},
+                "seed":7,"presence_penalty":0}"#,
+        )
+        .unwrap();
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.max_tokens, Some(5));
+        assert_eq!(r.stop, Some(vec!["END".to_owned()]));
+        assert_eq!(r.prompt(), "again");
+        assert_eq!(r.system().as_deref(), Some("be brief"));
+        assert_eq!(r.earlier().len(), 3);
+        assert!(r.previous_id.is_some());
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_by_name() {
+        let user = r#""messages":[{"role":"user","content":"hi"}]"#;
+        for (extra, param) in [
+            (r#""n":2"#, "n"),
+            (r#""tools":[{"type":"function"}]"#, "tools"),
+            (r#""functions":[]"#, "functions"),
+            (
+                r#""response_format":{"type":"json_object"}"#,
+                "response_format",
+            ),
+            (r#""audio":{"voice":"alloy"}"#, "audio"),
+            (r#""modalities":["text","audio"]"#, "modalities"),
+            (r#""logprobs":true"#, "logprobs"),
+        ] {
+            let (code, got) = refused(&format!(r#"{{"model":"m",{user},{extra}}}"#));
+            assert_eq!(
+                (code.as_str(), got.as_deref()),
+                ("unsupported_value", Some(param))
+            );
+        }
+        let image = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#;
+        assert_eq!(refused(image).0, "unsupported_value");
+        let tool = r#"{"model":"m","messages":[{"role":"tool","content":"x","tool_call_id":"1"}]}"#;
+        assert_eq!(refused(tool).0, "unsupported_value");
+        // n=1 and a text response format are fine.
+        assert!(
+            parse(&format!(
+                r#"{{"model":"m",{user},"n":1,"response_format":{{"type":"text"}}}}"#
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        for (body, param) in [
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (r#"{"model":"m"}"#, "messages"),
+            (r#"{"model":"m","messages":[]}"#, "messages"),
+            (
+                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+                "messages[0].content",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#,
+                "messages",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                "stream",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+                "temperature",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}"#,
+                "stop",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"metadata":{"previous_id":"x"}}"#,
+                "metadata.previous_id",
+            ),
+        ] {
+            assert_eq!(refused(body).1.as_deref(), Some(param), "{body}");
+        }
+        assert_eq!(refused("{nope").0, "invalid_json");
+        let long = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(101)
+        );
+        assert_eq!(refused(&long).0, "context_length_exceeded");
+    }
+}
