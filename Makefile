@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-search bench-history bench-stream bench-faults bench-resume
+.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-history bench-stream bench-faults bench-resume
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -48,21 +48,32 @@ openapi:
 deploy:
 	@infra/tools.sh sam && export PATH="$(VENV)/bin:$$PATH" && \
 	  sam build --beta-features --parameter-overrides Architecture=$${ARCH:-arm64} && \
-	  sam deploy --guided --parameter-overrides Architecture=$${ARCH:-arm64}
+	  sam deploy --guided --parameter-overrides Architecture=$${ARCH:-arm64} $(PARAMS)
 
 ## make tools: the project-local Python venv with cargo-lambda
 tools:
 	@infra/tools.sh
 
+# Release builds of every function, and of the stream function without the Bedrock SDK (the
+# baseline of what that dependency costs).
+RELEASE_BUILDS = cargo build -q --release -p stream --no-default-features && \
+	  cp $(CARGO_TARGET_DIR)/release/stream $(CARGO_TARGET_DIR)/release/stream-without-bedrock && \
+	  cargo build -q --release -p history -p get -p search -p stream -p migrate -p local -p bench
+
 ## make bench: the whole benchmark report (release builds; loads 1,000,000 rows once into llm_stream_bench)
 bench:
-	@cargo build -q --release -p history -p get -p search -p stream -p migrate -p local -p bench && \
+	@$(RELEASE_BUILDS) && \
 	  TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off $(CARGO_TARGET_DIR)/release/bench all $(CARGO_TARGET_DIR)/release
 
 ## make load: 200 concurrent streams + history/search traffic for 60 s (SECONDS=...) on loopback
 load:
 	@cargo build -q --release -p bench -p local && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
 	  $(CARGO_TARGET_DIR)/release/bench load $(CARGO_TARGET_DIR)/release/local $(SECONDS)
+
+## make bench-functions: cold start, idle memory and size of each function (and of stream without the Bedrock SDK)
+bench-functions:
+	@$(RELEASE_BUILDS) && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
+	  $(CARGO_TARGET_DIR)/release/bench functions $(CARGO_TARGET_DIR)/release
 
 bench-search:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks the SAM template offline: cfn-lint, sam validate --lint, and sam build for x86_64
+# Checks the SAM template offline: cfn-lint, infra/check_policies.py (least privilege),
+# sam validate --lint, and sam build for x86_64
 # (never arm64 here: that build would download a toolchain target from outside the package
 # registries). SAM CLI and cfn-lint are installed into .venv on first use.
 set -euo pipefail
@@ -12,7 +13,8 @@ export PATH="$venv/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llm-stream/target}"
 
 cfn-lint template.yaml
+python "$root/infra/check_policies.py"
 sam validate --lint --template template.yaml
 sam build --beta-features --build-dir "${SAM_BUILD_DIR:-$HOME/.cache/llm-stream/sam-build}" \
   --parameter-overrides Architecture=x86_64
-echo "check-template.sh: cfn-lint, sam validate --lint and sam build (x86_64) passed"
+echo "check-template.sh: cfn-lint, the least-privilege check, sam validate --lint and sam build (x86_64) passed"

@@ -1,7 +1,10 @@
 //! The function binaries as Lambda starts them: each is run against a local Lambda Runtime API
 //! (no events), and timed from process start to its first poll for an event (its cold start on
 //! this machine: settings, logging, the lazy store and the provider set up; no database or
-//! network call); then its resident memory while it waits, and its size on disk.
+//! network call); then its resident memory while it waits, and its size on disk. The stream
+//! function is also started with `LLM_PROVIDER=bedrock` (its Bedrock client built), and, when
+//! `make bench` built it, as `stream-without-bedrock` (the same code without the Bedrock SDK):
+//! what that dependency costs, measured in the same run.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,6 +16,8 @@ use crate::stats::{ms, percentile, table};
 
 /// The Lambda functions, one binary each.
 pub const FUNCTIONS: &[&str] = &["history", "get", "search", "stream", "migrate"];
+/// The stream function built without the Bedrock SDK (`--no-default-features`), the baseline.
+pub const STREAM_BASELINE: &str = "stream-without-bedrock";
 const RUNS: usize = 20;
 
 /// One function's numbers, with the pool (`DATABASE_URL`) and with the Data API
@@ -22,6 +27,8 @@ pub struct FunctionNumbers {
     pub size_bytes: u64,
     pub pool: Start,
     pub data_api: Start,
+    /// The stream function with `LLM_PROVIDER=bedrock` (Data API mode).
+    pub bedrock: Option<Start>,
 }
 
 /// Cold start percentiles and the median idle memory of one configuration.
@@ -62,11 +69,23 @@ fn database_env(data_api: bool) -> Vec<(String, String)> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-async fn one_start(bin: &Path, name: &str, data_api: bool) -> anyhow::Result<(Duration, u64)> {
+/// What `LLM_PROVIDER=bedrock` adds (with the Data API's credentials and region).
+fn bedrock_env() -> Vec<(String, String)> {
+    let mut env = database_env(true);
+    env.push(("LLM_PROVIDER".into(), "bedrock".into()));
+    env.push(("BEDROCK_MODEL_ID".into(), "amazon.nova-lite-v1:0".into()));
+    env
+}
+
+async fn one_start(
+    bin: &Path,
+    name: &str,
+    env: &[(String, String)],
+) -> anyhow::Result<(Duration, u64)> {
     let runtime = RuntimeApi::start(Vec::new()).await;
     let mut cmd = Command::new(bin);
     cmd.env_clear()
-        .envs(database_env(data_api))
+        .envs(env.iter().cloned())
         .env("AUTH", "off")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -95,13 +114,13 @@ async fn one_start(bin: &Path, name: &str, data_api: bool) -> anyhow::Result<(Du
     Ok((polled.saturating_duration_since(started), rss))
 }
 
-async fn starts(bin: &Path, name: &str, data_api: bool) -> anyhow::Result<Start> {
+async fn starts(bin: &Path, name: &str, env: &[(String, String)]) -> anyhow::Result<Start> {
     // One unmeasured start: the binary is in the page cache, as on a warm Lambda host.
-    one_start(bin, name, data_api).await?;
+    one_start(bin, name, env).await?;
     let mut times = Vec::with_capacity(RUNS);
     let mut rss = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        let (t, r) = one_start(bin, name, data_api).await?;
+        let (t, r) = one_start(bin, name, env).await?;
         times.push(t);
         rss.push(r);
     }
@@ -113,19 +132,34 @@ async fn starts(bin: &Path, name: &str, data_api: bool) -> anyhow::Result<Start>
     })
 }
 
-/// Measures every function binary in `bin_dir` (release builds).
+/// Measures every function binary in `bin_dir` (release builds), and the stream function's
+/// baseline when it was built.
 pub async fn run(bin_dir: &Path) -> anyhow::Result<Vec<FunctionNumbers>> {
     let mut out = Vec::new();
-    for name in FUNCTIONS {
+    let baseline = bin_dir
+        .join(STREAM_BASELINE)
+        .exists()
+        .then_some(STREAM_BASELINE);
+    for name in FUNCTIONS.iter().copied().chain(baseline) {
         let bin = bin_dir.join(name);
         let size_bytes = std::fs::metadata(&bin)
             .map_err(|e| anyhow::anyhow!("{}: {e} (build with --release)", bin.display()))?
             .len();
+        // The Runtime API serves the function by its deployed name.
+        let function = if name == STREAM_BASELINE {
+            "stream"
+        } else {
+            name
+        };
         out.push(FunctionNumbers {
             name,
             size_bytes,
-            pool: starts(&bin, name, false).await?,
-            data_api: starts(&bin, name, true).await?,
+            pool: starts(&bin, function, &database_env(false)).await?,
+            data_api: starts(&bin, function, &database_env(true)).await?,
+            bedrock: match name {
+                "stream" => Some(starts(&bin, function, &bedrock_env()).await?),
+                _ => None,
+            },
         });
     }
     println!(
@@ -135,7 +169,7 @@ pub async fn run(bin_dir: &Path) -> anyhow::Result<Vec<FunctionNumbers>> {
     table(
         &[
             "function",
-            "database",
+            "configuration",
             "cold start p50 ms",
             "cold start p99 ms",
             "idle RSS MiB",
@@ -143,7 +177,16 @@ pub async fn run(bin_dir: &Path) -> anyhow::Result<Vec<FunctionNumbers>> {
         ],
         &out.iter()
             .flat_map(|f| {
-                [("pool", &f.pool), ("Data API", &f.data_api)].map(|(mode, s)| {
+                [
+                    Some(("pool", &f.pool)),
+                    Some(("Data API", &f.data_api)),
+                    f.bedrock
+                        .as_ref()
+                        .map(|b| ("Data API + LLM_PROVIDER=bedrock", b)),
+                ]
+                .into_iter()
+                .flatten()
+                .map(|(mode, s)| {
                     vec![
                         f.name.to_owned(),
                         mode.to_owned(),

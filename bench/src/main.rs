@@ -101,6 +101,25 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
             ),
         ]);
     }
+    let stream = functions.iter().find(|f| f.name == "stream");
+    let baseline = functions
+        .iter()
+        .find(|f| f.name == functions_bench::STREAM_BASELINE);
+    if let (Some(with), Some(without)) = (stream, baseline) {
+        lines.push(vec![
+            "`stream` with the Bedrock SDK vs built without it (same run): size · cold start \
+             p50 (Data API) · cold start p50 with `LLM_PROVIDER=bedrock`"
+                .into(),
+            format!(
+                "{} vs {} MiB · {} vs {} ms · {} ms",
+                functions_bench::mib(with.size_bytes),
+                functions_bench::mib(without.size_bytes),
+                ms(with.data_api.p50),
+                ms(without.data_api.p50),
+                with.bedrock.as_ref().map_or("-".into(), |b| ms(b.p50)),
+            ),
+        ]);
+    }
     lines.push(vec![
         "`/stream`: time to first byte added by the service (1 stream; service minus the \
          provider called directly, at each percentile)"
@@ -115,12 +134,14 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
     ]);
     lines.push(vec![
         "`/v1/chat/completions`: time to first content added over the upstream directly (1 \
-         stream) · its p50 over the direct p50 at 20 streams"
+         stream) · its p50 over the direct p50 at 20 streams, the upstream answering at once · \
+         the same with the upstream's first token after 20 ms"
             .into(),
         format!(
-            "{} · {:.2}×",
+            "{} · {:.2}× · {:.2}×",
             p(overheads.chat_added.0, overheads.chat_added.1),
-            overheads.chat_ratio_20
+            overheads.chat_ratio_20,
+            overheads.chat_ratio_20_model
         ),
     ]);
     for (label, a, b) in history.iter().chain(search.iter()) {

@@ -6,12 +6,18 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
-use testkit::fake_openai::{FakeOpenAi, Reply, answer};
+use testkit::fake_openai::{FakeOpenAi, Part, Reply, answer};
 
 use crate::stats::{ms, percentile, table};
 
 const WORDS: usize = 20;
 const GAP: Duration = Duration::from_millis(5);
+/// The side-by-side comparison is run twice at 20 streams: against an upstream that answers at
+/// once (the strictest case: everything measured is proxy work) and one whose first token takes
+/// this long, as a fast model server's does (hosted models take 100s of milliseconds).
+const MODEL_FIRST_TOKEN: Duration = Duration::from_millis(20);
+/// The prompt the local upstream answers after [`MODEL_FIRST_TOKEN`].
+const SLOW_START: &str = "slow start";
 
 /// What one stream measured: time to the first text, and the gaps between text chunks.
 struct Sample {
@@ -43,11 +49,19 @@ async fn measure(
 }
 
 async fn direct(http: &reqwest::Client, fake: &FakeOpenAi) -> anyhow::Result<Sample> {
+    direct_with(http, fake, "hi").await
+}
+
+async fn direct_with(
+    http: &reqwest::Client,
+    fake: &FakeOpenAi,
+    prompt: &str,
+) -> anyhow::Result<Sample> {
     let started = Instant::now();
     let resp = http
         .post(format!("{}/chat/completions", fake.base_url()))
         .json(
-            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": prompt}]}),
         )
         .send()
         .await?;
@@ -65,12 +79,12 @@ async fn service_with(http: &reqwest::Client, url: &str, body: String) -> anyhow
     measure(resp, started, "event: delta").await
 }
 
-async fn chat(http: &reqwest::Client, url: &str) -> anyhow::Result<Sample> {
+async fn chat(http: &reqwest::Client, url: &str, prompt: &str) -> anyhow::Result<Sample> {
     let started = Instant::now();
     let resp = http
         .post(url)
         .json(&json!({"model": "m", "stream": true,
-                      "messages": [{"role": "user", "content": "hi"}]}))
+                      "messages": [{"role": "user", "content": prompt}]}))
         .send()
         .await?;
     anyhow::ensure!(resp.status() == 200, "{}", resp.status());
@@ -78,31 +92,34 @@ async fn chat(http: &reqwest::Client, url: &str) -> anyhow::Result<Sample> {
 }
 
 /// Time to first content, one upstream, side by side: the upstream directly, `/stream`,
-/// `/v1/chat/completions`, at `concurrency` streams: `(direct, stream, chat)` p50 and p99.
+/// `/v1/chat/completions`, at `concurrency` streams of `prompt`: `(direct, stream, chat)` p50
+/// and p99.
 async fn side_by_side(
     http: &reqwest::Client,
     fake: &Arc<FakeOpenAi>,
     stream_url: &str,
     chat_url: &str,
     concurrency: usize,
+    prompt: &'static str,
 ) -> anyhow::Result<Vec<(Duration, Duration)>> {
     let total = 200;
     let (h, f) = (http.clone(), fake.clone());
     let d = round(concurrency, total, move || {
         let (h, f) = (h.clone(), f.clone());
-        async move { direct(&h, &f).await }
+        async move { direct_with(&h, &f, prompt).await }
     })
     .await?;
     let (h, u) = (http.clone(), stream_url.to_owned());
+    let body = json!({ "prompt": prompt }).to_string();
     let s = round(concurrency, total, move || {
-        let (h, u) = (h.clone(), u.clone());
-        async move { service(&h, &u).await }
+        let (h, u, b) = (h.clone(), u.clone(), body.clone());
+        async move { service_with(&h, &u, b).await }
     })
     .await?;
     let (h, u) = (http.clone(), chat_url.to_owned());
     let c = round(concurrency, total, move || {
         let (h, u) = (h.clone(), u.clone());
-        async move { chat(&h, &u).await }
+        async move { chat(&h, &u, prompt).await }
     })
     .await?;
     Ok([d, s, c]
@@ -189,12 +206,23 @@ pub struct Overheads {
     /// and its p50 over the direct p50 at 20 streams.
     pub chat_added: (Duration, Duration),
     pub chat_ratio_20: f64,
+    /// The same ratio when the upstream's first token takes [`MODEL_FIRST_TOKEN`].
+    pub chat_ratio_20_model: f64,
 }
 
 pub async fn run() -> anyhow::Result<Overheads> {
     let words: Vec<String> = (0..WORDS).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let fake = Arc::new(FakeOpenAi::start(vec![Reply::Stream(answer(&refs, GAP))]).await);
+    let instant = answer(&refs, GAP);
+    let mut model_like = vec![Part::Sleep(MODEL_FIRST_TOKEN)];
+    model_like.extend(instant.iter().cloned());
+    let fake = Arc::new(
+        FakeOpenAi::by_prompt(move |prompt, _| match prompt {
+            SLOW_START => Reply::Stream(model_like.clone()),
+            _ => Reply::Stream(instant.clone()),
+        })
+        .await,
+    );
 
     let db = testkit::TestDb::new().await;
     let base = fake.base_url();
@@ -277,26 +305,33 @@ pub async fn run() -> anyhow::Result<Overheads> {
     );
     let chat_url = url.replace("/stream", "/v1/chat/completions");
     for _ in 0..20 {
-        chat(&http, &chat_url).await?;
+        chat(&http, &chat_url, "hi").await?;
     }
     let mut side = Vec::new();
     let mut chat_added = (Duration::ZERO, Duration::ZERO);
-    let mut chat_ratio_20 = 0.0;
-    for concurrency in [1usize, 20] {
-        let r = side_by_side(&http, &fake, &url, &chat_url, concurrency).await?;
+    let (mut chat_ratio_20, mut chat_ratio_20_model) = (0.0, 0.0);
+    let model_ms = MODEL_FIRST_TOKEN.as_millis();
+    for (concurrency, prompt) in [(1usize, "hi"), (20, "hi"), (20, SLOW_START)] {
+        let r = side_by_side(&http, &fake, &url, &chat_url, concurrency, prompt).await?;
         let (d, s, c) = (r[0], r[1], r[2]);
-        if concurrency == 1 {
-            chat_added = (c.0.saturating_sub(d.0), c.1.saturating_sub(d.1));
-        } else {
-            chat_ratio_20 = c.0.as_secs_f64() / d.0.as_secs_f64().max(1e-9);
+        let ratio = c.0.as_secs_f64() / d.0.as_secs_f64().max(1e-9);
+        match (concurrency, prompt) {
+            (1, _) => chat_added = (c.0.saturating_sub(d.0), c.1.saturating_sub(d.1)),
+            (_, SLOW_START) => chat_ratio_20_model = ratio,
+            _ => chat_ratio_20 = ratio,
         }
         side.push(vec![
             concurrency.to_string(),
+            if prompt == SLOW_START {
+                format!("after {model_ms} ms")
+            } else {
+                "at once".into()
+            },
             ms(d.0),
             ms(s.0),
             ms(c.0),
             ms(c.0.saturating_sub(d.0)),
-            format!("{:.2}", c.0.as_secs_f64() / d.0.as_secs_f64().max(1e-9)),
+            format!("{ratio:.2}"),
             ms(d.1),
             ms(s.1),
             ms(c.1),
@@ -308,6 +343,7 @@ pub async fn run() -> anyhow::Result<Overheads> {
     table(
         &[
             "streams",
+            "upstream's first token",
             "direct p50",
             "/stream p50",
             "/v1 p50",
@@ -346,5 +382,6 @@ pub async fn run() -> anyhow::Result<Overheads> {
         thread_added: (c50.saturating_sub(f50), c99.saturating_sub(f99)),
         chat_added,
         chat_ratio_20,
+        chat_ratio_20_model,
     })
 }

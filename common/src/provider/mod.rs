@@ -1,5 +1,5 @@
-//! The LLM provider trait and its two providers: `offline` (built in) and `openai` (any
-//! OpenAI-compatible Chat Completions server).
+//! The LLM provider trait and its providers: `offline` (built in), `openai` (any
+//! OpenAI-compatible Chat Completions server) and `bedrock` (Amazon Bedrock's ConverseStream).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use futures_util::Stream;
 use crate::domain::Usage;
 use crate::settings::{ProviderKind, ProviderSettings};
 
+#[cfg(feature = "bedrock")]
+mod bedrock;
 mod offline;
 mod openai;
 
@@ -115,8 +117,11 @@ impl CompletionRequest {
 pub enum Chunk {
     Text(String),
     Finish {
+        /// In OpenAI's words (`stop`, `length`, `content_filter`, ...).
         reason: Option<String>,
         usage: Option<Usage>,
+        /// The provider's own word when it has another (Bedrock's `stopReason`), for the log.
+        raw_reason: Option<String>,
     },
 }
 
@@ -124,7 +129,7 @@ pub enum Chunk {
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("could not reach the provider")]
-    Connect(#[source] reqwest::Error),
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("provider answered HTTP {status}")]
     Status {
         status: u16,
@@ -134,6 +139,17 @@ pub enum ProviderError {
     },
     #[error("provider reported an error: {message}")]
     Api { message: String },
+    /// An error the provider named (an AWS exception, before the stream or inside it).
+    #[error("provider reported {kind}: {message}")]
+    Reported {
+        /// The provider's name for it (`ThrottlingException`).
+        kind: String,
+        message: String,
+        /// Ours (`provider_rate_limited`).
+        code: &'static str,
+        /// Whether a retry before the first chunk may help.
+        retryable: bool,
+    },
     #[error("provider sent a malformed chunk: {reason}")]
     Malformed { reason: String },
     #[error("provider connection broke mid-stream")]
@@ -151,6 +167,7 @@ impl ProviderError {
             ProviderError::Connect(_) => "provider_unreachable",
             ProviderError::Status { status: 429, .. } => "provider_rate_limited",
             ProviderError::Status { .. } | ProviderError::Api { .. } => "provider_error",
+            ProviderError::Reported { code, .. } => code,
             ProviderError::Malformed { .. } => "provider_malformed",
             ProviderError::Disconnected(_) | ProviderError::Incomplete => "provider_disconnected",
             ProviderError::Timeout(_) => "provider_timeout",
@@ -175,11 +192,13 @@ impl ProviderError {
         })
     }
 
-    /// Whether a retry may help: connect errors, 429 and 5xx (only before the first chunk).
+    /// Whether a retry may help: connect errors, 429 and 5xx, throttling and transient
+    /// service errors (only before the first chunk).
     pub fn is_retryable(&self) -> bool {
         match self {
             ProviderError::Connect(_) => true,
             ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
+            ProviderError::Reported { retryable, .. } => *retryable,
             _ => false,
         }
     }
@@ -191,7 +210,7 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> +
 /// An LLM that streams text.
 #[async_trait]
 pub trait Provider: Send + Sync {
-    /// The name stored on each conversation (`offline`, `openai`).
+    /// The name stored on each conversation (`offline`, `openai`, `bedrock`).
     fn name(&self) -> &'static str;
 
     /// The model used when a request names none.
@@ -210,5 +229,14 @@ pub fn from_settings(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, P
             settings.offline_chunk_delay,
         )),
         ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(settings)?),
+        #[cfg(feature = "bedrock")]
+        ProviderKind::Bedrock => Arc::new(bedrock::BedrockProvider::new(settings)?),
+        #[cfg(not(feature = "bedrock"))]
+        ProviderKind::Bedrock => {
+            return Err(ProviderError::Api {
+                message: "this build has no Bedrock support (built without the `bedrock` feature)"
+                    .into(),
+            });
+        }
     })
 }

@@ -86,6 +86,7 @@ impl Provider for OfflineProvider {
             .chain(std::iter::once(Chunk::Finish {
                 reason: Some(reason.to_owned()),
                 usage: Some(usage),
+                raw_reason: None,
             }));
         let s = stream::unfold((items, true), move |(mut items, first)| async move {
             let item = items.next()?;

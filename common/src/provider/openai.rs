@@ -47,7 +47,7 @@ impl OpenAiProvider {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
-            .map_err(ProviderError::Connect)?;
+            .map_err(|e| ProviderError::Connect(Box::new(e)))?;
         Ok(Self {
             client,
             url: format!("{}/chat/completions", settings.openai_base_url),
@@ -69,7 +69,10 @@ impl OpenAiProvider {
         if let Some(key) = &self.key {
             req = req.bearer_auth(key.expose());
         }
-        let resp = req.send().await.map_err(ProviderError::Connect)?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ProviderError::Connect(Box::new(e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -280,6 +283,7 @@ where
                     let finish = Chunk::Finish {
                         reason: st.finish_reason.take(),
                         usage: st.usage.take(),
+                        raw_reason: None,
                     };
                     return Some((Ok(finish), st));
                 }

@@ -150,3 +150,45 @@ async fn log_content_true_puts_the_text_in_the_stream_line() {
     assert_eq!(l["prompt"], "visible zebra words");
     assert!(l["response"].as_str().unwrap().contains("zebra"));
 }
+
+#[tokio::test]
+async fn a_bedrock_stream_logs_bedrocks_own_stop_reason_beside_the_finish_reason() {
+    use testkit::fake_bedrock::{Event, FakeBedrock, Reply};
+    let fake = FakeBedrock::start(vec![Reply::Stream(vec![
+        Event::Start,
+        Event::Text("long enough".into()),
+        Event::Stop("max_tokens"),
+        Event::Usage {
+            input: 4,
+            output: 2,
+        },
+    ])])
+    .await;
+    let db = TestDb::new().await;
+    let bedrock = fake.env();
+    let mut env: Vec<(&str, &str)> = bedrock.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend([
+        ("DATABASE_URL", db.url.as_str()),
+        ("AUTH", "off"),
+        ("RUST_LOG", "info"),
+    ]);
+    let (mut proc, base) =
+        testkit::process::serve(env!("CARGO_BIN_EXE_local"), "local-bedrock", &env).await;
+    let resp = testkit::http_client()
+        .post(format!("{base}/stream"))
+        .body(r#"{"prompt":"go"}"#)
+        .send()
+        .await
+        .unwrap();
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let events = sse::read(resp, None).await;
+    assert_eq!(events.last().unwrap().data["finish_reason"], "length");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proc.stop();
+    let lines = lines(&proc);
+    let line = request_line(&lines, &request_id);
+    assert_eq!(line["provider"], "bedrock");
+    assert_eq!(line["finish_reason"], "length");
+    assert_eq!(line["provider_stop_reason"], "max_tokens");
+    assert_eq!(line["total_tokens"], 6);
+}

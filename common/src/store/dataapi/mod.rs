@@ -106,17 +106,15 @@ impl DataApiStore {
         target: &DataApiSettings,
         env: &dyn crate::settings::Env,
     ) -> Result<Self, SettingsError> {
-        let missing = |name| SettingsError::Missing {
-            name,
-            hint: "AWS credentials for the Data API (Lambda sets them; locally: \
-                   eval \"$(aws configure export-credentials --format env)\")",
-        };
+        let env_credentials = crate::settings::aws_credentials(
+            env,
+            "AWS credentials for the Data API (Lambda sets them; locally: \
+             eval \"$(aws configure export-credentials --format env)\")",
+        )?;
         let credentials = Credentials::new(
-            env.var("AWS_ACCESS_KEY_ID")
-                .ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
-            env.var("AWS_SECRET_ACCESS_KEY")
-                .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
-            env.var("AWS_SESSION_TOKEN"),
+            env_credentials.access_key_id,
+            env_credentials.secret_access_key.expose(),
+            env_credentials.session_token.map(|t| t.expose().to_owned()),
             None,
             "environment",
         );

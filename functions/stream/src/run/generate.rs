@@ -46,6 +46,8 @@ pub(super) struct Outcome {
     pub(super) result: Result<(Option<String>, Option<Usage>), Stop>,
     pub(super) ttfb: Option<Duration>,
     pub(super) chunks: usize,
+    /// The provider's own word for why it stopped, when it has another (for the log line).
+    pub(super) raw_reason: Option<String>,
 }
 
 /// Drives the provider, appending every piece to `turn` (raw, and as `stored` stores it).
@@ -61,6 +63,7 @@ pub(super) async fn generate(
         result: Err(ProviderError::Timeout("first chunk").into()),
         ttfb: None,
         chunks: 0,
+        raw_reason: None,
     };
     // A stop from outside ends the generation wherever it is; dropping the provider's stream
     // closes its connection, so no more tokens are paid for.
@@ -127,8 +130,9 @@ async fn drive(
                     turn.push_delta(t, &piece, stored.chars());
                     last_chunk = tokio::time::Instant::now();
                 }
-                Some(Ok(Chunk::Finish { reason, usage })) => {
+                Some(Ok(Chunk::Finish { reason, usage, raw_reason })) => {
                     outcome.result = Ok((reason, usage));
+                    outcome.raw_reason = raw_reason;
                     return;
                 }
                 Some(Err(e)) => {

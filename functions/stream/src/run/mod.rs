@@ -262,6 +262,7 @@ fn report(
         completion_tokens = conversation.completion_tokens,
         total_tokens = conversation.total_tokens,
         finish_reason = conversation.finish_reason.as_deref(),
+        provider_stop_reason = outcome.raw_reason.as_deref(),
         error_code = conversation.error.as_deref(),
         client_connected = client.connected(),
         client_lagging = client.lagging(),

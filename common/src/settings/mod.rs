@@ -5,6 +5,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod provider;
+
+pub use provider::{
+    AwsCredentials, BedrockSettings, ProviderKind, ProviderSettings, aws_credentials,
+};
+
 /// A setting that was missing or could not be parsed; names the variable.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -116,41 +122,6 @@ pub struct DbSettings {
     pub search_candidates: i64,
 }
 
-/// Which LLM provider serves `/stream`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    Offline,
-    OpenAi,
-}
-
-/// Provider and stream settings.
-#[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    /// `LLM_PROVIDER`: `offline` (default) or `openai`.
-    pub kind: ProviderKind,
-    /// `OPENAI_BASE_URL`: default `https://api.openai.com/v1`.
-    pub openai_base_url: String,
-    /// `OPENAI_API_KEY`: required with `openai` against the OpenAI API; optional for local servers.
-    pub openai_api_key: Option<Secret>,
-    /// `LLM_MODEL`: the default model name.
-    pub model: String,
-    /// `OFFLINE_CHUNK_DELAY_MS`: delay between offline chunks (default 20).
-    pub offline_chunk_delay: Duration,
-    /// `LLM_CONNECT_TIMEOUT_MS` (default 5000).
-    pub connect_timeout: Duration,
-    /// `LLM_FIRST_CHUNK_TIMEOUT_MS`: until the first text arrives, retries included (default 30000).
-    pub first_chunk_timeout: Duration,
-    /// `LLM_IDLE_TIMEOUT_MS`: longest silence between chunks (default 30000).
-    pub idle_timeout: Duration,
-    /// `LLM_TOTAL_TIMEOUT_MS`: a whole generation (default 300000).
-    pub total_timeout: Duration,
-    /// `LLM_MAX_RETRIES`: retries before the first chunk (default 2).
-    pub max_retries: usize,
-    /// `LLM_MODELS`: a comma-separated allow-list of the models `/v1/chat/completions` takes
-    /// (and `/v1/models` lists); unset: any model, and `LLM_MODEL` listed.
-    pub models: Option<Vec<String>>,
-}
-
 /// Limits of the `/stream` endpoint.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
@@ -258,48 +229,7 @@ impl Settings {
         if db.pool_size == 0 {
             return Err(invalid("DB_POOL_SIZE", "0", "must be at least 1"));
         }
-        let kind = match env.var("LLM_PROVIDER").as_deref() {
-            None | Some("offline") => ProviderKind::Offline,
-            Some("openai") => ProviderKind::OpenAi,
-            Some(other) => {
-                return Err(invalid("LLM_PROVIDER", other, "expected offline or openai"));
-            }
-        };
-        let provider = ProviderSettings {
-            kind,
-            openai_base_url: env
-                .var("OPENAI_BASE_URL")
-                .unwrap_or_else(|| "https://api.openai.com/v1".into())
-                .trim_end_matches('/')
-                .to_owned(),
-            openai_api_key: env.var("OPENAI_API_KEY").map(Secret::new),
-            model: env.var("LLM_MODEL").unwrap_or_else(|| match kind {
-                ProviderKind::Offline => "offline-echo".into(),
-                ProviderKind::OpenAi => "gpt-4o-mini".into(),
-            }),
-            offline_chunk_delay: millis(env, "OFFLINE_CHUNK_DELAY_MS", 20)?,
-            connect_timeout: millis(env, "LLM_CONNECT_TIMEOUT_MS", 5000)?,
-            first_chunk_timeout: millis(env, "LLM_FIRST_CHUNK_TIMEOUT_MS", 30_000)?,
-            idle_timeout: millis(env, "LLM_IDLE_TIMEOUT_MS", 30_000)?,
-            total_timeout: millis(env, "LLM_TOTAL_TIMEOUT_MS", 300_000)?,
-            max_retries: parse(env, "LLM_MAX_RETRIES", 2usize)?,
-            models: env.var("LLM_MODELS").map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }),
-        };
-        if kind == ProviderKind::OpenAi
-            && provider.openai_api_key.is_none()
-            && provider.openai_base_url.contains("api.openai.com")
-        {
-            return Err(SettingsError::Missing {
-                name: "OPENAI_API_KEY",
-                hint: "LLM_PROVIDER=openai against the OpenAI API needs a key",
-            });
-        }
+        let provider = provider::from_env(env)?;
         let stream = StreamSettings {
             max_prompt_chars: parse(env, "MAX_PROMPT_CHARS", 32_000usize)?,
             max_body_bytes: parse(env, "MAX_BODY_BYTES", 256 * 1024usize)?,
@@ -411,7 +341,7 @@ fn db_target(env: &dyn Env) -> Result<DbTarget, SettingsError> {
     }
 }
 
-fn invalid(name: &'static str, value: &str, reason: &str) -> SettingsError {
+pub(crate) fn invalid(name: &'static str, value: &str, reason: &str) -> SettingsError {
     SettingsError::Invalid {
         name,
         value: value.to_owned(),
@@ -419,7 +349,7 @@ fn invalid(name: &'static str, value: &str, reason: &str) -> SettingsError {
     }
 }
 
-fn parse<T>(env: &dyn Env, name: &'static str, default: T) -> Result<T, SettingsError>
+pub(crate) fn parse<T>(env: &dyn Env, name: &'static str, default: T) -> Result<T, SettingsError>
 where
     T: FromStr,
     T::Err: fmt::Display,
@@ -433,7 +363,11 @@ where
     }
 }
 
-fn millis(env: &dyn Env, name: &'static str, default: u64) -> Result<Duration, SettingsError> {
+pub(crate) fn millis(
+    env: &dyn Env,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, SettingsError> {
     parse(env, name, default).map(Duration::from_millis)
 }
 
@@ -467,32 +401,6 @@ mod tests {
         assert_eq!(s.provider.kind, ProviderKind::Offline);
         assert_eq!(s.stream.checkpoint_interval, Duration::from_secs(2));
         assert_eq!(s.db.pool_size, 8);
-    }
-
-    #[test]
-    fn openai_against_the_real_api_needs_a_key() {
-        let e = env(&[
-            ("DATABASE_URL", "postgres://x/y"),
-            ("LLM_PROVIDER", "openai"),
-        ]);
-        let err = Settings::from_source(&e).unwrap_err().to_string();
-        assert!(err.contains("OPENAI_API_KEY"), "{err}");
-        let e = env(&[
-            ("DATABASE_URL", "postgres://x/y"),
-            ("LLM_PROVIDER", "openai"),
-            ("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1/"),
-        ]);
-        let s = Settings::from_source(&e).unwrap();
-        assert_eq!(s.provider.openai_base_url, "http://127.0.0.1:11434/v1");
-    }
-
-    #[test]
-    fn unknown_provider_is_rejected() {
-        let e = env(&[
-            ("DATABASE_URL", "postgres://x/y"),
-            ("LLM_PROVIDER", "magic"),
-        ]);
-        assert!(Settings::from_source(&e).is_err());
     }
 
     #[test]

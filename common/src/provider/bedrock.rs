@@ -1,0 +1,466 @@
+//! Amazon Bedrock through ConverseStream (`LLM_PROVIDER=bedrock`), on the SDK with the same
+//! HTTPS client (hyper 1, rustls with ring) as the Data API backend. The client is built only
+//! when this provider is chosen, so the other functions and providers pay nothing at start.
+//!
+//! Mapping: system and developer messages become `system` blocks; the rest become alternating
+//! user and assistant messages of text blocks (consecutive messages of one role are merged);
+//! `max_tokens`, `temperature`, `top_p` and `stop` go into `inferenceConfig`. Text deltas are
+//! chunks; `messageStop`'s `stopReason` becomes a `finish_reason` and `metadata`'s usage the
+//! usage. Throttling and transient service errors are retried until the first text arrives,
+//! whether they come as an HTTP error or as the stream's first event.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_bedrockruntime::error::SdkError;
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
+use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
+use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput,
+    InferenceConfiguration, Message as BedrockMessage, StopReason, SystemContentBlock,
+};
+use aws_sdk_bedrockruntime::{Client, Config};
+use backon::{ExponentialBuilder, Retryable};
+
+use super::{Chunk, ChunkStream, CompletionRequest, Provider, ProviderError, Role};
+use crate::domain::Usage;
+use crate::settings::ProviderSettings;
+
+type Events = EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>;
+
+pub struct BedrockProvider {
+    client: Client,
+    model: String,
+    max_retries: usize,
+}
+
+impl BedrockProvider {
+    pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderError> {
+        let Some(target) = &settings.bedrock else {
+            return Err(ProviderError::Api {
+                message: "LLM_PROVIDER=bedrock without its settings".into(),
+            });
+        };
+        let c = &target.credentials;
+        let credentials = Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.expose(),
+            c.session_token.as_ref().map(|t| t.expose().to_owned()),
+            None,
+            "environment",
+        );
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut config = Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(target.region.clone()))
+            .credentials_provider(credentials)
+            .http_client(http)
+            .timeout_config(
+                aws_sdk_bedrockruntime::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .build(),
+            )
+            // Retries are ours (below), counted like every provider's, and they also cover a
+            // throttling exception that arrives as the stream's first event.
+            .retry_config(aws_sdk_bedrockruntime::config::retry::RetryConfig::disabled())
+            // The stream's first-chunk, idle and total timeouts are the service's own, the same
+            // for every provider; the SDK's stall detector would fire first with another error.
+            .stalled_stream_protection(
+                aws_sdk_bedrockruntime::config::StalledStreamProtectionConfig::disabled(),
+            );
+        if let Some(url) = &target.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        Ok(Self {
+            client: Client::from_conf(config.build()),
+            model: settings.model.clone(),
+            max_retries: settings.max_retries,
+        })
+    }
+
+    /// Sends the request and reads up to the first text (or the end), so that a failed start is
+    /// an error here, where it may be retried.
+    async fn open(&self, input: &Input) -> Result<Reader, ProviderError> {
+        let out = self
+            .client
+            .converse_stream()
+            .model_id(&input.model)
+            .set_messages(Some(input.messages.clone()))
+            .set_system((!input.system.is_empty()).then(|| input.system.clone()))
+            .set_inference_config(input.inference.clone())
+            .send()
+            .await
+            .map_err(start_error)?;
+        let mut reader = Reader {
+            events: out.stream,
+            stop: None,
+            usage: None,
+            ended: false,
+            first: None,
+        };
+        match reader.next().await {
+            Some(Err(e)) => Err(e),
+            first => {
+                reader.first = first;
+                Ok(reader)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for BedrockProvider {
+    fn name(&self) -> &'static str {
+        "bedrock"
+    }
+
+    fn default_model(&self) -> &str {
+        &self.model
+    }
+
+    async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
+        let input = Input::from(request);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(self.max_retries)
+            .with_jitter();
+        let reader = (|| self.open(&input))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(ProviderError::is_retryable)
+            .notify(|err, delay| {
+                tracing::warn!(error = %err, ?delay, "provider call failed; retrying");
+            })
+            .await?;
+        Ok(Box::pin(futures_util::stream::unfold(
+            reader,
+            |mut r| async move { r.next().await.map(|item| (item, r)) },
+        )))
+    }
+}
+
+/// A request in Converse's terms.
+struct Input {
+    model: String,
+    messages: Vec<BedrockMessage>,
+    system: Vec<SystemContentBlock>,
+    inference: Option<InferenceConfiguration>,
+}
+
+impl From<CompletionRequest> for Input {
+    fn from(request: CompletionRequest) -> Self {
+        let mut system = Vec::new();
+        // (role, text blocks) with consecutive messages of one role merged: Converse wants
+        // user and assistant to alternate.
+        let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
+        for m in request.messages {
+            let text = m.content.text();
+            if text.is_empty() {
+                continue; // Converse refuses blank text blocks.
+            }
+            let role = match m.role {
+                Role::System | Role::Developer => {
+                    system.push(SystemContentBlock::Text(text));
+                    continue;
+                }
+                Role::User => ConversationRole::User,
+                Role::Assistant => ConversationRole::Assistant,
+            };
+            match turns.last_mut() {
+                Some((last, blocks)) if *last == role => blocks.push(ContentBlock::Text(text)),
+                _ => turns.push((role, vec![ContentBlock::Text(text)])),
+            }
+        }
+        let messages = turns
+            .into_iter()
+            .filter_map(|(role, blocks)| {
+                BedrockMessage::builder()
+                    .role(role)
+                    .set_content(Some(blocks))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let any = request.max_tokens.is_some()
+            || request.temperature.is_some()
+            || request.top_p.is_some()
+            || request.stop.is_some();
+        let inference = any.then(|| {
+            InferenceConfiguration::builder()
+                .set_max_tokens(
+                    request
+                        .max_tokens
+                        .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                )
+                .set_temperature(request.temperature)
+                .set_top_p(request.top_p)
+                .set_stop_sequences(request.stop)
+                .build()
+        });
+        Self {
+            model: request.model,
+            messages,
+            system,
+            inference,
+        }
+    }
+}
+
+/// Reads the event stream as chunks: text as it comes, then `Finish` once the stream ends after
+/// `messageStop` (its `metadata`, with the usage, comes last), or an error.
+struct Reader {
+    events: Events,
+    stop: Option<StopReason>,
+    usage: Option<Usage>,
+    ended: bool,
+    /// What [`BedrockProvider::open`] read before handing the stream over.
+    first: Option<Result<Chunk, ProviderError>>,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Option<Result<Chunk, ProviderError>> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.ended {
+            return None;
+        }
+        loop {
+            match self.events.recv().await {
+                Ok(Some(ConverseStreamOutput::ContentBlockDelta(e))) => {
+                    if let Some(ContentBlockDelta::Text(text)) = e.delta
+                        && !text.is_empty()
+                    {
+                        return Some(Ok(Chunk::Text(text)));
+                    }
+                }
+                Ok(Some(ConverseStreamOutput::MessageStop(e))) => self.stop = Some(e.stop_reason),
+                Ok(Some(ConverseStreamOutput::Metadata(e))) => {
+                    self.usage = e.usage.map(|u| Usage {
+                        prompt_tokens: Some(u.input_tokens),
+                        completion_tokens: Some(u.output_tokens),
+                        total_tokens: Some(u.total_tokens),
+                    });
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    self.ended = true;
+                    return Some(match self.stop.take() {
+                        Some(stop) => Ok(Chunk::Finish {
+                            reason: Some(finish_reason(&stop).to_owned()),
+                            usage: self.usage.take(),
+                            raw_reason: Some(stop.as_str().to_owned()),
+                        }),
+                        None => Err(ProviderError::Incomplete),
+                    });
+                }
+                Err(e) => {
+                    self.ended = true;
+                    return Some(Err(stream_error(e)));
+                }
+            }
+        }
+    }
+}
+
+/// Bedrock's `stopReason` in the words clients already get.
+pub fn finish_reason(stop: &StopReason) -> &str {
+    match stop {
+        StopReason::EndTurn | StopReason::StopSequence => "stop",
+        StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => "length",
+        StopReason::GuardrailIntervened | StopReason::ContentFiltered => "content_filter",
+        StopReason::ToolUse => "tool_calls",
+        other => other.as_str(),
+    }
+}
+
+fn reported(
+    kind: &str,
+    message: Option<&str>,
+    code: &'static str,
+    retryable: bool,
+) -> ProviderError {
+    ProviderError::Reported {
+        kind: kind.to_owned(),
+        message: message.unwrap_or_default().to_owned(),
+        code,
+        retryable,
+    }
+}
+
+const RATE_LIMITED: &str = "provider_rate_limited";
+const ERROR: &str = "provider_error";
+
+/// An error before the stream: an HTTP error Bedrock named, or no answer at all.
+fn start_error(e: SdkError<ConverseStreamError>) -> ProviderError {
+    use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let err = match e {
+        SdkError::ServiceError(ctx) => ctx.into_err(),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            return ProviderError::Connect(Box::new(e));
+        }
+        other => {
+            return ProviderError::Malformed {
+                reason: aws_sdk_bedrockruntime::error::DisplayErrorContext(&other).to_string(),
+            };
+        }
+    };
+    let message = err.message();
+    let kind = err.code().unwrap_or("UnknownError");
+    match &err {
+        ConverseStreamError::ThrottlingException(_) => reported(kind, message, RATE_LIMITED, true),
+        ConverseStreamError::InternalServerException(_)
+        | ConverseStreamError::ServiceUnavailableException(_)
+        | ConverseStreamError::ModelNotReadyException(_) => reported(kind, message, ERROR, true),
+        ConverseStreamError::ModelTimeoutException(_) => {
+            reported(kind, message, "provider_timeout", true)
+        }
+        // Validation, access denied, an unknown model, a model error: retrying cannot help.
+        ConverseStreamError::ValidationException(_)
+        | ConverseStreamError::AccessDeniedException(_)
+        | ConverseStreamError::ResourceNotFoundException(_)
+        | ConverseStreamError::ModelErrorException(_)
+        | ConverseStreamError::ModelStreamErrorException(_) => {
+            reported(kind, message, ERROR, false)
+        }
+        _ => match status {
+            Some(429) => reported(kind, message, RATE_LIMITED, true),
+            Some(s) if s >= 500 => reported(kind, message, ERROR, true),
+            _ => reported(kind, message, ERROR, false),
+        },
+    }
+}
+
+/// An error inside the stream: an exception event, or the connection gone.
+fn stream_error<R>(e: SdkError<ConverseStreamOutputError, R>) -> ProviderError
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
+    let err = match e {
+        SdkError::ServiceError(ctx) => ctx.into_err(),
+        other => return ProviderError::Disconnected(Box::new(other)),
+    };
+    let message = err.message();
+    match &err {
+        ConverseStreamOutputError::ThrottlingException(_) => {
+            reported("throttlingException", message, RATE_LIMITED, true)
+        }
+        ConverseStreamOutputError::InternalServerException(_) => {
+            reported("internalServerException", message, ERROR, true)
+        }
+        ConverseStreamOutputError::ServiceUnavailableException(_) => {
+            reported("serviceUnavailableException", message, ERROR, true)
+        }
+        ConverseStreamOutputError::ModelStreamErrorException(_) => {
+            reported("modelStreamErrorException", message, ERROR, false)
+        }
+        ConverseStreamOutputError::ValidationException(_) => {
+            reported("validationException", message, ERROR, false)
+        }
+        _ => reported(
+            err.code().unwrap_or("unknownException"),
+            message,
+            ERROR,
+            false,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{Content, Message, TextPart};
+
+    fn texts(blocks: &[ContentBlock]) -> Vec<&str> {
+        blocks
+            .iter()
+            .map(|b| b.as_text().map(String::as_str).unwrap_or("?"))
+            .collect()
+    }
+
+    #[test]
+    fn messages_alternate_and_system_messages_become_system_blocks() {
+        let mut request = CompletionRequest::prompt("", "m");
+        request.messages = vec![
+            Message::new(Role::System, "be brief"),
+            Message::new(Role::User, "q1"),
+            Message::new(Role::Assistant, "a1"),
+            // A failed turn left no answer: two user messages in a row.
+            Message::new(Role::User, "q2"),
+            Message::new(Role::Developer, "in French"),
+            Message {
+                role: Role::User,
+                content: Content::Parts(vec![
+                    TextPart {
+                        kind: "text".into(),
+                        text: "q".into(),
+                    },
+                    TextPart {
+                        kind: "text".into(),
+                        text: "3".into(),
+                    },
+                ]),
+                name: None,
+            },
+            Message::new(Role::Assistant, ""),
+        ];
+        let input = Input::from(request);
+        let system: Vec<&str> = input
+            .system
+            .iter()
+            .map(|b| b.as_text().map(String::as_str).unwrap_or("?"))
+            .collect();
+        assert_eq!(system, ["be brief", "in French"]);
+        let turns: Vec<(&str, Vec<&str>)> = input
+            .messages
+            .iter()
+            .map(|m| (m.role.as_str(), texts(&m.content)))
+            .collect();
+        assert_eq!(
+            turns,
+            [
+                ("user", vec!["q1"]),
+                ("assistant", vec!["a1"]),
+                ("user", vec!["q2", "q3"]),
+            ]
+        );
+        assert!(input.inference.is_none());
+    }
+
+    #[test]
+    fn limits_go_into_the_inference_config() {
+        let mut request = CompletionRequest::prompt("hi", "m");
+        request.max_tokens = Some(64);
+        request.temperature = Some(0.5);
+        request.stop = Some(vec!["END".into()]);
+        let inference = Input::from(request).inference.unwrap();
+        assert_eq!(inference.max_tokens, Some(64));
+        assert_eq!(inference.temperature, Some(0.5));
+        assert_eq!(inference.top_p, None);
+        assert_eq!(inference.stop_sequences, Some(vec!["END".to_owned()]));
+    }
+
+    #[test]
+    fn stop_reasons_map_onto_finish_reasons() {
+        for (raw, ours) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("max_tokens", "length"),
+            ("guardrail_intervened", "content_filter"),
+            ("content_filtered", "content_filter"),
+            ("tool_use", "tool_calls"),
+            ("something_new", "something_new"),
+        ] {
+            assert_eq!(finish_reason(&StopReason::from(raw)), ours, "{raw}");
+        }
+    }
+}

@@ -1,0 +1,343 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `POST /stream` and `/v1/chat/completions` with `LLM_PROVIDER=bedrock`, over real HTTP against
+//! a real PostgreSQL; the provider is a local ConverseStream endpoint that checks SigV4 and
+//! answers in AWS's event-stream framing, including Bedrock's failures.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::auth::Auth;
+use common::store::{ConversationGet, PgStore};
+use common::{Conversation, Status};
+use serde_json::{Value, json};
+use stream::StreamState;
+use testkit::TestDb;
+use testkit::fake_bedrock::{Event, FakeBedrock, MODEL_ID, Reply, answer};
+use testkit::sse::{self, Received};
+
+struct Harness {
+    _db: TestDb,
+    store: Arc<PgStore>,
+    addr: SocketAddr,
+    http: reqwest::Client,
+}
+
+async fn with_bedrock(fake: &FakeBedrock, extra: &[(&str, &str)]) -> Harness {
+    let db = TestDb::new().await;
+    let env = fake.env();
+    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pairs.extend_from_slice(extra);
+    let settings = db.settings_with(&pairs);
+    let store = Arc::new(PgStore::from_settings(&settings).unwrap());
+    let state = StreamState::from_settings(&settings, store.clone()).unwrap();
+    let app = stream::router(state, store.clone(), Auth::off(store.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { common::http::serve(listener, app).await });
+    Harness {
+        _db: db,
+        store,
+        addr,
+        http: testkit::http_client(),
+    }
+}
+
+impl Harness {
+    async fn stream(&self, body: Value) -> Vec<Received> {
+        let resp = self
+            .http
+            .post(format!("http://{}/stream", self.addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        sse::read(resp, None).await
+    }
+
+    async fn finished(&self, events: &[Received]) -> Conversation {
+        assert_eq!(events[0].name, "start", "{events:?}");
+        let id = uuid::Uuid::parse_str(events[0].data["id"].as_str().unwrap()).unwrap();
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(c) = self.store.get("local", id).await.unwrap()
+                && c.status != Status::Streaming
+            {
+                return c;
+            }
+            assert!(Instant::now() < until, "row {id} never finished");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn last(events: &[Received]) -> &Value {
+    &events.last().unwrap().data
+}
+
+#[tokio::test]
+async fn an_answer_streams_from_bedrock_with_its_usage_and_stop_reason_and_is_saved() {
+    let gap = Duration::from_millis(60);
+    let fake = FakeBedrock::start(vec![Reply::Stream(answer(&["Hel", "lo ", "world"], gap))]).await;
+    let h = with_bedrock(&fake, &[]).await;
+    let events = h
+        .stream(
+            json!({"prompt": "Say hello", "system": "Be brief.", "max_tokens": 64,
+                       "temperature": 0.25}),
+        )
+        .await;
+    assert_eq!(
+        sse::names(&events),
+        ["start", "delta", "delta", "delta", "done"]
+    );
+    let deltas: Vec<&Received> = events.iter().filter(|e| e.name == "delta").collect();
+    assert!(
+        deltas[2].at - deltas[0].at >= gap,
+        "the deltas arrived together: the event stream was buffered"
+    );
+    let done = last(&events);
+    assert_eq!(done["finish_reason"], "stop");
+    assert_eq!(
+        done["usage"],
+        json!({"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14})
+    );
+    assert_eq!(done["saved"], true);
+
+    // Exactly what Bedrock received: the model in the path, then messages, system and the
+    // inference config, in Converse's shape.
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].model_id, MODEL_ID);
+    assert_eq!(
+        sent[0].body,
+        json!({
+            "messages": [{"role": "user", "content": [{"text": "Say hello"}]}],
+            "system": [{"text": "Be brief."}],
+            "inferenceConfig": {"maxTokens": 64, "temperature": 0.25}
+        })
+    );
+    assert!(fake.refused().is_empty(), "{:?}", fake.refused());
+
+    let row = h.finished(&events).await;
+    assert_eq!(row.status, Status::Complete);
+    assert_eq!(row.response, "Hello world");
+    assert_eq!(
+        (row.provider.as_str(), row.model.as_str()),
+        ("bedrock", MODEL_ID)
+    );
+    assert_eq!(row.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens, row.total_tokens),
+        (Some(11), Some(3), Some(14))
+    );
+}
+
+#[tokio::test]
+async fn a_continued_thread_reaches_bedrock_as_alternating_turns_under_its_system_blocks() {
+    let fake = FakeBedrock::start(vec![
+        Reply::Stream(answer(&["Paris."], Duration::ZERO)),
+        Reply::Stream(answer(&["About 2 million."], Duration::ZERO)),
+    ])
+    .await;
+    let h = with_bedrock(&fake, &[]).await;
+    let first = h
+        .stream(json!({"prompt": "Capital of France?", "system": "Answer in one line."}))
+        .await;
+    let first_id = first[0].data["id"].as_str().unwrap().to_owned();
+    h.finished(&first).await;
+    let second = h
+        .stream(json!({"prompt": "Its population?", "previous_id": first_id}))
+        .await;
+    assert_eq!(last(&second)["saved"], true);
+    assert_eq!(
+        fake.requests()[1].body,
+        json!({
+            "messages": [
+                {"role": "user", "content": [{"text": "Capital of France?"}]},
+                {"role": "assistant", "content": [{"text": "Paris."}]},
+                {"role": "user", "content": [{"text": "Its population?"}]}
+            ],
+            "system": [{"text": "Answer in one line."}]
+        })
+    );
+    let row = h.finished(&second).await;
+    assert_eq!(row.previous_id.map(|p| p.to_string()), Some(first_id));
+}
+
+#[tokio::test]
+async fn stop_reasons_become_the_finish_reasons_clients_know() {
+    for (raw, ours) in [
+        ("max_tokens", "length"),
+        ("guardrail_intervened", "content_filter"),
+        ("content_filtered", "content_filter"),
+        ("stop_sequence", "stop"),
+    ] {
+        let fake = FakeBedrock::start(vec![Reply::Stream(vec![
+            Event::Start,
+            Event::Text("cut short".into()),
+            Event::Stop(raw),
+            Event::Usage {
+                input: 3,
+                output: 2,
+            },
+        ])])
+        .await;
+        let h = with_bedrock(&fake, &[]).await;
+        let events = h.stream(json!({"prompt": "go"})).await;
+        assert_eq!(last(&events)["finish_reason"], ours, "{raw}");
+        assert_eq!(
+            h.finished(&events).await.finish_reason.as_deref(),
+            Some(ours)
+        );
+    }
+}
+
+#[tokio::test]
+async fn throttling_before_the_stream_or_as_its_first_event_is_retried() {
+    let fake = FakeBedrock::start(vec![
+        Reply::Error {
+            status: 429,
+            kind: "ThrottlingException",
+        },
+        Reply::Stream(vec![Event::Exception("throttlingException")]),
+        Reply::Stream(answer(&["made it"], Duration::ZERO)),
+    ])
+    .await;
+    let h = with_bedrock(&fake, &[]).await;
+    let events = h.stream(json!({"prompt": "busy?"})).await;
+    assert_eq!(last(&events)["saved"], true);
+    assert_eq!(sse::text(&events), "made it");
+    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(h.finished(&events).await.status, Status::Complete);
+}
+
+#[tokio::test]
+async fn throttling_that_lasts_is_provider_rate_limited_after_the_retries() {
+    let fake = FakeBedrock::start(vec![Reply::Error {
+        status: 429,
+        kind: "ThrottlingException",
+    }])
+    .await;
+    let h = with_bedrock(&fake, &[("LLM_MAX_RETRIES", "1")]).await;
+    let events = h.stream(json!({"prompt": "busy?"})).await;
+    assert_eq!(events.last().unwrap().name, "error");
+    assert_eq!(last(&events)["code"], "provider_rate_limited");
+    assert_eq!(fake.requests().len(), 2, "one try and one retry");
+    let row = h.finished(&events).await;
+    assert_eq!(
+        (row.status, row.error.as_deref()),
+        (Status::Failed, Some("provider_rate_limited"))
+    );
+}
+
+#[tokio::test]
+async fn validation_and_access_errors_are_provider_errors_without_a_retry() {
+    for (status, kind) in [(400, "ValidationException"), (403, "AccessDeniedException")] {
+        let fake = FakeBedrock::start(vec![Reply::Error { status, kind }]).await;
+        let h = with_bedrock(&fake, &[]).await;
+        let events = h.stream(json!({"prompt": "no"})).await;
+        assert_eq!(last(&events)["code"], "provider_error", "{kind}");
+        assert_eq!(fake.requests().len(), 1, "{kind} must not be retried");
+        assert_eq!(h.finished(&events).await.status, Status::Failed);
+    }
+}
+
+#[tokio::test]
+async fn failures_inside_the_stream_keep_the_text_that_came() {
+    let cases = [
+        (
+            Event::Exception("modelStreamErrorException"),
+            "provider_error",
+        ),
+        (
+            Event::Exception("internalServerException"),
+            "provider_error",
+        ),
+        (
+            Event::Exception("serviceUnavailableException"),
+            "provider_error",
+        ),
+        (
+            Event::Exception("throttlingException"),
+            "provider_rate_limited",
+        ),
+        (Event::Cut, "provider_disconnected"),
+        (Event::Sleep(Duration::from_secs(5)), "provider_timeout"),
+    ];
+    for (failure, code) in cases {
+        let what = format!("{failure:?}");
+        let fake = FakeBedrock::start(vec![Reply::Stream(vec![
+            Event::Start,
+            Event::Text("half ".into()),
+            Event::Text("an answer".into()),
+            failure,
+            Event::Text(" never sent".into()),
+        ])])
+        .await;
+        let h = with_bedrock(&fake, &[("LLM_IDLE_TIMEOUT_MS", "400")]).await;
+        let events = h.stream(json!({"prompt": "go on"})).await;
+        assert_eq!(events.last().unwrap().name, "error", "{what}: {events:?}");
+        assert_eq!(last(&events)["code"], code, "{what}");
+        assert_eq!(sse::text(&events), "half an answer", "{what}");
+        let row = h.finished(&events).await;
+        assert_eq!(
+            (row.status, row.error.as_deref(), row.response.as_str()),
+            (Status::Partial, Some(code), "half an answer"),
+            "{what}"
+        );
+        assert_eq!(fake.requests().len(), 1, "{what}: text had come, no retry");
+    }
+}
+
+#[tokio::test]
+async fn a_request_signed_with_other_credentials_is_refused_and_not_retried() {
+    let fake = FakeBedrock::start(vec![Reply::Stream(answer(&["never"], Duration::ZERO))]).await;
+    let h = with_bedrock(&fake, &[("AWS_SECRET_ACCESS_KEY", "not-the-secret")]).await;
+    let events = h.stream(json!({"prompt": "who am I?"})).await;
+    assert_eq!(last(&events)["code"], "provider_error");
+    let refused = fake.refused();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("signature mismatch"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn the_openai_api_answers_from_bedrock_with_bedrocks_usage_and_finish_reason() {
+    let fake = FakeBedrock::start(vec![Reply::Stream(vec![
+        Event::Start,
+        Event::Text("Bon".into()),
+        Event::Text("jour".into()),
+        Event::Stop("max_tokens"),
+        Event::Usage {
+            input: 7,
+            output: 2,
+        },
+    ])])
+    .await;
+    let h = with_bedrock(&fake, &[]).await;
+    let resp = h
+        .http
+        .post(format!("http://{}/v1/chat/completions", h.addr))
+        .json(&json!({"model": MODEL_ID, "max_tokens": 2, "messages": [
+            {"role": "developer", "content": "French only."},
+            {"role": "user", "content": "Greet me"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Bonjour");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9})
+    );
+    assert_eq!(
+        fake.requests()[0].body,
+        json!({
+            "messages": [{"role": "user", "content": [{"text": "Greet me"}]}],
+            "system": [{"text": "French only."}],
+            "inferenceConfig": {"maxTokens": 2}
+        })
+    );
+}

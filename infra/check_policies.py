@@ -1,0 +1,83 @@
+"""Least privilege in template.yaml: no wildcard action (such as bedrock:*), no `*` resource,
+and Bedrock only for the stream function, only when LlmProvider=bedrock, only
+bedrock:InvokeModelWithResponseStream on one model's ARNs. Run by infra/check-template.sh."""
+
+import sys
+
+from cfnlint.decode import decode
+
+
+def statements(node, conditions=()):
+    """Every policy statement under `node`, with the conditions it sits under."""
+    if isinstance(node, dict):
+        if "Fn::If" in node:
+            name, yes, no = node["Fn::If"]
+            yield from statements(yes, conditions + (name,))
+            yield from statements(no, conditions + ("!" + name,))
+        elif "Effect" in node:
+            yield node, conditions
+        else:
+            for value in node.values():
+                yield from statements(value, conditions)
+    elif isinstance(node, list):
+        for item in node:
+            yield from statements(item, conditions)
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def resources(resource):
+    """The resource strings of a statement, through Fn::If and Fn::Sub."""
+    for r in as_list(resource):
+        if isinstance(r, dict) and "Fn::If" in r:
+            yield from resources(r["Fn::If"][1])
+            yield from resources(r["Fn::If"][2])
+        elif isinstance(r, dict) and "Fn::Sub" in r:
+            yield r["Fn::Sub"] if isinstance(r["Fn::Sub"], str) else r["Fn::Sub"][0]
+        elif isinstance(r, list):
+            yield from resources(r)
+        else:
+            yield r
+
+
+def main():
+    template, matches = decode("template.yaml")
+    if matches:
+        sys.exit(f"template.yaml does not parse: {matches}")
+    problems = []
+    bedrock = []
+    for name, res in template["Resources"].items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        for st, conditions in statements(res["Properties"].get("Policies", [])):
+            actions = as_list(st.get("Action", []))
+            for action in actions:
+                if "*" in action:
+                    problems.append(f"{name}: wildcard action {action}")
+            for r in resources(st.get("Resource")):
+                if r == "*" or (isinstance(r, str) and r.endswith("/*")):
+                    problems.append(f"{name}: wildcard resource {r}")
+            if any(a.startswith("bedrock:") for a in actions):
+                bedrock.append((name, st, conditions))
+    if not bedrock:
+        problems.append("no Bedrock statement: the stream function cannot call Bedrock")
+    for name, st, conditions in bedrock:
+        if name != "StreamFunction":
+            problems.append(f"{name} may call Bedrock; only the stream function should")
+        if conditions[:1] != ("UseBedrock",):
+            problems.append(f"{name}: Bedrock allowed outside the UseBedrock condition")
+        if as_list(st["Action"]) != ["bedrock:InvokeModelWithResponseStream"]:
+            problems.append(f"{name}: Bedrock actions {st['Action']}")
+        for r in resources(st["Resource"]):
+            if "${BedrockModelId}" not in r:
+                problems.append(f"{name}: Bedrock resource {r} is not the configured model")
+    if problems:
+        sys.exit("least-privilege check failed:\n  " + "\n  ".join(problems))
+    print("check_policies.py: no wildcard actions or resources; Bedrock only for the stream "
+          "function, only with LlmProvider=bedrock, only its model")
+
+
+if __name__ == "__main__":
+    main()
