@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-history bench-stream bench-faults bench-resume
+.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-history bench-stream bench-faults bench-resume screenshots
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -94,6 +94,10 @@ bench-resume:
 bench-stream:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
 	  $(CARGO_TARGET_DIR)/release/bench stream
+
+## make screenshots: the README's playground screenshots (docs/img), taken by the browser test
+screenshots:
+	@PLAYGROUND_SCREENSHOTS="$(CURDIR)/docs/img" infra/test.sh -E 'test(a_person_chats)'
 
 ## make check-template: cfn-lint, sam validate --lint, sam build (x86_64), all offline
 check-template:

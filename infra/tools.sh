@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the project's own tools into .venv (cargo-lambda, which brings zig; the OpenAI SDK
-# the tests use) and makes sure cargo-nextest is there; `infra/tools.sh sam` also installs the SAM CLI and cfn-lint.
+# and Playwright the tests use), Debian's chromium for the browser test, and makes sure
+# cargo-nextest is there; `infra/tools.sh sam` also installs the SAM CLI and cfn-lint.
 # Idempotent and quiet when everything is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,6 +19,19 @@ fi
 if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
   echo "tools.sh: installing the openai SDK into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==3.57.0"
+fi
+# Playwright for Python drives the browser test; the browser is Debian's chromium (never a
+# download by `playwright install`).
+if ! "$venv/bin/python" -c "import playwright" >/dev/null 2>&1; then
+  echo "tools.sh: installing playwright into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "playwright==1.65.2"
+fi
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  echo "tools.sh: installing chromium (apt-get)" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "tools.sh: installing cargo-nextest" >&2

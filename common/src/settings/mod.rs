@@ -178,6 +178,15 @@ pub struct AuthSettings {
     pub static_token_owner: String,
 }
 
+/// The playground page (`GET /`).
+#[derive(Debug, Clone, Default)]
+pub struct PlaygroundSettings {
+    /// `PLAYGROUND_STREAM_URL`: where the page sends its streams when they are not served by
+    /// the origin that serves the page (in AWS: the stream function's URL). Unset: the page's
+    /// own origin.
+    pub stream_url: Option<String>,
+}
+
 /// Everything a function reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -185,6 +194,7 @@ pub struct Settings {
     pub provider: ProviderSettings,
     pub stream: StreamSettings,
     pub auth: AuthSettings,
+    pub playground: PlaygroundSettings,
 }
 
 impl DbSettings {
@@ -276,11 +286,25 @@ impl Settings {
                 "must be at least 16 characters",
             ));
         }
+        let playground = PlaygroundSettings {
+            stream_url: match env.var("PLAYGROUND_STREAM_URL") {
+                None => None,
+                Some(url) => Some(origin_url(&url).ok_or_else(|| {
+                    invalid(
+                        "PLAYGROUND_STREAM_URL",
+                        &url,
+                        "expected an http:// or https:// URL such as \
+                         https://abc.lambda-url.eu-west-1.on.aws/",
+                    )
+                })?),
+            },
+        };
         Ok(Self {
             db,
             provider,
             stream,
             auth,
+            playground,
         })
     }
 }
@@ -339,6 +363,17 @@ fn db_target(env: &dyn Env) -> Result<DbTarget, SettingsError> {
             }))
         }
     }
+}
+
+/// `url` without its trailing slash, when it is an http(s) URL of a host with nothing a page
+/// attribute or a Content-Security-Policy could misread.
+fn origin_url(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let host = rest.split('/').next()?;
+    let fine = |c: char| c.is_ascii_alphanumeric() || "-._~:/%".contains(c);
+    (!host.is_empty() && url.chars().all(fine)).then(|| url.trim_end_matches('/').to_owned())
 }
 
 pub(crate) fn invalid(name: &'static str, value: &str, reason: &str) -> SettingsError {
@@ -431,6 +466,30 @@ mod tests {
         assert!(err.to_string().contains("not both"), "{err}");
         let bad = env(&[("DB_CLUSTER_ARN", "my-cluster"), ("DB_SECRET_ARN", "arn:s")]);
         assert!(Settings::from_source(&bad).is_err());
+    }
+
+    #[test]
+    fn the_playground_stream_url_is_an_http_url() {
+        let with = |url| {
+            Settings::from_source(&env(&[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("PLAYGROUND_STREAM_URL", url),
+            ]))
+        };
+        let s = with("https://abc.lambda-url.eu-west-1.on.aws/").unwrap();
+        assert_eq!(
+            s.playground.stream_url.as_deref(),
+            Some("https://abc.lambda-url.eu-west-1.on.aws")
+        );
+        for bad in [
+            "abc.example",
+            "javascript:alert(1)",
+            "https://",
+            "https://a\"b",
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("PLAYGROUND_STREAM_URL"), "{bad}: {err}");
+        }
     }
 
     #[test]

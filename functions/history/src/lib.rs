@@ -1,7 +1,8 @@
 //! `GET /history`: conversations newest first, by offset or by keyset cursor; and the threads
-//! (`GET /threads`, `GET /threads/{id}`, `DELETE /threads/{id}`), which the history function
-//! serves too.
+//! (`GET /threads`, `GET /threads/{id}`, `DELETE /threads/{id}`) and the playground page
+//! (`GET /`), which the history function serves too.
 
+pub mod playground;
 pub mod threads;
 
 use std::sync::Arc;
@@ -23,16 +24,21 @@ pub fn routes(list: Arc<dyn ConversationList>) -> Router {
         .with_state(list)
 }
 
-/// The function's whole router: `/history` and the thread routes behind the key check, and
-/// `/health`.
+/// The function's whole router: `/history` and the thread routes behind the key check,
+/// `/health`, and the playground page (`stream_url`: where its streams go, if elsewhere).
 pub fn router(
     list: Arc<dyn ConversationList>,
     threads: Arc<dyn ThreadStore>,
     health: Arc<dyn HealthCheck>,
     auth: Auth,
+    stream_url: Option<&str>,
 ) -> Router {
     let api = routes(list).merge(threads::routes(threads));
-    with_fallbacks(protect(api, auth).merge(health_router(health)))
+    with_fallbacks(
+        protect(api, auth)
+            .merge(health_router(health))
+            .merge(playground::routes(stream_url)),
+    )
 }
 
 /// The caller's conversations, newest first (ties by id), by offset or by cursor.

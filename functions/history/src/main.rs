@@ -1,4 +1,4 @@
-//! The `history` Lambda function (`/history` and `/threads`): wiring only.
+//! The `history` Lambda function (`/history`, `/threads` and the playground page): wiring only.
 
 use common::Settings;
 use common::auth::Auth;
@@ -11,6 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     common::announce(&settings);
     let auth = Auth::from_settings(&settings.auth, store.clone());
     let health = common::health(store.clone(), &settings);
-    let router = history::router(store.clone(), store, health, auth);
+    let stream_url = settings.playground.stream_url.as_deref();
+    let router = history::router(store.clone(), store, health, auth, stream_url);
     common::run_lambda(|| lambda_http::run(router.clone())).await
 }

@@ -16,6 +16,7 @@ fn app(db: &TestDb) -> axum::Router {
         store.clone(),
         store.clone(),
         Auth::off(store),
+        None,
     )
 }
 
@@ -150,7 +151,13 @@ async fn health_reports_the_database_down_with_503() {
         ("DB_CONNECT_TIMEOUT_MS", "500"),
     ]);
     let down = Arc::new(common::store::PgStore::from_settings(&settings).unwrap());
-    let app = history::router(down.clone(), down.clone(), down.clone(), Auth::off(down));
+    let app = history::router(
+        down.clone(),
+        down.clone(),
+        down.clone(),
+        Auth::off(down),
+        None,
+    );
     let (status, body) = get(&app, "/health").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["database"], "unavailable");
@@ -190,6 +197,7 @@ async fn a_query_cut_by_its_statement_timeout_is_a_503_not_a_500() {
         store.clone(),
         store.clone(),
         Auth::off(store),
+        None,
     );
     // Another session holds the table: the page query waits until its timeout cancels it.
     let mut locker = db.client().await;

@@ -56,6 +56,9 @@ fn router(settings: &Settings, store: Arc<dyn Backend>, stream_state: StreamStat
     with_fallbacks(
         protect(api, auth)
             .merge(health_router(common::health(store, settings)))
-            .merge(docs),
+            .merge(docs)
+            .merge(history::playground::routes(
+                settings.playground.stream_url.as_deref(),
+            )),
     )
 }

@@ -13,7 +13,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         description = "Streams LLM answers as server-sent events and keeps every conversation \
             in PostgreSQL. Every error body is `{\"error\": {\"code\", \"message\"}}`; unknown \
             paths answer 404 and unknown methods 405 with that body. With `AUTH=required` every \
-            path but `/health` needs `Authorization: Bearer <key>`.",
+            path but `/health`, `/openapi.json` and the playground (`/`, `/playground/...`) \
+            needs `Authorization: Bearer <key>`.",
         license(name = "MIT")
     ),
     paths(
@@ -30,6 +31,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         get::get_one,
         search::search,
         common::http::health,
+        history::playground::page_handler,
+        history::playground::file,
     ),
     modifiers(&BearerKey),
     security(("bearer" = [])),
@@ -39,6 +42,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "threads", description = "Conversations that go on: threads of turns"),
         (name = "search", description = "Full-text search"),
         (name = "health", description = "Liveness and database reachability"),
+        (name = "playground", description = "The page where a person uses the service"),
         (name = "openai", description = "OpenAI-compatible Chat Completions: any OpenAI SDK works \
             against it; errors take OpenAI's shape"),
     )

@@ -125,6 +125,9 @@ fn path() -> impl Strategy<Value = String> {
         1 => Just("/threads/0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d".to_owned()),
         1 => Just("/health".to_owned()),
         1 => Just("/openapi.json".to_owned()),
+        1 => Just("/".to_owned()),
+        1 => Just("/playground/app.js".to_owned()),
+        1 => query_value().prop_map(|f| format!("/playground/{f}")),
         1 => Just("//history".to_owned()),
         1 => Just("/history/".to_owned()),
         1 => Just("/history/a/b".to_owned()),
@@ -460,6 +463,12 @@ async fn check(app: &Router, c: &Case, tally: &Tally) -> Result<(), String> {
         };
         if !ended {
             return Err(format!("a stream did not end as it should: {text}"));
+        }
+    } else if c.path == "/" || c.path.starts_with("/playground/") {
+        // The playground's page and files: never JSON, always under their policy.
+        let page = ["text/html", "text/javascript", "text/css"];
+        if !page.iter().any(|t| content_type.starts_with(t)) {
+            return Err(format!("{} answered {content_type:?}", c.path));
         }
     } else {
         let Ok(body) = serde_json::from_slice::<Value>(&bytes) else {

@@ -43,9 +43,11 @@ fn every_route_is_an_operation() {
     assert_eq!(
         paths,
         BTreeSet::from([
+            "/",
             "/health",
             "/history",
             "/history/{id}",
+            "/playground/{file}",
             "/search",
             "/stream",
             "/stream/{id}",

@@ -1,0 +1,185 @@
+"""The playground in a real browser: headless Chromium (Debian's package) driven by Playwright,
+against two server processes with the offline provider, one with AUTH=off, one with
+AUTH=required. Run by functions/local/tests/playground.rs with: BASE AUTH_BASE KEY SHOTS_DIR.
+Every check prints what failed; the exit status is the verdict."""
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE, AUTH_BASE, KEY, SHOTS = sys.argv[1:5]
+LONG = " ".join(f"word{i}" for i in range(60))  # about 100 words of answer
+
+
+def api(path, base=BASE, key=None, method="GET"):
+    req = urllib.request.Request(base + path, method=method)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read() or "null")
+
+
+def newest_turn():
+    return api("/history?limit=1")["items"][0]
+
+
+def watch(page, base, problems):
+    """Records what would break the page's promises: uncaught errors, console errors other than
+    the browser's own line for an expected HTTP error, and any request to another origin."""
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on(
+        "console",
+        lambda m: problems.append(f"console {m.type}: {m.text}")
+        if m.type == "error" and not m.text.startswith("Failed to load resource")
+        else None,
+    )
+    page.on(
+        "request",
+        lambda r: problems.append(f"request to another origin: {r.url}")
+        if not r.url.startswith(base + "/")
+        else None,
+    )
+
+
+def send(page, prompt):
+    page.get_by_role("textbox", name="Prompt").fill(prompt)
+    page.get_by_role("button", name="Send").click()
+
+
+def answer_text(page):
+    return page.locator("#answer").inner_text()
+
+
+def wait_status(page, word, timeout=20_000):
+    expect(page.locator("#status")).to_contain_text(word, timeout=timeout)
+
+
+def main():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is not installed: run `make test` (infra/tools.sh installs it)"
+    problems = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        watch(page, BASE, problems)
+        page.goto(BASE + "/")
+        expect(page.get_by_role("list", name="Threads")).to_be_attached()
+        expect(page.get_by_label("API key")).to_be_hidden()
+
+        # 1. An answer grows piece by piece in the Answer region.
+        send(page, "hello playground")
+        region = page.get_by_role("region", name="Answer")
+        lengths = []
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            lengths.append(len(answer_text(page)))
+            if "complete" in page.locator("#status").inner_text():
+                break
+            time.sleep(0.03)
+        grew = sorted(set(l for l in lengths if l > 0))
+        assert len(grew) >= 5, f"the answer did not grow piece by piece: {grew}"
+        first = newest_turn()
+        assert first["status"] == "complete", first
+        expect(region).to_contain_text(first["response"])
+        threads = page.get_by_role("list", name="Threads")
+        expect(threads.get_by_role("button", name=re.compile("hello playground"))).to_be_visible()
+
+        # 2. Markup in a prompt, and in the answer that restates it, is text; nothing runs.
+        hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+        send(page, hostile)
+        wait_status(page, "complete")
+        expect(region).to_contain_text('<img src=x onerror="window.__pwned=1">')
+        assert page.evaluate("window.__pwned") is None, "markup from a prompt ran"
+        assert page.locator("img").count() == 0, "markup from a prompt became an element"
+        assert page.locator("script").count() == 1, "a script element was added"
+        second = newest_turn()
+        assert second["previous_id"] == first["id"], ("Send did not continue the thread", second)
+        expect(page.locator("#turns")).to_contain_text("hello playground")
+
+        # 3. New thread starts a new one; both are listed.
+        page.get_by_role("button", name="New thread").click()
+        expect(page.locator("#turns")).to_be_empty()
+        send(page, "another topic entirely: " + "unbroken" * 25)  # one 200-character word
+        wait_status(page, "complete")
+        third = newest_turn()
+        assert third["previous_id"] is None and third["thread_id"] == third["id"], third
+        expect(threads.get_by_role("listitem")).to_have_count(2)
+        listed = api("/threads")["items"]
+        assert [t["turns"] for t in listed] == [1, 2], listed
+
+        # 4. Stop cancels the running answer.
+        send(page, LONG)
+        expect(page.locator("#answer")).to_contain_text("word3", timeout=10_000)
+        page.get_by_role("button", name="Stop").click()
+        wait_status(page, "cancelled")
+        stopped = newest_turn()
+        assert stopped["status"] == "cancelled", stopped
+        assert len(stopped["response"]) < 500, "the answer was not stopped early"
+
+        # 5. A reload mid-answer shows the whole answer: what was saved, then the rest.
+        send(page, LONG + " again")
+        expect(page.locator("#answer")).to_contain_text("word5", timeout=10_000)
+        page.reload()
+        wait_status(page, "complete", timeout=30_000)
+        reloaded = newest_turn()
+        assert reloaded["status"] == "complete", reloaded
+        assert answer_text(page) == reloaded["response"], (
+            "after the reload the Answer region does not hold the whole answer",
+            answer_text(page),
+            reloaded["response"],
+        )
+
+        # 6. Search: Enter runs it, matches highlighted, a result opens its thread.
+        search = page.get_by_role("searchbox", name="Search")
+        search.fill("playground")
+        search.press("Enter")
+        marks = page.locator("#results mark")
+        expect(marks.first).to_be_visible()
+        assert all(m.lower() == "playground" for m in marks.all_inner_texts()), marks.all_inner_texts()
+        page.locator("#results button").first.click()
+        expect(page.locator("#turns")).to_contain_text("hello playground")
+
+        page.screenshot(path=os.path.join(SHOTS, "playground-1280.png"))
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path=os.path.join(SHOTS, "playground-390.png"), full_page=True)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width}px wide at 390: a long line broke the layout"
+        page.set_viewport_size({"width": 1280, "height": 860})
+
+        # 7. A refused request is a readable message.
+        send(page, "x" * 1200)  # MAX_PROMPT_CHARS=1000 on this server
+        expect(page.get_by_role("alert")).to_contain_text("prompt", timeout=10_000)
+        expect(page.get_by_role("alert")).to_contain_text("(prompt_too_long)")
+
+
+        # 8. With AUTH=required the page asks for a key, keeps it, and uses it.
+        keyed = context.new_page()
+        watch(keyed, AUTH_BASE, problems)
+        keyed.goto(AUTH_BASE + "/")
+        field = keyed.get_by_label("API key")
+        expect(field).to_be_visible()
+        expect(keyed.get_by_role("alert")).to_contain_text("API key")
+        field.fill(KEY)
+        field.press("Enter")
+        expect(keyed.get_by_role("alert")).to_be_hidden()
+        send(keyed, "with a key")
+        wait_status(keyed, "complete")
+        owned = api("/history?limit=1", base=AUTH_BASE, key=KEY)["items"][0]
+        assert owned["prompt"] == "with a key", owned
+        keyed.reload()
+        expect(keyed.get_by_role("region", name="Answer")).to_contain_text("with a key")
+
+        browser.close()
+    assert not problems, "\n".join(problems)
+    print("playground: all checks passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The playground page in a real browser: headless Chromium (Debian's `chromium`, installed by
+//! `infra/tools.sh`) driven by Playwright for Python (in `.venv`), against the server process
+//! with the offline provider. The browser's checks are in `tests/browser/playground.py`; here:
+//! the servers, and what the page is served with.
+
+use std::process::Command;
+
+use common::store::ApiKeys;
+use testkit::TestDb;
+use testkit::process::{serve, workspace_root};
+
+fn python() -> std::path::PathBuf {
+    let path = workspace_root().join(".venv/bin/python");
+    assert!(
+        path.exists(),
+        "{} not found: run `make test` (infra/tools.sh installs Playwright into .venv)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_chats_stops_reloads_searches_and_uses_a_key_in_a_real_browser() {
+    let open_db = TestDb::new().await;
+    let settings = [
+        ("AUTH", "off"),
+        ("OFFLINE_CHUNK_DELAY_MS", "60"),
+        ("CHECKPOINT_INTERVAL_MS", "200"),
+        ("MAX_PROMPT_CHARS", "1000"),
+    ];
+    let mut env = vec![("DATABASE_URL", open_db.url.as_str())];
+    env.extend(settings);
+    let (mut open, base) = serve(env!("CARGO_BIN_EXE_local"), "local-playground", &env).await;
+
+    let keyed_db = TestDb::new().await;
+    let key = common::auth::new_key().unwrap();
+    keyed_db
+        .store()
+        .add_key(
+            uuid::Uuid::now_v7(),
+            "browser",
+            "chromium",
+            &common::auth::digest(&key),
+        )
+        .await
+        .unwrap();
+    let (mut keyed, auth_base) = serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-playground-auth",
+        &[
+            ("DATABASE_URL", keyed_db.url.as_str()),
+            ("AUTH", "required"),
+            ("OFFLINE_CHUNK_DELAY_MS", "5"),
+        ],
+    )
+    .await;
+
+    // The page and its files need no key, and come with a policy that keeps them to their origin.
+    let http = testkit::http_client();
+    for path in ["/", "/playground/app.js", "/playground/app.css"] {
+        let resp = http.get(format!("{auth_base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("connect-src 'self';"),
+            "{csp}"
+        );
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    }
+
+    // Screenshots go to PLAYGROUND_SCREENSHOTS (`make screenshots`: docs/img), else a temp dir.
+    let shots = std::env::var("PLAYGROUND_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::temp_dir().join(format!("playground-{}", std::process::id()))
+        });
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(workspace_root().join("functions/local/tests/browser/playground.py"))
+            .args([&base, &auth_base, &key])
+            .arg(&shots)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser checks failed:\n{}\n{}\nserver:\n{}\nserver with keys:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        open.output(),
+        keyed.output()
+    );
+    open.stop();
+    keyed.stop();
+}
