@@ -6,7 +6,6 @@
 //! it fails as Bedrock does: an error before the stream (named by `x-amzn-errortype`), an
 //! exception event inside it, a stall, a cut connection.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use serde_json::{Value, json};
+
+use crate::script::Script;
 
 /// The credentials the service under test is given, and the endpoint checks signatures with.
 pub const ACCESS_KEY_ID: &str = "AKIDLOCALBEDROCK";
@@ -89,8 +90,7 @@ pub struct Received {
 
 #[derive(Default)]
 struct Shared {
-    script: Mutex<VecDeque<Reply>>,
-    last: Mutex<Option<Reply>>,
+    script: Script<Reply>,
     requests: Mutex<Vec<Received>>,
     /// Requests refused for their signature, and why.
     refused: Mutex<Vec<String>>,
@@ -105,7 +105,7 @@ pub struct FakeBedrock {
 impl FakeBedrock {
     pub async fn start(script: Vec<Reply>) -> Self {
         let shared = Arc::new(Shared {
-            script: Mutex::new(script.into()),
+            script: Script::new(script),
             ..Shared::default()
         });
         let app = Router::new()
@@ -170,20 +170,10 @@ async fn handle(
         .lock()
         .unwrap()
         .push(Received { model_id, body });
-    let reply = {
-        let mut script = shared.script.lock().unwrap();
-        let mut last = shared.last.lock().unwrap();
-        match script.pop_front() {
-            Some(r) => {
-                *last = Some(r.clone());
-                r
-            }
-            None => last
-                .clone()
-                .unwrap_or(Reply::Stream(answer(&["ok"], Duration::ZERO))),
-        }
-    };
-    match reply {
+    match shared
+        .script
+        .next(|| Reply::Stream(answer(&["ok"], Duration::ZERO)))
+    {
         Reply::Error { status, kind } => error(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             kind,

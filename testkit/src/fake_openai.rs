@@ -2,7 +2,6 @@
 //! `data: {json}\n\n` chunks, a usage chunk, `data: [DONE]`; and on demand the failures a real
 //! provider shows (error statuses with `Retry-After`, stalls, cut connections, garbage).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use serde_json::{Value, json};
+
+use crate::script::Script;
 
 /// One piece of a streamed answer.
 #[derive(Debug, Clone)]
@@ -92,8 +93,7 @@ pub type Responder = Arc<dyn Fn(&str, usize) -> Reply + Send + Sync>;
 
 #[derive(Default)]
 struct Shared {
-    script: Mutex<VecDeque<Reply>>,
-    last: Mutex<Option<Reply>>,
+    script: Script<Reply>,
     requests: Mutex<Vec<Value>>,
     responder: Option<Responder>,
     attempts: Mutex<std::collections::HashMap<String, usize>>,
@@ -110,7 +110,7 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     pub async fn start(script: Vec<Reply>) -> Self {
         Self::serve(Shared {
-            script: Mutex::new(script.into()),
+            script: Script::new(script),
             ..Shared::default()
         })
         .await
@@ -227,17 +227,9 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
         };
         responder(&prompt, attempt)
     } else {
-        let mut script = shared.script.lock().unwrap();
-        let mut last = shared.last.lock().unwrap();
-        match script.pop_front() {
-            Some(r) => {
-                *last = Some(r.clone());
-                r
-            }
-            None => last
-                .clone()
-                .unwrap_or(Reply::Stream(answer(&["ok"], Duration::ZERO))),
-        }
+        shared
+            .script
+            .next(|| Reply::Stream(answer(&["ok"], Duration::ZERO)))
     };
     match reply {
         Reply::Status {

@@ -10,6 +10,7 @@ pub mod pg_cluster;
 pub mod process;
 pub mod proxy;
 pub mod runtime_api;
+pub mod script;
 pub mod sse;
 
 use std::collections::HashMap;
@@ -279,6 +280,24 @@ fn replace_db_name(url: &str, name: &str) -> String {
     match query {
         Some(q) => format!("{host_part}/{name}?{q}"),
         None => format!("{host_part}/{name}"),
+    }
+}
+
+/// The turn `id` of `owner` once it has left `streaming` (waits up to 15 s).
+pub async fn finished(
+    store: &dyn common::store::ConversationGet,
+    owner: &str,
+    id: uuid::Uuid,
+) -> Conversation {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(c) = store.get(owner, id).await.unwrap()
+            && c.status != common::Status::Streaming
+        {
+            return c;
+        }
+        assert!(std::time::Instant::now() < until, "row {id} never finished");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

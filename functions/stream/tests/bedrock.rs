@@ -5,10 +5,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::auth::Auth;
-use common::store::{ConversationGet, PgStore};
+use common::store::PgStore;
 use common::{Conversation, Status};
 use serde_json::{Value, json};
 use stream::StreamState;
@@ -59,16 +59,7 @@ impl Harness {
     async fn finished(&self, events: &[Received]) -> Conversation {
         assert_eq!(events[0].name, "start", "{events:?}");
         let id = uuid::Uuid::parse_str(events[0].data["id"].as_str().unwrap()).unwrap();
-        let until = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(c) = self.store.get("local", id).await.unwrap()
-                && c.status != Status::Streaming
-            {
-                return c;
-            }
-            assert!(Instant::now() < until, "row {id} never finished");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        testkit::finished(self.store.as_ref(), "local", id).await
     }
 }
 

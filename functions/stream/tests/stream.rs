@@ -87,16 +87,7 @@ impl Harness {
 
     async fn wait_finished(&self, id: &str) -> Conversation {
         let id = uuid::Uuid::parse_str(id).unwrap();
-        let until = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(c) = self.store.get("local", id).await.unwrap()
-                && c.status != Status::Streaming
-            {
-                return c;
-            }
-            assert!(Instant::now() < until, "row {id} never finished");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        testkit::finished(self.store.as_ref(), "local", id).await
     }
 
     async fn count(&self) -> i64 {
