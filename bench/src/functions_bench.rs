@@ -114,52 +114,86 @@ async fn one_start(
     Ok((polled.saturating_duration_since(started), rss))
 }
 
-async fn starts(bin: &Path, name: &str, env: &[(String, String)]) -> anyhow::Result<Start> {
-    // One unmeasured start: the binary is in the page cache, as on a warm Lambda host.
-    one_start(bin, name, env).await?;
-    let mut times = Vec::with_capacity(RUNS);
-    let mut rss = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let (t, r) = one_start(bin, name, env).await?;
-        times.push(t);
-        rss.push(r);
+/// Starts of `bins` (path, function name) under `env`, [`RUNS`] each, taken in turns (the
+/// order alternating from round to round) so that a machine that gets busier or quieter during
+/// the run weighs on every binary alike.
+async fn starts(bins: &[(&Path, &str)], env: &[(String, String)]) -> anyhow::Result<Vec<Start>> {
+    // One unmeasured start each: the binary is in the page cache, as on a warm Lambda host.
+    for (bin, name) in bins {
+        one_start(bin, name, env).await?;
     }
-    rss.sort_unstable();
-    Ok(Start {
-        p50: percentile(&mut times, 50.0),
-        p99: percentile(&mut times, 99.0),
-        idle_rss_kib: rss[rss.len() / 2],
-    })
+    let mut times = vec![Vec::with_capacity(RUNS); bins.len()];
+    let mut rss = vec![Vec::with_capacity(RUNS); bins.len()];
+    for round in 0..RUNS {
+        for k in 0..bins.len() {
+            let i = if round % 2 == 0 {
+                k
+            } else {
+                bins.len() - 1 - k
+            };
+            let (bin, name) = bins[i];
+            let (t, r) = one_start(bin, name, env).await?;
+            times[i].push(t);
+            rss[i].push(r);
+        }
+    }
+    Ok(times
+        .into_iter()
+        .zip(rss)
+        .map(|(mut t, mut r)| {
+            r.sort_unstable();
+            Start {
+                p50: percentile(&mut t, 50.0),
+                p99: percentile(&mut t, 99.0),
+                idle_rss_kib: r[r.len() / 2],
+            }
+        })
+        .collect())
+}
+
+fn size(bin: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(bin)
+        .map_err(|e| anyhow::anyhow!("{}: {e} (build with --release)", bin.display()))?
+        .len())
 }
 
 /// Measures every function binary in `bin_dir` (release builds), and the stream function's
 /// baseline when it was built.
 pub async fn run(bin_dir: &Path) -> anyhow::Result<Vec<FunctionNumbers>> {
     let mut out = Vec::new();
-    let baseline = bin_dir
-        .join(STREAM_BASELINE)
-        .exists()
-        .then_some(STREAM_BASELINE);
-    for name in FUNCTIONS.iter().copied().chain(baseline) {
+    for name in FUNCTIONS.iter().copied().filter(|n| *n != "stream") {
         let bin = bin_dir.join(name);
-        let size_bytes = std::fs::metadata(&bin)
-            .map_err(|e| anyhow::anyhow!("{}: {e} (build with --release)", bin.display()))?
-            .len();
-        // The Runtime API serves the function by its deployed name.
-        let function = if name == STREAM_BASELINE {
-            "stream"
-        } else {
-            name
-        };
+        let one = [(bin.as_path(), name)];
         out.push(FunctionNumbers {
             name,
-            size_bytes,
-            pool: starts(&bin, function, &database_env(false)).await?,
-            data_api: starts(&bin, function, &database_env(true)).await?,
-            bedrock: match name {
-                "stream" => Some(starts(&bin, function, &bedrock_env()).await?),
-                _ => None,
-            },
+            size_bytes: size(&bin)?,
+            pool: starts(&one, &database_env(false)).await?.remove(0),
+            data_api: starts(&one, &database_env(true)).await?.remove(0),
+            bedrock: None,
+        });
+    }
+    // The stream function, and its build without the Bedrock SDK when there is one, in turns.
+    let stream = bin_dir.join("stream");
+    let baseline = bin_dir.join(STREAM_BASELINE);
+    let mut bins = vec![(stream.as_path(), "stream")];
+    if baseline.exists() {
+        // The Runtime API serves it by the deployed function's name.
+        bins.push((baseline.as_path(), "stream"));
+    }
+    let mut pool = starts(&bins, &database_env(false)).await?.into_iter();
+    let mut data_api = starts(&bins, &database_env(true)).await?.into_iter();
+    let mut bedrock = starts(&bins[..1], &bedrock_env()).await?.into_iter();
+    for (i, (bin, _)) in bins.iter().enumerate() {
+        out.push(FunctionNumbers {
+            name: if i == 0 { "stream" } else { STREAM_BASELINE },
+            size_bytes: size(bin)?,
+            pool: pool
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no pool starts"))?,
+            data_api: data_api
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no Data API starts"))?,
+            bedrock: bedrock.next(),
         });
     }
     println!(
