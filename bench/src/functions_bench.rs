@@ -18,7 +18,7 @@ use crate::stats::{ms, percentile, table};
 pub const FUNCTIONS: &[&str] = &["history", "get", "search", "stream", "migrate"];
 /// The stream function built without the Bedrock SDK (`--no-default-features`), the baseline.
 pub const STREAM_BASELINE: &str = "stream-without-bedrock";
-const RUNS: usize = 20;
+const RUNS: usize = 40;
 
 /// One function's numbers, with the pool (`DATABASE_URL`) and with the Data API
 /// (`DB_CLUSTER_ARN`; the deployed default).
