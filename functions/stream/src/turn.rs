@@ -176,6 +176,12 @@ impl LiveTurn {
         self.version.send_modify(|v| *v += 1);
     }
 
+    /// Resolves once anything has been appended: the first delta, or the final event.
+    pub async fn first_append(&self) {
+        let mut version = self.version.subscribe();
+        let _ = version.wait_for(|v| *v > 0).await;
+    }
+
     /// Appends the final event; readers end after it.
     pub fn push_final(&self, event: StreamEvent) {
         self.log().events.push(Arc::new(LiveEvent::Final(event)));

@@ -107,7 +107,7 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     } = run;
     let judge_request = state.limits.grounding_check.then(|| request.clone());
 
-    // Start: the row is written beside the provider call.
+    // Start: the row is written beside the provider call, once the first text is out.
     let mut start = conversation.clone();
     if let Some(r) = &state.redactor {
         start.prompt = r.redact(&start.prompt).0;

@@ -14,10 +14,15 @@ use tokio::time::Instant;
 use crate::StreamStore;
 use crate::turn::{Halt, LiveTurn};
 
-/// Writes the turn's row at once, then every `interval` the stored text since the last
-/// checkpoint (or, with nothing new, only looks for a cancel request). A checkpoint writes the
-/// row too for as long as it may be missing, so the row exists as soon as the database answers.
-/// A cancel request found in the database halts the turn. Ends when `done` turns true.
+/// How long the turn's first row may wait for the first text (see [`saver`]).
+const FIRST_ROW_WAIT: Duration = Duration::from_millis(100);
+
+/// Writes the turn's row as soon as its first text is on its way to the client (or the turn has
+/// ended, or after [`FIRST_ROW_WAIT`]): the insert stays off the path to the first token, which
+/// it would otherwise share the machine with. Then every `interval` the stored text since the
+/// last checkpoint (or, with nothing new, only looks for a cancel request). A checkpoint writes
+/// the row too for as long as it may be missing, so the row exists as soon as the database
+/// answers. A cancel request found in the database halts the turn. Ends when `done` turns true.
 pub(super) async fn saver(
     store: Arc<dyn StreamStore>,
     start: Conversation,
@@ -25,6 +30,15 @@ pub(super) async fn saver(
     interval: Duration,
     mut done: watch::Receiver<bool>,
 ) {
+    let first_text = tokio::select! {
+        () = turn.first_append() => true,
+        _ = done.wait_for(|d| *d) => false,
+        () = tokio::time::sleep(FIRST_ROW_WAIT) => false,
+    };
+    if first_text {
+        // The reader that was waiting for it goes first.
+        tokio::task::yield_now().await;
+    }
     let mut row_written = match store.create(&start).await {
         Ok(()) => true,
         Err(e) => {
