@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::TestDb;
-use testkit::fake_openai::{FakeOpenAi, Reply, answer};
+use testkit::fake_openai::{FakeOpenAi, Part, Reply, answer};
 use testkit::process::{Proc, serve};
 use testkit::sse::{self, Received};
 
@@ -270,6 +270,68 @@ async fn a_cancel_sent_to_another_process_stops_the_generation_within_a_checkpoi
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+}
+
+/// A Stop or a re-attach sent to another process at once, before the turn's first text (and so
+/// before its row is written), still reaches the turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_reaches_a_turn_before_its_first_text() {
+    let mut slow = vec![Part::Sleep(Duration::from_millis(1500))];
+    slow.extend(answer(&["never ", "sent"], Duration::from_millis(10)));
+    let fake = FakeOpenAi::start(vec![Reply::Stream(slow.clone()), Reply::Stream(slow)]).await;
+    let db = TestDb::new().await;
+    let base_url = fake.base_url();
+    let ((_a, a), (_b, b)) = two(
+        &db,
+        &[
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", base_url.as_str()),
+        ],
+    )
+    .await;
+    let http = client();
+    let id_of = |resp: &reqwest::Response| {
+        resp.headers()["x-conversation-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Re-attaching at once: the same start, then the whole answer.
+    let resp = start(&http, &a, "first").await;
+    let id = id_of(&resp);
+    let reader = tokio::spawn(sse::read(resp, None));
+    let rest = http.get(format!("{b}/stream/{id}")).send().await.unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest = sse::read(rest, None).await;
+    let events = reader.await.unwrap();
+    assert_eq!(sse::text(&rest), "never sent");
+    assert_eq!(sse::text(&rest), sse::text(&events));
+    assert_eq!(rest.last().unwrap().name, "done", "{rest:?}");
+
+    // Stopping at once: the turn is cancelled and the provider's connection closed.
+    let resp = start(&http, &a, "second").await;
+    let id = id_of(&resp);
+    let reader = tokio::spawn(sse::read(resp, None));
+    let cancel = http
+        .post(format!("{b}/stream/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let events = reader.await.unwrap();
+    assert_eq!(
+        events.last().unwrap().data["code"],
+        "cancelled",
+        "{events:?}"
+    );
+    let (answer, status, _) = stored(&db, &id).await;
+    assert_eq!((answer.as_str(), status.as_str()), ("", "cancelled"));
+    let until = Instant::now() + Duration::from_secs(5);
+    while fake.dropped_by_client() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(fake.dropped_by_client(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,8 @@
 //! log, polled every `RESUME_POLL_MS`, and a cancel flag the generating process reads at its
 //! next checkpoint.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 use axum::Json;
 use axum::extract::{Extension, Request, State};
@@ -37,6 +38,46 @@ fn turn_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(raw).map_err(|_| {
         ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
     })
+}
+
+/// How long after a turn's start (its id is a UUIDv7, which holds the time) another process
+/// waits for the turn's row before it answers 404: the row is written once the first text is on
+/// its way (or after 100 ms) and takes a database round trip, so a Stop or a re-attach sent at
+/// once may come first.
+const NEW_TURN_GRACE: Duration = Duration::from_secs(2);
+/// How often it looks for that row meanwhile.
+const NEW_TURN_POLL: Duration = Duration::from_millis(50);
+
+/// Runs `look` until it finds the turn; while the turn's id says it began less than
+/// [`NEW_TURN_GRACE`] ago, a turn not found yet is looked for again.
+async fn awaiting_row<T, F, Fut>(id: Uuid, mut look: F) -> Result<Option<T>, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, ApiError>>,
+{
+    let until = tokio::time::Instant::now() + grace_left(id, SystemTime::now());
+    loop {
+        if let Some(found) = look().await? {
+            return Ok(Some(found));
+        }
+        if tokio::time::Instant::now() + NEW_TURN_POLL > until {
+            return Ok(None);
+        }
+        tokio::time::sleep(NEW_TURN_POLL).await;
+    }
+}
+
+/// What is left of [`NEW_TURN_GRACE`] for a turn with this id (zero for an id that is not a
+/// UUIDv7; at most twice the grace for one stamped ahead of this clock).
+fn grace_left(id: Uuid, now: SystemTime) -> Duration {
+    let Some((secs, nanos)) = id.get_timestamp().map(|t| t.to_unix()) else {
+        return Duration::ZERO;
+    };
+    let started = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+    let end = started + NEW_TURN_GRACE;
+    end.duration_since(now)
+        .unwrap_or_default()
+        .min(2 * NEW_TURN_GRACE)
 }
 
 /// The resume position from `Last-Event-ID` or `?after=`: a whole number of characters.
@@ -93,16 +134,12 @@ pub async fn resume(
         return Ok(sse::response(id, sse::body_of(events, reader)));
     }
     // Anywhere else: the database.
-    let first = state
-        .store
-        .read_log(
-            &owner.0,
-            id,
-            i64::try_from(from).unwrap_or(i64::MAX),
-            PIECE_CHARS,
-        )
-        .await?
-        .ok_or(ApiError::NotFound("no turn with this id"))?;
+    let at = i64::try_from(from).unwrap_or(i64::MAX);
+    let first = awaiting_row(id, || async {
+        Ok(state.store.read_log(&owner.0, id, at, PIECE_CHARS).await?)
+    })
+    .await?
+    .ok_or(ApiError::NotFound("no turn with this id"))?;
     let poll = Poll {
         state: state.clone(),
         owner: owner.0,
@@ -279,7 +316,14 @@ pub async fn cancel(
         };
         return Ok(accepted(id, status));
     }
-    match state.store.request_cancel(&owner.0, id).await? {
+    let outcome = awaiting_row(id, || async {
+        Ok(match state.store.request_cancel(&owner.0, id).await? {
+            CancelOutcome::NotFound => None,
+            found => Some(found),
+        })
+    })
+    .await?;
+    match outcome.unwrap_or(CancelOutcome::NotFound) {
         CancelOutcome::Requested => Ok(accepted(id, "cancelling".to_owned())),
         CancelOutcome::NotFound => Err(ApiError::NotFound("no turn with this id")),
         CancelOutcome::Finished(status) => Err(ApiError::Conflict {
@@ -307,5 +351,30 @@ mod tests {
         for bad in ["-1", "x", "1.5", "99999999999999999999999"] {
             assert!(position(&HeaderMap::new(), Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_a_turn_started_moments_ago_is_waited_for() {
+        let now = SystemTime::now();
+        let at = |t: SystemTime| {
+            let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+            let ts = uuid::Timestamp::from_unix(uuid::NoContext, d.as_secs(), d.subsec_nanos());
+            Uuid::new_v7(ts)
+        };
+        let just = grace_left(at(now - Duration::from_millis(500)), now);
+        assert!(just > Duration::from_millis(1400) && just <= Duration::from_millis(1500));
+        assert_eq!(
+            grace_left(at(now - Duration::from_secs(3)), now),
+            Duration::ZERO
+        );
+        assert_eq!(
+            grace_left(at(now + Duration::from_secs(3600)), now),
+            2 * NEW_TURN_GRACE
+        );
+        assert_eq!(
+            grace_left(Uuid::from_u128(0x1234_5678), now),
+            Duration::ZERO
+        );
+        assert_eq!(grace_left(Uuid::nil(), now), Duration::ZERO);
     }
 }
