@@ -58,6 +58,7 @@ async fn instance(settings: &common::Settings) -> anyhow::Result<String> {
 
 /// The delay of every stamped chunk a reader of `resp` receives.
 async fn delays(resp: reqwest::Response) -> anyhow::Result<Vec<Duration>> {
+    anyhow::ensure!(resp.status() == 200, "re-attaching: {}", resp.status());
     let mut out = Vec::new();
     let mut body = resp.bytes_stream();
     let mut buf = String::new();
@@ -106,11 +107,22 @@ async fn latency(checkpoint: &str, poll: &str) -> anyhow::Result<(String, String
             .await?;
         let id = asked.headers()["x-conversation-id"].to_str()?.to_owned();
         let asking = tokio::spawn(asked.bytes());
-        let here = http.get(format!("{a}/stream/{id}")).send().await?;
-        let there = http.get(format!("{b}/stream/{id}")).send().await?;
-        let (here, there) = tokio::join!(delays(here), delays(there));
-        same.extend(here?);
-        other.extend(there?);
+        // Both readers at once, each reading from its first byte on (the other process may
+        // first wait for the turn's row).
+        let reader = |base: String| {
+            let get = http.get(format!("{base}/stream/{id}"));
+            async move { delays(get.send().await?).await }
+        };
+        let (here, there) = tokio::join!(reader(a.clone()), reader(b.clone()));
+        let (here, there) = (here?, there?);
+        anyhow::ensure!(
+            here.len() == CHUNKS && there.len() == CHUNKS,
+            "a re-attached reader missed chunks: {} and {} of {CHUNKS}",
+            here.len(),
+            there.len()
+        );
+        same.extend(here);
+        other.extend(there);
         asking.await??;
     }
     let p = |v: &mut Vec<Duration>| {
