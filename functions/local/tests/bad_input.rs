@@ -97,6 +97,41 @@ fn cursor_token() -> impl Strategy<Value = String> {
     })
 }
 
+/// Dates and times no store can take (before year 1, after 9999), percent-encoded.
+fn out_of_range_time() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("-5000-01-01"),
+        Just("0000-01-01"),
+        Just("0000-12-31T23:59:59Z"),
+        Just("+10000-01-01T00:00:00Z"),
+        Just("-300000-01-01"),
+    ]
+    .prop_map(|s| encode(s.as_bytes()))
+}
+
+/// A read with its own well-formed parameters and one bad one: a cursor or a date out of any
+/// store's range, or any other value.
+fn read_case() -> impl Strategy<Value = Case> {
+    let bad = prop_oneof![
+        2 => cursor_token().prop_map(|v| ("cursor".to_owned(), v)),
+        2 => (prop_oneof![Just("from"), Just("to")], out_of_range_time())
+            .prop_map(|(n, v)| (n.to_owned(), v)),
+        1 => (prop_oneof![Just("limit"), Just("offset"), Just("cursor")], query_value())
+            .prop_map(|(n, v)| (n.to_owned(), v)),
+    ];
+    (
+        any_case().boxed(),
+        prop_oneof![Just("/history"), Just("/threads"), Just("/search")],
+        bad.boxed(),
+    )
+        .prop_map(|(mut c, path, bad)| {
+            c.method = Method::GET;
+            c.path = path.into();
+            c.query = vec![("query".into(), "rivers".into()), bad];
+            c
+        })
+}
+
 fn query_value() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => nasty_text().prop_map(|s| encode(s.as_bytes())),
@@ -289,11 +324,12 @@ fn authorization() -> impl Strategy<Value = Option<Vec<u8>>> {
     ]
 }
 
-/// Most cases are anything; some `POST /stream` and `POST /v1/chat/completions` with a
-/// generated body of their own shape.
+/// Most cases are anything; some are reads with one bad parameter, and some `POST /stream` and
+/// `POST /v1/chat/completions` with a generated body of their own shape.
 fn case() -> impl Strategy<Value = Case> {
     prop_oneof![
-        6 => any_case(),
+        6 => any_case().boxed(),
+        1 => read_case().boxed(),
         2 => (any_case(), authorization(), body()).prop_map(|(mut c, authorization, body)| {
             c.method = Method::POST;
             c.path = "/stream".into();

@@ -7,7 +7,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -55,8 +55,13 @@ pub async fn page_handler(State(p): State<Playground>) -> Response {
         (status = 200, description = "The file (JavaScript or CSS)", content_type = "text/plain",
             body = String),
         (status = 404, description = "No such file", body = common::error::ErrorBody),
+        (status = 422, description = "A file name that does not decode (invalid UTF-8)",
+            body = common::error::ErrorBody),
     ))]
-pub async fn file(State(p): State<Playground>, Path(name): Path<String>) -> Response {
+pub async fn file(
+    State(p): State<Playground>,
+    common::http::ValidPath(name): common::http::ValidPath<String>,
+) -> Response {
     match name.as_str() {
         "app.js" => asset(
             Bytes::from_static(SCRIPT.as_bytes()),
