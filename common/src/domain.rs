@@ -202,6 +202,7 @@ impl Conversation {
             .chain(flags)
             .chain(error)
             .any(|t| t.contains('\0'))
+            && !self.messages.as_ref().is_some_and(json_has_nul)
         {
             return std::borrow::Cow::Borrowed(self);
         }
@@ -214,6 +215,7 @@ impl Conversation {
         c.provider = fix(&c.provider);
         c.error = c.error.as_ref().map(fix);
         c.system = c.system.as_ref().map(fix);
+        c.messages = c.messages.as_ref().map(storable_json);
         for f in &mut c.flags {
             f.check = fix(&f.check);
             f.verdict = fix(&f.verdict);
@@ -245,6 +247,33 @@ pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
     } else {
         std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// Whether a JSON value holds a NUL character, in a string or a key (PostgreSQL's `jsonb`
+/// refuses `\u0000`).
+fn json_has_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(json_has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// A JSON value as PostgreSQL can store it: [`storable`] applied to every string and key.
+fn storable_json(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(storable(s).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(storable_json).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (storable(k).into_owned(), storable_json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -299,6 +328,12 @@ mod tests {
         assert_eq!(s.error.as_deref(), Some("x\u{FFFD}"));
         let clean = Conversation::start("local", "fine".into(), "offline", "m");
         assert!(matches!(clean.storable(), std::borrow::Cow::Borrowed(_)));
+        let mut m = clean.clone();
+        m.messages = Some(serde_json::json!([{"content": ["x\0"], "k\0": {"n": "\0"}}]));
+        assert_eq!(
+            m.storable().messages,
+            Some(serde_json::json!([{"content": ["x\u{FFFD}"], "k\u{FFFD}": {"n": "\u{FFFD}"}}]))
+        );
     }
 
     #[test]

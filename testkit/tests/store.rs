@@ -172,7 +172,11 @@ async fn every_field_round_trips(h: &Harness) {
     c.system = Some(tricky_text());
     c.messages = Some(serde_json::json!([
         {"role": "system", "content": tricky_text()},
-        {"role": "user", "content": [{"type": "text", "text": "part"}]}
+        {"role": "user", "content": [{"type": "text", "text": "part"}]},
+        // Any field a client sends is kept; PostgreSQL writes these numbers back as long
+        // decimals, which must read back as the same numbers.
+        {"role": "user", "content": "n", "x": [f64::MAX, -f64::MAX, f64::MIN_POSITIVE, 5e-324,
+            -2.2250738585e-313, 0.1, u64::MAX, i64::MIN]}
     ]));
     c.context_turns = Some(2);
     h.store.finish(&c).await.unwrap();
@@ -449,8 +453,10 @@ async fn search_config_changes_rebuild_the_column(h: &Harness) {
 }
 
 async fn nul_characters_cannot_make_a_record_unsaveable(h: &Harness) {
-    // PostgreSQL text cannot hold NUL; a provider may still send one.
-    let c = Conversation::start("alice", "p".into(), "offline", "m");
+    // PostgreSQL text cannot hold NUL; a provider may still send one, and a client may send one
+    // in the earlier messages of an OpenAI-style call (in a string or a key).
+    let mut c = Conversation::start("alice", "p".into(), "offline", "m");
+    c.messages = Some(serde_json::json!([{"role": "user", "content": "a\0b", "k\0": null}]));
     h.store.create(&c).await.unwrap();
     h.store
         .checkpoint(None, c.id, Some((0, "so\0far")))
@@ -468,6 +474,10 @@ async fn nul_characters_cannot_make_a_record_unsaveable(h: &Harness) {
     let got = h.store.get("alice", c.id).await.unwrap().unwrap();
     assert_eq!(got.response, "an\u{FFFD}answer");
     assert_eq!(got.flags[0].detail, "x\u{FFFD}");
+    assert_eq!(
+        got.messages,
+        Some(serde_json::json!([{"role": "user", "content": "a\u{FFFD}b", "k\u{FFFD}": null}]))
+    );
 }
 
 async fn ping_answers(h: &Harness) {
