@@ -418,6 +418,12 @@ async fn re_attaching_needs_the_owners_key_and_a_well_formed_position() {
     assert_eq!(status(&alice, &own, None).await, 200);
     assert_eq!(status(&bob, &own, None).await, 404);
     assert_eq!(status(&alice, &own, Some("-3")).await, 422);
+    // A position past any answer is past this one's end: its final event, not a 500.
+    assert_eq!(status(&alice, &own, Some("7030106544")).await, 200);
+    assert_eq!(
+        status(&alice, &format!("{own}?after=99999999999"), None).await,
+        200
+    );
     assert_eq!(status(&alice, &format!("{own}?after=x"), None).await, 422);
     assert_eq!(status(&alice, "/stream/not-a-uuid", None).await, 422);
     let cancel = http

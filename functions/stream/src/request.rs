@@ -93,7 +93,7 @@ impl StreamRequest {
         };
         let max_tokens = match map.get("max_tokens") {
             None | Some(Value::Null) => None,
-            Some(v) => match v.as_u64() {
+            Some(v) => match whole(v) {
                 Some(n) if (1..=1_000_000).contains(&n) => Some(n as u32),
                 _ => {
                     return Err(ApiError::invalid(
@@ -164,6 +164,15 @@ impl Classify for serde_json::Error {
     }
 }
 
+/// A JSON whole number, written `2` or `2.0` (JSON Schema's `integer` counts both).
+pub(crate) fn whole(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(f))
+            .map(|f| f as u64)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +190,13 @@ mod tests {
             .unwrap();
         assert_eq!(r.prompt, "hi");
         assert_eq!(r.max_tokens, Some(5));
+        // A whole number written as a float is one, as JSON Schema's `integer` says.
+        let r = StreamRequest::parse(br#"{"prompt":"hi","max_tokens":5.0}"#, 10).unwrap();
+        assert_eq!(r.max_tokens, Some(5));
+        for bad in ["5.5", "-1.0", "0.0", "1e300"] {
+            let body = format!(r#"{{"prompt":"hi","max_tokens":{bad}}}"#);
+            assert!(StreamRequest::parse(body.as_bytes(), 10).is_err(), "{bad}");
+        }
     }
 
     #[test]

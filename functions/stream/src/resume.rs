@@ -80,6 +80,9 @@ fn grace_left(id: Uuid, now: SystemTime) -> Duration {
         .min(2 * NEW_TURN_GRACE)
 }
 
+/// The largest position the store is asked for (its text positions are 32-bit).
+const MAX_POSITION: usize = i32::MAX as usize - 1;
+
 /// The resume position from `Last-Event-ID` or `?after=`: a whole number of characters.
 fn position(headers: &HeaderMap, after: Option<&str>) -> Result<usize, ApiError> {
     let header = headers
@@ -90,11 +93,15 @@ fn position(headers: &HeaderMap, after: Option<&str>) -> Result<usize, ApiError>
     let raw = header.or(after).map(str::trim).filter(|r| !r.is_empty());
     match raw {
         None => Ok(0),
-        Some(raw) => raw.parse::<usize>().map_err(|_| {
-            ApiError::invalid(
-                "the position (Last-Event-ID or after) must be the id of a delta: a whole number",
-            )
-        }),
+        // No answer is longer than 2^31 characters: a position beyond that is beyond the end.
+        Some(raw) => raw
+            .parse::<usize>()
+            .map(|p| p.min(MAX_POSITION))
+            .map_err(|_| {
+                ApiError::invalid(
+                    "the position (Last-Event-ID or after) must be the id of a delta: a whole number",
+                )
+            }),
     }
 }
 
@@ -348,6 +355,11 @@ mod tests {
         assert_eq!(position(&headers, Some("42")).unwrap(), 42);
         headers.insert("last-event-id", "7".parse().unwrap());
         assert_eq!(position(&headers, Some("42")).unwrap(), 7);
+        assert_eq!(position(&headers, Some("7030106544")).unwrap(), 7);
+        assert_eq!(
+            position(&HeaderMap::new(), Some("7030106544")).unwrap(),
+            MAX_POSITION
+        );
         for bad in ["-1", "x", "1.5", "99999999999999999999999"] {
             assert!(position(&HeaderMap::new(), Some(bad)).is_err(), "{bad}");
         }

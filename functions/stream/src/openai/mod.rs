@@ -91,7 +91,10 @@ impl From<ApiError> for V1Error {
             finish reason, with `stream_options.include_usage` a usage chunk with empty \
             `choices`), then `data: [DONE]`; a failure after the first chunk is a \
             `data: {\"error\": ...}` line, then the stream ends",
-            body = Object,
+            content(
+                (Object = "application/json"),
+                (String = "text/event-stream"),
+            ),
             headers(("x-conversation-id" = uuid::Uuid, description = "The stored turn's id"))),
         (status = 400, description = "A bad or unsupported field, in OpenAI's error shape",
             body = wire::OpenAiError),

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::wire::OpenAiError;
+use crate::request::whole;
 
 /// A validated Chat Completions request.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,32 +33,86 @@ pub struct ChatRequest {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct ChatCompletionRequest {
-    /// The upstream model (`LLM_MODELS`, when set, lists the allowed ones).
+    /// The upstream model (`LLM_MODELS`, when set, lists the allowed ones); at most 200 bytes.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     model: String,
-    /// `system`, `developer`, `user` and `assistant` messages; content a string or an array
-    /// of text parts.
-    #[schema(value_type = Vec<Object>, min_items = 1)]
-    messages: Vec<Value>,
+    /// `system`, `developer`, `user` and `assistant` messages, at least one of them `user`;
+    /// content a string or an array of text parts.
+    #[schema(min_items = 1)]
+    messages: Vec<ChatMessage>,
     stream: Option<bool>,
-    #[schema(value_type = Option<Object>)]
-    stream_options: Option<Value>,
-    #[schema(minimum = 1)]
+    stream_options: Option<StreamOptions>,
+    #[schema(minimum = 1, maximum = 1000000)]
     max_tokens: Option<u32>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 1000000)]
     max_completion_tokens: Option<u32>,
     #[schema(minimum = 0, maximum = 2)]
     temperature: Option<f32>,
     #[schema(minimum = 0, maximum = 1)]
     top_p: Option<f32>,
     /// A string or up to 4 strings.
-    #[schema(value_type = Option<Object>)]
-    stop: Option<Value>,
-    /// Only 1.
+    stop: Option<Stop>,
+    /// Only 1 (one choice per request).
+    #[schema(minimum = 1, maximum = 1)]
     n: Option<u32>,
     user: Option<String>,
-    /// String values; `previous_id` continues that turn's thread.
-    #[schema(value_type = Option<Object>)]
-    metadata: Option<Value>,
+    /// At most 16 string values; `previous_id` (a turn's id) continues that turn's thread.
+    metadata: Option<std::collections::HashMap<String, String>>,
+}
+
+/// One message of a chat completion request.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ChatMessage {
+    role: ChatRole,
+    content: ChatContent,
+    name: Option<String>,
+}
+
+/// The roles this service speaks (`tool` and `function` messages are refused).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+enum ChatRole {
+    System,
+    Developer,
+    User,
+    Assistant,
+}
+
+/// A message's content: text, or text parts.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum ChatContent {
+    Text(String),
+    Parts(Vec<ChatTextPart>),
+}
+
+/// A text part of a message's content (images, audio and files are refused).
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+struct ChatTextPart {
+    #[schema(rename = "type", pattern = "^text$")]
+    kind: String,
+    text: String,
+}
+
+/// `stream_options`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct StreamOptions {
+    /// A last chunk with the usage and empty `choices`.
+    include_usage: Option<bool>,
+}
+
+/// Stop sequences: one string or up to 4.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
 }
 
 type Refusal = OpenAiError;
@@ -136,10 +191,9 @@ impl ChatRequest {
             })?,
             Some(_) => return Err(bad("stream_options", "stream_options must be an object")),
         };
-        let max_tokens = match count(&map, "max_completion_tokens")? {
-            Some(n) => Some(n),
-            None => count(&map, "max_tokens")?,
-        };
+        // Both are checked; the newer name wins when both are given.
+        let max_tokens = count(&map, "max_tokens")?;
+        let max_tokens = count(&map, "max_completion_tokens")?.or(max_tokens);
         let temperature = number(&map, "temperature", 0.0, 2.0)?;
         let top_p = number(&map, "top_p", 0.0, 1.0)?;
         let stop = match map.get("stop") {
@@ -231,8 +285,8 @@ impl ChatRequest {
 fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), Refusal> {
     match map.get("n") {
         None | Some(Value::Null) => {}
-        Some(v) if v.as_u64() == Some(1) => {}
-        Some(v) if v.as_u64().is_some_and(|n| n > 1) => {
+        Some(v) if whole(v) == Some(1) => {}
+        Some(v) if whole(v).is_some_and(|n| n > 1) => {
             return Err(unsupported(
                 "n",
                 "only n=1 is supported: one choice per request",
@@ -381,7 +435,7 @@ fn flag(map: &Map<String, Value>, name: &str) -> Result<bool, Refusal> {
 fn count(map: &Map<String, Value>, name: &str) -> Result<Option<u32>, Refusal> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64() {
+        Some(v) => match whole(v) {
             Some(n) if (1..=1_000_000).contains(&n) => Ok(Some(n as u32)),
             _ => Err(bad(
                 name,
@@ -506,6 +560,11 @@ mod tests {
             ),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0,
+                    "max_completion_tokens":5}"#,
                 "max_tokens",
             ),
             (
