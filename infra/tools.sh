@@ -20,6 +20,12 @@ if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
   echo "tools.sh: installing the openai SDK into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==3.57.0"
 fi
+# schemathesis generates requests from openapi.json and checks the answers (and each SSE event)
+# against it.
+if ! "$venv/bin/python" -c "import schemathesis" >/dev/null 2>&1; then
+  echo "tools.sh: installing schemathesis into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+fi
 # Playwright for Python drives the browser test; the browser is Debian's chromium (never a
 # download by `playwright install`).
 if ! "$venv/bin/python" -c "import playwright" >/dev/null 2>&1; then

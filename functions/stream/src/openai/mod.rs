@@ -93,7 +93,7 @@ impl From<ApiError> for V1Error {
             `data: {\"error\": ...}` line, then the stream ends",
             content(
                 (Object = "application/json"),
-                (String = "text/event-stream"),
+                (wire::ChunkEvent = "text/event-stream"),
             ),
             headers(("x-conversation-id" = uuid::Uuid, description = "The stored turn's id"))),
         (status = 400, description = "A bad or unsupported field, in OpenAI's error shape",

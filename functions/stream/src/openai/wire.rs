@@ -122,6 +122,16 @@ pub const DONE: &str = "data: [DONE]\n\n";
 
 pub use common::error::{OpenAiError, OpenAiErrorDetail};
 
+/// One server-sent event of a streamed completion, as an SSE parser sees it (the events have
+/// no name): its `data` is a `chat.completion.chunk` as JSON, or after a failure an
+/// `{"error": ...}` object, and the last one is `[DONE]`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ChunkEvent {
+    /// A `chat.completion.chunk` or `{"error": ...}` as JSON text; `[DONE]` last.
+    data: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
