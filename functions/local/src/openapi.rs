@@ -158,7 +158,7 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
             }
             _ => false,
         },
-        // `Last-Event-ID`: a position, a whole number.
+        // `Last-Event-ID`: a position, a whole number of up to 19 digits (empty: the start).
         doc.paths
             .paths
             .get_mut("/stream/{id}")
@@ -169,7 +169,7 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
             .and_then(object)
             .map(|o| {
                 o.schema_type = SchemaType::Type(Type::String);
-                o.pattern = Some("^[0-9]{1,19}$".to_owned());
+                o.pattern = Some("^([0-9]{1,19})?$".to_owned());
             })
             .is_some(),
     ];

@@ -16,7 +16,13 @@ use testkit::process::{serve, workspace_root};
 /// requests are accepted cannot hold for them; every other check runs on them too.
 const CURSOR_READS: &str = "^/(history|threads|search)$";
 
-fn schemathesis(base: &str, key: &str, paths: (&str, &str), exclude_checks: &[&str]) -> String {
+fn schemathesis(
+    base: &str,
+    key: &str,
+    paths: (&str, &str),
+    exclude_checks: &[&str],
+    config: &str,
+) -> String {
     let exe = workspace_root().join(".venv/bin/schemathesis");
     assert!(
         exe.exists(),
@@ -25,6 +31,8 @@ fn schemathesis(base: &str, key: &str, paths: (&str, &str), exclude_checks: &[&s
     );
     let dir = std::env::temp_dir().join(format!("schemathesis-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Read from the working directory.
+    std::fs::write(dir.join("schemathesis.toml"), config).unwrap();
     let mut cmd = Command::new(exe);
     cmd.current_dir(&dir)
         .arg("run")
@@ -71,24 +79,43 @@ async fn generated_requests_get_the_answers_the_document_promises() {
         ],
     )
     .await;
+    // A finished turn, for the operations on one turn or thread: generated ids find nothing.
+    let turn = reqwest::Client::new()
+        .post(format!("{base}/stream"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"prompt": "a turn to read, resume, cancel and delete"}))
+        .send()
+        .await
+        .unwrap();
+    let id = turn.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(turn.text().await.unwrap().contains("event: done"));
+    let existing = format!(
+        "[parameters]\n\"path.id\" = \"{id}\"\n\"path.model\" = \"offline-echo\"\n\
+         \"path.file\" = \"app.js\"\n"
+    );
     let base = base.clone();
-    let key2 = key.clone();
     let runs = tokio::task::spawn_blocking(move || {
-        let others = schemathesis(&base, &key2, ("--exclude-path-regex", CURSOR_READS), &[]);
+        let others = schemathesis(&base, &key, ("--exclude-path-regex", CURSOR_READS), &[], "");
         let reads = schemathesis(
             &base,
-            &key2,
+            &key,
             ("--include-path-regex", CURSOR_READS),
             &["positive_data_acceptance"],
+            "",
         );
-        (others, reads)
+        let one = schemathesis(&base, &key, ("--include-path-regex", "[{]"), &[], &existing);
+        (others, reads, one)
     })
     .await;
-    let (others, reads) = match runs {
+    let (others, reads, one) = match runs {
         Ok(r) => r,
         Err(e) => panic!("{e}\nserver:\n{}", server.output()),
     };
-    // Both runs reached the operations they were meant to.
+    // Each run reached the operations it was meant to.
     assert!(!others.contains(" 0 selected"), "{others}");
     assert!(reads.contains("3 selected"), "{reads}");
+    assert!(!one.contains(" 0 selected"), "{one}");
 }

@@ -84,25 +84,44 @@ fn grace_left(id: Uuid, now: SystemTime) -> Duration {
 const MAX_POSITION: usize = i32::MAX as usize - 1;
 
 /// The resume position from `Last-Event-ID` or `?after=`: a whole number of characters.
+/// A value that was given: trimmed, not empty.
+fn given(raw: Option<&str>) -> Option<&str> {
+    raw.map(str::trim).filter(|r| !r.is_empty())
+}
+
 fn position(headers: &HeaderMap, after: Option<&str>) -> Result<usize, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "the position (Last-Event-ID or after) must be the id of a delta: a whole number",
+        )
+    };
     let header = headers
         .get("last-event-id")
         .map(|v| v.to_str().map_err(|_| ()))
         .transpose()
         .map_err(|_| ApiError::invalid("Last-Event-ID must be a position a delta's id gave"))?;
-    let raw = header.or(after).map(str::trim).filter(|r| !r.is_empty());
-    match raw {
-        None => Ok(0),
-        // No answer is longer than 2^31 characters: a position beyond that is beyond the end.
-        Some(raw) => raw
-            .parse::<usize>()
-            .map(|p| p.min(MAX_POSITION))
-            .map_err(|_| {
-                ApiError::invalid(
-                    "the position (Last-Event-ID or after) must be the id of a delta: a whole number",
-                )
-            }),
-    }
+    // Up to 19 digits (what the document's pattern says; empty is the start).
+    let header = given(header)
+        .map(|raw| {
+            let digits = raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit());
+            digits
+                .then(|| raw.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(bad)
+        })
+        .transpose()?;
+    // `after` is checked even when the header wins: an int64, as documented.
+    let after = given(after)
+        .map(|raw| {
+            raw.parse::<i64>()
+                .ok()
+                .and_then(|p| u64::try_from(p).ok())
+                .ok_or_else(bad)
+        })
+        .transpose()?;
+    // No answer is longer than 2^31 characters: a position beyond that is beyond the end.
+    let at = header.or(after).unwrap_or(0);
+    Ok(usize::try_from(at).unwrap_or(usize::MAX).min(MAX_POSITION))
 }
 
 /// Re-attaches to one of the caller's turns: its `start`, the stored text after the position,
@@ -360,7 +379,23 @@ mod tests {
             position(&HeaderMap::new(), Some("7030106544")).unwrap(),
             MAX_POSITION
         );
-        for bad in ["-1", "x", "1.5", "99999999999999999999999"] {
+        assert!(position(&headers, Some("9223372036854775808")).is_err());
+        for (value, ok) in [
+            ("", true),
+            ("9999999999999999999", true),
+            ("+5", false),
+            ("10000000000000000000", false),
+        ] {
+            headers.insert("last-event-id", value.parse().unwrap());
+            assert_eq!(position(&headers, None).is_ok(), ok, "{value:?}");
+        }
+        for bad in [
+            "-1",
+            "x",
+            "1.5",
+            "99999999999999999999999",
+            "9223372036854775808",
+        ] {
             assert!(position(&HeaderMap::new(), Some(bad)).is_err(), "{bad}");
         }
     }

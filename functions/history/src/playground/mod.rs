@@ -52,8 +52,10 @@ pub async fn page_handler(State(p): State<Playground>) -> Response {
 #[utoipa::path(get, path = "/playground/{file}", tag = "playground", security(()),
     params(("file" = String, Path, description = "`app.js` or `app.css`")),
     responses(
-        (status = 200, description = "The file (JavaScript or CSS)", content_type = "text/plain",
-            body = String),
+        (status = 200, description = "The file (JavaScript or CSS)", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
         (status = 404, description = "No such file", body = common::error::ErrorBody),
         (status = 422, description = "A file name that does not decode (invalid UTF-8)",
             body = common::error::ErrorBody),
