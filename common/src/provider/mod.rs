@@ -103,13 +103,18 @@ impl CompletionRequest {
     /// The text of the last user message (what a guardrail checks, what the offline provider
     /// answers).
     pub fn last_user_text(&self) -> String {
-        self.messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.text())
-            .unwrap_or_default()
+        last_user_text(&self.messages)
     }
+}
+
+/// The text of the last user message among `messages` (empty without one).
+pub fn last_user_text(messages: &[Message]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.text())
+        .unwrap_or_default()
 }
 
 /// One item of a generation: text, then exactly one `Finish` at the end.

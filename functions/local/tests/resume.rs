@@ -34,6 +34,19 @@ async fn two(db: &TestDb, extra: &[(&str, &str)]) -> ((Proc, String), (Proc, Str
     (a, b)
 }
 
+/// Two servers on one database whose provider is `fake`.
+async fn two_on(db: &TestDb, fake: &FakeOpenAi) -> ((Proc, String), (Proc, String)) {
+    let base_url = fake.base_url();
+    two(
+        db,
+        &[
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", base_url.as_str()),
+        ],
+    )
+    .await
+}
+
 async fn start(http: &reqwest::Client, base: &str, prompt: &str) -> reqwest::Response {
     let resp = http
         .post(format!("{base}/stream"))
@@ -193,15 +206,7 @@ async fn a_cancel_sent_to_another_process_stops_the_generation_within_a_checkpoi
     ))])
     .await;
     let db = TestDb::new().await;
-    let base_url = fake.base_url();
-    let ((_a, a), (_b, b)) = two(
-        &db,
-        &[
-            ("LLM_PROVIDER", "openai"),
-            ("OPENAI_BASE_URL", base_url.as_str()),
-        ],
-    )
-    .await;
+    let ((_a, a), (_b, b)) = two_on(&db, &fake).await;
     let http = client();
     let resp = start(&http, &a, "a long answer").await;
     let id = resp.headers()["x-conversation-id"]
@@ -280,15 +285,7 @@ async fn another_process_reaches_a_turn_before_its_first_text() {
     slow.extend(answer(&["never ", "sent"], Duration::from_millis(10)));
     let fake = FakeOpenAi::start(vec![Reply::Stream(slow.clone()), Reply::Stream(slow)]).await;
     let db = TestDb::new().await;
-    let base_url = fake.base_url();
-    let ((_a, a), (_b, b)) = two(
-        &db,
-        &[
-            ("LLM_PROVIDER", "openai"),
-            ("OPENAI_BASE_URL", base_url.as_str()),
-        ],
-    )
-    .await;
+    let ((_a, a), (_b, b)) = two_on(&db, &fake).await;
     let http = client();
     let id_of = |resp: &reqwest::Response| {
         resp.headers()["x-conversation-id"]

@@ -48,6 +48,15 @@ pub fn body_of(
 
 /// A `text/event-stream` response (no caching, no proxy buffering) naming the turn.
 pub fn response(id: uuid::Uuid, body: Body) -> Response {
+    let mut response = event_stream(body);
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-conversation-id", v);
+    }
+    response
+}
+
+/// A `text/event-stream` response: no caching, no proxy buffering; the stream logs its own line.
+pub fn event_stream(body: Body) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
@@ -57,9 +66,6 @@ pub fn response(id: uuid::Uuid, body: Body) -> Response {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
-        headers.insert("x-conversation-id", v);
-    }
     response
         .extensions_mut()
         .insert(common::telemetry::LogsItself);

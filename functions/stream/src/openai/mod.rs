@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::auth::Owner;
@@ -259,18 +259,7 @@ fn streamed(
             Bytes::from(frame)
         })
     });
-    let mut response = Response::new(Body::from_stream(frames));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-        .extensions_mut()
-        .insert(common::telemetry::LogsItself);
-    response
+    crate::sse::event_stream(Body::from_stream(frames))
 }
 
 /// A call without streaming: the whole answer once the turn has ended (and been saved).

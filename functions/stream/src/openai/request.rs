@@ -252,12 +252,7 @@ impl ChatRequest {
 
     /// The prompt: the last user message's text.
     pub fn prompt(&self) -> String {
-        self.messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.text())
-            .unwrap_or_default()
+        common::provider::last_user_text(&self.messages)
     }
 
     /// The messages before the prompt, as sent (stored as the turn's context).
