@@ -91,17 +91,52 @@ async fn chat(http: &reqwest::Client, url: &str, prompt: &str) -> anyhow::Result
     measure(resp, started, "\"content\":\"w").await
 }
 
+/// The floor any proxy pays: a server on the service's HTTP stack that sends each request on
+/// to the upstream with an HTTP client set up as the provider's and streams the answer back,
+/// and does nothing else (no parsing, no guardrails, no record). Returns its chat URL.
+async fn bare_proxy(upstream: String) -> anyhow::Result<String> {
+    use axum::response::IntoResponse;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()?;
+    let forward = move |body: bytes::Bytes| {
+        let (http, url) = (http.clone(), format!("{upstream}/chat/completions"));
+        async move {
+            let sent = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(resp.bytes_stream()),
+                )
+                    .into_response(),
+                Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/chat/completions", axum::routing::post(forward));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/chat/completions", listener.local_addr()?);
+    tokio::spawn(async move { common::http::serve(listener, app).await });
+    Ok(url)
+}
+
 /// Time to first content, one upstream, side by side: the upstream directly, `/stream`,
-/// `/v1/chat/completions`, at `concurrency` streams of `prompt`: `(direct, stream, chat)` p50
-/// and p99.
+/// `/v1/chat/completions` and the bare proxy, at `concurrency` streams of `prompt`:
+/// `(direct, stream, chat, bare proxy)` p50 and p99.
 async fn side_by_side(
     http: &reqwest::Client,
     fake: &Arc<FakeOpenAi>,
-    stream_url: &str,
-    chat_url: &str,
+    urls: &Urls,
     concurrency: usize,
     prompt: &'static str,
 ) -> anyhow::Result<Vec<(Duration, Duration)>> {
+    let (stream_url, chat_url) = (urls.stream.as_str(), urls.chat.as_str());
     let total = 200;
     let (h, f) = (http.clone(), fake.clone());
     let d = round(concurrency, total, move || {
@@ -122,13 +157,26 @@ async fn side_by_side(
         async move { chat(&h, &u, prompt).await }
     })
     .await?;
-    Ok([d, s, c]
+    let (h, u) = (http.clone(), urls.proxy.clone());
+    let p = round(concurrency, total, move || {
+        let (h, u) = (h.clone(), u.clone());
+        async move { chat(&h, &u, prompt).await }
+    })
+    .await?;
+    Ok([d, s, c, p]
         .into_iter()
         .map(|samples| {
             let mut t: Vec<Duration> = samples.iter().map(|x| x.ttfb).collect();
             (percentile(&mut t, 50.0), percentile(&mut t, 99.0))
         })
         .collect())
+}
+
+/// Where the side-by-side comparison sends its requests.
+struct Urls {
+    stream: String,
+    chat: String,
+    proxy: String,
 }
 
 /// Turns in the thread the continuation benchmark continues.
@@ -206,6 +254,9 @@ pub struct Overheads {
     /// and its p50 over the direct p50 at 20 streams.
     pub chat_added: (Duration, Duration),
     pub chat_ratio_20: f64,
+    /// The bare proxy's p50 over the direct p50 at 20 streams, the upstream answering at once:
+    /// what forwarding alone costs on this machine.
+    pub proxy_ratio_20: f64,
     /// The same ratio when the upstream's first token takes [`MODEL_FIRST_TOKEN`].
     pub chat_ratio_20_model: f64,
 }
@@ -303,22 +354,28 @@ pub async fn run() -> anyhow::Result<Overheads> {
         ],
         &rows,
     );
-    let chat_url = url.replace("/stream", "/v1/chat/completions");
+    let urls = Urls {
+        stream: url.clone(),
+        chat: url.replace("/stream", "/v1/chat/completions"),
+        proxy: bare_proxy(base.clone()).await?,
+    };
     for _ in 0..20 {
-        chat(&http, &chat_url, "hi").await?;
+        chat(&http, &urls.chat, "hi").await?;
+        chat(&http, &urls.proxy, "hi").await?;
     }
     let mut side = Vec::new();
     let mut chat_added = (Duration::ZERO, Duration::ZERO);
-    let (mut chat_ratio_20, mut chat_ratio_20_model) = (0.0, 0.0);
+    let (mut chat_ratio_20, mut chat_ratio_20_model, mut proxy_ratio_20) = (0.0, 0.0, 0.0);
     let model_ms = MODEL_FIRST_TOKEN.as_millis();
     for (concurrency, prompt) in [(1usize, "hi"), (20, "hi"), (20, SLOW_START)] {
-        let r = side_by_side(&http, &fake, &url, &chat_url, concurrency, prompt).await?;
-        let (d, s, c) = (r[0], r[1], r[2]);
-        let ratio = c.0.as_secs_f64() / d.0.as_secs_f64().max(1e-9);
+        let r = side_by_side(&http, &fake, &urls, concurrency, prompt).await?;
+        let (d, s, c, p) = (r[0], r[1], r[2], r[3]);
+        let over = |x: Duration| x.as_secs_f64() / d.0.as_secs_f64().max(1e-9);
+        let (ratio, proxy_ratio) = (over(c.0), over(p.0));
         match (concurrency, prompt) {
             (1, _) => chat_added = (c.0.saturating_sub(d.0), c.1.saturating_sub(d.1)),
             (_, SLOW_START) => chat_ratio_20_model = ratio,
-            _ => chat_ratio_20 = ratio,
+            _ => (chat_ratio_20, proxy_ratio_20) = (ratio, proxy_ratio),
         }
         side.push(vec![
             concurrency.to_string(),
@@ -332,13 +389,17 @@ pub async fn run() -> anyhow::Result<Overheads> {
             ms(c.0),
             ms(c.0.saturating_sub(d.0)),
             format!("{ratio:.2}"),
+            ms(p.0),
+            format!("{proxy_ratio:.2}"),
             ms(d.1),
             ms(s.1),
             ms(c.1),
+            ms(p.1),
         ]);
     }
     println!(
-        "\nthe upstream directly, /stream and /v1/chat/completions side by side (time to first content, milliseconds):\n"
+        "\nthe upstream directly, /stream, /v1/chat/completions and a bare proxy (forwards the request, streams the \
+         answer back, nothing else) side by side (time to first content, milliseconds):\n"
     );
     table(
         &[
@@ -349,9 +410,12 @@ pub async fn run() -> anyhow::Result<Overheads> {
             "/v1 p50",
             "/v1 added p50",
             "/v1 ÷ direct p50",
+            "bare proxy p50",
+            "bare proxy ÷ direct p50",
             "direct p99",
             "/stream p99",
             "/v1 p99",
+            "bare proxy p99",
         ],
         &side,
     );
@@ -382,6 +446,7 @@ pub async fn run() -> anyhow::Result<Overheads> {
         thread_added: (c50.saturating_sub(f50), c99.saturating_sub(f99)),
         chat_added,
         chat_ratio_20,
+        proxy_ratio_20,
         chat_ratio_20_model,
     })
 }
