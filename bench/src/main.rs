@@ -146,6 +146,19 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
             overheads.chat_ratio_20_model
         ),
     ]);
+    let (stream_cpu, chat_cpu, proxy_cpu) = overheads.cpu_added;
+    lines.push(vec![
+        "CPU time per stream added to the direct path (20 chunks, 20 streams at a time; this \
+         process only, PostgreSQL's not counted): `/stream` · `/v1/chat/completions` · a bare \
+         proxy"
+            .into(),
+        format!(
+            "{} · {} · {} ms",
+            ms(stream_cpu),
+            ms(chat_cpu),
+            ms(proxy_cpu)
+        ),
+    ]);
     for (label, a, b) in history.iter().chain(search.iter()) {
         lines.push(vec![
             format!("{label} ({} rows)", thousands(ROWS)),

@@ -126,50 +126,81 @@ async fn bare_proxy(upstream: String) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// The CPU time this process's threads (bench client, local upstream and service alike) have
+/// used so far: the sum of their run times in `/proc/self/task/*/schedstat` (nanoseconds).
+fn cpu_time() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// One path's time to first content (p50, p99) and the process's CPU time per whole stream.
+#[derive(Clone, Copy)]
+struct PathFigures {
+    p50: Duration,
+    p99: Duration,
+    cpu: Duration,
+}
+
+/// [`round`], with the figures of [`PathFigures`].
+async fn measured<F, Fut>(concurrency: usize, total: usize, f: F) -> anyhow::Result<PathFigures>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Sample>> + Send + 'static,
+{
+    let before = cpu_time();
+    let samples = round(concurrency, total, f).await?;
+    let cpu = cpu_time().saturating_sub(before) / u32::try_from(total)?;
+    let mut t: Vec<Duration> = samples.iter().map(|x| x.ttfb).collect();
+    Ok(PathFigures {
+        p50: percentile(&mut t, 50.0),
+        p99: percentile(&mut t, 99.0),
+        cpu,
+    })
+}
+
 /// Time to first content, one upstream, side by side: the upstream directly, `/stream`,
-/// `/v1/chat/completions` and the bare proxy, at `concurrency` streams of `prompt`:
-/// `(direct, stream, chat, bare proxy)` p50 and p99.
+/// `/v1/chat/completions` and the bare proxy, at `concurrency` streams of `prompt`, in that
+/// order.
 async fn side_by_side(
     http: &reqwest::Client,
     fake: &Arc<FakeOpenAi>,
     urls: &Urls,
     concurrency: usize,
     prompt: &'static str,
-) -> anyhow::Result<Vec<(Duration, Duration)>> {
-    let (stream_url, chat_url) = (urls.stream.as_str(), urls.chat.as_str());
+) -> anyhow::Result<[PathFigures; 4]> {
     let total = 200;
     let (h, f) = (http.clone(), fake.clone());
-    let d = round(concurrency, total, move || {
+    let d = measured(concurrency, total, move || {
         let (h, f) = (h.clone(), f.clone());
         async move { direct_with(&h, &f, prompt).await }
     })
     .await?;
-    let (h, u) = (http.clone(), stream_url.to_owned());
+    let (h, u) = (http.clone(), urls.stream.clone());
     let body = json!({ "prompt": prompt }).to_string();
-    let s = round(concurrency, total, move || {
+    let s = measured(concurrency, total, move || {
         let (h, u, b) = (h.clone(), u.clone(), body.clone());
         async move { service_with(&h, &u, b).await }
     })
     .await?;
-    let (h, u) = (http.clone(), chat_url.to_owned());
-    let c = round(concurrency, total, move || {
-        let (h, u) = (h.clone(), u.clone());
-        async move { chat(&h, &u, prompt).await }
-    })
-    .await?;
-    let (h, u) = (http.clone(), urls.proxy.clone());
-    let p = round(concurrency, total, move || {
-        let (h, u) = (h.clone(), u.clone());
-        async move { chat(&h, &u, prompt).await }
-    })
-    .await?;
-    Ok([d, s, c, p]
-        .into_iter()
-        .map(|samples| {
-            let mut t: Vec<Duration> = samples.iter().map(|x| x.ttfb).collect();
-            (percentile(&mut t, 50.0), percentile(&mut t, 99.0))
-        })
-        .collect())
+    let mut chats = Vec::new();
+    for url in [&urls.chat, &urls.proxy] {
+        let (h, u) = (http.clone(), url.clone());
+        chats.push(
+            measured(concurrency, total, move || {
+                let (h, u) = (h.clone(), u.clone());
+                async move { chat(&h, &u, prompt).await }
+            })
+            .await?,
+        );
+    }
+    Ok([d, s, chats[0], chats[1]])
 }
 
 /// Where the side-by-side comparison sends its requests.
@@ -259,6 +290,10 @@ pub struct Overheads {
     pub proxy_ratio_20: f64,
     /// The same ratio when the upstream's first token takes [`MODEL_FIRST_TOKEN`].
     pub chat_ratio_20_model: f64,
+    /// The CPU time per stream `/stream`, `/v1/chat/completions` and the bare proxy add to the
+    /// direct path at 20 streams, the upstream answering at once. (One stream at a time, idle
+    /// worker threads waking for every chunk cost more than the work: the table shows it.)
+    pub cpu_added: (Duration, Duration, Duration),
 }
 
 pub async fn run() -> anyhow::Result<Overheads> {
@@ -366,16 +401,21 @@ pub async fn run() -> anyhow::Result<Overheads> {
     let mut side = Vec::new();
     let mut chat_added = (Duration::ZERO, Duration::ZERO);
     let (mut chat_ratio_20, mut chat_ratio_20_model, mut proxy_ratio_20) = (0.0, 0.0, 0.0);
+    let mut cpu = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut cpu_rows = Vec::new();
     let model_ms = MODEL_FIRST_TOKEN.as_millis();
     for (concurrency, prompt) in [(1usize, "hi"), (20, "hi"), (20, SLOW_START)] {
-        let r = side_by_side(&http, &fake, &urls, concurrency, prompt).await?;
-        let (d, s, c, p) = (r[0], r[1], r[2], r[3]);
-        let over = |x: Duration| x.as_secs_f64() / d.0.as_secs_f64().max(1e-9);
-        let (ratio, proxy_ratio) = (over(c.0), over(p.0));
+        let [d, s, c, p] = side_by_side(&http, &fake, &urls, concurrency, prompt).await?;
+        let over = |x: Duration| x.as_secs_f64() / d.p50.as_secs_f64().max(1e-9);
+        let (ratio, proxy_ratio) = (over(c.p50), over(p.p50));
+        let cpu_added = |x: PathFigures| x.cpu.saturating_sub(d.cpu);
         match (concurrency, prompt) {
-            (1, _) => chat_added = (c.0.saturating_sub(d.0), c.1.saturating_sub(d.1)),
+            (1, _) => chat_added = (c.p50.saturating_sub(d.p50), c.p99.saturating_sub(d.p99)),
             (_, SLOW_START) => chat_ratio_20_model = ratio,
-            _ => (chat_ratio_20, proxy_ratio_20) = (ratio, proxy_ratio),
+            _ => {
+                (chat_ratio_20, proxy_ratio_20) = (ratio, proxy_ratio);
+                cpu = (cpu_added(s), cpu_added(c), cpu_added(p));
+            }
         }
         side.push(vec![
             concurrency.to_string(),
@@ -384,17 +424,32 @@ pub async fn run() -> anyhow::Result<Overheads> {
             } else {
                 "at once".into()
             },
-            ms(d.0),
-            ms(s.0),
-            ms(c.0),
-            ms(c.0.saturating_sub(d.0)),
+            ms(d.p50),
+            ms(s.p50),
+            ms(c.p50),
+            ms(c.p50.saturating_sub(d.p50)),
             format!("{ratio:.2}"),
-            ms(p.0),
+            ms(p.p50),
             format!("{proxy_ratio:.2}"),
-            ms(d.1),
-            ms(s.1),
-            ms(c.1),
-            ms(p.1),
+            ms(d.p99),
+            ms(s.p99),
+            ms(c.p99),
+            ms(p.p99),
+        ]);
+        cpu_rows.push(vec![
+            concurrency.to_string(),
+            if prompt == SLOW_START {
+                format!("after {model_ms} ms")
+            } else {
+                "at once".into()
+            },
+            ms(d.cpu),
+            ms(s.cpu),
+            ms(c.cpu),
+            ms(p.cpu),
+            ms(cpu_added(s)),
+            ms(cpu_added(c)),
+            ms(cpu_added(p)),
         ]);
     }
     println!(
@@ -418,6 +473,25 @@ pub async fn run() -> anyhow::Result<Overheads> {
             "bare proxy p99",
         ],
         &side,
+    );
+    println!(
+        "\nCPU time per whole stream of {WORDS} chunks, this process (bench client, local upstream and, \
+         but for direct, the service; PostgreSQL's own not counted), and what each path adds to direct \
+         (milliseconds):\n"
+    );
+    table(
+        &[
+            "streams",
+            "upstream's first token",
+            "direct",
+            "/stream",
+            "/v1",
+            "bare proxy",
+            "/stream added",
+            "/v1 added",
+            "bare proxy added",
+        ],
+        &cpu_rows,
     );
     let (f50, c50, f99, c99) = continued(&http, &url, &store).await?;
     println!(
@@ -448,5 +522,6 @@ pub async fn run() -> anyhow::Result<Overheads> {
         chat_ratio_20,
         proxy_ratio_20,
         chat_ratio_20_model,
+        cpu_added: cpu,
     })
 }
