@@ -251,7 +251,7 @@ fn streamed(
                 }
                 Item::Final(StreamEvent::Error(f)) => {
                     // As OpenAI ends a stream that failed: an error object, then nothing.
-                    wire::frame(&serde_json::to_value(failure(&f)).unwrap_or_default())
+                    wire::frame(&failure(&f))
                 }
                 Item::Final(_) => String::new(),
             };

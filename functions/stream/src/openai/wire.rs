@@ -4,6 +4,7 @@
 //! `data: [DONE]`), and the error object.
 
 use common::domain::Usage;
+use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -32,50 +33,50 @@ impl Call {
         }
     }
 
-    fn chunk(&self, choices: Value, usage: Option<Value>) -> Value {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": null,
-            "choices": choices,
-        });
-        if self.include_usage {
-            chunk["usage"] = usage.unwrap_or(Value::Null);
+    fn chunk<'a>(&'a self, choice: Option<Choice<'a>>, usage: Option<Usage>) -> Chunk<'a> {
+        Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: None,
+            choices: choice,
+            usage: self.include_usage.then(|| usage.map(UsageCounts::from)),
         }
-        chunk
     }
 
     /// The first chunk: the role.
-    pub fn role(&self) -> Value {
+    pub fn role(&self) -> Chunk<'_> {
         self.chunk(
-            json!([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                    "logprobs": null, "finish_reason": null}]),
+            Some(Choice::delta(Delta {
+                role: Some("assistant"),
+                content: Some(""),
+            })),
             None,
         )
     }
 
     /// A chunk of content.
-    pub fn content(&self, text: &str) -> Value {
+    pub fn content<'a>(&'a self, text: &'a str) -> Chunk<'a> {
         self.chunk(
-            json!([{"index": 0, "delta": {"content": text}, "logprobs": null,
-                    "finish_reason": null}]),
+            Some(Choice::delta(Delta {
+                role: None,
+                content: Some(text),
+            })),
             None,
         )
     }
 
     /// The chunk that ends the choice.
-    pub fn finish(&self, reason: &str) -> Value {
-        self.chunk(
-            json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}]),
-            None,
-        )
+    pub fn finish<'a>(&'a self, reason: &'a str) -> Chunk<'a> {
+        let mut choice = Choice::delta(Delta::default());
+        choice.finish_reason = Some(reason);
+        self.chunk(Some(choice), None)
     }
 
     /// The usage chunk (sent only with `stream_options.include_usage`): no choices.
-    pub fn usage(&self, usage: Usage) -> Value {
-        self.chunk(json!([]), Some(usage_json(usage)))
+    pub fn usage(&self, usage: Usage) -> Chunk<'_> {
+        self.chunk(None, Some(usage))
     }
 
     /// The whole answer as one `chat.completion`.
@@ -97,14 +98,75 @@ impl Call {
     }
 }
 
+/// One `chat.completion.chunk`, written straight from borrowed parts (one is written for every
+/// piece of every answer).
+#[derive(Debug, Serialize)]
+pub struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    system_fingerprint: Option<&'a str>,
+    /// One choice, or none (the usage chunk).
+    #[serde(serialize_with = "as_list")]
+    choices: Option<Choice<'a>>,
+    /// Present (null until the usage chunk) only with `stream_options.include_usage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<UsageCounts>>,
+}
+
+/// An optional item as a list of zero or one.
+fn as_list<S: serde::Serializer>(item: &Option<Choice<'_>>, s: S) -> Result<S::Ok, S::Error> {
+    item.as_slice().serialize(s)
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Choice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+impl<'a> Choice<'a> {
+    fn delta(delta: Delta<'a>) -> Self {
+        Self {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
 /// `usage` with every count present (the SDKs require the three; unknown counts are 0).
+#[derive(Debug, Clone, Copy, Serialize)]
+struct UsageCounts {
+    prompt_tokens: i32,
+    completion_tokens: i32,
+    total_tokens: i32,
+}
+
+impl From<Usage> for UsageCounts {
+    fn from(u: Usage) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens.unwrap_or(0),
+            completion_tokens: u.completion_tokens.unwrap_or(0),
+            total_tokens: u.total_tokens.unwrap_or(0),
+        }
+    }
+}
+
 fn usage_json(u: Usage) -> Value {
-    let n = |v: Option<i32>| v.unwrap_or(0);
-    json!({
-        "prompt_tokens": n(u.prompt_tokens),
-        "completion_tokens": n(u.completion_tokens),
-        "total_tokens": n(u.total_tokens),
-    })
+    serde_json::to_value(UsageCounts::from(u)).unwrap_or_default()
 }
 
 /// The finish reason clients get: the provider's, `stop` when it gave none.
@@ -112,9 +174,13 @@ pub fn finish_reason(reason: Option<&str>) -> &str {
     reason.unwrap_or("stop")
 }
 
-/// One SSE frame of a chunk.
-pub fn frame(chunk: &Value) -> String {
-    format!("data: {chunk}\n\n")
+/// One SSE frame of a chunk (or of an error object).
+pub fn frame(chunk: &impl Serialize) -> String {
+    let mut out = b"data: ".to_vec();
+    // Writing these types into memory cannot fail.
+    let _ = serde_json::to_writer(&mut out, chunk);
+    out.extend_from_slice(b"\n\n");
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The last frame of a stream that succeeded.
@@ -136,6 +202,10 @@ pub struct ChunkEvent {
 mod tests {
     use super::*;
 
+    fn value(chunk: &Chunk<'_>) -> Value {
+        serde_json::to_value(chunk).unwrap()
+    }
+
     fn call(include_usage: bool) -> Call {
         Call::new(
             Uuid::nil(),
@@ -153,7 +223,8 @@ mod tests {
             c.content("Hel"),
             c.content("lo"),
             c.finish("stop"),
-        ];
+        ]
+        .map(|chunk| value(&chunk));
         for chunk in &chunks {
             assert_eq!(chunk["id"], "chatcmpl-00000000000000000000000000000000");
             assert_eq!(chunk["object"], "chat.completion.chunk");
@@ -172,19 +243,31 @@ mod tests {
         let usage = c.usage(Usage {
             prompt_tokens: Some(3),
             completion_tokens: Some(2),
-            total_tokens: Some(5),
+            total_tokens: None,
         });
+        let framed = frame(&usage);
+        let usage = value(&usage);
         assert_eq!(usage["choices"], json!([]));
-        assert_eq!(usage["usage"]["total_tokens"], 5);
+        assert_eq!(
+            usage["usage"],
+            json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 0})
+        );
         assert_eq!(usage["id"], chunks[0]["id"]);
-        assert_eq!(frame(&usage), format!("data: {usage}\n\n"));
+        // One line of JSON between `data: ` and the blank line.
+        let json = framed
+            .strip_prefix("data: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
+        assert!(!json.contains('\n'));
+        assert_eq!(serde_json::from_str::<Value>(json).unwrap(), usage);
         assert_eq!(DONE, "data: [DONE]\n\n");
     }
 
     #[test]
     fn without_include_usage_no_chunk_names_usage() {
         let c = call(false);
-        assert!(c.content("x").get("usage").is_none());
+        assert!(value(&c.content("x")).get("usage").is_none());
     }
 
     #[test]
