@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the project's own tools into .venv (cargo-lambda, which brings zig; the OpenAI SDK
-# and Playwright the tests use), Debian's chromium for the browser test, and makes sure
-# cargo-nextest is there; `infra/tools.sh sam` also installs the SAM CLI and cfn-lint.
+# and Playwright the tests use), the OpenAI JavaScript SDK under .local/node, Debian's chromium
+# for the browser test (and Node.js when missing), and makes sure cargo-nextest is there; `infra/tools.sh sam` also installs the SAM CLI and cfn-lint.
 # Idempotent and quiet when everything is already installed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,12 +32,25 @@ if ! "$venv/bin/python" -c "import playwright" >/dev/null 2>&1; then
   echo "tools.sh: installing playwright into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "playwright==1.65.2"
 fi
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
-  echo "tools.sh: installing chromium (apt-get)" >&2
-  sudo=""
+apt_install() {
+  echo "tools.sh: installing $* (apt-get)" >&2
+  local sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  apt_install chromium
+fi
+# The official OpenAI SDK for JavaScript, for the same tests, from npm into .local/node: its
+# newest release that runs on Node.js 20 (7.x needs 22, which neither Debian nor this machine has).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_install nodejs npm
+fi
+node_sdk="$root/.local/node/node_modules/openai/package.json"
+if ! grep -q '"version": "6.30.1"' "$node_sdk" 2>/dev/null; then
+  echo "tools.sh: installing the openai SDK for JavaScript into $root/.local/node" >&2
+  npm install --silent --no-audit --no-fund --prefix "$root/.local/node" "openai@6.30.1" >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "tools.sh: installing cargo-nextest" >&2

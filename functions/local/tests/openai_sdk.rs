@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The OpenAI-compatible API with the official OpenAI Python SDK (`openai` from PyPI, installed
-//! into the project's `.venv` by `make test`) against the server process, the upstream a local
-//! OpenAI-compatible server that records what it receives. The SDK's own checks are in
-//! `tests/sdk/openai_sdk.py`; here: what reached the provider, and what was stored.
+//! The OpenAI-compatible API with the official OpenAI SDKs, Python (`openai` from PyPI, in the
+//! project's `.venv`) and JavaScript (`openai` from npm, under `.local/node`), both installed by
+//! `make test`, against the server process, the upstream a local OpenAI-compatible server that
+//! records what it receives. The SDKs' own checks are in `tests/sdk/openai_sdk.py` and
+//! `tests/sdk/openai_sdk.cjs` (the same checks); here: what reached the provider, and what was
+//! stored.
 
 use std::process::Command;
 use std::time::Duration;
@@ -13,18 +15,45 @@ use testkit::TestDb;
 use testkit::fake_openai::{FakeOpenAi, Part, Reply, answer};
 use testkit::process::{serve, workspace_root};
 
-fn python() -> std::path::PathBuf {
+fn python() -> Command {
     let path = workspace_root().join(".venv/bin/python");
     assert!(
         path.exists(),
         "{} not found: run `make test` (infra/tools.sh installs the OpenAI SDK into .venv)",
         path.display()
     );
-    path
+    let mut command = Command::new(path);
+    command.arg(workspace_root().join("functions/local/tests/sdk/openai_sdk.py"));
+    command
+}
+
+fn node() -> Command {
+    let modules = workspace_root().join(".local/node/node_modules");
+    assert!(
+        modules.join("openai").exists(),
+        "{} has no openai: run `make test` (infra/tools.sh installs the OpenAI SDK there)",
+        modules.display()
+    );
+    let mut command = Command::new("node");
+    command
+        .env("NODE_PATH", modules)
+        .arg(workspace_root().join("functions/local/tests/sdk/openai_sdk.cjs"));
+    command
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_works_unchanged_and_every_call_is_kept() {
+    an_sdk_works_unchanged_and_every_call_is_kept(python()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_javascript_sdk_works_unchanged_and_every_call_is_kept() {
+    an_sdk_works_unchanged_and_every_call_is_kept(node()).await;
+}
+
+/// Runs an SDK's checks (`sdk BASE_URL KEY`, one JSON line per call on stdout), then checks what
+/// reached the provider and what was stored.
+async fn an_sdk_works_unchanged_and_every_call_is_kept(mut sdk: Command) {
     let fake = FakeOpenAi::by_prompt(|prompt, _| {
         if prompt == "fail midway" {
             let mut parts = answer(&["Half "], Duration::ZERO);
@@ -64,12 +93,7 @@ async fn the_official_python_sdk_works_unchanged_and_every_call_is_kept() {
     )
     .await;
 
-    let out = Command::new(python())
-        .arg(workspace_root().join("functions/local/tests/sdk/openai_sdk.py"))
-        .arg(&base)
-        .arg(&key)
-        .output()
-        .unwrap();
+    let out = sdk.arg(&base).arg(&key).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
