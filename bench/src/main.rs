@@ -24,6 +24,7 @@ mod history_bench;
 mod load;
 mod resume_bench;
 mod search_bench;
+mod side_by_side;
 mod stats;
 mod stream_bench;
 
@@ -140,13 +141,13 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
             .into(),
         format!(
             "{} · {:.2}× ({:.2}×) · {:.2}×",
-            p(overheads.chat_added.0, overheads.chat_added.1),
-            overheads.chat_ratio_20,
-            overheads.proxy_ratio_20,
-            overheads.chat_ratio_20_model
+            p(overheads.chat.added.0, overheads.chat.added.1),
+            overheads.chat.ratio_20,
+            overheads.chat.proxy_ratio_20,
+            overheads.chat.ratio_20_model
         ),
     ]);
-    let (stream_cpu, chat_cpu, proxy_cpu) = overheads.cpu_added;
+    let (stream_cpu, chat_cpu, proxy_cpu) = overheads.chat.cpu_added;
     lines.push(vec![
         "CPU time per stream added to the direct path (20 chunks, 20 streams at a time; this \
          process only, PostgreSQL's not counted): `/stream` · `/v1/chat/completions` · a bare \

@@ -1,0 +1,262 @@
+//! The OpenAI-compatible API side by side with the upstream called directly, `/stream` and a
+//! bare proxy (the floor of forwarding on this machine): time to first content and CPU time per
+//! stream, at one and 20 streams, against an upstream that answers at once and one whose first
+//! token takes [`MODEL_FIRST_TOKEN`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::fake_openai::FakeOpenAi;
+
+use crate::stats::{ms, percentile, table};
+use crate::stream_bench::{
+    MODEL_FIRST_TOKEN, SLOW_START, Sample, WORDS, chat, direct_with, round, service_with,
+};
+
+/// The floor any proxy pays: a server on the service's HTTP stack that sends each request on
+/// to the upstream with an HTTP client set up as the provider's and streams the answer back,
+/// and does nothing else (no parsing, no guardrails, no record). Returns its chat URL.
+pub async fn bare_proxy(upstream: String) -> anyhow::Result<String> {
+    use axum::response::IntoResponse;
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()?;
+    let forward = move |body: bytes::Bytes| {
+        let (http, url) = (http.clone(), format!("{upstream}/chat/completions"));
+        async move {
+            let sent = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => (
+                    [("content-type", "text/event-stream")],
+                    axum::body::Body::from_stream(resp.bytes_stream()),
+                )
+                    .into_response(),
+                Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/chat/completions", axum::routing::post(forward));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/chat/completions", listener.local_addr()?);
+    tokio::spawn(async move { common::http::serve(listener, app).await });
+    Ok(url)
+}
+
+/// The CPU time this process's threads (bench client, local upstream and service alike) have
+/// used so far: the sum of their run times in `/proc/self/task/*/schedstat` (nanoseconds).
+fn cpu_time() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// One path's time to first content (p50, p99) and the process's CPU time per whole stream.
+#[derive(Clone, Copy)]
+struct PathFigures {
+    p50: Duration,
+    p99: Duration,
+    cpu: Duration,
+}
+
+/// [`round`], with the figures of [`PathFigures`].
+async fn measured<F, Fut>(concurrency: usize, total: usize, f: F) -> anyhow::Result<PathFigures>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Sample>> + Send + 'static,
+{
+    let before = cpu_time();
+    let samples = round(concurrency, total, f).await?;
+    let cpu = cpu_time().saturating_sub(before) / u32::try_from(total)?;
+    let mut t: Vec<Duration> = samples.iter().map(|x| x.ttfb).collect();
+    Ok(PathFigures {
+        p50: percentile(&mut t, 50.0),
+        p99: percentile(&mut t, 99.0),
+        cpu,
+    })
+}
+
+/// Time to first content, one upstream, side by side: the upstream directly, `/stream`,
+/// `/v1/chat/completions` and the bare proxy, at `concurrency` streams of `prompt`, in that
+/// order.
+async fn side_by_side(
+    http: &reqwest::Client,
+    fake: &Arc<FakeOpenAi>,
+    urls: &Urls,
+    concurrency: usize,
+    prompt: &'static str,
+) -> anyhow::Result<[PathFigures; 4]> {
+    let total = 200;
+    let (h, f) = (http.clone(), fake.clone());
+    let d = measured(concurrency, total, move || {
+        let (h, f) = (h.clone(), f.clone());
+        async move { direct_with(&h, &f, prompt).await }
+    })
+    .await?;
+    let (h, u) = (http.clone(), urls.stream.clone());
+    let body = json!({ "prompt": prompt }).to_string();
+    let s = measured(concurrency, total, move || {
+        let (h, u, b) = (h.clone(), u.clone(), body.clone());
+        async move { service_with(&h, &u, b).await }
+    })
+    .await?;
+    let mut chats = Vec::new();
+    for url in [&urls.chat, &urls.proxy] {
+        let (h, u) = (http.clone(), url.clone());
+        chats.push(
+            measured(concurrency, total, move || {
+                let (h, u) = (h.clone(), u.clone());
+                async move { chat(&h, &u, prompt).await }
+            })
+            .await?,
+        );
+    }
+    Ok([d, s, chats[0], chats[1]])
+}
+
+/// Where the side-by-side comparison sends its requests.
+pub struct Urls {
+    pub stream: String,
+    pub chat: String,
+    pub proxy: String,
+}
+
+/// `/v1/chat/completions` beside the upstream directly and a bare proxy.
+pub struct ChatOverheads {
+    /// What it adds to the time to first content at one stream (p50, p99).
+    pub added: (Duration, Duration),
+    /// Its p50 over the direct p50 at 20 streams, the upstream answering at once.
+    pub ratio_20: f64,
+    /// The bare proxy's p50 over the direct p50 at 20 streams, the upstream answering at once:
+    /// what forwarding alone costs on this machine.
+    pub proxy_ratio_20: f64,
+    /// Its ratio when the upstream's first token takes [`MODEL_FIRST_TOKEN`].
+    pub ratio_20_model: f64,
+    /// The CPU time per stream `/stream`, `/v1/chat/completions` and the bare proxy add to the
+    /// direct path at 20 streams, the upstream answering at once. (One stream at a time, idle
+    /// worker threads waking for every chunk cost more than the work: the table shows it.)
+    pub cpu_added: (Duration, Duration, Duration),
+}
+
+/// The upstream directly, `/stream`, `/v1/chat/completions` and the bare proxy side by side
+/// (prints the time and CPU tables).
+pub async fn compare(
+    http: &reqwest::Client,
+    fake: &Arc<FakeOpenAi>,
+    urls: &Urls,
+) -> anyhow::Result<ChatOverheads> {
+    let mut side = Vec::new();
+    let mut chat_added = (Duration::ZERO, Duration::ZERO);
+    let (mut chat_ratio_20, mut chat_ratio_20_model, mut proxy_ratio_20) = (0.0, 0.0, 0.0);
+    let mut cpu = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut cpu_rows = Vec::new();
+    let model_ms = MODEL_FIRST_TOKEN.as_millis();
+    for (concurrency, prompt) in [(1usize, "hi"), (20, "hi"), (20, SLOW_START)] {
+        let [d, s, c, p] = side_by_side(http, fake, urls, concurrency, prompt).await?;
+        let over = |x: Duration| x.as_secs_f64() / d.p50.as_secs_f64().max(1e-9);
+        let (ratio, proxy_ratio) = (over(c.p50), over(p.p50));
+        let cpu_added = |x: PathFigures| x.cpu.saturating_sub(d.cpu);
+        match (concurrency, prompt) {
+            (1, _) => chat_added = (c.p50.saturating_sub(d.p50), c.p99.saturating_sub(d.p99)),
+            (_, SLOW_START) => chat_ratio_20_model = ratio,
+            _ => {
+                (chat_ratio_20, proxy_ratio_20) = (ratio, proxy_ratio);
+                cpu = (cpu_added(s), cpu_added(c), cpu_added(p));
+            }
+        }
+        side.push(vec![
+            concurrency.to_string(),
+            if prompt == SLOW_START {
+                format!("after {model_ms} ms")
+            } else {
+                "at once".into()
+            },
+            ms(d.p50),
+            ms(s.p50),
+            ms(c.p50),
+            ms(c.p50.saturating_sub(d.p50)),
+            format!("{ratio:.2}"),
+            ms(p.p50),
+            format!("{proxy_ratio:.2}"),
+            ms(d.p99),
+            ms(s.p99),
+            ms(c.p99),
+            ms(p.p99),
+        ]);
+        cpu_rows.push(vec![
+            concurrency.to_string(),
+            if prompt == SLOW_START {
+                format!("after {model_ms} ms")
+            } else {
+                "at once".into()
+            },
+            ms(d.cpu),
+            ms(s.cpu),
+            ms(c.cpu),
+            ms(p.cpu),
+            ms(cpu_added(s)),
+            ms(cpu_added(c)),
+            ms(cpu_added(p)),
+        ]);
+    }
+    println!(
+        "\nthe upstream directly, /stream, /v1/chat/completions and a bare proxy (forwards the request, streams the \
+         answer back, nothing else) side by side (time to first content, milliseconds):\n"
+    );
+    table(
+        &[
+            "streams",
+            "upstream's first token",
+            "direct p50",
+            "/stream p50",
+            "/v1 p50",
+            "/v1 added p50",
+            "/v1 ÷ direct p50",
+            "bare proxy p50",
+            "bare proxy ÷ direct p50",
+            "direct p99",
+            "/stream p99",
+            "/v1 p99",
+            "bare proxy p99",
+        ],
+        &side,
+    );
+    println!(
+        "\nCPU time per whole stream of {WORDS} chunks, this process (bench client, local upstream and, \
+         but for direct, the service; PostgreSQL's own not counted), and what each path adds to direct \
+         (milliseconds):\n"
+    );
+    table(
+        &[
+            "streams",
+            "upstream's first token",
+            "direct",
+            "/stream",
+            "/v1",
+            "bare proxy",
+            "/stream added",
+            "/v1 added",
+            "bare proxy added",
+        ],
+        &cpu_rows,
+    );
+    Ok(ChatOverheads {
+        added: chat_added,
+        ratio_20: chat_ratio_20,
+        proxy_ratio_20,
+        ratio_20_model: chat_ratio_20_model,
+        cpu_added: cpu,
+    })
+}
