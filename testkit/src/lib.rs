@@ -153,6 +153,23 @@ impl TestDb {
         )
     }
 
+    /// A new API key of `owner`, named `name`, stored as `local key create` stores it; returns
+    /// the key.
+    pub async fn key(&self, owner: &str, name: &str) -> String {
+        use common::store::ApiKeys;
+        let key = common::auth::new_key().expect("new key");
+        self.store()
+            .add_key(
+                uuid::Uuid::now_v7(),
+                owner,
+                name,
+                &common::auth::digest(&key),
+            )
+            .await
+            .expect("add key");
+        key
+    }
+
     /// The plan PostgreSQL chooses for `sql` with these parameters, one line per node.
     pub async fn explain(
         &self,

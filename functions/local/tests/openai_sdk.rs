@@ -9,7 +9,6 @@
 use std::process::Command;
 use std::time::Duration;
 
-use common::store::ApiKeys;
 use serde_json::{Value, json};
 use testkit::TestDb;
 use testkit::fake_openai::{FakeOpenAi, Part, Reply, answer};
@@ -68,16 +67,7 @@ async fn an_sdk_works_unchanged_and_every_call_is_kept(mut sdk: Command) {
     })
     .await;
     let db = TestDb::new().await;
-    let key = common::auth::new_key().unwrap();
-    db.store()
-        .add_key(
-            uuid::Uuid::now_v7(),
-            "sdk",
-            "python",
-            &common::auth::digest(&key),
-        )
-        .await
-        .unwrap();
+    let key = db.key("sdk", "python").await;
     let base_url = fake.base_url();
     let (mut server, base) = serve(
         env!("CARGO_BIN_EXE_local"),

@@ -6,7 +6,6 @@
 
 use std::process::Command;
 
-use common::store::ApiKeys;
 use testkit::TestDb;
 use testkit::process::{serve, workspace_root};
 
@@ -34,17 +33,7 @@ async fn a_person_chats_stops_reloads_searches_and_uses_a_key_in_a_real_browser(
     let (mut open, base) = serve(env!("CARGO_BIN_EXE_local"), "local-playground", &env).await;
 
     let keyed_db = TestDb::new().await;
-    let key = common::auth::new_key().unwrap();
-    keyed_db
-        .store()
-        .add_key(
-            uuid::Uuid::now_v7(),
-            "browser",
-            "chromium",
-            &common::auth::digest(&key),
-        )
-        .await
-        .unwrap();
+    let key = keyed_db.key("browser", "chromium").await;
     let (mut keyed, auth_base) = serve(
         env!("CARGO_BIN_EXE_local"),
         "local-playground-auth",

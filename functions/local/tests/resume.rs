@@ -360,30 +360,7 @@ async fn a_cancel_in_the_generating_process_is_immediate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn re_attaching_needs_the_owners_key_and_a_well_formed_position() {
     let db = TestDb::new().await;
-    let store = db.store();
-    use common::store::ApiKeys;
-    let (alice, bob) = (
-        common::auth::new_key().unwrap(),
-        common::auth::new_key().unwrap(),
-    );
-    store
-        .add_key(
-            uuid::Uuid::now_v7(),
-            "alice",
-            "k",
-            &common::auth::digest(&alice),
-        )
-        .await
-        .unwrap();
-    store
-        .add_key(
-            uuid::Uuid::now_v7(),
-            "bob",
-            "k",
-            &common::auth::digest(&bob),
-        )
-        .await
-        .unwrap();
+    let (alice, bob) = (db.key("alice", "k").await, db.key("bob", "k").await);
     let (_p, base) = serve(
         env!("CARGO_BIN_EXE_local"),
         "local-resume-auth",

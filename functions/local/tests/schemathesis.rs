@@ -7,7 +7,6 @@
 
 use std::process::Command;
 
-use common::store::ApiKeys;
 use testkit::TestDb;
 use testkit::process::{serve, workspace_root};
 
@@ -59,16 +58,7 @@ fn schemathesis(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_requests_get_the_answers_the_document_promises() {
     let db = TestDb::new().await;
-    let key = common::auth::new_key().unwrap();
-    db.store()
-        .add_key(
-            uuid::Uuid::now_v7(),
-            "fuzzer",
-            "schemathesis",
-            &common::auth::digest(&key),
-        )
-        .await
-        .unwrap();
+    let key = db.key("fuzzer", "schemathesis").await;
     let (server, base) = serve(
         env!("CARGO_BIN_EXE_local"),
         "local-schemathesis",
