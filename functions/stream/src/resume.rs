@@ -83,12 +83,12 @@ fn grace_left(id: Uuid, now: SystemTime) -> Duration {
 /// The largest position the store is asked for (its text positions are 32-bit).
 const MAX_POSITION: usize = i32::MAX as usize - 1;
 
-/// The resume position from `Last-Event-ID` or `?after=`: a whole number of characters.
 /// A value that was given: trimmed, not empty.
 fn given(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|r| !r.is_empty())
 }
 
+/// The resume position from `Last-Event-ID` or `?after=`: a whole number of characters.
 fn position(headers: &HeaderMap, after: Option<&str>) -> Result<usize, ApiError> {
     let bad = || {
         ApiError::invalid(
