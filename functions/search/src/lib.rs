@@ -60,11 +60,13 @@ pub struct Params {
     offset: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
-    /// Only conversations created at or after this time (RFC 3339).
-    #[param(value_type = Option<String>, format = DateTime)]
+    /// Only conversations created at or after this time: an RFC 3339 time or a date (midnight
+    /// UTC); empty is no bound.
+    #[param(value_type = Option<String>, pattern = r"^\s*$|^\s*\d{4}-\d{2}-\d{2}([Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?\s*$")]
     from: Option<String>,
-    /// Only conversations created before this time (RFC 3339).
-    #[param(value_type = Option<String>, format = DateTime)]
+    /// Only conversations created before this time: an RFC 3339 time or a date (midnight
+    /// UTC); empty is no bound.
+    #[param(value_type = Option<String>, pattern = r"^\s*$|^\s*\d{4}-\d{2}-\d{2}([Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?\s*$")]
     to: Option<String>,
 }
 
