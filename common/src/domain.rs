@@ -104,6 +104,11 @@ pub struct Conversation {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// When the process generating a `streaming` turn was last heard from (each checkpoint);
+    /// not part of the API.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub heartbeat_at: Option<OffsetDateTime>,
 }
 
 /// A conversation that goes on: its first turn and every turn that continues it (branches
@@ -154,19 +159,35 @@ impl Conversation {
             context_turns: None,
             created_at: now,
             updated_at: now,
+            heartbeat_at: None,
         }
     }
 
-    /// A row still `streaming` longer after its start than a stream may run was abandoned by its
-    /// writer (a Lambda timeout or crash): it reads as `partial` with error `interrupted`.
-    pub fn settle(mut self, stale_after: std::time::Duration, now: OffsetDateTime) -> Self {
-        self.settle_in_place(stale_after, now);
+    /// A row still `streaming` that its writer abandoned (a crash, a kill, a Lambda timeout)
+    /// reads as `partial` with error `interrupted`: one not heard from (its heartbeat, else its
+    /// start) for longer than `quiet`, or started longer ago than a stream may run
+    /// (`stale_after`).
+    pub fn settle(
+        mut self,
+        stale_after: std::time::Duration,
+        quiet: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> Self {
+        self.settle_in_place(stale_after, quiet, now);
         self
     }
 
     /// [`Conversation::settle`] in place.
-    pub fn settle_in_place(&mut self, stale_after: std::time::Duration, now: OffsetDateTime) {
-        if self.status == Status::Streaming && now - self.created_at > stale_after {
+    pub fn settle_in_place(
+        &mut self,
+        stale_after: std::time::Duration,
+        quiet: std::time::Duration,
+        now: OffsetDateTime,
+    ) {
+        let heard = self.heartbeat_at.unwrap_or(self.created_at);
+        if self.status == Status::Streaming
+            && (now - self.created_at > stale_after || now - heard > quiet)
+        {
             self.status = Status::Partial;
             self.error = Some(INTERRUPTED.to_owned());
         }
@@ -293,11 +314,33 @@ mod tests {
     fn a_stale_streaming_row_reads_as_interrupted() {
         let c = Conversation::start("local", "p".into(), "offline", "m");
         let later = c.created_at + Duration::from_secs(600);
-        let settled = c.clone().settle(Duration::from_secs(300), later);
+        let quiet = Duration::from_secs(10);
+        let mut beating = c.clone();
+        beating.heartbeat_at = Some(later - Duration::from_secs(1));
+        let settled = beating
+            .clone()
+            .settle(Duration::from_secs(300), quiet, later);
         assert_eq!(settled.status, Status::Partial);
         assert_eq!(settled.error.as_deref(), Some(INTERRUPTED));
-        let fresh = c.clone().settle(Duration::from_secs(300), c.created_at);
+        let fresh = c
+            .clone()
+            .settle(Duration::from_secs(300), quiet, c.created_at);
         assert_eq!(fresh.status, Status::Streaming);
+        // Not heard from for longer than `quiet`: its process died.
+        let t = c.created_at + Duration::from_secs(30);
+        beating.heartbeat_at = Some(t - Duration::from_secs(11));
+        assert_eq!(
+            beating
+                .clone()
+                .settle(Duration::from_secs(300), quiet, t)
+                .status,
+            Status::Partial
+        );
+        beating.heartbeat_at = Some(t - Duration::from_secs(9));
+        assert_eq!(
+            beating.settle(Duration::from_secs(300), quiet, t).status,
+            Status::Streaming
+        );
     }
 
     #[test]

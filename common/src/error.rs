@@ -58,6 +58,9 @@ pub enum ApiError {
     Validation { code: &'static str, message: String },
     #[error("{0}")]
     NotFound(&'static str),
+    /// A `model` the service does not serve (`LLM_MODELS`, or later the routes).
+    #[error("the model `{0}` does not exist or you do not have access to it")]
+    ModelNotFound(String),
     /// The request is valid but conflicts with the state of what it names.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -86,7 +89,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -99,6 +102,7 @@ impl ApiError {
         match self {
             ApiError::Validation { code, .. } => code,
             ApiError::NotFound(_) => "not_found",
+            ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized => "unauthorized",

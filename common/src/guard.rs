@@ -285,6 +285,44 @@ impl Redactor {
         }
     }
 
+    /// Redacts what a turn keeps from its request, in place: the prompt, the instructions
+    /// (`system`, which later turns of its thread inherit) and the earlier messages of a `/v1`
+    /// call (every string in them); the answer is redacted as it streams (see [`StoredText`]).
+    pub fn redact_request(&self, c: &mut crate::Conversation) -> Redacted {
+        let (prompt, mut n) = self.redact(&c.prompt);
+        c.prompt = prompt;
+        if let Some(system) = &c.system {
+            let (clean, m) = self.redact(system);
+            c.system = Some(clean);
+            n.add(m);
+        }
+        if let Some(messages) = &mut c.messages {
+            n.add(self.redact_json(messages));
+        }
+        n
+    }
+
+    /// Redacts every string of a JSON value in place.
+    pub fn redact_json(&self, v: &mut serde_json::Value) -> Redacted {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => {
+                let (clean, n) = self.redact(s);
+                *s = clean;
+                n
+            }
+            Value::Array(items) => items.iter_mut().fold(Redacted::default(), |mut n, v| {
+                n.add(self.redact_json(v));
+                n
+            }),
+            Value::Object(map) => map.values_mut().fold(Redacted::default(), |mut n, v| {
+                n.add(self.redact_json(v));
+                n
+            }),
+            _ => Redacted::default(),
+        }
+    }
+
     /// `text` with personal data replaced, and what was replaced.
     pub fn redact(&self, text: &str) -> (String, Redacted) {
         let mut counts = Redacted::default();

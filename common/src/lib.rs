@@ -11,6 +11,7 @@ pub mod provider;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod young;
 
 pub use domain::{Conversation, Status};
 pub use error::ApiError;

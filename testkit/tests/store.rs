@@ -56,6 +56,18 @@ impl Harness {
     }
 }
 
+/// `owner`'s turn `id` as the API shows it (the heartbeat is internal).
+async fn get(
+    h: &Harness,
+    owner: &str,
+    id: Uuid,
+) -> Result<Option<Conversation>, common::error::StoreError> {
+    Ok(h.store.get(owner, id).await?.map(|mut c| {
+        c.heartbeat_at = None;
+        c
+    }))
+}
+
 /// Runs each named test body against both backends.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -101,6 +113,9 @@ suite!(
     a_running_turn_is_read_from_any_position_of_its_log,
     an_ended_turn_is_read_from_its_record,
     cancel_requests_reach_running_turns_only,
+    a_piece_sent_again_keeps_the_longer_text,
+    a_turn_not_heard_from_reads_as_interrupted,
+    a_deletion_racing_a_new_turn_leaves_nothing,
 );
 
 fn tricky_text() -> String {
@@ -152,7 +167,7 @@ async fn migrations_are_idempotent_and_shared_by_both_modes(h: &Harness) {
 async fn every_field_round_trips(h: &Harness) {
     let mut c = Conversation::start("alice", tricky_text(), "openai", "gpt-test");
     h.store.create(&c).await.unwrap();
-    assert_eq!(h.store.get("alice", c.id).await.unwrap(), Some(c.clone()));
+    assert_eq!(get(h, "alice", c.id).await.unwrap(), Some(c.clone()));
 
     c.response = tricky_text().repeat(3);
     c.status = Status::Partial;
@@ -180,7 +195,7 @@ async fn every_field_round_trips(h: &Harness) {
     ]));
     c.context_turns = Some(2);
     h.store.finish(&c).await.unwrap();
-    assert_eq!(h.store.get("alice", c.id).await.unwrap(), Some(c));
+    assert_eq!(get(h, "alice", c.id).await.unwrap(), Some(c));
 }
 
 async fn nulls_round_trip(h: &Harness) {
@@ -193,7 +208,7 @@ async fn nulls_round_trip(h: &Harness) {
     c.error = None;
     c.status = Status::Failed;
     h.store.finish(&c).await.unwrap();
-    assert_eq!(h.store.get("alice", c.id).await.unwrap(), Some(c));
+    assert_eq!(get(h, "alice", c.id).await.unwrap(), Some(c));
 }
 
 async fn writes_are_idempotent(h: &Harness) {
@@ -204,7 +219,7 @@ async fn writes_are_idempotent(h: &Harness) {
     h.store.finish(&done).await.unwrap(); // never created: inserted whole
     h.store.finish(&done).await.unwrap();
     assert_eq!(h.db.count().await, 2);
-    assert_eq!(h.store.get("alice", done.id).await.unwrap(), Some(done));
+    assert_eq!(get(h, "alice", done.id).await.unwrap(), Some(done));
 }
 
 async fn checkpoints_touch_only_streaming_rows(h: &Harness) {
@@ -218,7 +233,7 @@ async fn checkpoints_touch_only_streaming_rows(h: &Harness) {
         .checkpoint(None, c.id, Some((3, "far")))
         .await
         .unwrap();
-    let got = h.store.get("alice", c.id).await.unwrap().unwrap();
+    let got = get(h, "alice", c.id).await.unwrap().unwrap();
     assert_eq!(
         (got.response.as_str(), got.status),
         ("so far", Status::Streaming)
@@ -230,18 +245,15 @@ async fn checkpoints_touch_only_streaming_rows(h: &Harness) {
         .checkpoint(None, done.id, Some((0, "late")))
         .await
         .unwrap();
-    let got = h.store.get("alice", done.id).await.unwrap().unwrap();
+    let got = get(h, "alice", done.id).await.unwrap().unwrap();
     assert_eq!(got.response, "final");
 }
 
 async fn reads_are_owner_scoped(h: &Harness) {
     let c = finished("alice", "secret", "answer");
     h.store.finish(&c).await.unwrap();
-    assert_eq!(h.store.get("bob", c.id).await.unwrap(), None);
-    assert_eq!(
-        h.store.get("alice", uuid::Uuid::now_v7()).await.unwrap(),
-        None
-    );
+    assert_eq!(get(h, "bob", c.id).await.unwrap(), None);
+    assert_eq!(get(h, "alice", uuid::Uuid::now_v7()).await.unwrap(), None);
     let page = PageQuery {
         limit: 10,
         offset: 0,
@@ -295,7 +307,7 @@ async fn long_text_round_trips(h: &Harness) {
         h.store.finish(&c).await.unwrap();
         made.push(c);
     }
-    let got = h.store.get("alice", made[0].id).await.unwrap().unwrap();
+    let got = get(h, "alice", made[0].id).await.unwrap().unwrap();
     assert_eq!(got.response.chars().count(), response.chars().count());
     assert_eq!(got, made[0]);
     let page = PageQuery {
@@ -471,7 +483,7 @@ async fn nul_characters_cannot_make_a_record_unsaveable(h: &Harness) {
         detail: "x\0".into(),
     }];
     h.store.finish(&done).await.unwrap();
-    let got = h.store.get("alice", c.id).await.unwrap().unwrap();
+    let got = get(h, "alice", c.id).await.unwrap().unwrap();
     assert_eq!(got.response, "an\u{FFFD}answer");
     assert_eq!(got.flags[0].detail, "x\u{FFFD}");
     assert_eq!(
@@ -732,7 +744,7 @@ async fn a_thread_is_read_oldest_first_and_deleted_whole(h: &Harness) {
     assert!(h.store.delete_thread("alice", root.id).await.unwrap());
     assert_eq!(h.store.thread("alice", root.id).await.unwrap(), None);
     for gone in [root.id, next.id, running.id] {
-        assert_eq!(h.store.get("alice", gone).await.unwrap(), None);
+        assert_eq!(get(h, "alice", gone).await.unwrap(), None);
     }
     let hits = h
         .store
@@ -817,7 +829,7 @@ async fn a_turn_of_a_deleted_thread_does_not_bring_it_back(h: &Harness) {
     running.status = Status::Complete;
     running.response = "done".into();
     h.store.finish(&running).await.unwrap();
-    assert_eq!(h.store.get("alice", running.id).await.unwrap(), None);
+    assert_eq!(get(h, "alice", running.id).await.unwrap(), None);
     assert_eq!(h.store.thread("alice", root.id).await.unwrap(), None);
     assert_eq!(h.db.count().await, 0);
 }
@@ -989,4 +1001,122 @@ async fn cancel_requests_reach_running_turns_only(h: &Harness) {
             .unwrap(),
         CancelOutcome::NotFound
     );
+}
+
+/// A checkpoint whose commit its caller never heard of (a timeout after the commit) is sent
+/// again, longer, at the same position: the log keeps the longer piece, so a reader gets every
+/// character once (it got `abc` + `ghi` + `ghi` when the longer piece was dropped).
+async fn a_piece_sent_again_keeps_the_longer_text(h: &Harness) {
+    let c = Conversation::start("alice", "p".into(), "offline", "m");
+    h.store.create(&c).await.unwrap();
+    for (at, piece) in [(0, "abc"), (0, "abcdef"), (6, "ghi"), (0, "abc"), (6, "gh")] {
+        h.store
+            .checkpoint(None, c.id, Some((at, piece)))
+            .await
+            .unwrap();
+    }
+    for (from, expected) in [(0, "abcdefghi"), (3, "defghi"), (7, "hi")] {
+        let read = h
+            .store
+            .read_log("alice", c.id, from, 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (read.text.as_str(), read.total),
+            (expected, 9),
+            "from {from}"
+        );
+    }
+    let row = get(h, "alice", c.id).await.unwrap().unwrap();
+    assert_eq!(row.response, "abcdefghi");
+}
+
+/// A running turn whose process died stops sending heartbeats: within a few checkpoint
+/// intervals it reads as interrupted (not after the longest a stream may run), and a cancel
+/// finds it ended; a heartbeat brings it back.
+async fn a_turn_not_heard_from_reads_as_interrupted(h: &Harness) {
+    let c = Conversation::start("alice", "p".into(), "offline", "m");
+    h.store.create(&c).await.unwrap();
+    h.store
+        .checkpoint(None, c.id, Some((0, "so far")))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(h, "alice", c.id).await.unwrap().unwrap().status,
+        Status::Streaming
+    );
+    h.db.client()
+        .await
+        .execute(
+            "UPDATE conversations SET heartbeat_at = now() - interval '11 seconds' WHERE id = $1",
+            &[&c.id],
+        )
+        .await
+        .unwrap();
+    let read = h
+        .store
+        .read_log("alice", c.id, 0, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            read.turn.status,
+            read.turn.error.as_deref(),
+            read.text.as_str()
+        ),
+        (Status::Partial, Some("interrupted"), "so far")
+    );
+    assert_eq!(
+        h.store.request_cancel("alice", c.id).await.unwrap(),
+        CancelOutcome::Finished(Status::Partial)
+    );
+    let seen = h.store.checkpoint(None, c.id, None).await.unwrap();
+    assert!(seen.found && !seen.cancel_requested);
+    assert_eq!(
+        get(h, "alice", c.id).await.unwrap().unwrap().status,
+        Status::Streaming
+    );
+}
+
+/// A new turn whose insert races its thread's deletion: the deletion holds its locks for a
+/// moment after leaving its tombstone, and the insert, which began meanwhile, must neither
+/// survive nor bring the thread back.
+async fn a_deletion_racing_a_new_turn_leaves_nothing(h: &Harness) {
+    let first = finished("alice", "first", "a");
+    h.store.finish(&first).await.unwrap();
+    h.db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION slow_tomb() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_sleep(0.6); RETURN NULL; END $$; \
+             CREATE TRIGGER slow_tomb AFTER INSERT ON deleted_threads \
+             FOR EACH ROW EXECUTE FUNCTION slow_tomb();",
+        )
+        .await
+        .unwrap();
+    let store = h.store.clone();
+    let thread = first.id;
+    let deletion = tokio::spawn(async move { store.delete_thread("alice", thread).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut next = Conversation::start("alice", "second".into(), "offline", "m");
+    next.thread_id = first.id;
+    next.previous_id = Some(first.id);
+    let _ = h.store.create(&next).await;
+    assert!(deletion.await.unwrap().unwrap());
+    let _ = h.store.finish(&next).await;
+    assert_eq!(
+        h.db.count().await,
+        0,
+        "a turn of the deleted thread survived"
+    );
+    let threads: i64 =
+        h.db.client()
+            .await
+            .query_one("SELECT count(*) FROM threads", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(threads, 0, "the deleted thread came back");
 }

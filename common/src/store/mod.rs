@@ -340,6 +340,15 @@ pub fn stale_after(settings: &crate::Settings) -> std::time::Duration {
         + std::time::Duration::from_secs(60)
 }
 
+/// How long a `streaming` turn may go without a heartbeat (each checkpoint writes one) before it
+/// reads as interrupted: five checkpoint intervals (10 s by default), at least 2 s.
+pub fn heartbeat_stale(settings: &crate::Settings) -> std::time::Duration {
+    (5 * settings.stream.checkpoint_interval).max(std::time::Duration::from_secs(2))
+}
+
+/// [`heartbeat_stale`] at the default checkpoint interval.
+pub const HEARTBEAT_STALE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Applies the schema migrations.
 #[async_trait]
 pub trait Migrate: Send + Sync {

@@ -29,6 +29,7 @@ use crate::error::StoreError;
 pub struct PgStore {
     pool: Pool,
     stale_after: Duration,
+    heartbeat_stale: Duration,
     call_timeout: Duration,
     search_sql: String,
     search_window_sql: String,
@@ -43,6 +44,7 @@ impl PgStore {
         Self {
             pool,
             stale_after,
+            heartbeat_stale: super::HEARTBEAT_STALE_DEFAULT,
             call_timeout: Duration::from_secs(5) + crate::settings::CALL_MARGIN,
             search_sql: search_sql("english"),
             search_window_sql: search_window_sql("english"),
@@ -63,6 +65,12 @@ impl PgStore {
         self
     }
 
+    /// A `streaming` turn not heard from for this long reads as interrupted.
+    pub fn with_heartbeat_stale(mut self, quiet: Duration) -> Self {
+        self.heartbeat_stale = quiet;
+        self
+    }
+
     /// Bounds every call (connection included) by `timeout`.
     pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
@@ -78,7 +86,8 @@ impl PgStore {
         let pool = crate::db::pool(&settings.db)?;
         Ok(Self::new(pool, super::stale_after(settings))
             .with_search_config(&settings.db.search_config)
-            .with_call_timeout(settings.db.call_timeout()))
+            .with_call_timeout(settings.db.call_timeout())
+            .with_heartbeat_stale(super::heartbeat_stale(settings)))
     }
 
     pub fn pool(&self) -> &Pool {
@@ -145,8 +154,9 @@ impl PgStore {
             context_turns: row.try_get("context_turns").map_err(q)?,
             created_at: row.try_get("created_at").map_err(q)?,
             updated_at: row.try_get("updated_at").map_err(q)?,
+            heartbeat_at: row.try_get("heartbeat_at").map_err(q)?,
         };
-        Ok(c.settle(self.stale_after, now_micros()))
+        Ok(c.settle(self.stale_after, self.heartbeat_stale, now_micros()))
     }
 
     fn decode_hit(&self, r: &Row) -> Result<SearchHit, StoreError> {
@@ -179,7 +189,7 @@ fn start_params(c: &Conversation) -> Params<'_> {
 impl ConversationCreate for PgStore {
     async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
         let c = &*c.storable();
-        self.query(&sql::create(), &start_params(c)).await?;
+        self.query(sql::CREATE, &start_params(c)).await?;
         Ok(())
     }
 }
@@ -239,7 +249,7 @@ impl ConversationFinish for PgStore {
             &c.messages,
             &c.context_turns,
         ];
-        self.query(&sql::finish(), &params).await?;
+        self.query(sql::FINISH, &params).await?;
         Ok(())
     }
 }
@@ -372,13 +382,14 @@ impl ConversationLog for PgStore {
 
     async fn request_cancel(&self, owner: &str, id: Uuid) -> Result<CancelOutcome, StoreError> {
         let stale = self.stale_after.as_secs_f64();
+        let quiet = self.heartbeat_stale.as_secs_f64();
         let rows = self
-            .query(sql::REQUEST_CANCEL, &[&id, &owner, &stale])
+            .query(sql::REQUEST_CANCEL, &[&id, &owner, &stale, &quiet])
             .await?;
         let Some(row) = rows.first() else {
             return Ok(CancelOutcome::NotFound);
         };
-        if row.try_get::<_, bool>(2).map_err(StoreError::Query)? {
+        if row.try_get::<_, bool>(1).map_err(StoreError::Query)? {
             return Ok(CancelOutcome::Requested);
         }
         let status: String = row.try_get(0).map_err(StoreError::Query)?;
@@ -460,10 +471,10 @@ impl ThreadStore for PgStore {
     }
 
     async fn delete_thread(&self, owner: &str, id: Uuid) -> Result<bool, StoreError> {
-        Ok(!self
-            .query(sql::DELETE_THREAD, &[&id, &owner])
-            .await?
-            .is_empty())
+        let rows = self.query(sql::DELETE_THREAD, &[&id, &owner]).await?;
+        Ok(rows
+            .first()
+            .is_some_and(|r| r.try_get::<_, bool>(0).unwrap_or(false)))
     }
 }
 

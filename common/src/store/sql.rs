@@ -20,38 +20,31 @@ pub(crate) fn columns_with(response: &str) -> String {
         "c.id, c.owner, c.prompt, {response} AS response, c.status, c.error, c.provider, \
          c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, c.ttfb_ms, \
          c.duration_ms, c.finish_reason, c.thread_id, c.previous_id, c.system, c.messages, \
-         c.context_turns, c.created_at, c.updated_at"
+         c.context_turns, c.created_at, c.updated_at, c.heartbeat_at"
     )
-}
-
-/// The condition under which a turn's row may be written: its thread was not deleted (a turn
-/// still running when its thread was deleted must not bring it back). `$thread` is its place.
-fn thread_alive(thread: &str) -> String {
-    format!("NOT EXISTS (SELECT 1 FROM deleted_threads d WHERE d.id = {thread})")
 }
 
 /// A turn's row as its stream starts ($1 id, $2 prompt, $3 provider, $4 model, $5 created_at,
 /// $6 owner, $7 thread_id, $8 previous_id, $9 system, $10 messages, $11 context_turns); nothing
-/// when it is already there, or when its thread was deleted.
-pub(crate) fn create() -> String {
-    format!(
-        "INSERT INTO conversations (id, prompt, response, status, provider, model, created_at, \
-         updated_at, owner, thread_id, previous_id, system, messages, context_turns) \
-         SELECT $1::uuid, $2::text, '', 'streaming', $3::text, $4::text, $5::timestamptz, \
-         $5::timestamptz, $6::text, $7::uuid, $8::uuid, $9::text, $10::jsonb, $11::int4 \
-         WHERE {} ON CONFLICT (id) DO NOTHING",
-        thread_alive("$7::uuid")
-    )
-}
+/// when it is already there. A turn of a deleted thread is refused by the table's trigger.
+pub(crate) const CREATE: &str = "INSERT INTO conversations (id, prompt, response, status, \
+    provider, model, created_at, updated_at, owner, thread_id, previous_id, system, messages, \
+    context_turns, heartbeat_at) \
+    SELECT $1::uuid, $2::text, '', 'streaming', $3::text, $4::text, $5::timestamptz, \
+    $5::timestamptz, $6::text, $7::uuid, $8::uuid, $9::text, $10::jsonb, $11::int4, now() \
+    ON CONFLICT (id) DO NOTHING";
 
-/// One checkpoint in one statement: the row from [`create`]'s parameters when it may be missing
+/// One checkpoint in one statement: the row from [`CREATE`]'s parameters when it may be missing
 /// (`with_row`), the next piece of the turn's log (`with_piece`: its position and text follow
-/// the row's parameters, or the id), and whether a cancel was asked for. A row inserted by this
-/// statement is not yet visible to its own `SELECT`: it reads as not cancelled.
+/// the row's parameters, or the id), the turn's heartbeat, and whether a cancel was asked for.
+/// A piece is idempotent by position and length: sent again at the same position (a checkpoint
+/// whose commit its caller did not hear of), the longer text stays, so the log never skips or
+/// repeats text. A row inserted by this statement is not yet visible to its own update: it
+/// reads as not found (and not cancelled); its heartbeat is its insert.
 pub(crate) fn checkpoint(with_row: bool, with_piece: bool) -> String {
     let mut ctes = Vec::new();
     if with_row {
-        ctes.push(format!("row AS ({} RETURNING id)", create()));
+        ctes.push(format!("row AS ({CREATE} RETURNING id)"));
     }
     if with_piece {
         let (at, text) = if with_row {
@@ -67,43 +60,39 @@ pub(crate) fn checkpoint(with_row: bool, with_piece: bool) -> String {
             "EXISTS (SELECT 1 FROM conversations WHERE id = $1::uuid)"
         };
         ctes.push(format!(
-            "piece AS (INSERT INTO turn_chunks (turn_id, position, text) \
+            "piece AS (INSERT INTO turn_chunks AS k (turn_id, position, text) \
              SELECT $1::uuid, {at}::int8, {text}::text WHERE {exists} \
-             ON CONFLICT (turn_id, position) DO NOTHING)"
+             ON CONFLICT (turn_id, position) DO UPDATE SET text = EXCLUDED.text \
+             WHERE char_length(EXCLUDED.text) > char_length(k.text))"
         ));
     }
-    let with = if ctes.is_empty() {
-        String::new()
-    } else {
-        format!("WITH {} ", ctes.join(", "))
-    };
-    format!("{with}SELECT cancel_requested FROM conversations WHERE id = $1::uuid")
+    ctes.push(
+        "beat AS (UPDATE conversations SET heartbeat_at = now() WHERE id = $1::uuid \
+         RETURNING cancel_requested)"
+            .to_owned(),
+    );
+    format!("WITH {} SELECT cancel_requested FROM beat", ctes.join(", "))
 }
 
-/// The final record, inserted whole when its start was never written (unless its thread was
-/// deleted), and the turn's log dropped (its text is now the row's `response`).
-pub(crate) fn finish() -> String {
-    format!(
-        "WITH log AS (DELETE FROM turn_chunks WHERE turn_id = $1::uuid) \
-         INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
-         prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
-         updated_at, owner, flags, finish_reason, thread_id, previous_id, system, messages, \
-         context_turns) \
-         SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::int4, \
-         $9::int4, $10::int4, $11::int4, $12::int4, $13::timestamptz, $14::timestamptz, \
-         $15::text, $16::jsonb, $17::text, $18::uuid, $19::uuid, $20::text, $21::jsonb, \
-         $22::int4 WHERE {} \
-         ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
-         status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
-         prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens, \
-         total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
-         duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
-         flags = EXCLUDED.flags, finish_reason = EXCLUDED.finish_reason, \
-         context_turns = EXCLUDED.context_turns, system = EXCLUDED.system, \
-             messages = EXCLUDED.messages",
-        thread_alive("$18::uuid")
-    )
-}
+/// The final record, inserted whole when its start was never written (a turn of a deleted
+/// thread is refused by the table's trigger), and the turn's log dropped (its text is now the
+/// row's `response`).
+pub(crate) const FINISH: &str = "WITH log AS (DELETE FROM turn_chunks WHERE turn_id = $1::uuid) \
+    INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
+    prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
+    updated_at, owner, flags, finish_reason, thread_id, previous_id, system, messages, \
+    context_turns) \
+    SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::int4, \
+    $9::int4, $10::int4, $11::int4, $12::int4, $13::timestamptz, $14::timestamptz, \
+    $15::text, $16::jsonb, $17::text, $18::uuid, $19::uuid, $20::text, $21::jsonb, $22::int4 \
+    ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
+    status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
+    prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens, \
+    total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
+    duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
+    flags = EXCLUDED.flags, finish_reason = EXCLUDED.finish_reason, \
+    context_turns = EXCLUDED.context_turns, system = EXCLUDED.system, \
+    messages = EXCLUDED.messages";
 
 /// The turns that may lie on the chain ending at turn $1 of owner $2: its thread's turns up to
 /// it, newest first (at most [`CHAIN_ROWS`]), walked in memory by [`walk_chain`]. One query on
@@ -174,27 +163,24 @@ pub(crate) fn text_total() -> String {
 }
 
 /// Asks for turn $1 of owner $2 to be cancelled when it is still running (and not abandoned:
-/// started within $3 seconds); returns its status before, and whether the request was made.
+/// started within $3 seconds, and heard from within $4); returns its status before, and
+/// whether the request was made.
 pub(crate) const REQUEST_CANCEL: &str = "WITH t AS ( \
-        SELECT id, status, created_at FROM conversations WHERE id = $1 AND owner = $2), \
+        SELECT id, status FROM conversations WHERE id = $1::uuid AND owner = $2::text), \
     asked AS ( \
         UPDATE conversations c SET cancel_requested = true FROM t \
         WHERE c.id = t.id AND c.status = 'streaming' \
-          AND t.created_at > now() - make_interval(secs => $3::float8) RETURNING c.id) \
-    SELECT t.status, t.created_at, EXISTS (SELECT 1 FROM asked) FROM t";
+          AND c.created_at > now() - make_interval(secs => $3::float8) \
+          AND coalesce(c.heartbeat_at, c.created_at) > now() - make_interval(secs => $4::float8) \
+        RETURNING c.id) \
+    SELECT t.status, EXISTS (SELECT 1 FROM asked) AS asked FROM t";
 
 /// The thread columns, from `threads t`.
 pub(crate) const THREAD_COLUMNS: &str = "t.id, t.title, t.turns, t.created_at, t.updated_at";
 
-/// Deletes thread $1 of owner $2 and every turn of it (their logs go with them), leaves a
-/// tombstone (a turn still running must not bring it back), drops tombstones older than a day;
-/// returns the deleted thread's id.
-pub(crate) const DELETE_THREAD: &str = "WITH gone AS ( \
-        DELETE FROM threads WHERE id = $1 AND owner = $2 RETURNING id), \
-    tomb AS (INSERT INTO deleted_threads (id) SELECT id FROM gone ON CONFLICT (id) DO NOTHING), \
-    turns AS (DELETE FROM conversations WHERE thread_id IN (SELECT id FROM gone) AND owner = $2), \
-    old AS (DELETE FROM deleted_threads WHERE deleted_at < now() - interval '1 day') \
-    SELECT id FROM gone";
+/// Deletes thread $1 of owner $2 and every turn of it, leaving a tombstone (migration V8's
+/// `delete_thread`: a turn still running must not bring it back); whether there was one.
+pub(crate) const DELETE_THREAD: &str = "SELECT delete_thread($1::uuid, $2::text) AS deleted";
 
 /// The search query, around the rows it reads (`{source}`): the newest `$4` matches are the
 /// candidates, ranked; only the page's rows get a headline. The tsquery is written inline (not

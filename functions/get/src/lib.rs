@@ -42,8 +42,8 @@ pub async fn get_one(
     let id = Uuid::try_parse(&raw).map_err(|_| {
         ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
     })?;
-    store
-        .get(&owner.0, id)
+    // A turn whose `start` named it moments ago may not have its row yet.
+    common::young::awaiting_row(id, || store.get(&owner.0, id))
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound("no conversation with this id"))

@@ -118,8 +118,8 @@ pub async fn one(
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<ThreadTurns>, ApiError> {
     let id = thread_id(&raw)?;
-    let (thread, items) = store
-        .thread(&owner.0, id)
+    // A thread whose first turn started moments ago may not have its row yet.
+    let (thread, items) = common::young::awaiting_row(id, || store.thread(&owner.0, id))
         .await?
         .ok_or(ApiError::NotFound("no thread with this id"))?;
     Ok(Json(ThreadTurns { thread, items }))

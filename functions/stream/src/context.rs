@@ -48,14 +48,13 @@ pub async fn load(
     let prompt_chars = prompt.chars().count();
     // An upper bound: the inherited instructions' length is known only once read.
     let budget = max_chars.saturating_sub(prompt_chars);
-    let chain = store
-        .chain(
-            owner,
-            previous_id,
-            i64::try_from(budget).unwrap_or(i64::MAX),
-        )
-        .await?
-        .ok_or(ApiError::NotFound("no turn of yours has this previous_id"))?;
+    // A turn whose `start` named it moments ago may not have its row yet.
+    let budget_chars = i64::try_from(budget).unwrap_or(i64::MAX);
+    let chain = common::young::awaiting_row(previous_id, || {
+        store.chain(owner, previous_id, budget_chars)
+    })
+    .await?
+    .ok_or(ApiError::NotFound("no turn of yours has this previous_id"))?;
     let previous = &chain[0];
     usable(previous)?;
     let system = own_system.unwrap_or_else(|| previous.system.clone());

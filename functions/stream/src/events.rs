@@ -59,6 +59,7 @@ pub fn message_for(code: &str) -> &'static str {
         "cancelled" => crate::turn::Halt::Cancel.public_message(),
         "shutdown" => crate::turn::Halt::Shutdown.public_message(),
         "deadline" => crate::turn::Halt::Deadline.public_message(),
+        "thread_deleted" => crate::turn::Halt::ThreadDeleted.public_message(),
         "interrupted" => "the answer was interrupted; the text saved so far is kept",
         _ => "the answer stopped early",
     }
@@ -232,7 +233,9 @@ pub struct Failure {
     pub id: Uuid,
     /// `partial` (some text arrived), `failed` (none did) or `cancelled`.
     pub status: Status,
-    /// `provider_error`, `provider_timeout`, `guardrail_blocked`, `cancelled`, `shutdown`, ...
+    /// `provider_error`, `provider_timeout`, `guardrail_blocked`, `cancelled`, `shutdown`,
+    /// `thread_deleted` (its thread was deleted while it ran: nothing is kept), `interrupted`
+    /// (the process generating it died), ...
     pub code: String,
     /// A sentence for people; never internal detail.
     pub message: String,

@@ -23,7 +23,7 @@ use common::guard::{Guardrails, Redactor};
 use common::http::{health_router, protect, with_fallbacks};
 use common::provider::Provider;
 use common::store::HealthCheck;
-use common::{Conversation, Settings};
+use common::{ApiError, Conversation, Settings};
 use events::Start;
 use turn::{Turns, View};
 
@@ -83,7 +83,7 @@ pub struct StreamState {
     pub redactor: Option<Arc<Redactor>>,
     /// The turns this process is generating.
     pub turns: Arc<Turns>,
-    /// `LLM_MODELS`: the models `/v1/chat/completions` takes (any, when unset).
+    /// `LLM_MODELS`: the models `/stream` and `/v1/chat/completions` take (any, when unset).
     pub models: Option<Vec<String>>,
 }
 
@@ -108,6 +108,20 @@ impl StreamState {
             turns: Arc::new(Turns::default()),
             models: settings.provider.models.clone(),
         })
+    }
+
+    /// The model a request gets: the one it names, which `LLM_MODELS` must list when set (any
+    /// model passes through when it is unset), or the provider's default model.
+    pub fn model(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        let Some(requested) = requested else {
+            return Ok(self.provider.default_model().to_owned());
+        };
+        match &self.models {
+            Some(models) if !models.iter().any(|m| m == requested) => {
+                Err(ApiError::ModelNotFound(requested.to_owned()))
+            }
+            _ => Ok(requested.to_owned()),
+        }
     }
 
     /// On shutdown: lets running turns finish within `SHUTDOWN_GRACE_MS`, then stops the rest

@@ -28,7 +28,8 @@ use crate::{RequestParts, StreamState, begin, run, sse_response};
             content_type = "text/event-stream", body = StreamEvent,
             headers(("x-conversation-id" = uuid::Uuid, description = "The turn's id"))),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 404, description = "`previous_id` names no turn of the caller's", body = ErrorBody),
+        (status = 404, description = "`previous_id` names no turn of the caller's (`not_found`), \
+            or `model` is not one `LLM_MODELS` lists (`model_not_found`)", body = ErrorBody),
         (status = 409, description = "The previous turn is still running, or ended without an \
             answer (`previous_not_usable`)", body = ErrorBody),
         (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = ErrorBody),
@@ -49,6 +50,7 @@ pub async fn stream(
     let parts = RequestParts::of(&request);
     let body = request::read_body(request, state.limits.max_body_bytes).await?;
     let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
+    let model = state.model(req.model.as_deref())?;
     let context = context::load(
         state.store.as_ref(),
         &owner.0,
@@ -58,10 +60,6 @@ pub async fn stream(
         state.limits.max_context_chars,
     )
     .await?;
-    let model = req
-        .model
-        .clone()
-        .unwrap_or_else(|| state.provider.default_model().to_owned());
     let mut conversation =
         Conversation::start(&owner.0, req.prompt.clone(), state.provider.name(), &model);
     place(&mut conversation, &context);
@@ -102,8 +100,7 @@ pub async fn blocked(
 ) -> ApiError {
     c.model = String::new();
     if let Some(r) = &state.redactor {
-        let (clean, n) = r.redact(&c.prompt);
-        c.prompt = clean;
+        let n = r.redact_request(&mut c);
         c.flags.extend(n.flag());
     }
     c.status = common::Status::Blocked;

@@ -61,6 +61,7 @@ impl StreamRequest {
         let Value::Object(map) = value else {
             return Err(ApiError::invalid("the body must be a JSON object"));
         };
+        refuse_unknown(&map)?;
         let prompt = match map.get("prompt") {
             None | Some(Value::Null) => return Err(ApiError::invalid("prompt is required")),
             Some(Value::String(s)) if s.trim().is_empty() => {
@@ -149,6 +150,35 @@ impl StreamRequest {
     }
 }
 
+/// The fields `POST /stream` takes.
+const FIELDS: [&str; 6] = [
+    "prompt",
+    "model",
+    "max_tokens",
+    "temperature",
+    "previous_id",
+    "system",
+];
+
+/// A field this endpoint does not take is refused, never silently ignored (a misspelled
+/// `max_token` would otherwise change nothing without a word).
+fn refuse_unknown(map: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    let Some(field) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) else {
+        return Ok(());
+    };
+    let shown: String = field.chars().take(64).collect();
+    Err(ApiError::invalid(match field.as_str() {
+        "tools" | "tool_choice" | "functions" | "messages" | "response_format" => format!(
+            "{shown} is not taken by /stream, which answers a text prompt: use \
+             /v1/chat/completions"
+        ),
+        _ => format!(
+            "unknown field {shown:?}: /stream takes {}",
+            FIELDS.join(", ")
+        ),
+    }))
+}
+
 trait Classify {
     fn classify_message(&self) -> &'static str;
 }
@@ -214,6 +244,15 @@ mod tests {
         );
         assert_eq!(code(r#"{"prompt":"x","temperature":3}"#), "invalid_request");
         assert_eq!(code(r#"{"prompt":"x","model":""}"#), "invalid_request");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let err = StreamRequest::parse(br#"{"prompt":"x","max_token":5}"#, 10).unwrap_err();
+        assert_eq!(err.code(), "invalid_request");
+        assert!(err.to_string().contains("max_token"), "{err}");
+        let err = StreamRequest::parse(br#"{"prompt":"x","tools":[]}"#, 10).unwrap_err();
+        assert!(err.to_string().starts_with("tools"), "{err}");
     }
 
     #[test]

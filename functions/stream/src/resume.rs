@@ -4,8 +4,7 @@
 //! log, polled every `RESUME_POLL_MS`, and a cancel flag the generating process reads at its
 //! next checkpoint.
 
-use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Extension, Request, State};
@@ -15,13 +14,16 @@ use common::auth::Owner;
 use common::error::ErrorBody;
 use common::http::{ValidPath, ValidQuery};
 use common::store::{CancelOutcome, LogRead, PIECE_CHARS};
+use common::telemetry::RequestId;
+use common::young::awaiting_row;
 use common::{ApiError, Status};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::events::{Start, StreamEvent};
-use crate::turn::{Halt, Item, Lagging, View};
+use crate::turn::{Halt, Item, Lagging, Reader, View};
 use crate::{RequestParts, StreamState, sse};
 
 /// The query string of `GET /stream/{id}`.
@@ -38,46 +40,6 @@ fn turn_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(raw).map_err(|_| {
         ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
     })
-}
-
-/// How long after a turn's start (its id is a UUIDv7, which holds the time) another process
-/// waits for the turn's row before it answers 404: the row is written once the first text is on
-/// its way (or after 100 ms) and takes a database round trip, so a Stop or a re-attach sent at
-/// once may come first.
-const NEW_TURN_GRACE: Duration = Duration::from_secs(2);
-/// How often it looks for that row meanwhile.
-const NEW_TURN_POLL: Duration = Duration::from_millis(50);
-
-/// Runs `look` until it finds the turn; while the turn's id says it began less than
-/// [`NEW_TURN_GRACE`] ago, a turn not found yet is looked for again.
-async fn awaiting_row<T, F, Fut>(id: Uuid, mut look: F) -> Result<Option<T>, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>, ApiError>>,
-{
-    let until = tokio::time::Instant::now() + grace_left(id, SystemTime::now());
-    loop {
-        if let Some(found) = look().await? {
-            return Ok(Some(found));
-        }
-        if tokio::time::Instant::now() + NEW_TURN_POLL > until {
-            return Ok(None);
-        }
-        tokio::time::sleep(NEW_TURN_POLL).await;
-    }
-}
-
-/// What is left of [`NEW_TURN_GRACE`] for a turn with this id (zero for an id that is not a
-/// UUIDv7; at most twice the grace for one stamped ahead of this clock).
-fn grace_left(id: Uuid, now: SystemTime) -> Duration {
-    let Some((secs, nanos)) = id.get_timestamp().map(|t| t.to_unix()) else {
-        return Duration::ZERO;
-    };
-    let started = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
-    let end = started + NEW_TURN_GRACE;
-    end.duration_since(now)
-        .unwrap_or_default()
-        .min(2 * NEW_TURN_GRACE)
 }
 
 /// The largest position the store is asked for (its text positions are 32-bit).
@@ -145,24 +107,37 @@ fn position(headers: &HeaderMap, after: Option<&str>) -> Result<usize, ApiError>
 pub async fn resume(
     State(state): State<StreamState>,
     Extension(owner): Extension<Owner>,
+    request_id: Option<Extension<RequestId>>,
     ValidPath(raw): ValidPath<String>,
     ValidQuery(params): ValidQuery<ResumeParams>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let id = turn_id(&raw)?;
     let from = position(request.headers(), params.after.as_deref())?;
     let parts = RequestParts::of(&request);
     let keepalive = state.limits.keepalive_interval;
+    let line = |reader: &Arc<Reader>| RequestLine {
+        request_id: request_id
+            .as_ref()
+            .map(|r| r.0.0.clone())
+            .unwrap_or_default(),
+        started,
+        id,
+        from,
+        reader: reader.clone(),
+    };
     // In the process generating it: its live log.
     if let Some(turn) = state.turns.get(&owner.0, id) {
         let reader = turn.reader(View::Stored, parts.conn.clone());
         let events = turn.attach(reader.clone(), from, keepalive);
+        let events = logged(events, line(&reader));
         return Ok(sse::response(id, sse::body_of(events, reader)));
     }
     // Anywhere else: the database.
     let at = i64::try_from(from).unwrap_or(i64::MAX);
     let first = awaiting_row(id, || async {
-        Ok(state.store.read_log(&owner.0, id, at, PIECE_CHARS).await?)
+        state.store.read_log(&owner.0, id, at, PIECE_CHARS).await
     })
     .await?
     .ok_or(ApiError::NotFound("no turn with this id"))?;
@@ -179,8 +154,49 @@ pub async fn resume(
             .lambda_deadline
             .map(|d| lambda_stop(d, state.limits.resume_poll)),
     };
-    let reader = std::sync::Arc::new(crate::turn::Reader::default());
-    Ok(sse::response(id, sse::body_of(poll.events(), reader)))
+    let reader = Arc::new(Reader::default());
+    let events = logged(poll.events(), line(&reader));
+    Ok(sse::response(id, sse::body_of(events, reader)))
+}
+
+/// The log line of a re-attached reader's request, written when its response ends (the
+/// response is an event stream, which the request log leaves to it).
+struct RequestLine {
+    request_id: String,
+    started: std::time::Instant,
+    id: Uuid,
+    from: usize,
+    reader: Arc<Reader>,
+}
+
+impl Drop for RequestLine {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "request",
+            request_id = %self.request_id,
+            method = "GET",
+            route = "/stream/{id}",
+            status = 200u16,
+            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            response_bytes = self.reader.sent.load(std::sync::atomic::Ordering::SeqCst),
+            conversation_id = %self.id,
+            resumed_from = self.from,
+            client_connected = self.reader.connected(),
+            "request"
+        );
+    }
+}
+
+/// `events`, writing `line` once they end or the client leaves.
+fn logged<S>(events: S, line: RequestLine) -> impl Stream<Item = S::Item> + Send + 'static
+where
+    S: Stream + Send + 'static,
+{
+    use futures_util::StreamExt;
+    events.map(move |item| {
+        let _ = &line;
+        item
+    })
 }
 
 /// When a poll served in Lambda ends (a client re-attaches again): well before the deadline.
@@ -343,7 +359,7 @@ pub async fn cancel(
         return Ok(accepted(id, status));
     }
     let outcome = awaiting_row(id, || async {
-        Ok(match state.store.request_cancel(&owner.0, id).await? {
+        Ok::<_, common::error::StoreError>(match state.store.request_cancel(&owner.0, id).await? {
             CancelOutcome::NotFound => None,
             found => Some(found),
         })
@@ -398,30 +414,5 @@ mod tests {
         ] {
             assert!(position(&HeaderMap::new(), Some(bad)).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn only_a_turn_started_moments_ago_is_waited_for() {
-        let now = SystemTime::now();
-        let at = |t: SystemTime| {
-            let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-            let ts = uuid::Timestamp::from_unix(uuid::NoContext, d.as_secs(), d.subsec_nanos());
-            Uuid::new_v7(ts)
-        };
-        let just = grace_left(at(now - Duration::from_millis(500)), now);
-        assert!(just > Duration::from_millis(1400) && just <= Duration::from_millis(1500));
-        assert_eq!(
-            grace_left(at(now - Duration::from_secs(3)), now),
-            Duration::ZERO
-        );
-        assert_eq!(
-            grace_left(at(now + Duration::from_secs(3600)), now),
-            2 * NEW_TURN_GRACE
-        );
-        assert_eq!(
-            grace_left(Uuid::from_u128(0x1234_5678), now),
-            Duration::ZERO
-        );
-        assert_eq!(grace_left(Uuid::nil(), now), Duration::ZERO);
     }
 }

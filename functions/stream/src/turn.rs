@@ -26,6 +26,9 @@ pub enum Halt {
     Shutdown,
     /// The Lambda invocation's deadline is near: what is left is kept for saving.
     Deadline,
+    /// The turn's thread was deleted (`DELETE /threads/{id}`, from any process): nothing of it
+    /// is kept.
+    ThreadDeleted,
 }
 
 impl Halt {
@@ -35,6 +38,7 @@ impl Halt {
             Halt::Cancel => "cancelled",
             Halt::Shutdown => "shutdown",
             Halt::Deadline => "deadline",
+            Halt::ThreadDeleted => "thread_deleted",
         }
     }
 
@@ -44,6 +48,7 @@ impl Halt {
             Halt::Cancel => "the answer was stopped on request; the text so far is saved",
             Halt::Shutdown => "the service is shutting down; the text so far is saved",
             Halt::Deadline => "the answer ran out of time; the text so far is saved",
+            Halt::ThreadDeleted => "the answer's thread was deleted; nothing of it is kept",
         }
     }
 }
@@ -231,7 +236,13 @@ impl LiveTurn {
             } else {
                 String::new()
             };
-            (start, rest, log.stored_chars, log.events.len())
+            // A turn that has ended (its final event appended, not yet forgotten) ends this
+            // reader with that event too, rather than following past its end.
+            let next = match log.events.last().map(|e| &**e) {
+                Some(LiveEvent::Final(_)) => log.events.len() - 1,
+                _ => log.events.len(),
+            };
+            (start, rest, log.stored_chars, next)
         };
         let mut head = Vec::new();
         head.extend(start.map(|s| Ok(Item::Start(s))));
@@ -433,12 +444,26 @@ impl Reader {
 }
 
 /// The live turns of this process.
-#[derive(Default)]
 pub struct Turns {
     live: Mutex<HashMap<Uuid, Arc<LiveTurn>>>,
     /// Bumped whenever a turn ends (shutdown waits on it).
     ended: tokio::sync::Notify,
+    /// Once shutting down: by when every running turn must be saved or logged.
+    shutdown_by: watch::Sender<Option<tokio::time::Instant>>,
 }
+
+impl Default for Turns {
+    fn default() -> Self {
+        Self {
+            live: Mutex::default(),
+            ended: tokio::sync::Notify::new(),
+            shutdown_by: watch::channel(None).0,
+        }
+    }
+}
+
+/// What a turn leaves itself to log its record before a shutdown's deadline.
+const LOG_MARGIN: Duration = Duration::from_millis(200);
 
 impl Turns {
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<LiveTurn>>> {
@@ -481,11 +506,21 @@ impl Turns {
         self.live().len()
     }
 
+    /// By when a turn must have saved (or logged) its record: set once the process is shutting
+    /// down (see [`Turns::drain`]).
+    pub fn shutdown_deadline(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
+        self.shutdown_by.subscribe()
+    }
+
     /// On shutdown: lets running turns finish for `grace`, then stops the rest (they are saved
-    /// with error `shutdown`) and waits up to `save` for them to be saved. Returns how many were
+    /// with error `shutdown`) and gives them `save` to be saved: each one that cannot save by
+    /// then logs its record (`unsaved_record`) before this returns. Returns how many were
     /// stopped.
     pub async fn drain(&self, grace: Duration, save: Duration) -> usize {
         let _ = tokio::time::timeout(grace, self.until_empty()).await;
+        let deadline = tokio::time::Instant::now() + save;
+        self.shutdown_by
+            .send_replace(Some(deadline.checked_sub(LOG_MARGIN).unwrap_or(deadline)));
         let running: Vec<Arc<LiveTurn>> = self.live().values().cloned().collect();
         for turn in &running {
             turn.halt(Halt::Shutdown);
@@ -496,7 +531,8 @@ impl Turns {
                 "shutting down: answers still running are stopped and saved as they are"
             );
         }
-        let _ = tokio::time::timeout(save, self.until_empty()).await;
+        // Every turn saves or logs by the deadline; the margin is for its last lines.
+        let _ = tokio::time::timeout_at(deadline + LOG_MARGIN, self.until_empty()).await;
         running.len()
     }
 

@@ -1,20 +1,17 @@
-//! The conversation capabilities over the Data API: create, checkpoint, finish, get, list and
-//! search.
+//! The conversation capabilities over the Data API: create, checkpoint and finish (the pool's
+//! statements, with named parameters), get, list and search.
 
 use async_trait::async_trait;
-use aws_sdk_rdsdata::types::{Field, SqlParameter};
+use aws_sdk_rdsdata::types::Field;
 use uuid::Uuid;
 
 use super::DataApiStore;
 use super::fields::{Record, long_at, string_at};
-use super::params::{
-    json, long, opt_int, opt_json, opt_text, opt_timestamp, opt_uuid, text, timestamp, utc_param,
-    uuid,
-};
+use super::params::{Args, long, named, opt_timestamp, text, timestamp, utc_param, uuid};
 use super::read::{columns, field};
 use crate::domain::Conversation;
 use crate::error::StoreError;
-use crate::store::sql::{PHRASE_WINDOW_ROWS, search_template};
+use crate::store::sql::{self, PHRASE_WINDOW_ROWS, search_template};
 use crate::store::{
     Checkpointed, ConversationCreate, ConversationFinish, ConversationGet, ConversationList,
     ConversationSearch, Listed, PageQuery, SearchHit, SearchQuery,
@@ -57,47 +54,27 @@ pub(super) fn data_api_search(config: &str, window: bool) -> String {
     out.replace("{columns}", &columns())
 }
 
-/// Writing a turn's row only while its thread was not deleted (a turn still running when its
-/// thread was deleted must not bring it back).
-const THREAD_ALIVE: &str =
-    "NOT EXISTS (SELECT 1 FROM deleted_threads d WHERE d.id = CAST(:thread_id AS uuid))";
-
-/// The row of a turn as its stream starts; nothing when it is already there.
-fn create() -> String {
-    format!(
-        "INSERT INTO conversations (id, prompt, response, status, provider, model, created_at, \
-         updated_at, owner, thread_id, previous_id, system, messages, context_turns) \
-         SELECT CAST(:id AS uuid), CAST(:prompt AS text), '', 'streaming', \
-         CAST(:provider AS text), CAST(:model AS text), {ts}, {ts}, CAST(:owner AS text), \
-         CAST(:thread_id AS uuid), CAST(:previous_id AS uuid), CAST(:system AS text), \
-         CAST(:messages AS jsonb), CAST(:context_turns AS int4) \
-         WHERE {THREAD_ALIVE} ON CONFLICT (id) DO NOTHING",
-        ts = utc_param("created_at"),
-    )
-}
-
-/// The parameters of [`create`].
-fn start_params(c: &Conversation) -> Vec<SqlParameter> {
-    vec![
-        uuid("id", c.id),
-        text("prompt", &c.prompt),
-        text("provider", &c.provider),
-        text("model", &c.model),
-        timestamp("created_at", c.created_at),
-        text("owner", &c.owner),
-        uuid("thread_id", c.thread_id),
-        opt_uuid("previous_id", c.previous_id),
-        opt_text("system", c.system.as_deref()),
-        opt_json("messages", c.messages.as_ref()),
-        opt_int("context_turns", c.context_turns),
-    ]
+/// The parameters of [`sql::CREATE`].
+fn start_args(c: &Conversation) -> Args {
+    Args::default()
+        .uuid(c.id)
+        .text(&c.prompt)
+        .text(&c.provider)
+        .text(&c.model)
+        .timestamp(c.created_at)
+        .text(&c.owner)
+        .uuid(c.thread_id)
+        .opt_uuid(c.previous_id)
+        .opt_text(c.system.as_deref())
+        .opt_json(c.messages.as_ref())
+        .opt_int(c.context_turns)
 }
 
 #[async_trait]
 impl ConversationCreate for DataApiStore {
     async fn create(&self, c: &Conversation) -> Result<(), StoreError> {
-        self.exec(&create(), start_params(&c.storable()), None)
-            .await?;
+        let args = start_args(&c.storable());
+        self.exec(&named(sql::CREATE), args.0, None).await?;
         Ok(())
     }
 }
@@ -110,40 +87,15 @@ impl ConversationFinish for DataApiStore {
         id: Uuid,
         piece: Option<(i64, &str)>,
     ) -> Result<Checkpointed, StoreError> {
-        let mut ctes = Vec::new();
-        let mut params = match start {
-            Some(c) => {
-                ctes.push(format!("row AS ({} RETURNING id)", create()));
-                start_params(&c.storable())
-            }
-            None => vec![uuid("id", id)],
+        let mut args = match start {
+            Some(c) => start_args(&c.storable()),
+            None => Args::default().uuid(id),
         };
         if let Some((at, piece)) = piece {
-            // Only for a row that exists (or is written here): a turn whose thread was deleted
-            // while it ran logs nothing.
-            let exists = if start.is_some() {
-                "EXISTS (SELECT 1 FROM conversations WHERE id = CAST(:id AS uuid)) \
-                 OR EXISTS (SELECT 1 FROM row)"
-            } else {
-                "EXISTS (SELECT 1 FROM conversations WHERE id = CAST(:id AS uuid))"
-            };
-            ctes.push(format!(
-                "piece AS (INSERT INTO turn_chunks (turn_id, position, text) \
-                 SELECT CAST(:id AS uuid), CAST(:at AS int8), CAST(:piece AS text) \
-                 WHERE {exists} ON CONFLICT (turn_id, position) DO NOTHING)"
-            ));
-            params.push(long("at", at));
-            params.push(text("piece", &crate::domain::storable(piece)));
+            args = args.long(at).text(&crate::domain::storable(piece));
         }
-        let with = if ctes.is_empty() {
-            String::new()
-        } else {
-            format!("WITH {} ", ctes.join(", "))
-        };
-        let sql = format!(
-            "{with}SELECT cancel_requested FROM conversations WHERE id = CAST(:id AS uuid)"
-        );
-        let out = self.exec(&sql, params, None).await?;
+        let sql = named(&sql::checkpoint(start.is_some(), piece.is_some()));
+        let out = self.exec(&sql, args.0, None).await?;
         Ok(Checkpointed {
             cancel_requested: out
                 .records()
@@ -156,57 +108,30 @@ impl ConversationFinish for DataApiStore {
 
     async fn finish(&self, c: &Conversation) -> Result<(), StoreError> {
         let c = &*c.storable();
-        let sql = format!(
-            "WITH log AS (DELETE FROM turn_chunks WHERE turn_id = CAST(:id AS uuid)) \
-             INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
-             prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
-             updated_at, owner, flags, finish_reason, thread_id, previous_id, system, messages, \
-             context_turns) SELECT CAST(:id AS uuid), CAST(:prompt AS text), \
-             CAST(:response AS text), CAST(:status AS text), CAST(:error AS text), \
-             CAST(:provider AS text), CAST(:model AS text), \
-             CAST(:prompt_tokens AS int4), CAST(:completion_tokens AS int4), \
-             CAST(:total_tokens AS int4), CAST(:ttfb_ms AS int4), CAST(:duration_ms AS int4), \
-             {}, {}, CAST(:owner AS text), CAST(:flags AS jsonb), \
-             CAST(:finish_reason AS text), CAST(:thread_id AS uuid), \
-             CAST(:previous_id AS uuid), CAST(:system AS text), CAST(:messages AS jsonb), \
-             CAST(:context_turns AS int4) WHERE {THREAD_ALIVE} \
-             ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
-             status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
-             prompt_tokens = EXCLUDED.prompt_tokens, \
-             completion_tokens = EXCLUDED.completion_tokens, \
-             total_tokens = EXCLUDED.total_tokens, ttfb_ms = EXCLUDED.ttfb_ms, \
-             duration_ms = EXCLUDED.duration_ms, updated_at = EXCLUDED.updated_at, \
-             flags = EXCLUDED.flags, finish_reason = EXCLUDED.finish_reason, \
-             context_turns = EXCLUDED.context_turns, system = EXCLUDED.system, \
-             messages = EXCLUDED.messages",
-            utc_param("created_at"),
-            utc_param("updated_at"),
-        );
-        let params = vec![
-            uuid("id", c.id),
-            text("prompt", &c.prompt),
-            text("response", &c.response),
-            text("status", c.status.as_str()),
-            opt_text("error", c.error.as_deref()),
-            text("provider", &c.provider),
-            text("model", &c.model),
-            opt_int("prompt_tokens", c.prompt_tokens),
-            opt_int("completion_tokens", c.completion_tokens),
-            opt_int("total_tokens", c.total_tokens),
-            opt_int("ttfb_ms", c.ttfb_ms),
-            opt_int("duration_ms", c.duration_ms),
-            timestamp("created_at", c.created_at),
-            timestamp("updated_at", c.updated_at),
-            text("owner", &c.owner),
-            json("flags", &serde_json::to_value(&c.flags).unwrap_or_default()),
-            opt_text("finish_reason", c.finish_reason.as_deref()),
-            uuid("thread_id", c.thread_id),
-            opt_uuid("previous_id", c.previous_id),
-            opt_text("system", c.system.as_deref()),
-            opt_json("messages", c.messages.as_ref()),
-            opt_int("context_turns", c.context_turns),
-        ];
-        self.exec(&sql, params, None).await?;
+        let args = Args::default()
+            .uuid(c.id)
+            .text(&c.prompt)
+            .text(&c.response)
+            .text(c.status.as_str())
+            .opt_text(c.error.as_deref())
+            .text(&c.provider)
+            .text(&c.model)
+            .opt_int(c.prompt_tokens)
+            .opt_int(c.completion_tokens)
+            .opt_int(c.total_tokens)
+            .opt_int(c.ttfb_ms)
+            .opt_int(c.duration_ms)
+            .timestamp(c.created_at)
+            .timestamp(c.updated_at)
+            .text(&c.owner)
+            .json(&serde_json::to_value(&c.flags).unwrap_or_default())
+            .opt_text(c.finish_reason.as_deref())
+            .uuid(c.thread_id)
+            .opt_uuid(c.previous_id)
+            .opt_text(c.system.as_deref())
+            .opt_json(c.messages.as_ref())
+            .opt_int(c.context_turns);
+        self.exec(&named(sql::FINISH), args.0, None).await?;
         Ok(())
     }
 }

@@ -7,11 +7,11 @@ use uuid::Uuid;
 
 use super::DataApiStore;
 use super::fields::{Record, long_at, string_at};
-use super::params::{long, text, uuid};
+use super::params::{Args, long, named, text, uuid};
 use super::read::columns_with;
 use crate::domain::Status;
 use crate::error::StoreError;
-use crate::store::sql::{text_from, text_total};
+use crate::store::sql::{self, text_from, text_total};
 use crate::store::{CancelOutcome, ConversationLog, LogRead};
 
 #[async_trait]
@@ -53,25 +53,12 @@ impl ConversationLog for DataApiStore {
     }
 
     async fn request_cancel(&self, owner: &str, id: Uuid) -> Result<CancelOutcome, StoreError> {
-        let sql = "WITH t AS ( \
-                SELECT id, status, created_at FROM conversations \
-                WHERE id = CAST(:id AS uuid) AND owner = CAST(:owner AS text)), \
-            asked AS ( \
-                UPDATE conversations c SET cancel_requested = true FROM t \
-                WHERE c.id = t.id AND c.status = 'streaming' \
-                  AND t.created_at > now() - make_interval(secs => CAST(:stale AS float8)) \
-                RETURNING c.id) \
-            SELECT t.status, EXISTS (SELECT 1 FROM asked) AS asked FROM t";
-        let params = vec![
-            uuid("id", id),
-            text("owner", owner),
-            super::params::param(
-                "stale",
-                Field::DoubleValue(self.stale_after.as_secs_f64()),
-                None,
-            ),
-        ];
-        let out = self.exec(sql, params, None).await?;
+        let args = Args::default()
+            .uuid(id)
+            .text(owner)
+            .double(self.stale_after.as_secs_f64())
+            .double(self.heartbeat_stale.as_secs_f64());
+        let out = self.exec(&named(sql::REQUEST_CANCEL), args.0, None).await?;
         let Some(fields) = out.records().first() else {
             return Ok(CancelOutcome::NotFound);
         };

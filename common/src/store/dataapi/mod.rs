@@ -41,6 +41,7 @@ pub struct DataApiStore {
     secret_arn: String,
     database: String,
     stale_after: Duration,
+    heartbeat_stale: Duration,
     search_sql: String,
     search_window_sql: String,
 }
@@ -94,6 +95,7 @@ impl DataApiStore {
             secret_arn: target.secret_arn.clone(),
             database: target.database.clone(),
             stale_after,
+            heartbeat_stale: super::HEARTBEAT_STALE_DEFAULT,
             search_sql: conversations::data_api_search(search_config, false),
             search_window_sql: conversations::data_api_search(search_config, true),
         }
@@ -125,7 +127,14 @@ impl DataApiStore {
             settings.db.call_timeout(),
             super::stale_after(settings),
             &settings.db.search_config,
-        ))
+        )
+        .with_heartbeat_stale(super::heartbeat_stale(settings)))
+    }
+
+    /// A `streaming` turn not heard from for this long reads as interrupted.
+    pub fn with_heartbeat_stale(mut self, quiet: Duration) -> Self {
+        self.heartbeat_stale = quiet;
+        self
     }
 
     async fn exec(

@@ -66,6 +66,7 @@ pub(super) fn columns_with(response: &str) -> String {
     .collect();
     out.push(format!("{} AS created_at", utc_text("c.created_at")));
     out.push(format!("{} AS updated_at", utc_text("c.updated_at")));
+    out.push(format!("{} AS heartbeat_at", utc_text("c.heartbeat_at")));
     for (name, expr) in TEXTS {
         let expr = if name == "response" { response } else { expr };
         out.push(format!(
@@ -101,6 +102,7 @@ pub(super) fn column_names() -> Vec<&'static str> {
         "context_turns",
         "created_at",
         "updated_at",
+        "heartbeat_at",
     ];
     for (name, _) in TEXTS {
         let [json, chars] = match name {
@@ -170,7 +172,7 @@ impl DataApiStore {
         self.complete(&mut result, missing).await?;
         let now = now_micros();
         for (c, _) in &mut result {
-            c.settle_in_place(self.stale_after, now);
+            c.settle_in_place(self.stale_after, self.heartbeat_stale, now);
         }
         Ok(result)
     }

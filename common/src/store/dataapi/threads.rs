@@ -6,11 +6,11 @@ use uuid::Uuid;
 
 use super::DataApiStore;
 use super::fields::{Record, long_at, string_at, timestamp_at, uuid_at};
-use super::params::{long, text, timestamp, utc_param, utc_text, uuid};
+use super::params::{Args, long, named, text, timestamp, utc_param, utc_text, uuid};
 use super::read::columns;
 use crate::domain::{Conversation, Thread};
 use crate::error::StoreError;
-use crate::store::sql::{chain_rows, walk_chain};
+use crate::store::sql::{self, chain_rows, walk_chain};
 use crate::store::{ChainTurn, ConversationChain, Listed, PageQuery, ThreadStore};
 
 /// The thread columns as text and numbers, from `threads t`.
@@ -117,18 +117,12 @@ impl ThreadStore for DataApiStore {
     }
 
     async fn delete_thread(&self, owner: &str, id: Uuid) -> Result<bool, StoreError> {
-        let sql = "WITH gone AS ( \
-                DELETE FROM threads WHERE id = CAST(:id AS uuid) AND owner = CAST(:owner AS text) \
-                RETURNING id), \
-            tomb AS (INSERT INTO deleted_threads (id) SELECT id FROM gone \
-                ON CONFLICT (id) DO NOTHING), \
-            turns AS (DELETE FROM conversations \
-                WHERE thread_id IN (SELECT id FROM gone) AND owner = CAST(:owner AS text)), \
-            old AS (DELETE FROM deleted_threads WHERE deleted_at < now() - interval '1 day') \
-            SELECT id::text FROM gone";
-        let out = self
-            .exec(sql, vec![uuid("id", id), text("owner", owner)], None)
-            .await?;
-        Ok(!out.records().is_empty())
+        let args = Args::default().uuid(id).text(owner);
+        let out = self.exec(&named(sql::DELETE_THREAD), args.0, None).await?;
+        Ok(out
+            .records()
+            .first()
+            .and_then(|r| r.first())
+            .is_some_and(|f| matches!(f, aws_sdk_rdsdata::types::Field::BooleanValue(true))))
     }
 }

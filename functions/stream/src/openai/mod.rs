@@ -119,9 +119,7 @@ pub async fn chat(
     let parts = RequestParts::of(&request);
     let body = crate::request::read_body(request, state.limits.max_body_bytes).await?;
     let req = ChatRequest::parse(&body, state.limits.max_prompt_chars)?;
-    if let Some(models) = &state.models
-        && !models.contains(&req.model)
-    {
+    if state.model(Some(&req.model)).is_err() {
         return Err(model_not_found(&req.model));
     }
     // What the call continues, with `metadata.previous_id`: that chain's turns come first, its
@@ -332,17 +330,18 @@ pub async fn models(State(state): State<StreamState>) -> Json<Value> {
         (status = 200, description = "`{\"id\", \"object\": \"model\", \"created\", \"owned_by\"}`",
             body = Object),
         (status = 401, description = "Missing or invalid API key", body = wire::OpenAiError),
-        (status = 404, description = "Not a model this service serves (`model_not_found`)",
+        (status = 404, description = "Not a model `LLM_MODELS` lists (`model_not_found`); with \
+            `LLM_MODELS` unset every model exists (it is passed upstream as named)",
             body = wire::OpenAiError),
     ))]
 pub async fn one_model(
     State(state): State<StreamState>,
     ValidPath(id): ValidPath<String>,
 ) -> Result<Json<Value>, V1Error> {
-    if served(&state).contains(&id) {
-        Ok(Json(model(&id, state.provider.name())))
-    } else {
-        Err(model_not_found(&id))
+    // What exists is what a completion accepts: with `LLM_MODELS` unset, any model.
+    match state.model(Some(&id)) {
+        Ok(_) => Ok(Json(model(&id, state.provider.name()))),
+        Err(_) => Err(model_not_found(&id)),
     }
 }
 

@@ -110,7 +110,7 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     // Start: the row is written beside the provider call, once the first text is out.
     let mut start = conversation.clone();
     if let Some(r) = &state.redactor {
-        start.prompt = r.redact(&start.prompt).0;
+        r.redact_request(&mut start);
     }
     let (saver_done, done_rx) = watch::channel(false);
     let saver = tokio::spawn(saver::saver(
@@ -145,14 +145,16 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
             .flags
             .push(grounding::grounding(&state, req, &conversation.response).await);
     }
-    let record = stored_record(&state, &mut conversation, &stored);
-    let saved = saver::save(
-        state.store.as_ref(),
-        &record,
-        budget.save_by(state.limits.save_budget),
-    )
-    .await;
-    drop(record);
+    redact_record(&state, &mut conversation, &stored);
+    // A turn whose thread was deleted is not kept, nor logged for replay.
+    let saved = !matches!(failure, Some(Stop::Halted(Halt::ThreadDeleted)))
+        && saver::save(
+            state.store.as_ref(),
+            &conversation,
+            budget.save_by(state.limits.save_budget),
+            state.turns.shutdown_deadline(),
+        )
+        .await;
 
     // Report: the log line and metrics, then the final event, which ends every reader.
     // The last event is rebuilt from the record: a client re-attaching later gets the same.
@@ -185,7 +187,7 @@ fn settle(conversation: &mut Conversation, outcome: &Outcome, started: Instant) 
         }
         Err(e) => {
             conversation.status = match e {
-                Stop::Halted(Halt::Cancel) => Status::Cancelled,
+                Stop::Halted(Halt::Cancel | Halt::ThreadDeleted) => Status::Cancelled,
                 _ if conversation.response.is_empty() => Status::Failed,
                 _ => Status::Partial,
             };
@@ -205,22 +207,15 @@ fn settle(conversation: &mut Conversation, outcome: &Outcome, started: Instant) 
     }
 }
 
-/// The record as stored: with `PII_REDACTION=true` the prompt redacted too, and the
-/// redaction's flag added (the final event reports it as well).
-fn stored_record<'a>(
-    state: &StreamState,
-    conversation: &'a mut Conversation,
-    stored: &StoredText,
-) -> std::borrow::Cow<'a, Conversation> {
+/// The record as stored (and logged): with `PII_REDACTION=true` what it keeps of its request
+/// redacted too (its answer already is), and the redaction's flag added (the final event
+/// reports it as well).
+fn redact_record(state: &StreamState, conversation: &mut Conversation, stored: &StoredText) {
     if let Some(r) = &state.redactor {
-        let (prompt, mut n) = r.redact(&conversation.prompt);
+        let mut n = r.redact_request(conversation);
         n.add(stored.redacted());
         conversation.flags.extend(n.flag());
-        let mut record = conversation.clone();
-        record.prompt = prompt;
-        return std::borrow::Cow::Owned(record);
     }
-    std::borrow::Cow::Borrowed(conversation)
 }
 
 /// The request's one log line (written when the turn ends, not when headers go out) and the

@@ -39,7 +39,13 @@ pub(super) async fn saver(
         // The reader that was waiting for it goes first.
         tokio::task::yield_now().await;
     }
-    let mut row_written = match store.create(&start).await {
+    // Every database call here gives way as soon as the turn has ended: its final save writes
+    // everything a checkpoint would, and must not wait behind one (a slow database, shutdown).
+    let created = tokio::select! {
+        created = store.create(&start) => created,
+        _ = done.wait_for(|d| *d) => return,
+    };
+    let mut row_written = match created {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(id = %start.id, error = %error_chain(&e),
@@ -63,7 +69,11 @@ pub(super) async fn saver(
             (!piece.is_empty()).then_some((at, piece.as_str())),
         );
         let row_was_written = row_written;
-        match checkpoint.await {
+        let checkpointed = tokio::select! {
+            checkpointed = checkpoint => checkpointed,
+            _ = done.wait_for(|d| *d) => return,
+        };
+        match checkpointed {
             Ok(seen) => {
                 row_written = true;
                 written = total;
@@ -72,7 +82,7 @@ pub(super) async fn saver(
                     turn.halt(Halt::Cancel);
                 } else if row_was_written && !seen.found {
                     tracing::info!(id = %start.id, "the turn's thread was deleted; stopping");
-                    turn.halt(Halt::Cancel);
+                    turn.halt(Halt::ThreadDeleted);
                 }
             }
             Err(e) => {
@@ -82,13 +92,15 @@ pub(super) async fn saver(
     }
 }
 
-/// Writes the final record, retrying with backoff until `save_by`. When every try fails, the
-/// whole record goes to the log as one `unsaved_record` line that `local replay` puts back into
-/// the table.
+/// Writes the final record, retrying with backoff until `save_by`, or until the shutdown's
+/// deadline when the process is stopping (`shutdown`: it must not exit mid-retry). When every
+/// try fails, the whole record goes to the log as one `unsaved_record` line that `local replay`
+/// puts back into the table.
 pub(super) async fn save(
     store: &dyn StreamStore,
     conversation: &Conversation,
     save_by: Instant,
+    mut shutdown: watch::Receiver<Option<Instant>>,
 ) -> bool {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -102,9 +114,24 @@ pub(super) async fn save(
             tracing::warn!(id = %conversation.id, error = %error_chain(e), ?delay,
                 "saving the conversation failed; retrying");
         });
-    let result = match tokio::time::timeout_at(save_by, attempts).await {
-        Ok(result) => result.map_err(|e| error_chain(&e)),
-        Err(_) => Err("the save budget (DB_SAVE_BUDGET_MS) ran out".to_owned()),
+    let out_of_time = async {
+        loop {
+            let by = shutdown
+                .borrow_and_update()
+                .map_or(save_by, |s| s.min(save_by));
+            tokio::select! {
+                () = tokio::time::sleep_until(by) => return,
+                changed = shutdown.changed() => if changed.is_err() {
+                    tokio::time::sleep_until(save_by).await;
+                    return;
+                },
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = attempts => result.map_err(|e| error_chain(&e)),
+        () = out_of_time => Err(
+            "the save budget (DB_SAVE_BUDGET_MS) or the shutdown's ran out".to_owned()),
     };
     match result {
         Ok(()) => true,
