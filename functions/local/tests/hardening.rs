@@ -377,3 +377,62 @@ async fn the_server_listens_on_loopback_unless_host_says_otherwise() {
         );
     }
 }
+
+/// A shutdown while the database is silent (a checkpoint in flight that never answers): every
+/// turn still running is saved or, when the database cannot take it before the process must
+/// exit, logged whole as `unsaved_record`. The process never exits mid-retry with the record
+/// neither saved nor logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_with_the_database_silent_logs_the_record_before_exit() {
+    let db = TestDb::new().await;
+    let proxy = PgProxy::start(host_port(&db.url)).await;
+    let url = proxy.url_for(&db.url);
+    let (mut proc, base) = serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-silent-shutdown",
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("AUTH", "off"),
+            ("OFFLINE_CHUNK_DELAY_MS", "100"),
+            ("CHECKPOINT_INTERVAL_MS", "200"),
+            ("SHUTDOWN_GRACE_MS", "300"),
+            ("DB_SAVE_BUDGET_MS", "2000"),
+            ("DB_STATEMENT_TIMEOUT_MS", "1500"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .await;
+    let http = client();
+    let resp = http
+        .post(format!("{base}/stream"))
+        .json(&json!({ "prompt": "a long prompt ".repeat(30) }))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let reader = tokio::spawn(testkit::sse::read(resp, None));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.silence().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-s", "TERM", &proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = proc.wait(Duration::from_secs(20));
+    assert_eq!(status, Some(0), "{}", proc.output());
+    let logged = log_lines(&proc).into_iter().any(|l| {
+        l["event"] == "unsaved_record" && l["record"].as_str().is_some_and(|r| r.contains(&id))
+    });
+    proxy.up();
+    let saved = row(&db, &"a long prompt ".repeat(30)).await;
+    assert!(
+        logged || saved.as_ref().is_some_and(|r| r.0 != "streaming"),
+        "the record was neither saved ({saved:?}) nor logged:\n{}",
+        proc.output()
+    );
+    let _ = reader.await;
+}

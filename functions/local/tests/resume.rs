@@ -453,3 +453,106 @@ async fn with_pii_redaction_positions_count_in_the_stored_text() {
         assert_eq!(sse::text(&whole), stored_text);
     }
 }
+
+/// The id `start` names is usable at once on every route that takes it, in another process
+/// too, although the turn's row is written only once its first text is out (or after 100 ms):
+/// its history is `streaming`, its thread lists it, and continuing it is a 409 until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_is_usable_on_every_route_the_moment_start_names_it() {
+    let mut slow = vec![Part::Sleep(Duration::from_millis(1500))];
+    slow.extend(answer(&["late ", "text"], Duration::from_millis(10)));
+    let fake = FakeOpenAi::start(vec![Reply::Stream(slow)]).await;
+    let db = TestDb::new().await;
+    let ((_a, a), (_b, b)) = two_on(&db, &fake).await;
+    let http = client();
+    let resp = start(&http, &a, "just started").await;
+    let id = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let reader = tokio::spawn(sse::read(resp, None));
+
+    let history = http.get(format!("{b}/history/{id}")).send().await.unwrap();
+    assert_eq!(history.status(), 200);
+    let history: Value = history.json().await.unwrap();
+    assert_eq!(history["status"], "streaming", "{history}");
+    let thread = http.get(format!("{b}/threads/{id}")).send().await.unwrap();
+    assert_eq!(thread.status(), 200);
+    let thread: Value = thread.json().await.unwrap();
+    assert_eq!(thread["items"][0]["id"], id.as_str(), "{thread}");
+    let next = http
+        .post(format!("{b}/stream"))
+        .json(&json!({"prompt": "and then?", "previous_id": id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 409);
+    let next: Value = next.json().await.unwrap();
+    assert_eq!(next["error"]["code"], "previous_not_usable");
+    assert!(!reader.is_finished(), "the turn ended before the checks");
+    assert_eq!(sse::text(&reader.await.unwrap()), "late text");
+}
+
+/// A process killed mid-answer (SIGKILL: no shutdown, no save) leaves its turn `streaming`; its
+/// missing heartbeat makes it read as ended within a few checkpoint intervals: a reader
+/// re-attached in another process gets the final `error` (`interrupted`), the history shows it
+/// ended, and a cancel finds it finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_process_was_killed_ends_within_seconds() {
+    let words: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &words,
+        Duration::from_millis(50),
+    ))])
+    .await;
+    let db = TestDb::new().await;
+    let ((mut a_proc, a), (_b, b)) = two_on(&db, &fake).await;
+    let http = client();
+    let resp = start(&http, &a, "doomed").await;
+    let id = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _reader = tokio::spawn(sse::read(resp, None));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "KILL", &a_proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    a_proc.wait(Duration::from_secs(5));
+
+    let killed_at = Instant::now();
+    let rest = http.get(format!("{b}/stream/{id}")).send().await.unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest = tokio::time::timeout(Duration::from_secs(15), sse::read(rest, None))
+        .await
+        .expect("the re-attached reader never got a final event");
+    let last = rest.last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.data["code"].as_str()),
+        ("error", Some("interrupted")),
+        "{rest:?}"
+    );
+    // Five checkpoint intervals of 200 ms, floored at 2 s, plus the polls.
+    assert!(killed_at.elapsed() < Duration::from_secs(8), "{:?}", killed_at.elapsed());
+    let history: Value = http
+        .get(format!("{b}/history/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (history["status"].as_str(), history["error"].as_str()),
+        (Some("partial"), Some("interrupted"))
+    );
+    let cancel = http
+        .post(format!("{b}/stream/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 409);
+}

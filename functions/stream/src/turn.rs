@@ -546,3 +546,51 @@ impl Turns {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Failure, Start};
+
+    /// A reader that re-attaches in the process generating the turn, after its final event is
+    /// out but before the turn is forgotten, gets the rest and that final event; it does not
+    /// follow past the end (where only keep-alives would come).
+    #[tokio::test]
+    async fn a_reader_attaching_after_the_final_event_ends_with_it() {
+        let turns = Turns::default();
+        let id = Uuid::now_v7();
+        let start = Start {
+            id,
+            created_at: String::new(),
+        };
+        let turn = turns.begin(id, "o", start, 1 << 20);
+        turn.push_delta("abc".into(), "abc", 3);
+        turn.push_final(StreamEvent::Error(Failure {
+            id,
+            status: common::Status::Cancelled,
+            code: "cancelled".into(),
+            message: String::new(),
+            flags: Vec::new(),
+            saved: true,
+            thread_id: id,
+            context_turns: 0,
+        }));
+        let reader = turn.reader(View::Stored, None);
+        let items: Vec<Item> = tokio::time::timeout(
+            Duration::from_secs(2),
+            turn.attach(reader, 1, Duration::from_millis(50))
+                .map(|i| i.unwrap_or(Item::KeepAlive))
+                .take_while(|i| std::future::ready(!matches!(i, Item::KeepAlive)))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap_or_default();
+        assert!(matches!(items.first(), Some(Item::Start(_))), "{items:?}");
+        assert!(
+            matches!(items.get(1), Some(Item::Delta { text, pos: 3 }) if text == "bc"),
+            "{items:?}"
+        );
+        assert!(matches!(items.last(), Some(Item::Final(_))), "{items:?}");
+        assert_eq!(items.len(), 3, "{items:?}");
+    }
+}

@@ -721,6 +721,82 @@ async fn with_pii_redaction_the_client_sees_the_text_but_the_table_keeps_it_reda
     assert_eq!(row.flags[0].verdict, "redacted");
 }
 
+/// With `PII_REDACTION=true` nothing kept holds the personal data: the instructions (which
+/// later turns of the thread inherit) and a `/v1` call's earlier messages are redacted too, in
+/// the row as soon as it is written and in the final record.
+#[tokio::test]
+async fn with_pii_redaction_the_instructions_and_earlier_messages_are_redacted() {
+    let h = serve(
+        TestDb::new().await,
+        &[("PII_REDACTION", "true"), ("OFFLINE_CHUNK_DELAY_MS", "0")],
+    )
+    .await;
+    let resp = h
+        .post(&json!({"prompt": "hi", "system": "you serve jane@example.com"}).to_string())
+        .await;
+    let events = sse::read(resp, None).await;
+    let row = h.finished_row(&id_of(&events)).await;
+    assert_eq!(row.system.as_deref(), Some("you serve [email]"));
+    let next = h
+        .post(&json!({"prompt": "more", "previous_id": id_of(&events)}).to_string())
+        .await;
+    let next = sse::read(next, None).await;
+    let next = h.finished_row_in_thread(&id_of(&next)).await;
+    assert_eq!(next.system.as_deref(), Some("you serve [email]"));
+
+    let body = json!({"model": "offline-echo", "messages": [
+        {"role": "system", "content": "call +1 415-555-0100"},
+        {"role": "user", "content": [{"type": "text", "text": "I am jane@example.com"}]},
+        {"role": "assistant", "content": "noted"},
+        {"role": "user", "content": "bye"}]});
+    let resp = h
+        .http
+        .post(format!("http://{}/v1/chat/completions", h.addr))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-conversation-id"].to_str().unwrap().to_owned();
+    let _ = resp.bytes().await;
+    let row = h.finished_row_in_thread(&id).await;
+    let kept = row.messages.unwrap().to_string();
+    assert!(!kept.contains("jane@") && !kept.contains("555-0100"), "{kept}");
+    assert!(kept.contains("[email]") && kept.contains("[phone]"), "{kept}");
+    assert_eq!(row.system.as_deref(), Some("call [phone]"));
+}
+
+/// `LLM_MODELS` restricts `/stream` as it does `/v1`; without it any model passes, and
+/// `/v1/models/{id}` says so.
+#[tokio::test]
+async fn a_model_outside_llm_models_is_refused_on_stream_and_models_agree() {
+    let h = serve(TestDb::new().await, &[("LLM_MODELS", "offline-echo,other")]).await;
+    let resp = h.post(r#"{"prompt":"hi","model":"gpt-secret"}"#).await;
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(h.count().await, 0);
+    let ok = h.post(r#"{"prompt":"hi","model":"other"}"#).await;
+    assert_eq!(ok.status(), 200);
+    let _ = sse::read(ok, None).await;
+
+    let open = serve(TestDb::new().await, &[]).await;
+    let one = open
+        .http
+        .get(format!("http://{}/v1/models/any-model-at-all", open.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let listed = h
+        .http
+        .get(format!("http://{}/v1/models/gpt-secret", h.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 404);
+}
+
 #[tokio::test]
 async fn with_pii_redaction_no_checkpoint_keeps_a_number_cut_at_a_chunk_edge() {
     // The provider sends a card number and phone numbers a few characters at a time, slowly
