@@ -35,10 +35,12 @@ revoke:
 keys:
 	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key list
 
-## make lambda-watch: migrate, then the Lambda emulator on :9000 (function URLs under /lambda-url/<function>/)
+## make lambda-watch: migrate, then the Lambda emulator on 127.0.0.1:9000 (HOST=0.0.0.0 to listen
+## on every interface, as `make dev`); function URLs under /lambda-url/<function>/
 lambda-watch: tools
 	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- migrate && \
-	  PATH="$(VENV)/bin:$$PATH" cargo lambda watch --env-var DATABASE_URL="$$url",AUTH="$${AUTH:-off}"
+	  PATH="$(VENV)/bin:$$PATH" cargo lambda watch -A "$${HOST:-127.0.0.1}" \
+	  --env-var DATABASE_URL="$$url",AUTH="$${AUTH:-off}"
 
 ## make openapi: rewrite openapi.json from the code (a test fails when they differ)
 openapi:

@@ -116,6 +116,7 @@ suite!(
     a_piece_sent_again_keeps_the_longer_text,
     a_turn_not_heard_from_reads_as_interrupted,
     a_deletion_racing_a_new_turn_leaves_nothing,
+    a_long_thread_of_long_turns_is_continued_in_pages,
 );
 
 fn tricky_text() -> String {
@@ -1119,4 +1120,57 @@ async fn a_deletion_racing_a_new_turn_leaves_nothing(h: &Harness) {
             .unwrap()
             .get(0);
     assert_eq!(threads, 0, "the deleted thread came back");
+}
+
+/// A thread of 300 turns with 3 KB answers: the chain a continuation needs is read in pages
+/// (the Data API answers at most 1 MiB, which reading the whole thread at once exceeds), as far
+/// as the context budget reaches, newest first and unbroken.
+async fn a_long_thread_of_long_turns_is_continued_in_pages(h: &Harness) {
+    let answer = "lorem ipsum dolor sit amet ".repeat(111); // about 3 KB
+    let client = h.db.client().await;
+    let first = Uuid::now_v7();
+    let mut previous: Option<Uuid> = None;
+    let mut ids = Vec::new();
+    let mut sql = String::from(
+        "INSERT INTO conversations (id, owner, prompt, response, status, provider, model, \
+         thread_id, previous_id, created_at, updated_at) VALUES ",
+    );
+    for i in 0..300 {
+        let id = if i == 0 { first } else { Uuid::now_v7() };
+        let prev = previous.map_or("NULL".to_owned(), |p| format!("'{p}'"));
+        sql.push_str(&format!(
+            "{}('{id}', 'alice', 'question {i}', '{answer}{i}', 'complete', 'openai', 'm', \
+             '{first}', {prev}, now() + interval '{i} milliseconds', now())",
+            if i == 0 { "" } else { ", " }
+        ));
+        ids.push(id);
+        previous = Some(id);
+    }
+    client.batch_execute(&sql).await.unwrap();
+    let last = *ids.last().unwrap();
+    let chain = h
+        .store
+        .chain("alice", last, 200_000)
+        .await
+        .unwrap()
+        .expect("the chain");
+    let per_turn = (answer.len() + 5 + "question 299".len()) as usize;
+    assert!(chain.len() >= 200_000 / per_turn, "{} turns", chain.len());
+    assert!(
+        chain.len() <= 200_000 / (answer.len()) + 2,
+        "{} turns",
+        chain.len()
+    );
+    let expected: Vec<Uuid> = ids.iter().rev().take(chain.len()).copied().collect();
+    let got: Vec<Uuid> = chain.iter().map(|t| t.id).collect();
+    assert_eq!(got, expected);
+    // A small budget still reads only the newest turns; the whole thread reads when it fits.
+    let whole = h
+        .store
+        .chain("alice", last, i64::MAX)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(whole.len(), 300);
+    assert_eq!(whole.last().unwrap().id, first);
 }

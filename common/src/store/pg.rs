@@ -338,14 +338,18 @@ impl ConversationChain for PgStore {
         id: Uuid,
         budget: i64,
     ) -> Result<Option<Vec<ChainTurn>>, StoreError> {
-        let rows = self
-            .query(&sql::chain_rows("$1", "$2"), &[&id, &owner])
-            .await?;
-        let turns = rows
-            .iter()
-            .map(|r| self.decode(r))
-            .collect::<Result<_, _>>()?;
-        Ok(sql::walk_chain(turns, id, budget))
+        let sql = sql::chain_page();
+        sql::walk_chain(id, budget, |after| {
+            let sql = &sql;
+            async move {
+                let (at, after_id) = (after.map(|a| a.created_at), after.map(|a| a.id));
+                let rows = self
+                    .query(sql, &[&id, &owner, &at, &after_id, &sql::CHAIN_PAGE])
+                    .await?;
+                rows.iter().map(|r| self.decode(r)).collect()
+            }
+        })
+        .await
     }
 }
 

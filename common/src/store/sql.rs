@@ -94,53 +94,73 @@ pub(crate) const FINISH: &str = "WITH log AS (DELETE FROM turn_chunks WHERE turn
     context_turns = EXCLUDED.context_turns, system = EXCLUDED.system, \
     messages = EXCLUDED.messages";
 
-/// The turns that may lie on the chain ending at turn $1 of owner $2: its thread's turns up to
-/// it, newest first (at most [`CHAIN_ROWS`]), walked in memory by [`walk_chain`]. One query on
-/// the thread index: cheaper to plan and run than a recursive walk.
-pub(crate) fn chain_rows(first: &str, owner: &str) -> String {
+/// One page of the turns that may lie on the chain ending at turn $1 of owner $2: its thread's
+/// turns up to it, newest first, after the keyset position ($3 created_at, $4 id; null: from
+/// the turn itself), at most $5. Walked in memory by [`walk_chain`], page by page, so that no
+/// read is larger than a page however long the thread (the Data API answers at most 1 MiB).
+pub(crate) fn chain_page() -> String {
     format!(
         "SELECT {} FROM conversations c \
          WHERE c.thread_id = (SELECT p.thread_id FROM conversations p \
-                              WHERE p.id = {first} AND p.owner = {owner}) \
-           AND c.created_at <= (SELECT p.created_at FROM conversations p WHERE p.id = {first}) \
-         ORDER BY c.created_at DESC, c.id DESC LIMIT {CHAIN_ROWS}",
+                              WHERE p.id = $1::uuid AND p.owner = $2::text) \
+           AND (c.created_at, c.id) <= (SELECT p.created_at, p.id FROM conversations p \
+                                        WHERE p.id = $1::uuid) \
+           AND ($3::timestamptz IS NULL OR (c.created_at, c.id) < ($3::timestamptz, $4::uuid)) \
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $5::int8",
         columns()
     )
 }
 
-/// The most turns of a thread read to walk a chain.
-pub(crate) const CHAIN_ROWS: i64 = 2000;
+/// The turns one chain page reads.
+pub(crate) const CHAIN_PAGE: i64 = 64;
 
-/// The chain ending at `last` among a thread's `turns`: `last`, the turn it continues, and so
-/// on, newest first, while their prompts and answers total at most `budget` characters (the
-/// turn that crosses it is included). `None` when `last` is not among them.
-pub(crate) fn walk_chain(
-    turns: Vec<crate::Conversation>,
+/// The chain ending at `last`: `last`, the turn it continues, and so on, newest first, while
+/// their prompts and answers total at most `budget` characters (the turn that crosses it is
+/// included). Pages of the thread (newest first, see [`chain_page`]) are read with `page`
+/// (given the position after the last row read) only as far as the chain and the budget
+/// reach. `None` when `last` is not found.
+pub(crate) async fn walk_chain<F, Fut>(
     last: uuid::Uuid,
     budget: i64,
-) -> Option<Vec<super::ChainTurn>> {
-    let mut by_id: std::collections::HashMap<uuid::Uuid, crate::Conversation> =
-        turns.into_iter().map(|c| (c.id, c)).collect();
+    mut page: F,
+) -> Result<Option<Vec<super::ChainTurn>>, crate::error::StoreError>
+where
+    F: FnMut(Option<super::Cursor>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<crate::Conversation>, crate::error::StoreError>>,
+{
     let mut chain = Vec::new();
     let mut next = Some(last);
     let mut total = 0i64;
-    while let Some(id) = next {
-        let Some(c) = by_id.remove(&id) else { break };
-        if !chain.is_empty() && total > budget {
+    let mut after = None;
+    loop {
+        let rows = page(after).await?;
+        let more = rows.len() as i64 >= CHAIN_PAGE;
+        after = rows.last().map(super::Cursor::after);
+        // The chain's turns are older than the turns they continue: whatever this page does not
+        // hold of it lies on a later page.
+        let mut by_id: std::collections::HashMap<uuid::Uuid, crate::Conversation> =
+            rows.into_iter().map(|c| (c.id, c)).collect();
+        while let Some(id) = next {
+            let Some(c) = by_id.remove(&id) else { break };
+            if !chain.is_empty() && total > budget {
+                return Ok(Some(chain));
+            }
+            total += (c.prompt.chars().count() + c.response.chars().count()) as i64;
+            next = c.previous_id;
+            chain.push(super::ChainTurn {
+                id: c.id,
+                thread_id: c.thread_id,
+                prompt: c.prompt,
+                response: c.response,
+                status: c.status,
+                system: c.system,
+            });
+        }
+        if next.is_none() || !more || (!chain.is_empty() && total > budget) {
             break;
         }
-        total += (c.prompt.chars().count() + c.response.chars().count()) as i64;
-        next = c.previous_id;
-        chain.push(super::ChainTurn {
-            id: c.id,
-            thread_id: c.thread_id,
-            prompt: c.prompt,
-            response: c.response,
-            status: c.status,
-            system: c.system,
-        });
     }
-    (!chain.is_empty()).then_some(chain)
+    Ok((!chain.is_empty()).then_some(chain))
 }
 
 /// A turn's stored text from character `$from` on (at most `$n` characters): its log while it

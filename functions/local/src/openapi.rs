@@ -131,6 +131,15 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
         pattern(property(doc, "StreamRequest", "model"), NOT_BLANK),
         pattern(property(doc, "StreamRequest", "system"), NO_NUL),
         pattern(property(doc, "StreamRequest", "previous_id"), UUID),
+        // Fields it does not take are refused (422 naming them).
+        schema(doc, "StreamRequest")
+            .and_then(object)
+            .map(|o| {
+                o.additional_properties = Some(Box::new(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ));
+            })
+            .is_some(),
         pattern(property(doc, "ChatCompletionRequest", "model"), NOT_BLANK),
         pattern(property(doc, "ChatMessage", "name"), NO_NUL),
         pattern(property(doc, "ChatTextPart", "text"), NO_NUL),

@@ -118,3 +118,37 @@ async fn with_auth_required_the_server_says_how_to_call_it() {
     assert!(serving.contains("Authorization: Bearer"), "{serving}");
     assert!(serving.contains("make key"), "{serving}");
 }
+
+/// `make lambda-watch` listens on the loopback interface unless `HOST` says otherwise, as the
+/// local server does (cargo lambda's own default is every interface).
+#[test]
+fn lambda_watch_listens_on_loopback_unless_asked() {
+    let root = testkit::process::workspace_root();
+    let dry = |host: Option<&str>| {
+        let mut cmd = Command::new("make");
+        cmd.current_dir(&root).args(["-n", "lambda-watch"]);
+        match host {
+            Some(h) => cmd.env("HOST", h),
+            None => cmd.env_remove("HOST"),
+        };
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let line = |out: &str| {
+        out.lines()
+            .find(|l| l.contains("cargo lambda watch"))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    // `make -n` prints the recipe; the shell expands the default when it runs.
+    let default = line(&dry(None));
+    assert!(default.contains(r#"-A "${HOST:-127.0.0.1}""#), "{default}");
+    let expanded = std::process::Command::new("bash")
+        .args(["-c", r#"unset HOST; echo "${HOST:-127.0.0.1}""#])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&expanded.stdout).trim(),
+        "127.0.0.1"
+    );
+}

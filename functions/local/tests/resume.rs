@@ -536,7 +536,11 @@ async fn a_turn_whose_process_was_killed_ends_within_seconds() {
         "{rest:?}"
     );
     // Five checkpoint intervals of 200 ms, floored at 2 s, plus the polls.
-    assert!(killed_at.elapsed() < Duration::from_secs(8), "{:?}", killed_at.elapsed());
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        killed_at.elapsed()
+    );
     let history: Value = http
         .get(format!("{b}/history/{id}"))
         .send()

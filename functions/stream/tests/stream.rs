@@ -757,12 +757,21 @@ async fn with_pii_redaction_the_instructions_and_earlier_messages_are_redacted()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let id = resp.headers()["x-conversation-id"].to_str().unwrap().to_owned();
+    let id = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let _ = resp.bytes().await;
     let row = h.finished_row_in_thread(&id).await;
     let kept = row.messages.unwrap().to_string();
-    assert!(!kept.contains("jane@") && !kept.contains("555-0100"), "{kept}");
-    assert!(kept.contains("[email]") && kept.contains("[phone]"), "{kept}");
+    assert!(
+        !kept.contains("jane@") && !kept.contains("555-0100"),
+        "{kept}"
+    );
+    assert!(
+        kept.contains("[email]") && kept.contains("[phone]"),
+        "{kept}"
+    );
     assert_eq!(row.system.as_deref(), Some("call [phone]"));
 }
 

@@ -185,6 +185,10 @@ impl Args {
             .push(param(&self.next(), Field::DoubleValue(v), None));
         self
     }
+    pub(super) fn opt_timestamp(mut self, v: Option<OffsetDateTime>) -> Self {
+        self.0.push(opt_timestamp(&self.next(), v));
+        self
+    }
     pub(super) fn timestamp(mut self, v: OffsetDateTime) -> Self {
         self.0.push(timestamp(&self.next(), v));
         self

@@ -10,7 +10,7 @@ use super::params::{Args, long, named, text, timestamp, utc_param, utc_text, uui
 use super::read::columns;
 use crate::domain::{Conversation, Thread};
 use crate::error::StoreError;
-use crate::store::sql::{self, chain_rows, walk_chain};
+use crate::store::sql::{self, walk_chain};
 use crate::store::{ChainTurn, ConversationChain, Listed, PageQuery, ThreadStore};
 
 /// The thread columns as text and numbers, from `threads t`.
@@ -43,18 +43,25 @@ impl ConversationChain for DataApiStore {
         id: Uuid,
         budget: i64,
     ) -> Result<Option<Vec<ChainTurn>>, StoreError> {
-        // The thread's turns up to this one, walked in memory (as the pool does).
-        let sql = chain_rows("CAST(:id AS uuid)", "CAST(:owner AS text)")
-            .replace(&crate::store::sql::columns(), &columns());
-        let params = vec![uuid("id", id), text("owner", owner)];
-        let (turns, _) = self
-            .read(&sql, params, 50, usize::MAX, &[], |_| Ok(()))
-            .await?;
-        Ok(walk_chain(
-            turns.into_iter().map(|(c, ())| c).collect(),
-            id,
-            budget,
-        ))
+        // The thread's turns up to this one, a page at a time, walked in memory (as the pool
+        // does); each page is read within the Data API's response limit.
+        let sql = named(&sql::chain_page().replace(&sql::columns(), &columns()));
+        walk_chain(id, budget, |after| {
+            let sql = &sql;
+            async move {
+                let args = Args::default()
+                    .uuid(id)
+                    .text(owner)
+                    .opt_timestamp(after.map(|a| a.created_at))
+                    .opt_uuid(after.map(|a| a.id))
+                    .long(sql::CHAIN_PAGE);
+                let (turns, _) = self
+                    .read(sql, args.0, sql::CHAIN_PAGE, usize::MAX, &[], |_| Ok(()))
+                    .await?;
+                Ok(turns.into_iter().map(|(c, ())| c).collect())
+            }
+        })
+        .await
     }
 }
 
