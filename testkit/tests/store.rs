@@ -1154,7 +1154,7 @@ async fn a_long_thread_of_long_turns_is_continued_in_pages(h: &Harness) {
         .await
         .unwrap()
         .expect("the chain");
-    let per_turn = (answer.len() + 5 + "question 299".len()) as usize;
+    let per_turn = answer.len() + 5 + "question 299".len();
     assert!(chain.len() >= 200_000 / per_turn, "{} turns", chain.len());
     assert!(
         chain.len() <= 200_000 / (answer.len()) + 2,

@@ -74,9 +74,31 @@ async fn each_request_writes_one_json_line_and_each_stream_a_metrics_line() {
     let stream_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let events = sse::read(resp, None).await;
     assert_eq!(events.last().unwrap().name, "done");
+    // Re-attaching to the turn that has ended writes its own line too.
+    let turn = events[0].data["id"].as_str().unwrap().to_owned();
+    let again = http
+        .get(format!("{base}/stream/{turn}?after=3"))
+        .send()
+        .await
+        .unwrap();
+    let again_id = again.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(sse::read(again, None).await.last().unwrap().name, "done");
     tokio::time::sleep(Duration::from_millis(300)).await;
     proc.stop();
     let lines = lines(&proc);
+
+    let l = request_line(&lines, &again_id);
+    assert_eq!(
+        (
+            l["route"].as_str(),
+            l["status"].as_u64(),
+            l["method"].as_str()
+        ),
+        (Some("/stream/{id}"), Some(200), Some("GET"))
+    );
+    assert_eq!(l["conversation_id"], turn.as_str());
+    assert_eq!(l["resumed_from"], 3);
+    assert!(l["response_bytes"].as_u64().unwrap() > 0);
 
     let l = request_line(&lines, &ok_id);
     assert_eq!(

@@ -560,3 +560,51 @@ async fn a_turn_whose_process_was_killed_ends_within_seconds() {
         .unwrap();
     assert_eq!(cancel.status(), 409);
 }
+
+/// Deleting a thread while one of its turns streams (from another process): the turn stops at
+/// its next checkpoint and says why (`thread_deleted`, not `cancelled`), and nothing of it comes
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_whose_thread_is_deleted_stops_and_says_so() {
+    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &words,
+        Duration::from_millis(50),
+    ))])
+    .await;
+    let db = TestDb::new().await;
+    let ((_a, a), (_b, b)) = two_on(&db, &fake).await;
+    let http = client();
+    let resp = start(&http, &a, "soon gone").await;
+    let id = resp.headers()["x-conversation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let reader = tokio::spawn(sse::read(resp, None));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deleted = http
+        .delete(format!("{b}/threads/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let events = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the turn went on after its thread was deleted")
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.name.as_str(),
+            last.data["code"].as_str(),
+            last.data["saved"].as_bool()
+        ),
+        ("error", Some("thread_deleted"), Some(false)),
+        "{events:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(db.count().await, 0);
+    let gone = http.get(format!("{b}/history/{id}")).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+}
