@@ -1,6 +1,6 @@
-//! The SQL text of the stores: the pool sends it as it is, the Data API backend shares what it
-//! can (the search queries). The pool sends it with positional parameters (`$1`); the Data API backend
-//! rewrites the parameters into named, typed ones.
+//! The SQL text of the stores, written once for both backends: the pool sends it as it is, with
+//! positional parameters (`$1`, each cast where it is used: `$1::uuid`); the Data API backend
+//! rewrites them into named, typed ones (`dataapi::params::named`).
 
 /// A turn's text: the row's `response` once the turn has ended; while it is `streaming`, its
 /// log (the stored text the checkpoints wrote, in order), or the row's `response` for a turn
@@ -211,20 +211,20 @@ pub(crate) const DELETE_THREAD: &str = "SELECT delete_thread($1::uuid, $2::text)
 const SEARCH_TEMPLATE: &str = "\
     WITH candidates AS ( \
         SELECT c.id, c.created_at, c.search FROM {source} \
-        WHERE c.search @@ websearch_to_tsquery('{config}'::regconfig, $1) \
-          AND c.owner = $7 \
-          AND ($2::timestamptz IS NULL OR c.created_at >= $2) \
-          AND ($3::timestamptz IS NULL OR c.created_at < $3) \
+        WHERE c.search @@ websearch_to_tsquery('{config}'::regconfig, $1::text) \
+          AND c.owner = $7::text \
+          AND ($2::timestamptz IS NULL OR c.created_at >= $2::timestamptz) \
+          AND ($3::timestamptz IS NULL OR c.created_at < $3::timestamptz) \
         ORDER BY c.created_at DESC, c.id DESC \
-        LIMIT $4), \
+        LIMIT $4::int8), \
     page AS ( \
-        SELECT k.id, ts_rank(k.search, websearch_to_tsquery('{config}'::regconfig, $1)) AS rank \
+        SELECT k.id, ts_rank(k.search, websearch_to_tsquery('{config}'::regconfig, $1::text)) AS rank \
         FROM candidates k \
         ORDER BY rank DESC, k.created_at DESC, k.id DESC \
-        LIMIT $5 OFFSET $6) \
+        LIMIT $5::int8 OFFSET $6::int8) \
     SELECT {columns}, page.rank, \
         ts_headline('{config}'::regconfig, left(c.prompt, 2000) || ' … ' || left(c.response, 20000), \
-            websearch_to_tsquery('{config}'::regconfig, $1), \
+            websearch_to_tsquery('{config}'::regconfig, $1::text), \
             'StartSel=<mark>, StopSel=</mark>, MaxWords=30, MinWords=10, \
             MaxFragments=2, FragmentDelimiter=\" … \"') AS snippet, \
         (SELECT count(*) FROM candidates) AS found \
@@ -259,10 +259,10 @@ pub(crate) fn search_template(config: &str, window: bool) -> String {
         .replace(
             "{source}",
             "(SELECT id, owner, created_at, search FROM conversations \
-              WHERE owner = $7 \
-                AND ($2::timestamptz IS NULL OR created_at >= $2) \
-                AND ($3::timestamptz IS NULL OR created_at < $3) \
-              ORDER BY created_at DESC, id DESC LIMIT $8) c",
+              WHERE owner = $7::text \
+                AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz) \
+                AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz) \
+              ORDER BY created_at DESC, id DESC LIMIT $8::int8) c",
         )
         .replace("{config}", config)
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::DataApiStore;
 use super::fields::{Record, long_at, string_at};
-use super::params::{Args, long, named, opt_timestamp, text, timestamp, utc_param, uuid};
+use super::params::{Args, long, named, text, timestamp, utc_param, uuid};
 use super::read::{columns, field};
 use crate::domain::Conversation;
 use crate::error::StoreError;
@@ -17,41 +17,10 @@ use crate::store::{
     ConversationSearch, Listed, PageQuery, SearchHit, SearchQuery,
 };
 
-/// The search SQL (shared with the pool) with named, explicitly typed parameters and the
-/// columns the Data API reader takes; over the phrase window when `window`.
+/// The search SQL (shared with the pool) with named, typed parameters and the columns the Data
+/// API reader takes; over the phrase window when `window`.
 pub(super) fn data_api_search(config: &str, window: bool) -> String {
-    let sql = search_template(config, window);
-    let names = [
-        "CAST(:q AS text)".to_owned(),
-        utc_param("from_ts"),
-        utc_param("to_ts"),
-        "CAST(:candidates AS int8)".to_owned(),
-        "CAST(:limit AS int8)".to_owned(),
-        "CAST(:offset AS int8)".to_owned(),
-        "CAST(:owner AS text)".to_owned(),
-        "CAST(:window AS int8)".to_owned(),
-    ];
-    let mut out = String::with_capacity(sql.len() + 512);
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' {
-            let mut digits = String::new();
-            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                digits.push(*d);
-                chars.next();
-            }
-            match digits.parse::<usize>().ok().and_then(|n| names.get(n - 1)) {
-                Some(name) => out.push_str(name),
-                None => {
-                    out.push('$');
-                    out.push_str(&digits);
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out.replace("{columns}", &columns())
+    named(&search_template(config, window)).replace("{columns}", &columns())
 }
 
 /// The parameters of [`sql::CREATE`].
@@ -198,21 +167,19 @@ impl ConversationSearch for DataApiStore {
         query: &SearchQuery,
     ) -> Result<Listed<SearchHit>, StoreError> {
         let probe = query.limit + 1;
-        let params = vec![
-            text("q", &query.text),
-            opt_timestamp("from_ts", query.from),
-            opt_timestamp("to_ts", query.to),
-            long("candidates", query.candidates),
-            long("limit", probe),
-            long("offset", query.offset),
-            text("owner", owner),
-        ];
+        let params = Args::default()
+            .text(&query.text)
+            .opt_timestamp(query.from)
+            .opt_timestamp(query.to)
+            .long(query.candidates)
+            .long(probe)
+            .long(query.offset)
+            .text(owner);
         let keep = usize::try_from(query.limit).unwrap_or(0);
         if query.text.contains('"') {
-            let mut windowed = params.clone();
-            windowed.push(long("window", PHRASE_WINDOW_ROWS));
+            let windowed = params.clone().long(PHRASE_WINDOW_ROWS);
             let records = self
-                .first_call(&self.search_window_sql, windowed, probe)
+                .first_call(&self.search_window_sql, windowed.0, probe)
                 .await?;
             let found = match records.first() {
                 Some(r) => Some(long_at(&Record::new(r, &search_names()), "found")?),
@@ -224,7 +191,7 @@ impl ConversationSearch for DataApiStore {
                 return self.hits(&records, keep).await;
             }
         }
-        let records = self.first_call(&self.search_sql, params, probe).await?;
+        let records = self.first_call(&self.search_sql, params.0, probe).await?;
         self.hits(&records, keep).await
     }
 }
@@ -278,7 +245,7 @@ mod tests {
         for window in [false, true] {
             let sql = data_api_search("english", window);
             assert!(!sql.contains('$'), "{sql}");
-            assert!(sql.contains("CAST(:owner AS text)"), "{sql}");
+            assert!(sql.contains("CAST(:p7 AS text)"), "{sql}");
             assert!(sql.contains("AS response_chars"), "{sql}");
         }
     }

@@ -149,7 +149,7 @@ pub(super) fn named(sql: &str) -> String {
 }
 
 /// The values of a [`named`] statement, in the order of their `$n`.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Args(pub(super) Vec<SqlParameter>);
 
 impl Args {
