@@ -196,24 +196,53 @@ async fn a_position_beyond_what_is_logged_waits_for_the_text() {
     assert_eq!(format!("{}{}", sse::text(&first), sse::text(&rest)), answer);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_sent_to_another_process_stops_the_generation_within_a_checkpoint() {
-    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+/// A long answer (`words` words, `gap` apart) running on the first of two servers on one
+/// database, its client reading it in a task.
+struct Running {
+    db: TestDb,
+    fake: FakeOpenAi,
+    a: (Proc, String),
+    b: (Proc, String),
+    http: reqwest::Client,
+    id: String,
+    reader: tokio::task::JoinHandle<Vec<Received>>,
+}
+
+async fn running_on_two(words: usize, gap: Duration, prompt: &str) -> Running {
+    let words: Vec<String> = (0..words).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
-        &refs,
-        Duration::from_millis(100),
-    ))])
-    .await;
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&refs, gap))]).await;
     let db = TestDb::new().await;
-    let ((_a, a), (_b, b)) = two_on(&db, &fake).await;
+    let (a, b) = two_on(&db, &fake).await;
     let http = client();
-    let resp = start(&http, &a, "a long answer").await;
+    let resp = start(&http, &a.1, prompt).await;
     let id = resp.headers()["x-conversation-id"]
         .to_str()
         .unwrap()
         .to_owned();
     let reader = tokio::spawn(sse::read(resp, None));
+    Running {
+        db,
+        fake,
+        a,
+        b,
+        http,
+        id,
+        reader,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_to_another_process_stops_the_generation_within_a_checkpoint() {
+    let Running {
+        db,
+        fake,
+        a: (_a, a),
+        b: (_b, b),
+        http,
+        id,
+        reader,
+    } = running_on_two(100, Duration::from_millis(100), "a long answer").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let sent = Instant::now();
@@ -250,7 +279,8 @@ async fn a_cancel_sent_to_another_process_stops_the_generation_within_a_checkpoi
         ("cancelled", Some("cancelled"))
     );
     assert_eq!(answer, sse::text(&events));
-    assert!(!answer.is_empty() && answer.len() < words.concat().len());
+    let whole: usize = (0..100).map(|i| format!("w{i} ").len()).sum();
+    assert!(!answer.is_empty() && answer.len() < whole);
     // The provider's connection was closed before the answer's end: no more tokens.
     let until = Instant::now() + Duration::from_secs(5);
     while fake.dropped_by_client() == 0 && Instant::now() < until {
@@ -499,22 +529,15 @@ async fn an_id_is_usable_on_every_route_the_moment_start_names_it() {
 /// ended, and a cancel finds it finished.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_whose_process_was_killed_ends_within_seconds() {
-    let words: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
-        &words,
-        Duration::from_millis(50),
-    ))])
-    .await;
-    let db = TestDb::new().await;
-    let ((mut a_proc, a), (_b, b)) = two_on(&db, &fake).await;
-    let http = client();
-    let resp = start(&http, &a, "doomed").await;
-    let id = resp.headers()["x-conversation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _reader = tokio::spawn(sse::read(resp, None));
+    let Running {
+        db: _db,
+        fake: _fake,
+        a: (mut a_proc, _),
+        b: (_b, b),
+        http,
+        id,
+        reader: _reader,
+    } = running_on_two(400, Duration::from_millis(50), "doomed").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let killed = std::process::Command::new("kill")
         .args(["-s", "KILL", &a_proc.pid().to_string()])
@@ -566,22 +589,15 @@ async fn a_turn_whose_process_was_killed_ends_within_seconds() {
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_whose_thread_is_deleted_stops_and_says_so() {
-    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(
-        &words,
-        Duration::from_millis(50),
-    ))])
-    .await;
-    let db = TestDb::new().await;
-    let ((_a, a), (_b, b)) = two_on(&db, &fake).await;
-    let http = client();
-    let resp = start(&http, &a, "soon gone").await;
-    let id = resp.headers()["x-conversation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let reader = tokio::spawn(sse::read(resp, None));
+    let Running {
+        db,
+        a: (_a, _),
+        b: (_b, b),
+        fake: _fake,
+        http,
+        id,
+        reader,
+    } = running_on_two(100, Duration::from_millis(50), "soon gone").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let deleted = http
         .delete(format!("{b}/threads/{id}"))
