@@ -1,5 +1,7 @@
-//! Request parameters and response shapes shared by the list endpoints (`/history`, `/search`).
+//! Request parameters and response shapes shared by the list endpoints (`/history`, `/search`,
+//! a thread's turns), and the byte cap every page and single turn keeps to.
 
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -85,6 +87,70 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// The most a page's body holds (history, search, a thread's turns, one turn): the functions
+/// that serve them answer through Lambda's buffered responses, which stop at 6 MB (API Gateway
+/// answers 5xx beyond).
+pub const MAX_PAGE_BYTES: usize = 5_000_000;
+
+/// Room kept for the rest of a page's body (its other fields).
+const PAGE_RESERVE: usize = 4096;
+
+/// The JSON of `items`, in order, as many as fit in [`MAX_PAGE_BYTES`]; the first is always
+/// kept, shortened by `shorten` (given the bytes it may take) when it alone is larger. The page
+/// holds the first `n` items, `n` the length returned; its cursor goes on after the `n`th.
+pub fn fit<T: Serialize>(items: &mut [T], shorten: impl Fn(&mut T, usize)) -> Vec<Vec<u8>> {
+    let budget = MAX_PAGE_BYTES - PAGE_RESERVE;
+    let mut out = Vec::with_capacity(items.len());
+    let mut used = 0;
+    for (i, item) in items.iter_mut().enumerate() {
+        let mut json = serde_json::to_vec(item).unwrap_or_default();
+        if i == 0 && json.len() > budget {
+            shorten(item, budget);
+            json = serde_json::to_vec(item).unwrap_or_default();
+        }
+        if i > 0 && used + json.len() + 1 > budget {
+            break;
+        }
+        used += json.len() + 1;
+        out.push(json);
+    }
+    out
+}
+
+/// A `200` JSON response: the object `head` with the field `items` added last, holding `items`
+/// (each already JSON, from [`fit`]).
+pub fn page_response(head: &impl Serialize, items: Vec<Vec<u8>>) -> axum::response::Response {
+    let mut body = serde_json::to_vec(head).unwrap_or_else(|_| b"{}".to_vec());
+    body.pop(); // the closing brace
+    if body.len() > 1 {
+        body.push(b',');
+    }
+    body.extend_from_slice(b"\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The fields of a list page other than its items.
+#[derive(Debug, Serialize)]
+pub struct PageHead {
+    pub limit: i64,
+    pub offset: i64,
+    pub next_cursor: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +171,27 @@ mod tests {
         for bad in ["0", "101", "-1", "ten", "1.5", "99999999999999999999"] {
             assert!(params(Some(bad), None, None).parse().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_page_keeps_what_fits_and_shortens_a_first_item_too_large_alone() {
+        let big = "x".repeat(MAX_PAGE_BYTES / 3);
+        let mut items = vec![big.clone(), big.clone(), big.clone(), big];
+        let json = fit(&mut items, |_, _| unreachable!());
+        assert_eq!(json.len(), 2);
+        let mut huge = vec!["y".repeat(MAX_PAGE_BYTES * 2), "z".into()];
+        let json = fit(&mut huge, |s: &mut String, room| s.truncate(room - 2));
+        assert_eq!(json.len(), 1);
+        assert!(json[0].len() <= MAX_PAGE_BYTES);
+        let body = page_response(
+            &PageHead {
+                limit: 2,
+                offset: 0,
+                next_cursor: None,
+            },
+            vec![b"1".to_vec(), b"2".to_vec()],
+        );
+        assert_eq!(body.status(), 200);
     }
 
     #[test]

@@ -104,6 +104,12 @@ pub struct Conversation {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// True only in a copy whose `response` was cut to fit a page or a single read (5,000,000
+    /// bytes, what a buffered Lambda response can hold): the whole answer is the text of
+    /// `GET /stream/{id}` (streamed, of any length; `?after=` the cut copy's length in
+    /// characters gives the rest). False otherwise.
+    #[serde(default)]
+    pub truncated: bool,
     /// When the process generating a `streaming` turn was last heard from (each checkpoint);
     /// not part of the API.
     #[serde(skip)]
@@ -159,6 +165,7 @@ impl Conversation {
             context_turns: None,
             created_at: now,
             updated_at: now,
+            truncated: false,
             heartbeat_at: None,
         }
     }
@@ -245,6 +252,29 @@ impl Conversation {
         std::borrow::Cow::Owned(c)
     }
 
+    /// Cuts `response` so that this turn's JSON takes at most `max_bytes` (never below an empty
+    /// answer) and marks it `truncated`; nothing when it already fits. The prompt, instructions
+    /// and earlier messages are bounded by the request size, so only an answer can grow past a
+    /// page.
+    pub fn shorten(&mut self, max_bytes: usize) {
+        let size = serde_json::to_vec(self).map_or(0, |j| j.len());
+        if size <= max_bytes {
+            return;
+        }
+        // `true` is a byte shorter than `false`: nothing else joins the object.
+        let mut over = size - max_bytes;
+        let mut cut = self.response.len();
+        for (at, ch) in self.response.char_indices().rev() {
+            if over == 0 {
+                break;
+            }
+            over = over.saturating_sub(json_len(ch));
+            cut = at;
+        }
+        self.response.truncate(cut);
+        self.truncated = true;
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens,
@@ -295,6 +325,15 @@ fn storable_json(v: &serde_json::Value) -> serde_json::Value {
                 .collect(),
         ),
         other => other.clone(),
+    }
+}
+
+/// The bytes `ch` takes inside a JSON string as serde_json writes it.
+fn json_len(ch: char) -> usize {
+    match ch {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
     }
 }
 
@@ -376,6 +415,28 @@ mod tests {
         assert_eq!(
             m.storable().messages,
             Some(serde_json::json!([{"content": ["x\u{FFFD}"], "k\u{FFFD}": {"n": "\u{FFFD}"}}]))
+        );
+    }
+
+    #[test]
+    fn a_turn_too_large_for_a_page_is_cut_to_fit_and_marked() {
+        let mut c = Conversation::start("o", "p".into(), "offline", "m");
+        c.response = "a\"\u{1}é".repeat(100_000);
+        let whole = c.clone();
+        c.shorten(usize::MAX);
+        assert_eq!(c, whole);
+        c.shorten(100_000);
+        let json = serde_json::to_vec(&c).unwrap();
+        assert!(
+            json.len() <= 100_000 && json.len() > 99_000,
+            "{}",
+            json.len()
+        );
+        assert!(c.truncated && whole.response.starts_with(&c.response));
+        assert!(
+            String::from_utf8(json)
+                .unwrap()
+                .contains("\"truncated\":true")
         );
     }
 

@@ -29,6 +29,15 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// A page large enough for every turn of a test's thread.
+pub fn whole_thread() -> common::store::PageQuery {
+    common::store::PageQuery {
+        limit: 100,
+        offset: 0,
+        after: None,
+    }
+}
+
 /// An HTTP client for tests (ring as the TLS provider).
 pub fn http_client() -> reqwest::Client {
     common::install_crypto_provider();

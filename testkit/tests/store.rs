@@ -117,6 +117,7 @@ suite!(
     a_turn_not_heard_from_reads_as_interrupted,
     a_deletion_racing_a_new_turn_leaves_nothing,
     a_long_thread_of_long_turns_is_continued_in_pages,
+    a_thread_is_read_a_page_at_a_time,
 );
 
 fn tricky_text() -> String {
@@ -666,7 +667,13 @@ async fn branches_share_a_thread_and_each_chain_is_its_own(h: &Harness) {
         .map(|t| t.id)
         .collect();
     assert_eq!(chain_b, [b.id, root.id]);
-    let (thread, turns) = h.store.thread("alice", root.id).await.unwrap().unwrap();
+    let (thread, turns) = h
+        .store
+        .thread("alice", root.id, &testkit::whole_thread())
+        .await
+        .unwrap()
+        .map(|(t, l)| (t, l.items))
+        .unwrap();
     assert_eq!(thread.turns, 4);
     assert_eq!(thread.title, "q root");
     let ids: Vec<_> = turns.iter().map(|t| (t.id, t.previous_id)).collect();
@@ -738,12 +745,25 @@ async fn a_thread_is_read_oldest_first_and_deleted_whole(h: &Harness) {
         .checkpoint(None, running.id, Some((0, "so far")))
         .await
         .unwrap();
-    let (_, turns) = h.store.thread("alice", root.id).await.unwrap().unwrap();
+    let (_, turns) = h
+        .store
+        .thread("alice", root.id, &testkit::whole_thread())
+        .await
+        .unwrap()
+        .map(|(t, l)| (t, l.items))
+        .unwrap();
     assert_eq!(turns.len(), 3);
     assert_eq!(turns[2].response, "so far");
 
     assert!(h.store.delete_thread("alice", root.id).await.unwrap());
-    assert_eq!(h.store.thread("alice", root.id).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .thread("alice", root.id, &testkit::whole_thread())
+            .await
+            .unwrap()
+            .map(|(t, l)| (t, l.items)),
+        None
+    );
     for gone in [root.id, next.id, running.id] {
         assert_eq!(get(h, "alice", gone).await.unwrap(), None);
     }
@@ -788,7 +808,14 @@ async fn a_thread_is_read_oldest_first_and_deleted_whole(h: &Harness) {
 async fn threads_are_owner_isolated(h: &Harness) {
     let root = turn("alice", None, "mine", 0);
     save_all(h, &[&root]).await;
-    assert_eq!(h.store.thread("bob", root.id).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .thread("bob", root.id, &testkit::whole_thread())
+            .await
+            .unwrap()
+            .map(|(t, l)| (t, l.items)),
+        None
+    );
     assert!(!h.store.delete_thread("bob", root.id).await.unwrap());
     let page = PageQuery {
         limit: 10,
@@ -803,7 +830,14 @@ async fn threads_are_owner_isolated(h: &Harness) {
             .items
             .is_empty()
     );
-    assert!(h.store.thread("alice", root.id).await.unwrap().is_some());
+    assert!(
+        h.store
+            .thread("alice", root.id, &testkit::whole_thread())
+            .await
+            .unwrap()
+            .map(|(t, l)| (t, l.items))
+            .is_some()
+    );
 }
 
 async fn a_turn_of_a_deleted_thread_does_not_bring_it_back(h: &Harness) {
@@ -831,7 +865,14 @@ async fn a_turn_of_a_deleted_thread_does_not_bring_it_back(h: &Harness) {
     running.response = "done".into();
     h.store.finish(&running).await.unwrap();
     assert_eq!(get(h, "alice", running.id).await.unwrap(), None);
-    assert_eq!(h.store.thread("alice", root.id).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .thread("alice", root.id, &testkit::whole_thread())
+            .await
+            .unwrap()
+            .map(|(t, l)| (t, l.items)),
+        None
+    );
     assert_eq!(h.db.count().await, 0);
 }
 
@@ -1173,4 +1214,38 @@ async fn a_long_thread_of_long_turns_is_continued_in_pages(h: &Harness) {
         .unwrap();
     assert_eq!(whole.len(), 300);
     assert_eq!(whole.last().unwrap().id, first);
+}
+
+/// A thread's turns come a page at a time, oldest first, with a position to go on from.
+async fn a_thread_is_read_a_page_at_a_time(h: &Harness) {
+    let root = finished("alice", "t0", "a0");
+    let mut turns = vec![root.clone()];
+    for i in 1..5 {
+        let mut t = finished("alice", &format!("t{i}"), "a");
+        t.thread_id = root.id;
+        t.previous_id = Some(turns[i - 1].id);
+        turns.push(t);
+    }
+    save_all(h, &turns.iter().collect::<Vec<_>>()).await;
+    let mut page = common::store::PageQuery {
+        limit: 2,
+        offset: 0,
+        after: None,
+    };
+    let mut got = Vec::new();
+    loop {
+        let (_, listed) = h
+            .store
+            .thread("alice", root.id, &page)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(listed.items.len() <= 2);
+        got.extend(listed.items.iter().map(|c| c.id));
+        if !listed.more {
+            break;
+        }
+        page.after = listed.items.last().map(Cursor::after);
+    }
+    assert_eq!(got, turns.iter().map(|t| t.id).collect::<Vec<_>>());
 }

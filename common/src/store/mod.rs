@@ -276,12 +276,15 @@ pub trait ThreadStore: Send + Sync {
         page: &PageQuery,
     ) -> Result<Listed<crate::domain::Thread>, StoreError>;
 
-    /// `owner`'s thread `id` and every turn of it, oldest first; `None` when there is none.
+    /// `owner`'s thread `id` and a page of its turns, oldest first (ties by id): at most
+    /// `page.limit`, after `page.after` (a turn's position in that order), and whether more
+    /// follow; `None` when there is no such thread. `page.offset` is ignored.
     async fn thread(
         &self,
         owner: &str,
         id: Uuid,
-    ) -> Result<Option<(crate::domain::Thread, Vec<Conversation>)>, StoreError>;
+        page: &PageQuery,
+    ) -> Result<Option<(crate::domain::Thread, Listed<Conversation>)>, StoreError>;
 
     /// Deletes `owner`'s thread `id` and every turn of it (from history and search too);
     /// `false` when there was none. A turn of it still running does not bring it back.

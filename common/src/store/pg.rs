@@ -154,6 +154,7 @@ impl PgStore {
             context_turns: row.try_get("context_turns").map_err(q)?,
             created_at: row.try_get("created_at").map_err(q)?,
             updated_at: row.try_get("updated_at").map_err(q)?,
+            truncated: false,
             heartbeat_at: row.try_get("heartbeat_at").map_err(q)?,
         };
         Ok(c.settle(self.stale_after, self.heartbeat_stale, now_micros()))
@@ -448,7 +449,8 @@ impl ThreadStore for PgStore {
         &self,
         owner: &str,
         id: Uuid,
-    ) -> Result<Option<(Thread, Vec<Conversation>)>, StoreError> {
+        page: &PageQuery,
+    ) -> Result<Option<(Thread, Listed<Conversation>)>, StoreError> {
         let sql = format!(
             "SELECT {} FROM threads t WHERE t.id = $1 AND t.owner = $2",
             sql::THREAD_COLUMNS
@@ -461,16 +463,12 @@ impl ThreadStore for PgStore {
         else {
             return Ok(None);
         };
-        let sql = format!(
-            "SELECT {} FROM conversations c WHERE c.thread_id = $1 AND c.owner = $2 \
-             ORDER BY c.created_at, c.id",
-            sql::columns()
-        );
-        let turns = self.query(&sql, &[&id, &owner]).await?;
-        let turns = turns
-            .iter()
-            .map(|r| self.decode(r))
-            .collect::<Result<_, _>>()?;
+        let (at, after_id) = (page.after.map(|a| a.created_at), page.after.map(|a| a.id));
+        let probe = page.limit + 1;
+        let rows = self
+            .query(&sql::thread_turns(), &[&id, &owner, &at, &after_id, &probe])
+            .await?;
+        let turns = Listed::from_probe(rows, page.limit, |r| self.decode(r))?;
         Ok(Some((thread?, turns)))
     }
 

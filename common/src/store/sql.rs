@@ -195,6 +195,18 @@ pub(crate) const REQUEST_CANCEL: &str = "WITH t AS ( \
         RETURNING c.id) \
     SELECT t.status, EXISTS (SELECT 1 FROM asked) AS asked FROM t";
 
+/// A page of thread $1's turns of owner $2, oldest first, after the position ($3 created_at,
+/// $4 id; null: from the first), at most $5 (the caller asks one more, to know whether more
+/// follow).
+pub(crate) fn thread_turns() -> String {
+    format!(
+        "SELECT {} FROM conversations c WHERE c.thread_id = $1::uuid AND c.owner = $2::text \
+           AND ($3::timestamptz IS NULL OR (c.created_at, c.id) > ($3::timestamptz, $4::uuid)) \
+         ORDER BY c.created_at, c.id LIMIT $5::int8",
+        columns()
+    )
+}
+
 /// The thread columns, from `threads t`.
 pub(crate) const THREAD_COLUMNS: &str = "t.id, t.title, t.turns, t.created_at, t.updated_at";
 

@@ -28,7 +28,9 @@ pub fn router(store: Arc<dyn ConversationGet>, health: Arc<dyn HealthCheck>, aut
 #[utoipa::path(get, path = "/history/{id}", tag = "history",
     params(("id" = Uuid, Path, description = "The conversation's id")),
     responses(
-        (status = 200, description = "The conversation", body = Conversation),
+        (status = 200, description = "The conversation (an answer too long for 5,000,000 bytes \
+            is cut and marked `truncated`: `GET /stream/{id}` streams it whole)",
+            body = Conversation),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No conversation of the caller has this id", body = ErrorBody),
         (status = 422, description = "The id is not a UUID", body = ErrorBody),
@@ -43,8 +45,11 @@ pub async fn get_one(
         ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
     })?;
     // A turn whose `start` named it moments ago may not have its row yet.
-    common::young::awaiting_row(id, || store.get(&owner.0, id))
+    let mut turn = common::young::awaiting_row(id, || store.get(&owner.0, id))
         .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("no conversation with this id"))
+        .ok_or(ApiError::NotFound("no conversation with this id"))?;
+    // Within what a buffered Lambda response holds (an answer longer than that is cut and
+    // marked `truncated`; GET /stream/{id} streams it whole).
+    turn.shorten(common::api::MAX_PAGE_BYTES);
+    Ok(Json(turn))
 }

@@ -7,10 +7,11 @@ pub mod threads;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Extension, State};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
-use common::api::{Page, PageParams};
+use common::api::{Page, PageHead, PageParams, fit, page_response};
 use common::auth::{Auth, Owner};
 use common::error::ErrorBody;
 use common::http::{ValidQuery, health_router, protect, with_fallbacks};
@@ -43,7 +44,8 @@ pub fn router(
 
 /// The caller's conversations, newest first (ties by id), by offset or by cursor.
 #[utoipa::path(get, path = "/history", tag = "history", params(PageParams), responses(
-    (status = 200, description = "One page, newest first", body = Page<Conversation>),
+    (status = 200, description = "One page, newest first: at most `limit` turns and at most \
+        5,000,000 bytes (fewer turns then; `next_cursor` goes on)", body = Page<Conversation>),
     (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     (status = 422, description = "A bad limit, offset or cursor", body = ErrorBody),
     (status = 503, description = "The database is unavailable", body = ErrorBody),
@@ -52,19 +54,20 @@ pub async fn history(
     State(list): State<Arc<dyn ConversationList>>,
     Extension(owner): Extension<Owner>,
     ValidQuery(params): ValidQuery<PageParams>,
-) -> Result<Json<Page<Conversation>>, ApiError> {
+) -> Result<Response, ApiError> {
     let page = params.parse()?;
-    let listed = list.list(&owner.0, &page).await?;
-    let items = listed.items;
-    let next_cursor = if listed.more {
-        items.last().map(|c| Cursor::after(c).encode())
-    } else {
-        None
+    let mut listed = list.list(&owner.0, &page).await?;
+    // As many as fit in a page's bytes; the cursor goes on after the last one sent.
+    let json = fit(&mut listed.items, Conversation::shorten);
+    let more = listed.more || json.len() < listed.items.len();
+    let next_cursor = match json.len().checked_sub(1) {
+        Some(last) if more => Some(Cursor::after(&listed.items[last]).encode()),
+        _ => None,
     };
-    Ok(Json(Page {
-        items,
+    let head = PageHead {
         limit: page.limit,
         offset: page.offset,
         next_cursor,
-    }))
+    };
+    Ok(page_response(&head, json))
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use common::api::parse_limit;
+use common::api::{fit, page_response, parse_limit};
 use common::auth::Owner;
 use common::domain::Thread;
 use common::error::ErrorBody;
@@ -25,7 +26,7 @@ pub fn routes(store: Arc<dyn ThreadStore>) -> Router {
         .with_state(store)
 }
 
-/// The query string of `GET /threads`.
+/// The query string of `GET /threads` and `GET /threads/{id}`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ThreadParams {
@@ -45,12 +46,40 @@ pub struct ThreadPage {
     pub next_cursor: Option<String>,
 }
 
-/// A thread and every turn of it, oldest first; each turn names the turn it continues
+/// A thread and a page of its turns, oldest first; each turn names the turn it continues
 /// (`previous_id`), so the branches can be drawn.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThreadTurns {
     pub thread: Thread,
     pub items: Vec<Conversation>,
+    pub limit: i64,
+    /// Pass as `cursor` for the next turns; null after the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The fields of [`ThreadTurns`] other than its items.
+#[derive(Serialize)]
+struct ThreadHead {
+    thread: Thread,
+    limit: i64,
+    next_cursor: Option<String>,
+}
+
+impl ThreadParams {
+    /// `limit` 1..=100 (default 20) and `cursor` (a `next_cursor`).
+    fn page(&self) -> Result<PageQuery, ApiError> {
+        let after = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
+                ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")
+            })?),
+        };
+        Ok(PageQuery {
+            limit: parse_limit(self.limit.as_deref())?,
+            offset: 0,
+            after,
+        })
+    }
 }
 
 fn thread_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -71,18 +100,8 @@ pub async fn list(
     Extension(owner): Extension<Owner>,
     ValidQuery(params): ValidQuery<ThreadParams>,
 ) -> Result<Json<ThreadPage>, ApiError> {
-    let limit = parse_limit(params.limit.as_deref())?;
-    let after = match params.cursor.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
-            ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")
-        })?),
-    };
-    let page = PageQuery {
-        limit,
-        offset: 0,
-        after,
-    };
+    let page = params.page()?;
+    let limit = page.limit;
     let listed = store.threads(&owner.0, &page).await?;
     let next_cursor = if listed.more {
         listed.items.last().map(|t| {
@@ -102,27 +121,42 @@ pub async fn list(
     }))
 }
 
-/// One of the caller's threads with every turn, oldest first.
+/// One of the caller's threads with a page of its turns, oldest first.
 #[utoipa::path(get, path = "/threads/{id}", tag = "threads",
-    params(("id" = Uuid, Path, description = "The thread's id (its first turn's)")),
+    params(("id" = Uuid, Path, description = "The thread's id (its first turn's)"), ThreadParams),
     responses(
-        (status = 200, description = "The thread and its turns", body = ThreadTurns),
+        (status = 200, description = "The thread and a page of its turns, oldest first: at most \
+            `limit` and at most 5,000,000 bytes (`next_cursor` goes on)", body = ThreadTurns),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No thread of the caller has this id", body = ErrorBody),
-        (status = 422, description = "The id is not a UUID", body = ErrorBody),
+        (status = 422, description = "The id is not a UUID, or a bad limit or cursor",
+            body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     ))]
 pub async fn one(
     State(store): State<Arc<dyn ThreadStore>>,
     Extension(owner): Extension<Owner>,
     ValidPath(raw): ValidPath<String>,
-) -> Result<Json<ThreadTurns>, ApiError> {
+    ValidQuery(params): ValidQuery<ThreadParams>,
+) -> Result<Response, ApiError> {
     let id = thread_id(&raw)?;
+    let page = params.page()?;
     // A thread whose first turn started moments ago may not have its row yet.
-    let (thread, items) = common::young::awaiting_row(id, || store.thread(&owner.0, id))
+    let (thread, mut turns) = common::young::awaiting_row(id, || store.thread(&owner.0, id, &page))
         .await?
         .ok_or(ApiError::NotFound("no thread with this id"))?;
-    Ok(Json(ThreadTurns { thread, items }))
+    let json = fit(&mut turns.items, Conversation::shorten);
+    let more = turns.more || json.len() < turns.items.len();
+    let next_cursor = match json.len().checked_sub(1) {
+        Some(last) if more => Some(Cursor::after(&turns.items[last]).encode()),
+        _ => None,
+    };
+    let head = ThreadHead {
+        thread,
+        limit: page.limit,
+        next_cursor,
+    };
+    Ok(page_response(&head, json))
 }
 
 /// Deletes one of the caller's threads and every turn of it: gone from history, search and the

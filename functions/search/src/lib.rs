@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Extension, State};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::ApiError;
-use common::api::{Page, parse_limit, parse_offset};
+use common::api::{Page, PageHead, fit, page_response, parse_limit, parse_offset};
 use common::auth::{Auth, Owner};
 use common::error::ErrorBody;
 use common::http::{ValidQuery, health_router, protect, with_fallbacks};
@@ -73,7 +74,8 @@ pub struct Params {
 /// Full-text search over the caller's conversations: the newest `SEARCH_CANDIDATES` matches,
 /// ranked, each with a highlighted snippet.
 #[utoipa::path(get, path = "/search", tag = "search", params(Params), responses(
-    (status = 200, description = "One page of matches, best first", body = Page<SearchHit>),
+    (status = 200, description = "One page of matches, best first: at most `limit` and at most \
+        5,000,000 bytes (fewer then; `next_cursor` goes on)", body = Page<SearchHit>),
     (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     (status = 422, description = "A missing or blank query, or a bad limit, offset, cursor, \
         from or to", body = ErrorBody),
@@ -83,27 +85,27 @@ pub async fn search(
     State(state): State<SearchState>,
     Extension(owner): Extension<Owner>,
     ValidQuery(params): ValidQuery<Params>,
-) -> Result<Json<Page<SearchHit>>, ApiError> {
+) -> Result<Response, ApiError> {
     let query = parse(&params, state.candidates)?;
     let (limit, offset) = (query.limit, query.offset);
-    if offset >= state.candidates {
-        return Ok(Json(Page {
-            items: Vec::new(),
-            limit,
-            offset,
-            next_cursor: None,
-        }));
-    }
-    let found = state.store.search(&owner.0, &query).await?;
-    let more = found.more && offset + limit < state.candidates;
-    let items = found.items;
-    let next_cursor = more.then(|| URL_SAFE_NO_PAD.encode(format!("o{}", offset + limit)));
-    Ok(Json(Page {
-        items,
+    let head = |next_cursor| PageHead {
         limit,
         offset,
         next_cursor,
-    }))
+    };
+    if offset >= state.candidates {
+        return Ok(page_response(&head(None), Vec::new()));
+    }
+    let mut found = state.store.search(&owner.0, &query).await?;
+    // As many as fit in a page's bytes; the next page starts after the last one sent.
+    let json = fit(&mut found.items, |hit: &mut SearchHit, room| {
+        hit.conversation
+            .shorten(room.saturating_sub(2 * hit.snippet.len() + 64));
+    });
+    let sent = json.len() as i64;
+    let more = (found.more || json.len() < found.items.len()) && offset + sent < state.candidates;
+    let next_cursor = more.then(|| URL_SAFE_NO_PAD.encode(format!("o{}", offset + sent)));
+    Ok(page_response(&head(next_cursor), json))
 }
 
 fn parse(p: &Params, candidates: i64) -> Result<SearchQuery, ApiError> {

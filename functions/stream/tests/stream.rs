@@ -986,9 +986,14 @@ async fn a_continued_thread_sends_its_chain_oldest_first_with_the_system_message
     );
     let (thread, turns) = h
         .store
-        .thread("local", uuid::Uuid::parse_str(&id1).unwrap())
+        .thread(
+            "local",
+            uuid::Uuid::parse_str(&id1).unwrap(),
+            &testkit::whole_thread(),
+        )
         .await
         .unwrap()
+        .map(|(t, l)| (t, l.items))
         .unwrap();
     assert_eq!((thread.turns, thread.title.as_str()), (4, "first"));
     assert_eq!(turns.len(), 4);
@@ -1119,7 +1124,13 @@ async fn a_new_thread_is_listed_while_its_first_turn_still_streams() {
         (listed[0].id, listed[0].title.as_str()),
         (id, "a fresh thread")
     );
-    let (_, turns) = h.store.thread("local", id).await.unwrap().unwrap();
+    let (_, turns) = h
+        .store
+        .thread("local", id, &testkit::whole_thread())
+        .await
+        .unwrap()
+        .map(|(t, l)| (t, l.items))
+        .unwrap();
     assert_eq!(turns[0].status, Status::Streaming);
     reader.await.unwrap();
 }

@@ -134,6 +134,7 @@ pub(super) fn decode(r: &Record<'_>) -> Result<Conversation, StoreError> {
         context_turns: opt_int_at(r, "context_turns")?,
         created_at: timestamp_at(r, "created_at")?,
         updated_at: timestamp_at(r, "updated_at")?,
+        truncated: false,
         heartbeat_at: if r.is_null("heartbeat_at")? {
             None
         } else {

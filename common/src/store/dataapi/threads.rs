@@ -96,7 +96,8 @@ impl ThreadStore for DataApiStore {
         &self,
         owner: &str,
         id: Uuid,
-    ) -> Result<Option<(Thread, Vec<Conversation>)>, StoreError> {
+        page: &PageQuery,
+    ) -> Result<Option<(Thread, Listed<Conversation>)>, StoreError> {
         let sql = format!(
             "SELECT {} FROM threads t WHERE t.id = CAST(:id AS uuid) AND t.owner = CAST(:owner AS text)",
             thread_columns()
@@ -108,19 +109,25 @@ impl ThreadStore for DataApiStore {
             return Ok(None);
         };
         let thread = decode_thread(&Record::new(fields, &THREAD_NAMES))?;
-        // The turn count sizes the first read's share of the response budget.
-        let rows = i64::from(thread.turns.max(1));
-        let sql = format!(
-            "SELECT {} FROM conversations c \
-             WHERE c.thread_id = CAST(:id AS uuid) AND c.owner = CAST(:owner AS text) \
-             ORDER BY c.created_at, c.id",
-            columns()
-        );
-        let params = vec![uuid("id", id), text("owner", owner)];
-        let (turns, _) = self
-            .read(&sql, params, rows, usize::MAX, &[], |_| Ok(()))
+        let probe = page.limit + 1;
+        let args = Args::default()
+            .uuid(id)
+            .text(owner)
+            .opt_timestamp(page.after.map(|a| a.created_at))
+            .opt_uuid(page.after.map(|a| a.id))
+            .long(probe);
+        let sql = named(&sql::thread_turns().replace(&sql::columns(), &columns()));
+        let keep = usize::try_from(page.limit).unwrap_or(0);
+        let (turns, read) = self
+            .read(&sql, args.0, probe, keep, &[], |_| Ok(()))
             .await?;
-        Ok(Some((thread, turns.into_iter().map(|(c, ())| c).collect())))
+        Ok(Some((
+            thread,
+            Listed {
+                items: turns.into_iter().map(|(c, ())| c).collect(),
+                more: read > keep,
+            },
+        )))
     }
 
     async fn delete_thread(&self, owner: &str, id: Uuid) -> Result<bool, StoreError> {

@@ -191,7 +191,14 @@ async function loadThreads() {
 /** Shows a thread: its latest branch, oldest first; the latest turn in the answer area. */
 async function openThread(id, { quiet = false } = {}) {
   if (state.running) return;
-  const { items } = await json(`/threads/${encodeURIComponent(id)}`);
+  // Every turn, a page (at most 100 turns, at most 5 MB) at a time.
+  const items = [];
+  let cursor = "";
+  do {
+    const page = await json(`/threads/${encodeURIComponent(id)}?limit=100&cursor=${encodeURIComponent(cursor)}`);
+    items.push(...page.items);
+    cursor = page.next_cursor ?? "";
+  } while (cursor);
   state.threadId = id;
   store.set("thread", id);
   const byId = new Map(items.map((t) => [t.id, t]));
