@@ -210,6 +210,71 @@ pub async fn within_deadline(
 pub struct Conn {
     io: tokio::net::TcpStream,
     handle: ConnHandle,
+    /// The JSON error answer that replaces the HTTP server's own bodiless one, still to be
+    /// written (see [`json_error_answer`]).
+    pending: Vec<u8>,
+}
+
+/// The HTTP server (hyper) answers a request it cannot parse itself, before any router sees it
+/// (a control byte in the request line: 400; a URI longer than 64 KB: 414; headers too large:
+/// 431), with an empty body. This service's answers never pair an error status with an empty
+/// body, so such a head is the server's own, and becomes the same status with the JSON error
+/// body every other error has. `None` for anything else.
+fn json_error_answer(head: &[u8]) -> Option<Vec<u8>> {
+    // A cheap look first: this sees every write of every response.
+    let error_head = (head.starts_with(b"HTTP/1.1 4") || head.starts_with(b"HTTP/1.1 5"))
+        && head.len() < 1024
+        && head.ends_with(b"\r\n\r\n");
+    if !error_head {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?;
+    let rest = text.strip_prefix("HTTP/1.1 ")?;
+    let (status_line, headers) = rest.split_once("\r\n")?;
+    let code: u16 = status_line.get(..3)?.parse().ok()?;
+    let bodiless = headers
+        .split("\r\n")
+        .any(|h| h.eq_ignore_ascii_case("content-length: 0"));
+    if !(400..600).contains(&code) || !bodiless {
+        return None;
+    }
+    let (error, message) = match code {
+        414 => ("uri_too_long", "the request's URI is too long"),
+        431 => ("headers_too_large", "the request's headers are too large"),
+        400 => ("bad_request", "the request could not be read as HTTP"),
+        _ => ("bad_request", "the request could not be served"),
+    };
+    let body = format!(r#"{{"error":{{"code":"{error}","message":"{message}"}}}}"#);
+    Some(
+        format!(
+            "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\nconnection: close\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl Conn {
+    /// Writes what is left of a replaced answer; ready once all of it is out.
+    fn drain_pending(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use tokio::io::AsyncWrite as _;
+        while !self.pending.is_empty() {
+            match std::pin::Pin::new(&mut self.io).poll_write(cx, &self.pending) {
+                std::task::Poll::Ready(Ok(0)) => {
+                    return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                std::task::Poll::Ready(Ok(n)) => {
+                    self.pending.drain(..n);
+                }
+                other => return other.map(|r| r.map(drop)),
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// The handle of one [`Conn`], given to every request on it (as `ConnectInfo<ConnHandle>`).
@@ -273,11 +338,17 @@ impl tokio::io::AsyncWrite for Conn {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        checked!(
-            self,
-            cx,
-            std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-        )
+        if let Err(e) = self.handle.check(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::task::ready!(self.drain_pending(cx))?;
+        if let Some(answer) = json_error_answer(buf) {
+            self.pending = answer;
+            // Taken whole; what is left goes out on the next write, flush or shutdown.
+            let _ = self.drain_pending(cx);
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -285,11 +356,23 @@ impl tokio::io::AsyncWrite for Conn {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        checked!(
-            self,
-            cx,
-            std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-        )
+        if let Err(e) = self.handle.check(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::task::ready!(self.drain_pending(cx))?;
+        // An error answer of the server's own is a head alone, in one piece or a few.
+        if bufs
+            .first()
+            .is_some_and(|b| b.starts_with(b"HTTP/1.1 4") || b.starts_with(b"HTTP/1.1 5"))
+        {
+            let whole: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if let Some(answer) = json_error_answer(&whole) {
+                self.pending = answer;
+                let _ = self.drain_pending(cx);
+                return std::task::Poll::Ready(Ok(whole.len()));
+            }
+        }
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -300,14 +383,47 @@ impl tokio::io::AsyncWrite for Conn {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        checked!(self, cx, std::pin::Pin::new(&mut self.io).poll_flush(cx))
+        if let Err(e) = self.handle.check(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::task::ready!(self.drain_pending(cx))?;
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain_pending(cx))?;
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_error_answer;
+
+    #[test]
+    fn the_servers_own_bodiless_errors_get_the_json_body() {
+        let hyper = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\n\
+            date: Sat, 05 Dec 2026 11:19:01 GMT\r\n\r\n";
+        let answer = String::from_utf8(json_error_answer(hyper).unwrap()).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "uri_too_long");
+        // Anything with a body, or not an error, passes as it is.
+        assert!(
+            json_error_answer(b"HTTP/1.1 404 Not Found\r\ncontent-length: 56\r\n\r\n").is_none()
+        );
+        assert!(
+            json_error_answer(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").is_none()
+        );
+        assert!(json_error_answer(b"data: {}\n\n").is_none());
     }
 }
 
@@ -328,7 +444,14 @@ impl axum::serve::Listener for Listener {
                         tracing::debug!(error = %e, "could not set TCP_NODELAY");
                     }
                     let handle = ConnHandle::default();
-                    return (Conn { io, handle }, addr);
+                    return (
+                        Conn {
+                            io,
+                            handle,
+                            pending: Vec::new(),
+                        },
+                        addr,
+                    );
                 }
                 // Out of file descriptors or a connection reset before it was accepted: wait a
                 // moment rather than spin.

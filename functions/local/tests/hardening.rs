@@ -436,3 +436,51 @@ async fn a_shutdown_with_the_database_silent_logs_the_record_before_exit() {
     );
     let _ = reader.await;
 }
+
+/// Requests the HTTP server cannot parse, refused before any router sees them (a control byte
+/// in the request line, a 100 KB URI, 500 KB of headers), still get the JSON error body every
+/// other error has, with the server's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_server_cannot_parse_get_a_json_error_body() {
+    let db = TestDb::new().await;
+    let (_proc, base) = serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-unparsable",
+        &[("DATABASE_URL", db.url.as_str()), ("AUTH", "off")],
+    )
+    .await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let long = "a".repeat(100_000);
+    let cases: [(Vec<u8>, &str, &str); 3] = [
+        (
+            b"GET /hist\x01ory HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "400",
+            "bad_request",
+        ),
+        (
+            format!("GET /history?q={long} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+            "414",
+            "uri_too_long",
+        ),
+        (
+            format!(
+                "GET /history HTTP/1.1\r\nHost: x\r\nX-Big: {long}{long}{long}{long}{long}\r\n\r\n"
+            )
+            .into_bytes(),
+            "431",
+            "headers_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        socket.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+        assert!(head.contains("content-type: application/json"), "{answer}");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{answer}"));
+        assert_eq!(v["error"]["code"], code, "{answer}");
+    }
+}
