@@ -52,7 +52,7 @@ pub async fn request_log(mut request: Request, next: Next) -> Response {
             method = %method,
             route = %route,
             status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = millis(started.elapsed()),
             response_bytes = bytes,
             error_code,
             "request"
@@ -61,14 +61,22 @@ pub async fn request_log(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// A duration in milliseconds for a log line, to the hundredth (10 µs: what a log reader can use).
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
 /// One CloudWatch Embedded Metric Format line on stdout: CloudWatch turns it into metrics in
 /// `METRICS_NAMESPACE` (default `LlmStream`) with the dimension `Function`. `METRICS=off`
-/// writes none (benchmarks print tables on stdout).
+/// writes none (benchmarks print tables on stdout), and so does `LOG_FORMAT=pretty` (a person
+/// reading the log at a terminal) unless `METRICS=on`.
 pub fn emit_metrics(function: &str, metrics: &[(&str, f64, &str)]) {
     // Read once per process, not per stream.
     static NAMESPACE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let namespace = NAMESPACE.get_or_init(|| {
-        if std::env::var("METRICS").is_ok_and(|v| v == "off") {
+        let metrics = std::env::var("METRICS").unwrap_or_default();
+        let pretty = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "pretty");
+        if metrics == "off" || (pretty && metrics != "on") {
             return None;
         }
         Some(std::env::var("METRICS_NAMESPACE").unwrap_or_else(|_| "LlmStream".to_owned()))

@@ -214,3 +214,57 @@ async fn a_bedrock_stream_logs_bedrocks_own_stop_reason_beside_the_finish_reason
     assert_eq!(line["provider_stop_reason"], "max_tokens");
     assert_eq!(line["total_tokens"], 6);
 }
+
+/// `make dev`'s log (`LOG_FORMAT=pretty`) is for a person at a terminal: no raw metrics JSON
+/// lines between the request lines, and latencies to the hundredth of a millisecond.
+#[tokio::test]
+async fn the_pretty_log_has_no_metrics_lines_and_rounded_latencies() {
+    let db = TestDb::new().await;
+    let (mut proc, base) = testkit::process::serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-pretty",
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("AUTH", "off"),
+            ("OFFLINE_CHUNK_DELAY_MS", "1"),
+            ("LOG_FORMAT", "pretty"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .await;
+    let http = testkit::http_client();
+    let resp = http
+        .post(format!("{base}/stream"))
+        .body(r#"{"prompt":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse::read(resp, None).await.last().unwrap().name, "done");
+    let _ = http.get(format!("{base}/history")).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proc.stop();
+    // Without the terminal colours the pretty format adds.
+    let out = proc
+        .output()
+        .split('\u{1b}')
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                part
+            } else {
+                part.split_once('m').map_or("", |(_, rest)| rest)
+            }
+        })
+        .collect::<String>();
+    assert!(!out.contains("CloudWatchMetrics"), "{out}");
+    let latencies: Vec<&str> = out
+        .split("latency_ms=")
+        .skip(1)
+        .map(|rest| rest.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert!(latencies.len() >= 2, "{out}");
+    for l in latencies {
+        let decimals = l.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 2, "{l} in {out}");
+    }
+}

@@ -177,7 +177,7 @@ impl Drop for RequestLine {
             method = "GET",
             route = "/stream/{id}",
             status = 200u16,
-            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = common::telemetry::millis(self.started.elapsed()),
             response_bytes = self.reader.sent.load(std::sync::atomic::Ordering::SeqCst),
             conversation_id = %self.id,
             resumed_from = self.from,

@@ -146,9 +146,7 @@ def main():
         page.locator("#results button").first.click()
         expect(page.locator("#turns")).to_contain_text("hello playground")
 
-        page.screenshot(path=os.path.join(SHOTS, "playground-1280.png"))
         page.set_viewport_size({"width": 390, "height": 844})
-        page.screenshot(path=os.path.join(SHOTS, "playground-390.png"), full_page=True)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page is {width}px wide at 390: a long line broke the layout"
         page.set_viewport_size({"width": 1280, "height": 860})
@@ -175,6 +173,21 @@ def main():
         assert owned["prompt"] == "with a key", owned
         keyed.reload()
         expect(keyed.get_by_role("region", name="Answer")).to_contain_text("with a key")
+
+        # 9. The README's screenshots: a session as a person has it (this owner has none of the
+        # test's hostile or malformed prompts).
+        keyed.get_by_role("button", name="New thread").click()
+        send(keyed, "What does this service keep of a conversation?")
+        wait_status(keyed, "complete")
+        send(keyed, "And when the client goes away mid-answer?")
+        wait_status(keyed, "complete")
+        search = keyed.get_by_role("searchbox", name="Search")
+        search.fill("conversation")
+        search.press("Enter")
+        expect(keyed.locator("#results mark").first).to_be_visible()
+        keyed.screenshot(path=os.path.join(SHOTS, "playground-1280.png"))
+        keyed.set_viewport_size({"width": 390, "height": 844})
+        keyed.screenshot(path=os.path.join(SHOTS, "playground-390.png"), full_page=True)
 
         browser.close()
     assert not problems, "\n".join(problems)

@@ -245,7 +245,7 @@ fn report(
         method = "POST",
         route,
         status = 200u16,
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = common::telemetry::millis(started.elapsed()),
         ttfb_ms = conversation.ttfb_ms,
         response_bytes = client.sent.load(std::sync::atomic::Ordering::SeqCst),
         chunks = outcome.chunks,
