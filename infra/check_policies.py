@@ -1,6 +1,10 @@
-"""Least privilege in template.yaml: no wildcard action (such as bedrock:*), no `*` resource,
-and Bedrock only for the stream function, only when LlmProvider=bedrock, only
-bedrock:InvokeModelWithResponseStream on one model's ARNs. Run by infra/check-template.sh."""
+"""Least privilege and kept secrets in template.yaml: no wildcard action (such as bedrock:*), no
+`*` resource; Bedrock only for the stream function, only when LlmProvider=bedrock, only
+bedrock:InvokeModelWithResponseStream on one model's ARNs; no secret resolved by the template
+(`{{resolve:...}}` puts it in the function's configuration in plain text): secrets are named by
+`*_SECRET_ARN` and read at cold start, with GetSecretValue on the named secrets only, and the
+OpenAI key readable by the stream function alone; a rule refusing AuthMode=off with a public
+function URL. Run by infra/check-template.sh."""
 
 import sys
 
@@ -42,11 +46,41 @@ def resources(resource):
             yield r
 
 
+def secret_checks(template, text):
+    """Secrets are named, never resolved into the configuration, and read only where needed."""
+    problems = []
+    if "{{resolve:" in text:
+        problems.append("a secret is resolved by the template ({{resolve:...}})")
+    for name, res in template["Resources"].items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        for st, _ in statements(res["Properties"].get("Policies", [])):
+            if "secretsmanager:GetSecretValue" not in as_list(st.get("Action", [])):
+                continue
+            for r in resources(st.get("Resource")):
+                if not isinstance(r, dict) or "Ref" not in r:
+                    continue
+                if r["Ref"] == "OpenAiApiKeySecretArn" and name != "StreamFunction":
+                    problems.append(f"{name} may read the provider's key")
+                if r["Ref"] == "AuthTokenSecretArn" and name == "MigrateFunction":
+                    problems.append("the migrate function may read the static key")
+    rules = template.get("Rules", {})
+    keyless = [
+        r for r in rules.values()
+        if "AuthMode" in str(r) and "UrlAuthType" in str(r) and "'off'" in str(r)
+        and "NONE" in str(r)
+    ]
+    if not keyless:
+        problems.append("no rule refuses AuthMode=off with UrlAuthType=NONE")
+    return problems
+
+
 def main():
     template, matches = decode("template.yaml")
     if matches:
         sys.exit(f"template.yaml does not parse: {matches}")
-    problems = []
+    with open("template.yaml", encoding="utf-8") as f:
+        problems = secret_checks(template, f.read())
     bedrock = []
     for name, res in template["Resources"].items():
         if res.get("Type") != "AWS::Serverless::Function":
@@ -76,7 +110,8 @@ def main():
     if problems:
         sys.exit("least-privilege check failed:\n  " + "\n  ".join(problems))
     print("check_policies.py: no wildcard actions or resources; Bedrock only for the stream "
-          "function, only with LlmProvider=bedrock, only its model")
+          "function, only with LlmProvider=bedrock, only its model; no secret resolved by the "
+          "template, each read only where it is needed; no keyless public URL")
 
 
 if __name__ == "__main__":

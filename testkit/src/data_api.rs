@@ -41,6 +41,7 @@ pub struct DataApi {
     pub endpoint: String,
     server: tokio::task::JoinHandle<()>,
     calls: Arc<std::sync::atomic::AtomicUsize>,
+    ddl_cut: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for DataApi {
@@ -57,8 +58,10 @@ impl DataApi {
             pools: Mutex::new(HashMap::new()),
             transactions: Mutex::new(HashMap::new()),
             calls: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            ddl_cut: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         let calls = state.calls.clone();
+        let ddl_cut = state.ddl_cut.clone();
         let app = Router::new()
             .route("/Execute", post(execute))
             .route("/BeginTransaction", post(begin))
@@ -76,7 +79,14 @@ impl DataApi {
             endpoint: format!("http://{addr}"),
             server,
             calls,
+            ddl_cut,
         }
+    }
+
+    /// How many schema statements (CREATE, ALTER, DROP) came without `continueAfterTimeout`:
+    /// the service cuts those at 45 s, and a long one would leave a migration half done.
+    pub fn ddl_without_continue(&self) -> usize {
+        self.ddl_cut.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many Execute calls it has answered.
@@ -90,6 +100,7 @@ struct Inner {
     pools: Mutex<HashMap<String, Pool>>,
     transactions: Mutex<HashMap<String, deadpool_postgres::Object>>,
     calls: Arc<std::sync::atomic::AtomicUsize>,
+    ddl_cut: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Inner {
@@ -237,6 +248,14 @@ async fn execute(
         required(&body, "resourceArn")?;
         required(&body, "secretArn")?;
         let sql = required(&body, "sql")?;
+        let word = sql.trim_start().split_whitespace().next().unwrap_or("");
+        let ddl = ["CREATE", "ALTER", "DROP"]
+            .iter()
+            .any(|w| w.eq_ignore_ascii_case(word));
+        let continues = body.get("continueAfterTimeout").and_then(Value::as_bool) == Some(true);
+        if ddl && !continues {
+            s.ddl_cut.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let params = body
             .get("parameters")
             .and_then(Value::as_array)

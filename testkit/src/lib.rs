@@ -6,6 +6,7 @@ pub mod call;
 pub mod data_api;
 pub mod fake_bedrock;
 pub mod fake_openai;
+pub mod fake_secrets;
 pub mod pg_cluster;
 pub mod process;
 pub mod proxy;

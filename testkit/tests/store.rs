@@ -42,6 +42,11 @@ impl Harness {
             .await
             .expect("migrate through the Data API");
         assert_eq!(applied, migration_files(), "every migration applied");
+        assert_eq!(
+            api.ddl_without_continue(),
+            0,
+            "a schema statement would be cut at the Data API's 45 s"
+        );
         Self {
             db,
             store,

@@ -210,6 +210,12 @@ impl Settings {
         Self::from_source(&ProcessEnv)
     }
 
+    /// Reads the process environment, with the secrets its `*_SECRET_ARN` variables name read
+    /// from Secrets Manager first (see [`crate::secrets`]): what every process does at start.
+    pub async fn load() -> Result<Self, SettingsError> {
+        Self::from_source(&crate::secrets::resolve(&ProcessEnv).await?)
+    }
+
     /// Reads any environment source; used by tests with a map.
     pub fn from_source(env: &dyn Env) -> Result<Self, SettingsError> {
         let db = DbSettings {

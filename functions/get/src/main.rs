@@ -6,7 +6,7 @@ use common::auth::Auth;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init();
-    let settings = Settings::from_env()?;
+    let settings = Settings::load().await?;
     let store = common::store::from_settings(&settings)?;
     common::announce(&settings);
     let auth = Auth::from_settings(&settings.auth, store.clone());

@@ -61,7 +61,7 @@ async fn run() -> anyhow::Result<()> {
         None | Some("serve" | "migrate" | "replay" | "key") => {}
         Some(other) => anyhow::bail!("unknown command {other:?}\n\n{USAGE}"),
     }
-    let settings = Settings::from_env()?;
+    let settings = Settings::load().await?;
     let store = common::store::from_settings(&settings)?;
     match args.first().map(String::as_str) {
         None | Some("serve") => serve(&settings, store).await,

@@ -152,3 +152,61 @@ fn lambda_watch_listens_on_loopback_unless_asked() {
         "127.0.0.1"
     );
 }
+
+/// The settings that hold secrets come from Secrets Manager at start when their `*_SECRET_ARN`
+/// is set (the deployment holds ARNs, never the values): the server reaches its database with
+/// the URL a secret holds, and takes the static key another holds; a secret that cannot be read
+/// stops the process at start, naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_named_by_arn_are_read_at_start() {
+    let db = TestDb::new().await;
+    let url_arn = "arn:aws:secretsmanager:eu-west-1:000000000000:secret:db-url";
+    let token_arn = "arn:aws:secretsmanager:eu-west-1:000000000000:secret:token";
+    let secrets = testkit::fake_secrets::FakeSecrets::start(&[
+        (url_arn, &db.url),
+        (token_arn, "s3cret-token-of-length"),
+    ])
+    .await;
+    let env = [
+        ("DATABASE_URL_SECRET_ARN", url_arn),
+        ("AUTH_TOKEN_SECRET_ARN", token_arn),
+        ("AUTH", "required"),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            secrets.endpoint.as_str(),
+        ),
+        ("AWS_ACCESS_KEY_ID", "AKIDLOCAL"),
+        ("AWS_SECRET_ACCESS_KEY", "local-secret"),
+    ];
+    let (_proc, base) =
+        testkit::process::serve(env!("CARGO_BIN_EXE_local"), "local-secrets", &env).await;
+    let http = testkit::http_client();
+    let with = http
+        .get(format!("{base}/history"))
+        .bearer_auth("s3cret-token-of-length")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), 200);
+    let without = http.get(format!("{base}/history")).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    let mut reads = secrets.reads();
+    reads.sort();
+    assert_eq!(reads, [url_arn, token_arn]);
+
+    let missing = "arn:aws:secretsmanager:eu-west-1:000000000000:secret:gone";
+    let (ok, _, err) = local(
+        &["migrate"],
+        &[
+            ("DATABASE_URL_SECRET_ARN", missing),
+            (
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+                secrets.endpoint.as_str(),
+            ),
+            ("AWS_ACCESS_KEY_ID", "AKIDLOCAL"),
+            ("AWS_SECRET_ACCESS_KEY", "local-secret"),
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("DATABASE_URL_SECRET_ARN"), "{err}");
+}

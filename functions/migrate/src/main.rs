@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     common::telemetry::init();
-    let settings = Settings::from_env()?;
+    let settings = Settings::load().await?;
     let store = common::store::from_settings(&settings)?;
     let search_config = settings.db.search_config.clone();
     let handler = move |_event: LambdaEvent<Value>| {

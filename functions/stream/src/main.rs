@@ -7,7 +7,7 @@ use stream::StreamState;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     common::telemetry::init();
-    let settings = Settings::from_env()?;
+    let settings = Settings::load().await?;
     let store = common::store::from_settings(&settings)?;
     common::announce(&settings);
     let state = StreamState::from_settings(&settings, store.clone())?;

@@ -152,6 +152,9 @@ impl DataApiStore {
             .sql(sql)
             .set_parameters(Some(params))
             .set_transaction_id(transaction.map(str::to_owned))
+            // Migrations (the only transactions) may run long statements: the Data API cuts a
+            // call at 45 s unless told to let the statement go on.
+            .continue_after_timeout(transaction.is_some())
             .customize()
             .config_override(migration_override(transaction.is_some()))
             .send()
