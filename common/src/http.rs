@@ -399,34 +399,6 @@ impl tokio::io::AsyncWrite for Conn {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::json_error_answer;
-
-    #[test]
-    fn the_servers_own_bodiless_errors_get_the_json_body() {
-        let hyper = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\n\
-            date: Sat, 05 Dec 2026 11:19:01 GMT\r\n\r\n";
-        let answer = String::from_utf8(json_error_answer(hyper).unwrap()).unwrap();
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
-        assert!(
-            head.contains(&format!("content-length: {}", body.len())),
-            "{head}"
-        );
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["error"]["code"], "uri_too_long");
-        // Anything with a body, or not an error, passes as it is.
-        assert!(
-            json_error_answer(b"HTTP/1.1 404 Not Found\r\ncontent-length: 56\r\n\r\n").is_none()
-        );
-        assert!(
-            json_error_answer(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").is_none()
-        );
-        assert!(json_error_answer(b"data: {}\n\n").is_none());
-    }
-}
-
 /// A TCP listener whose connections send small writes at once (`TCP_NODELAY`: without it an SSE
 /// event written right after another waits for the client's delayed ACK, about 40 ms) and can
 /// be closed by the service ([`ConnHandle`]).
@@ -490,4 +462,32 @@ pub fn serve(
         Listener(listener),
         router.into_make_service_with_connect_info::<ConnHandle>(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_error_answer;
+
+    #[test]
+    fn the_servers_own_bodiless_errors_get_the_json_body() {
+        let hyper = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\n\
+            date: Sat, 05 Dec 2026 11:19:01 GMT\r\n\r\n";
+        let answer = String::from_utf8(json_error_answer(hyper).unwrap()).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "uri_too_long");
+        // Anything with a body, or not an error, passes as it is.
+        assert!(
+            json_error_answer(b"HTTP/1.1 404 Not Found\r\ncontent-length: 56\r\n\r\n").is_none()
+        );
+        assert!(
+            json_error_answer(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").is_none()
+        );
+        assert!(json_error_answer(b"data: {}\n\n").is_none());
+    }
 }
