@@ -248,7 +248,7 @@ async fn execute(
         required(&body, "resourceArn")?;
         required(&body, "secretArn")?;
         let sql = required(&body, "sql")?;
-        let word = sql.trim_start().split_whitespace().next().unwrap_or("");
+        let word = sql.split_whitespace().next().unwrap_or("");
         let ddl = ["CREATE", "ALTER", "DROP"]
             .iter()
             .any(|w| w.eq_ignore_ascii_case(word));
