@@ -2,7 +2,6 @@
 
 pub mod api;
 pub mod auth;
-pub mod db;
 pub mod domain;
 pub mod error;
 pub mod guard;
@@ -11,6 +10,8 @@ pub mod provider;
 pub mod secrets;
 pub mod settings;
 pub mod store;
+/// Connections to PostgreSQL (the pool backend's): see [`store::db`].
+pub use store::db;
 pub mod telemetry;
 pub mod young;
 

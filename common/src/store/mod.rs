@@ -10,6 +10,7 @@ use crate::domain::Conversation;
 use crate::error::StoreError;
 
 mod dataapi;
+pub mod db;
 mod health;
 mod pg;
 pub(crate) mod schema;

@@ -83,7 +83,7 @@ impl PgStore {
     pub fn from_settings(
         settings: &crate::Settings,
     ) -> Result<Self, crate::settings::SettingsError> {
-        let pool = crate::db::pool(&settings.db)?;
+        let pool = super::db::pool(&settings.db)?;
         Ok(Self::new(pool, super::stale_after(settings))
             .with_search_config(&settings.db.search_config)
             .with_call_timeout(settings.db.call_timeout())
@@ -543,7 +543,7 @@ impl ApiKeys for PgStore {
 #[async_trait]
 impl super::Migrate for PgStore {
     async fn migrate(&self, search_config: &str) -> Result<usize, StoreError> {
-        crate::db::migrate(&self.pool, search_config).await
+        super::db::migrate(&self.pool, search_config).await
     }
 }
 

