@@ -20,9 +20,9 @@ use utoipa::openapi::{RefOr, Schema};
         license(name = "MIT")
     ),
     paths(
-        stream::post_stream::stream,
-        stream::resume::resume,
-        stream::resume::cancel,
+        stream::native::stream,
+        stream::native::resume::resume,
+        stream::native::resume::cancel,
         stream::openai::chat,
         stream::openai::models,
         stream::openai::one_model,

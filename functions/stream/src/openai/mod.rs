@@ -24,11 +24,10 @@ use common::{ApiError, Conversation};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::context;
-use crate::events::StreamEvent;
-use crate::post_stream::{blocked, place};
-use crate::turn::{Item, View};
-use crate::{RequestParts, StreamState, begin};
+use crate::engine::context;
+use crate::engine::events::StreamEvent;
+use crate::engine::turn::{Item, View};
+use crate::engine::{RequestParts, StreamState, begin, blocked, place};
 use request::ChatRequest;
 use wire::Call;
 
@@ -117,7 +116,7 @@ pub async fn chat(
     let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.0);
     let started = Instant::now();
     let parts = RequestParts::of(&request);
-    let body = crate::request::read_body(request, state.limits.max_body_bytes).await?;
+    let body = crate::body::read_body(request, state.limits.max_body_bytes).await?;
     let req = ChatRequest::parse(&body, state.limits.max_prompt_chars)?;
     if state.model(Some(&req.model)).is_err() {
         return Err(model_not_found(&req.model));
@@ -187,7 +186,7 @@ pub async fn chat(
     );
     let id = run.turn.id;
     let reader = run.client.clone();
-    tokio::spawn(crate::run::run(state, run, completion));
+    tokio::spawn(crate::engine::run::run(state, run, completion));
     let mut response = if req.stream {
         streamed(call, items, reader)
     } else {
@@ -212,7 +211,7 @@ fn model_not_found(model: &str) -> V1Error {
 }
 
 /// The error object a failed turn's final event becomes.
-fn failure(event: &crate::events::Failure) -> OpenAiError {
+fn failure(event: &crate::engine::events::Failure) -> OpenAiError {
     let kind = if event.code.starts_with("guardrail_") {
         "invalid_request_error"
     } else {
@@ -224,8 +223,8 @@ fn failure(event: &crate::events::Failure) -> OpenAiError {
 /// A streamed call: chunks as the turn's items come.
 fn streamed(
     call: Call,
-    items: impl futures_util::Stream<Item = Result<Item, crate::turn::Lagging>> + Send + 'static,
-    reader: std::sync::Arc<crate::turn::Reader>,
+    items: impl futures_util::Stream<Item = Result<Item, crate::engine::turn::Lagging>> + Send + 'static,
+    reader: std::sync::Arc<crate::engine::turn::Reader>,
 ) -> Response {
     let frames = items.map(move |item| {
         item.map(|item| {
@@ -257,13 +256,13 @@ fn streamed(
             Bytes::from(frame)
         })
     });
-    crate::sse::event_stream(Body::from_stream(frames))
+    crate::native::event_stream(Body::from_stream(frames))
 }
 
 /// A call without streaming: the whole answer once the turn has ended (and been saved).
 async fn whole(
     call: Call,
-    items: impl futures_util::Stream<Item = Result<Item, crate::turn::Lagging>> + Send + 'static,
+    items: impl futures_util::Stream<Item = Result<Item, crate::engine::turn::Lagging>> + Send + 'static,
 ) -> Result<Response, V1Error> {
     let mut items = std::pin::pin!(items);
     let mut text = String::new();

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::wire::OpenAiError;
-use crate::request::whole;
+use crate::body::whole;
 
 /// A validated Chat Completions request.
 #[derive(Debug, Clone, PartialEq)]

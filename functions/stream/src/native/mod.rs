@@ -1,5 +1,7 @@
-//! `POST /stream`: validates the prompt, loads what it continues (with `previous_id`), then
-//! streams the provider's answer as server-sent events while the turn is saved beside it.
+//! The native API: `POST /stream` validates the prompt, loads what it continues (with
+//! `previous_id`), then streams the provider's answer as server-sent events while the turn is
+//! saved beside it; `GET /stream/{id}` and `POST /stream/{id}/cancel` ([`resume`]) re-attach to
+//! a turn and stop one from any process.
 
 use std::time::Instant;
 
@@ -11,11 +13,14 @@ use common::provider::CompletionRequest;
 use common::telemetry::RequestId;
 use common::{ApiError, Conversation};
 
-use crate::context::{self, Context};
-use crate::events::StreamEvent;
-use crate::request::{self, StreamRequest};
-use crate::turn::View;
-use crate::{RequestParts, StreamState, begin, run, sse_response};
+pub mod request;
+pub mod resume;
+mod sse;
+
+use crate::engine::events::StreamEvent;
+use crate::engine::turn::View;
+use crate::engine::{RequestParts, StreamState, begin, blocked, context, place, run};
+use request::StreamRequest;
 
 /// Streams the answer to a prompt as server-sent events and saves the turn, also when the
 /// provider fails midway or the client goes away.
@@ -48,7 +53,7 @@ pub async fn stream(
     let request_id = request_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.0.0);
     let started = Instant::now();
     let parts = RequestParts::of(&request);
-    let body = request::read_body(request, state.limits.max_body_bytes).await?;
+    let body = crate::body::read_body(request, state.limits.max_body_bytes).await?;
     let req = StreamRequest::parse(&body, state.limits.max_prompt_chars)?;
     let model = state.model(req.model.as_deref())?;
     let context = context::load(
@@ -81,38 +86,15 @@ pub async fn stream(
     Ok(response)
 }
 
-/// Puts a new turn in its thread: after its previous turn, under its instructions.
-pub fn place(conversation: &mut Conversation, context: &Context) {
-    if let Some(thread_id) = context.thread_id {
-        conversation.thread_id = thread_id;
-    }
-    conversation.previous_id = context.previous_id;
-    conversation.system = context.system.clone();
-    conversation.context_turns = i32::try_from(context.turns).ok();
+/// The `text/event-stream` response of a reader of `run`'s turn.
+fn sse_response(state: &StreamState, run: &run::TurnRun, view: View) -> Response {
+    let body = sse::body(
+        &run.turn,
+        run.client.clone(),
+        view,
+        state.limits.keepalive_interval,
+    );
+    sse::response(run.turn.id, body)
 }
 
-/// Records a refused prompt (status `blocked`, with its flag, in its thread) and answers 422
-/// `guardrail_blocked`. The provider is never called.
-pub async fn blocked(
-    state: &StreamState,
-    mut c: Conversation,
-    flag: common::guard::Flag,
-) -> ApiError {
-    c.model = String::new();
-    if let Some(r) = &state.redactor {
-        let n = r.redact_request(&mut c);
-        c.flags.extend(n.flag());
-    }
-    c.status = common::Status::Blocked;
-    c.error = Some("guardrail_blocked".into());
-    c.flags.push(flag);
-    if let Err(e) = state.store.finish(&c).await {
-        tracing::error!(id = %c.id, error = %common::error::error_chain(&e),
-            "could not record a blocked prompt");
-    }
-    tracing::warn!(id = %c.id, "prompt blocked by a guardrail");
-    ApiError::Validation {
-        code: "guardrail_blocked",
-        message: "the prompt was refused by a guardrail".into(),
-    }
-}
+pub(crate) use sse::event_stream;

@@ -10,8 +10,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use crate::events::{Delta, StreamEvent};
-use crate::turn::{Item, Lagging, LiveTurn, Reader, View};
+use crate::engine::events::{Delta, StreamEvent};
+use crate::engine::turn::{Item, Lagging, LiveTurn, Reader, View};
 
 /// One SSE frame: `event:`, an optional `id:`, and the data as one line of JSON.
 pub fn frame(event: &StreamEvent, id: Option<usize>) -> String {

@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use tokio::time::{sleep_until, timeout_at};
 
 use super::Budget;
-use crate::StreamState;
-use crate::turn::{Halt, LiveTurn};
+use crate::engine::StreamState;
+use crate::engine::turn::{Halt, LiveTurn};
 
 /// Why a generation stopped early.
 pub(super) enum Stop {

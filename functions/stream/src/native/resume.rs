@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
-use crate::events::{Start, StreamEvent};
-use crate::turn::{Halt, Item, Lagging, Reader, View};
-use crate::{RequestParts, StreamState, sse};
+use super::sse;
+use crate::engine::events::{Start, StreamEvent};
+use crate::engine::turn::{Halt, Item, Lagging, Reader, View};
+use crate::engine::{RequestParts, StreamState};
 
 /// The query string of `GET /stream/{id}`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -11,8 +11,8 @@ use common::error::error_chain;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::StreamStore;
-use crate::turn::{Halt, LiveTurn};
+use crate::engine::StreamStore;
+use crate::engine::turn::{Halt, LiveTurn};
 
 /// How long the turn's first row may wait for the first text (see [`saver`]).
 const FIRST_ROW_WAIT: Duration = Duration::from_millis(100);

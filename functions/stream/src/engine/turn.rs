@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::events::{Start, StreamEvent};
+use crate::engine::events::{Start, StreamEvent};
 
 /// Why a generation was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -540,7 +540,7 @@ impl Turns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Failure, Start};
+    use crate::engine::events::{Failure, Start};
 
     /// A reader that re-attaches in the process generating the turn, after its final event is
     /// out but before the turn is forgotten, gets the rest and that final event; it does not

@@ -20,9 +20,9 @@ use common::provider::CompletionRequest;
 use common::{Conversation, Status};
 use tokio::sync::watch;
 
-use crate::StreamState;
-use crate::events::StreamEvent;
-use crate::turn::{Halt, LiveTurn, Reader};
+use crate::engine::StreamState;
+use crate::engine::events::StreamEvent;
+use crate::engine::turn::{Halt, LiveTurn, Reader};
 use generate::{Outcome, Stop};
 
 /// How long before the Lambda invocation's deadline generation stops, to leave time to save.

@@ -6,7 +6,7 @@ use common::guard::Flag;
 use common::provider::{Chunk, CompletionRequest, ProviderError};
 use futures_util::StreamExt;
 
-use crate::StreamState;
+use crate::engine::StreamState;
 
 /// Asks the provider whether `answer` is supported by the prompt: a `grounding` flag with
 /// verdict `supported`, `unsupported` or `unknown` (no clear answer, or the judge failed).
