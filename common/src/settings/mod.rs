@@ -218,101 +218,118 @@ impl Settings {
 
     /// Reads any environment source; used by tests with a map.
     pub fn from_source(env: &dyn Env) -> Result<Self, SettingsError> {
-        let db = DbSettings {
-            target: db_target(env)?,
-            pool_size: parse(env, "DB_POOL_SIZE", 8usize)?,
-            connect_timeout: millis(env, "DB_CONNECT_TIMEOUT_MS", 3000)?,
-            statement_timeout: millis(env, "DB_STATEMENT_TIMEOUT_MS", 5000)?,
-            save_budget: millis(env, "DB_SAVE_BUDGET_MS", 30_000)?,
-            health_cache: millis(env, "HEALTH_CACHE_MS", 5000)?,
-            search_config: env.var("SEARCH_CONFIG").unwrap_or_else(|| "english".into()),
-            search_candidates: parse(env, "SEARCH_CANDIDATES", 1000i64)?,
-        };
-        if db.search_candidates < 1 {
-            return Err(invalid("SEARCH_CANDIDATES", "0", "must be at least 1"));
-        }
-        if !db
-            .search_config
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err(invalid(
-                "SEARCH_CONFIG",
-                &db.search_config,
-                "expected a text search configuration name such as english or simple",
-            ));
-        }
-        if db.pool_size == 0 {
-            return Err(invalid("DB_POOL_SIZE", "0", "must be at least 1"));
-        }
-        let provider = provider::from_env(env)?;
-        let stream = StreamSettings {
-            max_prompt_chars: parse(env, "MAX_PROMPT_CHARS", 32_000usize)?,
-            max_body_bytes: parse(env, "MAX_BODY_BYTES", 256 * 1024usize)?,
-            checkpoint_interval: millis(env, "CHECKPOINT_INTERVAL_MS", 2000)?,
-            keepalive_interval: millis(env, "KEEPALIVE_INTERVAL_MS", 15_000)?,
-            log_content: parse(env, "LOG_CONTENT", false)?,
-            deny_patterns: match env.var("GUARDRAIL_DENY_PATTERNS") {
-                None => Vec::new(),
-                Some(raw) => serde_json::from_str(&raw).map_err(|e| {
-                    invalid(
-                        "GUARDRAIL_DENY_PATTERNS",
-                        &raw,
-                        &format!("expected a JSON array of strings ({e})"),
-                    )
-                })?,
-            },
-            max_response_chars: parse(env, "GUARDRAIL_MAX_RESPONSE_CHARS", 200_000usize)?,
-            pii_redaction: parse(env, "PII_REDACTION", false)?,
-            grounding_check: parse(env, "GROUNDING_CHECK", false)?,
-            max_client_lag_bytes: parse(env, "MAX_CLIENT_LAG_BYTES", 1024 * 1024usize)?,
-            max_context_chars: parse(env, "MAX_CONTEXT_CHARS", 200_000usize)?,
-            resume_poll: millis(env, "RESUME_POLL_MS", 250)?,
-            shutdown_grace: millis(env, "SHUTDOWN_GRACE_MS", 8000)?,
-        };
-        let auth = AuthSettings {
-            mode: match env.var("AUTH").as_deref() {
-                None | Some("required") => AuthMode::Required,
-                Some("off") => AuthMode::Off,
-                Some(other) => return Err(invalid("AUTH", other, "expected required or off")),
-            },
-            static_token: env.var("AUTH_TOKEN").map(Secret::new),
-            static_token_owner: env
-                .var("AUTH_TOKEN_OWNER")
-                .unwrap_or_else(|| "default".into()),
-        };
-        if auth
-            .static_token
-            .as_ref()
-            .is_some_and(|t| t.expose().len() < 16)
-        {
-            return Err(invalid(
-                "AUTH_TOKEN",
-                "<hidden>",
-                "must be at least 16 characters",
-            ));
-        }
-        let playground = PlaygroundSettings {
-            stream_url: match env.var("PLAYGROUND_STREAM_URL") {
-                None => None,
-                Some(url) => Some(origin_url(&url).ok_or_else(|| {
-                    invalid(
-                        "PLAYGROUND_STREAM_URL",
-                        &url,
-                        "expected an http:// or https:// URL such as \
-                         https://abc.lambda-url.eu-west-1.on.aws/",
-                    )
-                })?),
-            },
-        };
         Ok(Self {
-            db,
-            provider,
-            stream,
-            auth,
-            playground,
+            db: db_settings(env)?,
+            provider: provider::from_env(env)?,
+            stream: stream_settings(env)?,
+            auth: auth_settings(env)?,
+            playground: playground_settings(env)?,
         })
     }
+}
+
+/// The database settings.
+fn db_settings(env: &dyn Env) -> Result<DbSettings, SettingsError> {
+    let db = DbSettings {
+        target: db_target(env)?,
+        pool_size: parse(env, "DB_POOL_SIZE", 8usize)?,
+        connect_timeout: millis(env, "DB_CONNECT_TIMEOUT_MS", 3000)?,
+        statement_timeout: millis(env, "DB_STATEMENT_TIMEOUT_MS", 5000)?,
+        save_budget: millis(env, "DB_SAVE_BUDGET_MS", 30_000)?,
+        health_cache: millis(env, "HEALTH_CACHE_MS", 5000)?,
+        search_config: env.var("SEARCH_CONFIG").unwrap_or_else(|| "english".into()),
+        search_candidates: parse(env, "SEARCH_CANDIDATES", 1000i64)?,
+    };
+    if db.search_candidates < 1 {
+        return Err(invalid("SEARCH_CANDIDATES", "0", "must be at least 1"));
+    }
+    if !db
+        .search_config
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(invalid(
+            "SEARCH_CONFIG",
+            &db.search_config,
+            "expected a text search configuration name such as english or simple",
+        ));
+    }
+    if db.pool_size == 0 {
+        return Err(invalid("DB_POOL_SIZE", "0", "must be at least 1"));
+    }
+    Ok(db)
+}
+
+/// The limits of a stream.
+fn stream_settings(env: &dyn Env) -> Result<StreamSettings, SettingsError> {
+    Ok(StreamSettings {
+        max_prompt_chars: parse(env, "MAX_PROMPT_CHARS", 32_000usize)?,
+        max_body_bytes: parse(env, "MAX_BODY_BYTES", 256 * 1024usize)?,
+        checkpoint_interval: millis(env, "CHECKPOINT_INTERVAL_MS", 2000)?,
+        keepalive_interval: millis(env, "KEEPALIVE_INTERVAL_MS", 15_000)?,
+        log_content: parse(env, "LOG_CONTENT", false)?,
+        deny_patterns: match env.var("GUARDRAIL_DENY_PATTERNS") {
+            None => Vec::new(),
+            Some(raw) => serde_json::from_str(&raw).map_err(|e| {
+                invalid(
+                    "GUARDRAIL_DENY_PATTERNS",
+                    &raw,
+                    &format!("expected a JSON array of strings ({e})"),
+                )
+            })?,
+        },
+        max_response_chars: parse(env, "GUARDRAIL_MAX_RESPONSE_CHARS", 200_000usize)?,
+        pii_redaction: parse(env, "PII_REDACTION", false)?,
+        grounding_check: parse(env, "GROUNDING_CHECK", false)?,
+        max_client_lag_bytes: parse(env, "MAX_CLIENT_LAG_BYTES", 1024 * 1024usize)?,
+        max_context_chars: parse(env, "MAX_CONTEXT_CHARS", 200_000usize)?,
+        resume_poll: millis(env, "RESUME_POLL_MS", 250)?,
+        shutdown_grace: millis(env, "SHUTDOWN_GRACE_MS", 8000)?,
+    })
+}
+
+/// Who may call: `AUTH` and the static key.
+fn auth_settings(env: &dyn Env) -> Result<AuthSettings, SettingsError> {
+    let auth = AuthSettings {
+        mode: match env.var("AUTH").as_deref() {
+            None | Some("required") => AuthMode::Required,
+            Some("off") => AuthMode::Off,
+            Some(other) => return Err(invalid("AUTH", other, "expected required or off")),
+        },
+        static_token: env.var("AUTH_TOKEN").map(Secret::new),
+        static_token_owner: env
+            .var("AUTH_TOKEN_OWNER")
+            .unwrap_or_else(|| "default".into()),
+    };
+    if auth
+        .static_token
+        .as_ref()
+        .is_some_and(|t| t.expose().len() < 16)
+    {
+        return Err(invalid(
+            "AUTH_TOKEN",
+            "<hidden>",
+            "must be at least 16 characters",
+        ));
+    }
+    Ok(auth)
+}
+
+/// The playground page.
+fn playground_settings(env: &dyn Env) -> Result<PlaygroundSettings, SettingsError> {
+    Ok(PlaygroundSettings {
+        stream_url: match env.var("PLAYGROUND_STREAM_URL") {
+            None => None,
+            Some(url) => Some(origin_url(&url).ok_or_else(|| {
+                invalid(
+                    "PLAYGROUND_STREAM_URL",
+                    &url,
+                    "expected an http:// or https:// URL such as \
+                     https://abc.lambda-url.eu-west-1.on.aws/",
+                )
+            })?),
+        },
+    })
 }
 
 /// `DATABASE_URL` selects the pool; `DB_CLUSTER_ARN` (with `DB_SECRET_ARN`) the Data API.

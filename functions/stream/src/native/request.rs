@@ -39,91 +39,93 @@ impl StreamRequest {
             return Err(ApiError::invalid("the body must be a JSON object"));
         };
         refuse_unknown(&map)?;
-        let prompt = match map.get("prompt") {
-            None | Some(Value::Null) => return Err(ApiError::invalid("prompt is required")),
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                return Err(ApiError::invalid("prompt must not be empty"));
-            }
-            Some(Value::String(s)) if s.contains('\0') => {
-                return Err(ApiError::invalid("prompt must not contain NUL characters"));
-            }
-            Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(ApiError::invalid("prompt must be a string")),
-        };
-        if prompt.chars().count() > max_chars {
-            return Err(ApiError::Validation {
-                code: "prompt_too_long",
-                message: format!("prompt must be at most {max_chars} characters"),
-            });
-        }
-        let model = match map.get("model") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s))
-                if !s.trim().is_empty() && s.len() <= 200 && !s.contains('\0') =>
-            {
-                Some(s.clone())
-            }
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "model must be a non-empty string of at most 200 bytes, without NUL characters",
-                ));
-            }
-        };
-        let max_tokens = match map.get("max_tokens") {
-            None | Some(Value::Null) => None,
-            Some(v) => match crate::body::whole(v) {
-                Some(n) if (1..=1_000_000).contains(&n) => Some(n as u32),
-                _ => {
-                    return Err(ApiError::invalid(
-                        "max_tokens must be a whole number from 1 to 1000000",
-                    ));
-                }
-            },
-        };
-        let temperature = match map.get("temperature") {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_f64() {
-                Some(t) if (0.0..=2.0).contains(&t) => Some(t as f32),
-                _ => {
-                    return Err(ApiError::invalid(
-                        "temperature must be a number from 0 to 2",
-                    ));
-                }
-            },
-        };
-        let previous_id = match map.get("previous_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(uuid::Uuid::try_parse(s).map_err(|_| {
-                ApiError::invalid("previous_id must be the id (a UUID) of one of your turns")
-            })?),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "previous_id must be the id (a UUID) of one of your turns",
-                ));
-            }
-        };
-        let system = match map.get("system") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.contains('\0') => {
-                return Err(ApiError::invalid("system must not contain NUL characters"));
-            }
-            Some(Value::String(s)) if s.chars().count() > max_chars => {
-                return Err(ApiError::Validation {
-                    code: "prompt_too_long",
-                    message: format!("system must be at most {max_chars} characters"),
-                });
-            }
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(ApiError::invalid("system must be a string")),
-        };
+        let field = |name| map.get(name).filter(|v| !v.is_null());
         Ok(Self {
-            prompt,
-            model,
-            max_tokens,
-            temperature,
-            previous_id,
-            system,
+            prompt: prompt(field("prompt"), max_chars)?,
+            model: field("model").map(model).transpose()?,
+            max_tokens: field("max_tokens").map(max_tokens).transpose()?,
+            temperature: field("temperature").map(temperature).transpose()?,
+            previous_id: field("previous_id").map(previous_id).transpose()?,
+            system: field("system").map(|v| system(v, max_chars)).transpose()?,
         })
+    }
+}
+
+/// `prompt`: required, a string, not blank, no NUL, at most `max_chars` characters.
+fn prompt(v: Option<&Value>, max_chars: usize) -> Result<String, ApiError> {
+    let prompt = match v {
+        None => return Err(ApiError::invalid("prompt is required")),
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            return Err(ApiError::invalid("prompt must not be empty"));
+        }
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err(ApiError::invalid("prompt must not contain NUL characters"));
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::invalid("prompt must be a string")),
+    };
+    if prompt.chars().count() > max_chars {
+        return Err(ApiError::Validation {
+            code: "prompt_too_long",
+            message: format!("prompt must be at most {max_chars} characters"),
+        });
+    }
+    Ok(prompt)
+}
+
+/// `model`: a non-blank string of at most 200 bytes, no NUL.
+fn model(v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() && s.len() <= 200 && !s.contains('\0') => {
+            Ok(s.clone())
+        }
+        _ => Err(ApiError::invalid(
+            "model must be a non-empty string of at most 200 bytes, without NUL characters",
+        )),
+    }
+}
+
+/// `max_tokens`: a whole number from 1 to 1,000,000.
+fn max_tokens(v: &Value) -> Result<u32, ApiError> {
+    match crate::body::whole(v) {
+        Some(n) if (1..=1_000_000).contains(&n) => Ok(n as u32),
+        _ => Err(ApiError::invalid(
+            "max_tokens must be a whole number from 1 to 1000000",
+        )),
+    }
+}
+
+/// `temperature`: a number from 0 to 2.
+fn temperature(v: &Value) -> Result<f32, ApiError> {
+    match v.as_f64() {
+        Some(t) if (0.0..=2.0).contains(&t) => Ok(t as f32),
+        _ => Err(ApiError::invalid(
+            "temperature must be a number from 0 to 2",
+        )),
+    }
+}
+
+/// `previous_id`: a UUID.
+fn previous_id(v: &Value) -> Result<uuid::Uuid, ApiError> {
+    v.as_str()
+        .and_then(|s| uuid::Uuid::try_parse(s).ok())
+        .ok_or_else(|| {
+            ApiError::invalid("previous_id must be the id (a UUID) of one of your turns")
+        })
+}
+
+/// `system`: a string without NUL, at most `max_chars` characters (empty: no instructions).
+fn system(v: &Value, max_chars: usize) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) if s.contains('\0') => {
+            Err(ApiError::invalid("system must not contain NUL characters"))
+        }
+        Value::String(s) if s.chars().count() > max_chars => Err(ApiError::Validation {
+            code: "prompt_too_long",
+            message: format!("system must be at most {max_chars} characters"),
+        }),
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(ApiError::invalid("system must be a string")),
     }
 }
 

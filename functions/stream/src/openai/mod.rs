@@ -121,30 +121,8 @@ pub async fn chat(
     if state.model(Some(&req.model)).is_err() {
         return Err(model_not_found(&req.model));
     }
-    // What the call continues, with `metadata.previous_id`: that chain's turns come first, its
-    // instructions too unless the call brings its own.
     let own_system = req.system();
-    let sent_chars: usize = req
-        .messages
-        .iter()
-        .map(|m| m.content.text().chars().count())
-        .sum();
-    let ctx = context::load(
-        state.store.as_ref(),
-        &owner.0,
-        "",
-        None,
-        req.previous_id,
-        state.limits.max_context_chars.saturating_sub(sent_chars),
-    )
-    .await?;
-    let mut messages = ctx.messages.clone();
-    messages.pop(); // the empty prompt `load` ends with: the call's messages follow
-    if own_system.is_some() {
-        messages.retain(|m| m.role != Role::System);
-    }
-    messages.extend(req.messages.iter().cloned());
-
+    let (ctx, messages) = continued(&state, &owner.0, &req).await?;
     let prompt = req.prompt();
     let mut conversation =
         Conversation::start(&owner.0, prompt.clone(), state.provider.name(), &req.model);
@@ -190,12 +168,43 @@ pub async fn chat(
     let mut response = if req.stream {
         streamed(call, items, reader)
     } else {
-        whole(call, items).await?
+        completed(call, items).await?
     };
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert("x-conversation-id", v);
     }
     Ok(response)
+}
+
+/// What the call continues, with `metadata.previous_id`, and the messages the provider
+/// receives: that chain's turns first, its instructions too unless the call brings its own,
+/// then the call's messages.
+async fn continued(
+    state: &StreamState,
+    owner: &str,
+    req: &ChatRequest,
+) -> Result<(context::Context, Vec<common::provider::Message>), ApiError> {
+    let sent_chars: usize = req
+        .messages
+        .iter()
+        .map(|m| m.content.text().chars().count())
+        .sum();
+    let ctx = context::load(
+        state.store.as_ref(),
+        owner,
+        "",
+        None,
+        req.previous_id,
+        state.limits.max_context_chars.saturating_sub(sent_chars),
+    )
+    .await?;
+    let mut messages = ctx.messages.clone();
+    messages.pop(); // the empty prompt `load` ends with: the call's messages follow
+    if req.system().is_some() {
+        messages.retain(|m| m.role != Role::System);
+    }
+    messages.extend(req.messages.iter().cloned());
+    Ok((ctx, messages))
 }
 
 fn model_not_found(model: &str) -> V1Error {
@@ -260,7 +269,7 @@ fn streamed(
 }
 
 /// A call without streaming: the whole answer once the turn has ended (and been saved).
-async fn whole(
+async fn completed(
     call: Call,
     items: impl futures_util::Stream<Item = Result<Item, crate::engine::turn::Lagging>> + Send + 'static,
 ) -> Result<Response, V1Error> {

@@ -150,92 +150,21 @@ impl ChatRequest {
             return Err(bad("body", "the body must be a JSON object"));
         };
         refuse_unsupported(&map)?;
-        let model = match map.get("model") {
-            Some(Value::String(m))
-                if !m.trim().is_empty() && m.len() <= 200 && !m.contains('\0') =>
-            {
-                m.clone()
-            }
-            None | Some(Value::Null) => return Err(bad("model", "model is required")),
-            Some(_) => {
-                return Err(bad(
-                    "model",
-                    "model must be a non-empty string of at most 200 bytes",
-                ));
-            }
-        };
-        let raw_messages = match map.get("messages") {
-            Some(Value::Array(m)) if !m.is_empty() => m.clone(),
-            Some(Value::Array(_)) => {
-                return Err(bad("messages", "messages must not be empty"));
-            }
-            None | Some(Value::Null) => return Err(bad("messages", "messages is required")),
-            Some(_) => return Err(bad("messages", "messages must be an array")),
-        };
-        let messages = raw_messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| message(i, m, max_chars))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !messages.iter().any(|m| m.role == Role::User) {
-            return Err(bad("messages", "messages must include a user message"));
-        }
+        let model = model(&map)?;
+        let (raw_messages, messages) = messages(&map, max_chars)?;
         let stream = flag(&map, "stream")?;
-        let include_usage = match map.get("stream_options") {
-            None | Some(Value::Null) => false,
-            Some(Value::Object(o)) => flag(o, "include_usage").map_err(|_| {
-                bad(
-                    "stream_options.include_usage",
-                    "include_usage must be a boolean",
-                )
-            })?,
-            Some(_) => return Err(bad("stream_options", "stream_options must be an object")),
-        };
+        let include_usage = include_usage(&map)?;
         // Both are checked; the newer name wins when both are given.
         let max_tokens = count(&map, "max_tokens")?;
         let max_tokens = count(&map, "max_completion_tokens")?.or(max_tokens);
         let temperature = number(&map, "temperature", 0.0, 2.0)?;
         let top_p = number(&map, "top_p", 0.0, 1.0)?;
-        let stop = match map.get("stop") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(vec![s.clone()]),
-            Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => Some(
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect(),
-            ),
-            Some(_) => {
-                return Err(bad(
-                    "stop",
-                    "stop must be a string or an array of up to 4 strings",
-                ));
-            }
-        };
+        let stop = stop(&map)?;
         match map.get("user") {
             None | Some(Value::Null | Value::String(_)) => {}
             Some(_) => return Err(bad("user", "user must be a string")),
         }
-        let previous_id = match map.get("metadata") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => {
-                if m.len() > 16 || m.values().any(|v| !v.is_string()) {
-                    return Err(bad(
-                        "metadata",
-                        "metadata must be an object of at most 16 string values",
-                    ));
-                }
-                match m.get("previous_id").and_then(Value::as_str) {
-                    None => None,
-                    Some(id) => Some(Uuid::try_parse(id).map_err(|_| {
-                        bad(
-                            "metadata.previous_id",
-                            "metadata.previous_id must be the id (a UUID) of one of your turns",
-                        )
-                    })?),
-                }
-            }
-            Some(_) => return Err(bad("metadata", "metadata must be an object")),
-        };
+        let previous_id = previous_id(&map)?;
         Ok(Self {
             model,
             messages,
@@ -273,6 +202,100 @@ impl ChatRequest {
             .iter()
             .find(|m| matches!(m.role, Role::System | Role::Developer))
             .map(|m| m.content.text())
+    }
+}
+
+/// `model`: required, a non-blank string of at most 200 bytes.
+fn model(map: &Map<String, Value>) -> Result<String, Refusal> {
+    match map.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() && m.len() <= 200 && !m.contains('\0') => {
+            Ok(m.clone())
+        }
+        None | Some(Value::Null) => Err(bad("model", "model is required")),
+        Some(_) => Err(bad(
+            "model",
+            "model must be a non-empty string of at most 200 bytes",
+        )),
+    }
+}
+
+/// `messages`: as sent, and as the provider receives them; at least one, one of them `user`.
+fn messages(
+    map: &Map<String, Value>,
+    max_chars: usize,
+) -> Result<(Vec<Value>, Vec<Message>), Refusal> {
+    let raw = match map.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m.clone(),
+        Some(Value::Array(_)) => return Err(bad("messages", "messages must not be empty")),
+        None | Some(Value::Null) => return Err(bad("messages", "messages is required")),
+        Some(_) => return Err(bad("messages", "messages must be an array")),
+    };
+    let messages = raw
+        .iter()
+        .enumerate()
+        .map(|(i, m)| message(i, m, max_chars))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !messages.iter().any(|m| m.role == Role::User) {
+        return Err(bad("messages", "messages must include a user message"));
+    }
+    Ok((raw, messages))
+}
+
+/// `stream_options.include_usage`.
+fn include_usage(map: &Map<String, Value>) -> Result<bool, Refusal> {
+    match map.get("stream_options") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Object(o)) => flag(o, "include_usage").map_err(|_| {
+            bad(
+                "stream_options.include_usage",
+                "include_usage must be a boolean",
+            )
+        }),
+        Some(_) => Err(bad("stream_options", "stream_options must be an object")),
+    }
+}
+
+/// `stop`: a string or up to 4 strings.
+fn stop(map: &Map<String, Value>) -> Result<Option<Vec<String>>, Refusal> {
+    match map.get("stop") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+        Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => Ok(Some(
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+        )),
+        Some(_) => Err(bad(
+            "stop",
+            "stop must be a string or an array of up to 4 strings",
+        )),
+    }
+}
+
+/// `metadata` (at most 16 string values), and its `previous_id`: continue that turn's thread.
+fn previous_id(map: &Map<String, Value>) -> Result<Option<Uuid>, Refusal> {
+    match map.get("metadata") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => {
+            if m.len() > 16 || m.values().any(|v| !v.is_string()) {
+                return Err(bad(
+                    "metadata",
+                    "metadata must be an object of at most 16 string values",
+                ));
+            }
+            m.get("previous_id")
+                .and_then(Value::as_str)
+                .map(|id| {
+                    Uuid::try_parse(id).map_err(|_| {
+                        bad(
+                            "metadata.previous_id",
+                            "metadata.previous_id must be the id (a UUID) of one of your turns",
+                        )
+                    })
+                })
+                .transpose()
+        }
+        Some(_) => Err(bad("metadata", "metadata must be an object")),
     }
 }
 
