@@ -46,6 +46,16 @@ def resources(resource):
             yield r
 
 
+# Each function's database login (the Data API connects with its secret).
+LOGIN_OF = {
+    "GetFunction": "ReaderLogin",
+    "SearchFunction": "ReaderLogin",
+    "HistoryFunction": "HistoryLogin",
+    "StreamFunction": "WriterLogin",
+}
+DB_SECRETS = {"DbSecretArn", "ReaderLogin", "HistoryLogin", "WriterLogin"}
+
+
 def secret_checks(template, text):
     """Secrets are named, never resolved into the configuration, and read only where needed."""
     problems = []
@@ -64,6 +74,10 @@ def secret_checks(template, text):
                     problems.append(f"{name} may read the provider's key")
                 if r["Ref"] == "AuthTokenSecretArn" and name == "MigrateFunction":
                     problems.append("the migrate function may read the static key")
+                # The read functions connect as their read-only logins (migration V9).
+                login = LOGIN_OF.get(name)
+                if login and r["Ref"] in DB_SECRETS and r["Ref"] != login:
+                    problems.append(f"{name} may connect as {r['Ref']}, not only {login}")
     rules = template.get("Rules", {})
     keyless = [
         r for r in rules.values()

@@ -69,6 +69,61 @@ pub async fn resolve(base: &dyn Env) -> Result<WithSecrets<'_>, SettingsError> {
     Ok(WithSecrets { base, values })
 }
 
+/// The logins migration V9's roles get, each named by the variable holding its secret (RDS's
+/// shape, `{"username", "password"}`, which the Data API also connects with), and the roles it
+/// joins.
+pub const LOGINS: [(&str, &str); 3] = [
+    ("DB_READER_SECRET_ARN", "llm_stream_reader"),
+    (
+        "DB_HISTORY_SECRET_ARN",
+        "llm_stream_reader,llm_stream_thread_deleter",
+    ),
+    ("DB_WRITER_SECRET_ARN", "llm_stream_writer"),
+];
+
+/// After migrating: makes each login `LOGINS` names in `env` (its user and password from its
+/// secret) a member of its roles, so the functions can connect as the least they need. Returns
+/// how many it made.
+pub async fn ensure_logins(
+    env: &dyn Env,
+    store: &dyn crate::store::Migrate,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let mut made = 0;
+    let mut client = None;
+    for (arn_var, groups) in LOGINS {
+        let Some(arn) = env.var(arn_var) else {
+            continue;
+        };
+        let client = match &client {
+            Some(c) => c,
+            None => client.insert(self::client(env, &arn)?),
+        };
+        let value = client
+            .get_secret_value()
+            .secret_id(&arn)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "{arn_var}: the secret could not be read: {}",
+                    DisplayErrorContext(&e)
+                )
+            })?
+            .secret_string
+            .ok_or_else(|| format!("{arn_var}: the secret has no SecretString"))?;
+        let login: serde_json::Value = serde_json::from_str(&value)
+            .map_err(|_| format!("{arn_var}: the secret is not {{\"username\", \"password\"}}"))?;
+        let (Some(user), Some(password)) = (login["username"].as_str(), login["password"].as_str())
+        else {
+            return Err(format!("{arn_var}: the secret lacks username or password").into());
+        };
+        store.ensure_login(user, password, groups).await?;
+        tracing::info!(login = user, roles = groups, "login ready");
+        made += 1;
+    }
+    Ok(made)
+}
+
 /// A Secrets Manager client: the credentials Lambda sets, the region of `AWS_REGION` (else the
 /// one in `arn`), and `AWS_ENDPOINT_URL_SECRETS_MANAGER` (or `AWS_ENDPOINT_URL`) when set.
 fn client(env: &dyn Env, arn: &str) -> Result<aws_sdk_secretsmanager::Client, SettingsError> {

@@ -123,6 +123,7 @@ suite!(
     a_deletion_racing_a_new_turn_leaves_nothing,
     a_long_thread_of_long_turns_is_continued_in_pages,
     a_thread_is_read_a_page_at_a_time,
+    each_function_connects_as_the_least_it_needs,
 );
 
 fn tricky_text() -> String {
@@ -1253,4 +1254,114 @@ async fn a_thread_is_read_a_page_at_a_time(h: &Harness) {
         page.after = listed.items.last().map(Cursor::after);
     }
     assert_eq!(got, turns.iter().map(|t| t.id).collect::<Vec<_>>());
+}
+
+/// The roles of migration V9: a reader reads and nothing more, the history function's login
+/// also deletes threads, the stream function's writes turns but cannot change the schema.
+async fn each_function_connects_as_the_least_it_needs(h: &Harness) {
+    let tag = &Uuid::now_v7().simple().to_string()[20..];
+    let (reader, history, writer) = (
+        format!("t_reader_{tag}"),
+        format!("t_history_{tag}"),
+        format!("t_writer_{tag}"),
+    );
+    h.store
+        .ensure_login(&reader, "pw-reader", "llm_stream_reader")
+        .await
+        .unwrap();
+    h.store
+        .ensure_login(
+            &history,
+            "pw-history",
+            "llm_stream_reader,llm_stream_thread_deleter",
+        )
+        .await
+        .unwrap();
+    h.store
+        .ensure_login(&writer, "pw-writer", "llm_stream_writer")
+        .await
+        .unwrap();
+    // Again: the password changes, nothing fails.
+    h.store
+        .ensure_login(&reader, "pw-reader-2", "llm_stream_reader")
+        .await
+        .unwrap();
+    let thread = finished("alice", "p", "a");
+    h.store.finish(&thread).await.unwrap();
+    let as_user = |user: &str| {
+        let (scheme, rest) = h.db.url.split_once("://").unwrap();
+        let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+        format!("{scheme}://{user}:pw@{rest}")
+    };
+    let connect = |user: String| async move {
+        let (client, conn) = tokio_postgres::connect(&user, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    };
+    let denied = |r: Result<u64, tokio_postgres::Error>| {
+        r.err()
+            .and_then(|e| e.code().cloned())
+            .is_some_and(|c| c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    };
+
+    let r = connect(as_user(&reader)).await;
+    let n: i64 = r
+        .query_one("SELECT count(*) FROM conversations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    assert!(denied(r.execute("DELETE FROM conversations", &[]).await));
+    assert!(denied(
+        r.execute(
+            "INSERT INTO deleted_threads (id) VALUES (gen_random_uuid())",
+            &[]
+        )
+        .await
+    ));
+    assert!(denied(r.execute("CREATE TABLE t_nope (x int)", &[]).await));
+
+    let w = connect(as_user(&writer)).await;
+    assert!(denied(w.execute("CREATE TABLE t_nope (x int)", &[]).await));
+    assert!(denied(
+        w.execute("ALTER TABLE conversations ADD COLUMN x int", &[])
+            .await
+    ));
+    let mut env = std::collections::HashMap::new();
+    let writer_url = as_user(&writer);
+    env.insert("DATABASE_URL", writer_url.as_str());
+    let settings = common::Settings::from_source(&env).unwrap();
+    let as_writer = common::store::PgStore::from_settings(&settings).unwrap();
+    use common::store::{ConversationCreate, ConversationFinish, ConversationLog};
+    let mut turn = Conversation::start("alice", "q".into(), "offline", "m");
+    turn.thread_id = thread.id;
+    turn.previous_id = Some(thread.id);
+    as_writer.create(&turn).await.unwrap();
+    as_writer
+        .checkpoint(None, turn.id, Some((0, "so far")))
+        .await
+        .unwrap();
+    as_writer.request_cancel("alice", turn.id).await.unwrap();
+    turn.status = Status::Complete;
+    turn.response = "so far, done".into();
+    as_writer.finish(&turn).await.unwrap();
+
+    let hist = connect(as_user(&history)).await;
+    let deleted: bool = hist
+        .query_one("SELECT delete_thread($1, 'alice')", &[&thread.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(deleted);
+    assert_eq!(h.db.count().await, 0);
+
+    let admin = h.db.client().await;
+    for role in [&reader, &history, &writer] {
+        admin
+            .batch_execute(&format!("DROP ROLE {role}"))
+            .await
+            .unwrap();
+    }
 }

@@ -359,6 +359,15 @@ pub trait Migrate: Send + Sync {
     /// Applies the pending migrations under a lock (one migrator at a time) and makes the search
     /// column use `search_config`; returns how many migrations were applied.
     async fn migrate(&self, search_config: &str) -> Result<usize, StoreError>;
+
+    /// Makes (or updates) the login role `name` with `password`, member of `groups`
+    /// (comma-separated roles of migration V9), through `llm_stream_login`.
+    async fn ensure_login(
+        &self,
+        name: &str,
+        password: &str,
+        groups: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// A whole backend: every store capability, API keys and migrations.

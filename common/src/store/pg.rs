@@ -545,6 +545,17 @@ impl super::Migrate for PgStore {
     async fn migrate(&self, search_config: &str) -> Result<usize, StoreError> {
         super::db::migrate(&self.pool, search_config).await
     }
+
+    async fn ensure_login(
+        &self,
+        name: &str,
+        password: &str,
+        groups: &str,
+    ) -> Result<(), StoreError> {
+        self.query(sql::ENSURE_LOGIN, &[&name, &password, &groups])
+            .await?;
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -207,6 +207,9 @@ pub(crate) fn thread_turns() -> String {
     )
 }
 
+/// Makes login role $1 with password $2, member of the roles $3 (migration V9).
+pub(crate) const ENSURE_LOGIN: &str = "SELECT llm_stream_login($1::text, $2::text, $3::text)";
+
 /// The thread columns, from `threads t`.
 pub(crate) const THREAD_COLUMNS: &str = "t.id, t.title, t.turns, t.created_at, t.updated_at";
 

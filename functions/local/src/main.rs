@@ -68,6 +68,13 @@ async fn run() -> anyhow::Result<()> {
         Some("migrate") => {
             let n = store.migrate(&settings.db.search_config).await?;
             println!("migrations applied: {n}");
+            let logins =
+                common::secrets::ensure_logins(&common::settings::ProcessEnv, store.as_ref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            if logins > 0 {
+                println!("logins ready: {logins}");
+            }
             Ok(())
         }
         Some("replay") => {

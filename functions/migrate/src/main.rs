@@ -18,7 +18,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         async move {
             let applied = store.migrate(&search_config).await?;
             tracing::info!(applied, "migrations applied");
-            Ok::<_, lambda_runtime::Error>(json!({ "applied": applied }))
+            let logins =
+                common::secrets::ensure_logins(&common::settings::ProcessEnv, store.as_ref())
+                    .await?;
+            Ok::<_, lambda_runtime::Error>(json!({ "applied": applied, "logins": logins }))
         }
     };
     common::run_lambda(|| lambda_runtime::run(service_fn(handler.clone()))).await

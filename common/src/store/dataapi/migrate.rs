@@ -171,4 +171,23 @@ impl Migrate for DataApiStore {
             }
         }
     }
+
+    async fn ensure_login(
+        &self,
+        name: &str,
+        password: &str,
+        groups: &str,
+    ) -> Result<(), StoreError> {
+        let args = super::params::Args::default()
+            .text(name)
+            .text(password)
+            .text(groups);
+        self.exec(
+            &super::params::named(crate::store::sql::ENSURE_LOGIN),
+            args.0,
+            None,
+        )
+        .await?;
+        Ok(())
+    }
 }
