@@ -86,31 +86,7 @@ pub(crate) fn split_statements(sql: &str) -> Vec<String> {
             }
             '$' => {
                 meaningful = true;
-                // A dollar quote: $tag$ ... $tag$ (a `$1` parameter is not one).
-                let mut tag = String::from("$");
-                while let Some(&n) = chars.peek() {
-                    if n.is_alphanumeric() || n == '_' {
-                        tag.push(n);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                current.push_str(&tag);
-                if chars.peek() == Some(&'$') && !tag[1..].starts_with(|d: char| d.is_ascii_digit())
-                {
-                    chars.next();
-                    tag.push('$');
-                    current.push('$');
-                    let mut body = String::new();
-                    for n in chars.by_ref() {
-                        body.push(n);
-                        if body.ends_with(&tag) {
-                            break;
-                        }
-                    }
-                    current.push_str(&body);
-                }
+                dollar_quoted(&mut chars, &mut current);
             }
             ';' => {
                 if meaningful {
@@ -129,6 +105,34 @@ pub(crate) fn split_statements(sql: &str) -> Vec<String> {
         out.push(current.trim().to_owned());
     }
     out
+}
+
+/// After a `$`: copies a dollar-quoted body, `$tag$ ... $tag$`, whole into `out` (a `$1`
+/// parameter is not one: copied as it is).
+fn dollar_quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String) {
+    let mut tag = String::from("$");
+    while let Some(&n) = chars.peek() {
+        if n.is_alphanumeric() || n == '_' {
+            tag.push(n);
+            chars.next();
+        } else {
+            break;
+        }
+    }
+    out.push_str(&tag);
+    if chars.peek() == Some(&'$') && !tag[1..].starts_with(|d: char| d.is_ascii_digit()) {
+        chars.next();
+        tag.push('$');
+        out.push('$');
+        let mut body = String::new();
+        for n in chars.by_ref() {
+            body.push(n);
+            if body.ends_with(&tag) {
+                break;
+            }
+        }
+        out.push_str(&body);
+    }
 }
 
 #[cfg(test)]
