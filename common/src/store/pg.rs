@@ -339,7 +339,7 @@ impl ConversationChain for PgStore {
         id: Uuid,
         budget: i64,
     ) -> Result<Option<Vec<ChainTurn>>, StoreError> {
-        let sql = sql::chain_page();
+        let sql = sql::chain_page(&sql::chain_columns());
         sql::walk_chain(id, budget, |after| {
             let sql = &sql;
             async move {
@@ -466,7 +466,10 @@ impl ThreadStore for PgStore {
         let (at, after_id) = (page.after.map(|a| a.created_at), page.after.map(|a| a.id));
         let probe = page.limit + 1;
         let rows = self
-            .query(&sql::thread_turns(), &[&id, &owner, &at, &after_id, &probe])
+            .query(
+                &sql::thread_turns(&sql::columns()),
+                &[&id, &owner, &at, &after_id, &probe],
+            )
             .await?;
         let turns = Listed::from_probe(rows, page.limit, |r| self.decode(r))?;
         Ok(Some((thread?, turns)))

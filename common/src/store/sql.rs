@@ -16,10 +16,15 @@ pub(crate) fn columns() -> String {
 
 /// [`columns`] with `response` the value of `response` (`''`: left out).
 pub(crate) fn columns_with(response: &str) -> String {
+    columns_of(response, "c.messages")
+}
+
+/// [`columns_with`], `messages` the value of `messages`.
+fn columns_of(response: &str, messages: &str) -> String {
     format!(
         "c.id, c.owner, c.prompt, {response} AS response, c.status, c.error, c.provider, \
          c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, c.ttfb_ms, \
-         c.duration_ms, c.finish_reason, c.thread_id, c.previous_id, c.system, c.messages, \
+         c.duration_ms, c.finish_reason, c.thread_id, c.previous_id, c.system, {messages} AS messages, \
          c.context_turns, c.created_at, c.updated_at, c.heartbeat_at"
     )
 }
@@ -98,16 +103,16 @@ pub(crate) const FINISH: &str = "WITH log AS (DELETE FROM turn_chunks WHERE turn
 /// turns up to it, newest first, after the keyset position ($3 created_at, $4 id; null: from
 /// the turn itself), at most $5. Walked in memory by [`walk_chain`], page by page, so that no
 /// read is larger than a page however long the thread (the Data API answers at most 1 MiB).
-pub(crate) fn chain_page() -> String {
+/// `columns`: the backend's conversation columns.
+pub(crate) fn chain_page(columns: &str) -> String {
     format!(
-        "SELECT {} FROM conversations c \
+        "SELECT {columns} FROM conversations c \
          WHERE c.thread_id = (SELECT p.thread_id FROM conversations p \
                               WHERE p.id = $1::uuid AND p.owner = $2::text) \
            AND (c.created_at, c.id) <= (SELECT p.created_at, p.id FROM conversations p \
                                         WHERE p.id = $1::uuid) \
            AND ($3::timestamptz IS NULL OR (c.created_at, c.id) < ($3::timestamptz, $4::uuid)) \
-         ORDER BY c.created_at DESC, c.id DESC LIMIT $5::int8",
-        columns()
+         ORDER BY c.created_at DESC, c.id DESC LIMIT $5::int8"
     )
 }
 
@@ -197,18 +202,23 @@ pub(crate) const REQUEST_CANCEL: &str = "WITH t AS ( \
 
 /// A page of thread $1's turns of owner $2, oldest first, after the position ($3 created_at,
 /// $4 id; null: from the first), at most $5 (the caller asks one more, to know whether more
-/// follow).
-pub(crate) fn thread_turns() -> String {
+/// follow). `columns`: the backend's conversation columns.
+pub(crate) fn thread_turns(columns: &str) -> String {
     format!(
-        "SELECT {} FROM conversations c WHERE c.thread_id = $1::uuid AND c.owner = $2::text \
+        "SELECT {columns} FROM conversations c WHERE c.thread_id = $1::uuid AND c.owner = $2::text \
            AND ($3::timestamptz IS NULL OR (c.created_at, c.id) > ($3::timestamptz, $4::uuid)) \
-         ORDER BY c.created_at, c.id LIMIT $5::int8",
-        columns()
+         ORDER BY c.created_at, c.id LIMIT $5::int8"
     )
 }
 
 /// Makes login role $1 with password $2, member of the roles $3 (migration V9).
 pub(crate) const ENSURE_LOGIN: &str = "SELECT llm_stream_login($1::text, $2::text, $3::text)";
+
+/// The columns a continuation reads of each turn on its chain (see [`chain_page`]): all but a
+/// `/v1` call's earlier messages, which the context does not use (and which can be large).
+pub(crate) fn chain_columns() -> String {
+    columns_of(RESPONSE, "NULL::jsonb")
+}
 
 /// The thread columns, from `threads t`.
 pub(crate) const THREAD_COLUMNS: &str = "t.id, t.title, t.turns, t.created_at, t.updated_at";

@@ -43,6 +43,17 @@ pub(super) fn columns() -> String {
 
 /// [`columns`] with the `response` column the value of `response` (`''`: left out).
 pub(super) fn columns_with(response: &str) -> String {
+    columns_of(response, "c.messages::text")
+}
+
+/// The columns a continuation reads of each turn on its chain: all but a `/v1` call's earlier
+/// messages, which the context does not use.
+pub(super) fn chain_columns() -> String {
+    columns_of(RESPONSE, "NULL::text")
+}
+
+/// [`columns_with`], `messages` the value of `messages`.
+fn columns_of(response: &str, messages: &str) -> String {
     let mut out: Vec<String> = [
         "c.id::text AS id",
         "c.owner",
@@ -68,7 +79,11 @@ pub(super) fn columns_with(response: &str) -> String {
     out.push(format!("{} AS updated_at", utc_text("c.updated_at")));
     out.push(format!("{} AS heartbeat_at", utc_text("c.heartbeat_at")));
     for (name, expr) in TEXTS {
-        let expr = if name == "response" { response } else { expr };
+        let expr = match name {
+            "response" => response,
+            "messages" => messages,
+            _ => expr,
+        };
         out.push(format!(
             "CASE WHEN octet_length(to_json({expr})::text) <= CAST(:cell AS int8) \
              THEN {expr} END AS {name}"

@@ -45,7 +45,7 @@ impl ConversationChain for DataApiStore {
     ) -> Result<Option<Vec<ChainTurn>>, StoreError> {
         // The thread's turns up to this one, a page at a time, walked in memory (as the pool
         // does); each page is read within the Data API's response limit.
-        let sql = named(&sql::chain_page().replace(&sql::columns(), &columns()));
+        let sql = named(&sql::chain_page(&super::read::chain_columns()));
         walk_chain(id, budget, |after| {
             let sql = &sql;
             async move {
@@ -116,7 +116,7 @@ impl ThreadStore for DataApiStore {
             .opt_timestamp(page.after.map(|a| a.created_at))
             .opt_uuid(page.after.map(|a| a.id))
             .long(probe);
-        let sql = named(&sql::thread_turns().replace(&sql::columns(), &columns()));
+        let sql = named(&sql::thread_turns(&columns()));
         let keep = usize::try_from(page.limit).unwrap_or(0);
         let (turns, read) = self
             .read(&sql, args.0, probe, keep, &[], |_| Ok(()))
