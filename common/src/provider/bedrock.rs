@@ -124,6 +124,18 @@ impl Provider for BedrockProvider {
         &self.model
     }
 
+    /// Converse takes the token cap (`inferenceConfig.maxTokens`) and text output; it has no
+    /// seed, logit bias, penalties, end-user id, reasoning effort, service tier or prediction.
+    fn unsupported<'a>(
+        &self,
+        extra: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Option<&'a str> {
+        extra
+            .keys()
+            .map(String::as_str)
+            .find(|k| !matches!(*k, "max_tokens" | "max_completion_tokens" | "modalities"))
+    }
+
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
         let input = Input::from(request);
         let backoff = ExponentialBuilder::default()

@@ -85,6 +85,11 @@ pub struct CompletionRequest {
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
     pub stop: Option<Vec<String>>,
+    /// Parameters a client named that the service passes on as sent, in OpenAI's names
+    /// (`seed`, `logit_bias`, the penalties, `user`, `reasoning_effort`, `max_completion_tokens`,
+    /// ...); a provider that cannot honour one refuses the request by its name (see
+    /// [`Provider::unsupported`]).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl CompletionRequest {
@@ -97,6 +102,7 @@ impl CompletionRequest {
             temperature: None,
             top_p: None,
             stop: None,
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -220,6 +226,16 @@ pub trait Provider: Send + Sync {
 
     /// The model used when a request names none.
     fn default_model(&self) -> &str;
+
+    /// The first of `extra`'s parameters this provider cannot honour (the request is then
+    /// refused, naming it); `None` when it honours them all.
+    fn unsupported<'a>(
+        &self,
+        extra: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Option<&'a str> {
+        let _ = extra;
+        None
+    }
 
     /// Starts a generation. Resolves once the provider has accepted the request (retrying
     /// connect errors, 429 and 5xx), then yields text chunks and one final `Finish`.

@@ -116,7 +116,12 @@ impl Provider for OpenAiProvider {
             "stream": true,
             "stream_options": {"include_usage": true},
         });
-        if let Some(n) = request.max_tokens {
+        // A cap the client named goes as it named it (`max_completion_tokens` is never
+        // rewritten into `max_tokens`, which OpenAI's reasoning models refuse).
+        let named_cap = ["max_tokens", "max_completion_tokens"]
+            .iter()
+            .any(|k| request.extra.contains_key(*k));
+        if let (Some(n), false) = (request.max_tokens, named_cap) {
             body["max_tokens"] = json!(n);
         }
         if let Some(t) = request.temperature {
@@ -127,6 +132,11 @@ impl Provider for OpenAiProvider {
         }
         if let Some(stop) = &request.stop {
             body["stop"] = json!(stop);
+        }
+        if let Some(fields) = body.as_object_mut() {
+            for (k, v) in &request.extra {
+                fields.insert(k.clone(), v.clone());
+            }
         }
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))

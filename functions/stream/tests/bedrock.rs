@@ -332,3 +332,43 @@ async fn the_openai_api_answers_from_bedrock_with_bedrocks_usage_and_finish_reas
         })
     );
 }
+
+/// A parameter Converse cannot honour is refused with a 400 naming it, before Bedrock is
+/// called; the token cap, as `max_completion_tokens`, becomes `maxTokens`.
+#[tokio::test]
+async fn bedrock_refuses_by_name_what_converse_cannot_honour() {
+    let fake = FakeBedrock::start(vec![Reply::Stream(answer(&["ok"], Duration::ZERO))]).await;
+    let h = with_bedrock(&fake, &[]).await;
+    for (field, value) in [
+        ("seed", json!(7)),
+        ("frequency_penalty", json!(0.5)),
+        ("logit_bias", json!({"50256": -100})),
+        ("reasoning_effort", json!("low")),
+        ("user", json!("u-1")),
+    ] {
+        let mut body = json!({"model": MODEL_ID, "messages": [{"role": "user", "content": "x"}]});
+        body[field] = value;
+        let resp = h
+            .http
+            .post(format!("http://{}/v1/chat/completions", h.addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{field}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["param"], field, "{err}");
+        assert_eq!(err["error"]["code"], "unsupported_parameter", "{err}");
+    }
+    assert!(fake.requests().is_empty());
+    let resp = h
+        .http
+        .post(format!("http://{}/v1/chat/completions", h.addr))
+        .json(&json!({"model": MODEL_ID, "max_completion_tokens": 3,
+            "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(fake.requests()[0].body["inferenceConfig"]["maxTokens"], 3);
+}

@@ -775,6 +775,67 @@ async fn with_pii_redaction_the_instructions_and_earlier_messages_are_redacted()
     assert_eq!(row.system.as_deref(), Some("call [phone]"));
 }
 
+/// Every parameter a `/v1` call names reaches an OpenAI-compatible upstream exactly as sent:
+/// `max_completion_tokens` is not rewritten into `max_tokens` (OpenAI's reasoning models refuse
+/// that), and nothing is dropped without a word; a value of the wrong type is a 400 naming it.
+#[tokio::test]
+async fn v1_parameters_reach_the_upstream_exactly_as_sent() {
+    let fake = FakeOpenAi::start(vec![Reply::Stream(answer(&["ok"], Duration::ZERO))]).await;
+    let h = with_fake(&fake, &[]).await;
+    let sent = json!({
+        "max_completion_tokens": 33,
+        "seed": 42,
+        "logit_bias": {"50256": -100},
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.25,
+        "user": "end-user-7",
+        "reasoning_effort": "low",
+        "service_tier": "flex",
+        "prediction": {"type": "content", "content": "ok"},
+        "store": true,
+        "modalities": ["text"],
+    });
+    let mut body = json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]});
+    for (k, v) in sent.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let resp = h
+        .http
+        .post(format!("http://{}/v1/chat/completions", h.addr))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.bytes().await;
+    let got = &fake.requests()[0];
+    for (k, v) in sent.as_object().unwrap() {
+        assert_eq!(&got[k], v, "{k} in {got}");
+    }
+    assert!(got.get("max_tokens").is_none(), "{got}");
+    assert_eq!(
+        (
+            got["stream"].as_bool(),
+            got["stream_options"]["include_usage"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+
+    let bad = json!({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}],
+        "presence_penalty": "high"});
+    let resp = h
+        .http
+        .post(format!("http://{}/v1/chat/completions", h.addr))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "presence_penalty");
+    assert_eq!(fake.requests().len(), 1);
+}
+
 /// `LLM_MODELS` restricts `/stream` as it does `/v1`; without it any model passes, and
 /// `/v1/models/{id}` says so.
 #[tokio::test]

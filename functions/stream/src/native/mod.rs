@@ -79,6 +79,7 @@ pub async fn stream(
         temperature: req.temperature,
         top_p: None,
         stop: None,
+        extra: serde_json::Map::new(),
     };
     let run = begin(&state, conversation, &parts, started, request_id, "/stream");
     let response = sse_response(&state, &run, View::Raw);

@@ -50,6 +50,7 @@ fn static_code(code: &str) -> &'static str {
     match code {
         "model_not_found" => "model_not_found",
         "unsupported_value" => "unsupported_value",
+        "unsupported_parameter" => "unsupported_parameter",
         "invalid_json" => "invalid_json",
         "context_length_exceeded" => "context_length_exceeded",
         _ => "invalid_request",
@@ -121,6 +122,17 @@ pub async fn chat(
     if state.model(Some(&req.model)).is_err() {
         return Err(model_not_found(&req.model));
     }
+    if let Some(param) = state.provider.unsupported(&req.extra) {
+        return Err(V1Error(
+            StatusCode::BAD_REQUEST,
+            OpenAiError::new(
+                "invalid_request_error",
+                "unsupported_parameter",
+                format!("{param} is not supported by this service's model provider"),
+                Some(param),
+            ),
+        ));
+    }
     let own_system = req.system();
     let (ctx, messages) = continued(&state, &owner.0, &req).await?;
     let prompt = req.prompt();
@@ -141,6 +153,7 @@ pub async fn chat(
         temperature: req.temperature,
         top_p: req.top_p,
         stop: req.stop.clone(),
+        extra: req.extra.clone(),
     };
     let call = Call::new(
         conversation.id,

@@ -1,8 +1,10 @@
 //! The body of `POST /v1/chat/completions`, checked field by field as OpenAI's API does: a bad
 //! value is a 400 naming its `param`; a feature this service does not offer (several choices,
 //! tools, a structured response format, audio, images, log probabilities) is a 400 too, never
-//! silently ignored. Fields that change nothing this service computes (`seed`, penalties,
-//! `store`, `service_tier`, ...) are accepted and ignored.
+//! silently ignored. The sampling and account parameters (`seed`, `logit_bias`, the penalties,
+//! `user`, `reasoning_effort`, `service_tier`, `prediction`, `store`, `modalities`, the token
+//! caps as named) reach the provider exactly as sent ([`PASSED_ON`]); a provider that cannot
+//! honour one refuses the call by its name.
 
 use common::provider::{Content, Message, Role, TextPart};
 use serde_json::{Map, Value};
@@ -27,7 +29,27 @@ pub struct ChatRequest {
     pub stop: Option<Vec<String>>,
     /// `metadata.previous_id`: continue that turn's thread.
     pub previous_id: Option<Uuid>,
+    /// The parameters passed on to the provider as sent (see [`PASSED_ON`]).
+    pub extra: Map<String, Value>,
 }
+
+/// The parameters the provider receives exactly as the client sent them (after a check of
+/// their type), in OpenAI's names. The token caps go too, as named: `max_completion_tokens` is
+/// never rewritten into `max_tokens`.
+pub const PASSED_ON: [&str; 12] = [
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "user",
+    "reasoning_effort",
+    "service_tier",
+    "prediction",
+    "store",
+    "modalities",
+];
 
 /// The OpenAPI schema of the request (the fields this service reads).
 #[derive(utoipa::ToSchema)]
@@ -55,10 +77,36 @@ pub struct ChatCompletionRequest {
     /// Only 1 (one choice per request).
     #[schema(minimum = 1, maximum = 1)]
     n: Option<u32>,
+    /// Passed on as sent, as are the parameters below.
     user: Option<String>,
+    seed: Option<i64>,
+    /// Token ids to biases, passed on as sent.
+    logit_bias: Option<std::collections::HashMap<String, f64>>,
+    #[schema(minimum = -2, maximum = 2)]
+    presence_penalty: Option<f32>,
+    #[schema(minimum = -2, maximum = 2)]
+    frequency_penalty: Option<f32>,
+    reasoning_effort: Option<String>,
+    service_tier: Option<String>,
+    /// Predicted output, passed on as sent.
+    prediction: Option<Object>,
+    store: Option<bool>,
+    /// Only `["text"]`.
+    modalities: Option<Vec<TextModality>>,
     /// At most 16 string values; `previous_id` (a turn's id) continues that turn's thread.
     metadata: Option<std::collections::HashMap<String, String>>,
 }
+
+/// An output modality: only text.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+enum TextModality {
+    Text,
+}
+
+/// A JSON object passed on as sent.
+type Object = std::collections::HashMap<String, serde_json::Value>;
 
 /// One message of a chat completion request.
 #[derive(utoipa::ToSchema)]
@@ -165,6 +213,7 @@ impl ChatRequest {
             Some(_) => return Err(bad("user", "user must be a string")),
         }
         let previous_id = previous_id(&map)?;
+        let extra = passed_on(&map)?;
         Ok(Self {
             model,
             messages,
@@ -176,6 +225,7 @@ impl ChatRequest {
             top_p,
             stop,
             previous_id,
+            extra,
         })
     }
 
@@ -203,6 +253,45 @@ impl ChatRequest {
             .find(|m| matches!(m.role, Role::System | Role::Developer))
             .map(|m| m.content.text())
     }
+}
+
+/// The parameters of [`PASSED_ON`] the client sent (null: not sent), each of its type.
+fn passed_on(map: &Map<String, Value>) -> Result<Map<String, Value>, Refusal> {
+    let mut out = Map::new();
+    for name in PASSED_ON {
+        let Some(v) = map.get(name).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let ok = match name {
+            // An int64, as the document says (written 5 or 5.0).
+            "seed" => {
+                v.is_i64()
+                    || v.as_f64().is_some_and(|f| {
+                        f.fract() == 0.0 && f > i64::MIN as f64 && f < i64::MAX as f64
+                    })
+            }
+            "logit_bias" => v
+                .as_object()
+                .is_some_and(|o| o.values().all(Value::is_number)),
+            "presence_penalty" | "frequency_penalty" => {
+                v.as_f64().is_some_and(|p| (-2.0..=2.0).contains(&p))
+            }
+            "user" | "reasoning_effort" | "service_tier" => v.is_string(),
+            "prediction" => v.is_object(),
+            "store" => v.is_boolean(),
+            "modalities" => v.is_array(),
+            // The caps were checked with the others (`count`).
+            _ => true,
+        };
+        if !ok {
+            return Err(bad(
+                name,
+                format!("{name} has a value of the wrong type or range"),
+            ));
+        }
+        out.insert(name.to_owned(), v.clone());
+    }
+    Ok(out)
 }
 
 /// `model`: required, a non-blank string of at most 200 bytes.
