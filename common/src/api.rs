@@ -33,17 +33,22 @@ impl PageParams {
     pub fn parse(&self) -> Result<PageQuery, ApiError> {
         let limit = parse_limit(self.limit.as_deref())?;
         let offset = parse_offset(self.offset.as_deref())?;
-        let after = match self.cursor.as_deref() {
-            None | Some("") => None,
-            Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
-                ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")
-            })?),
-        };
+        let after = parse_cursor(self.cursor.as_deref())?;
         Ok(PageQuery {
             limit,
             offset,
             after,
         })
+    }
+}
+
+/// `cursor`: a `next_cursor` a page gave (empty or absent: from the start).
+pub fn parse_cursor(raw: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(raw) => Cursor::decode(raw).map(Some).ok_or_else(|| {
+            ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")
+        }),
     }
 }
 

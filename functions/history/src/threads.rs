@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use common::api::{fit, page_response, parse_limit};
+use common::api::{fit, page_response, parse_cursor, parse_limit};
 use common::auth::Owner;
 use common::domain::Thread;
 use common::error::ErrorBody;
@@ -68,12 +68,7 @@ struct ThreadHead {
 impl ThreadParams {
     /// `limit` 1..=100 (default 20) and `cursor` (a `next_cursor`).
     fn page(&self) -> Result<PageQuery, ApiError> {
-        let after = match self.cursor.as_deref() {
-            None | Some("") => None,
-            Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
-                ApiError::invalid("cursor is not valid: pass next_cursor from a previous page")
-            })?),
-        };
+        let after = parse_cursor(self.cursor.as_deref())?;
         Ok(PageQuery {
             limit: parse_limit(self.limit.as_deref())?,
             offset: 0,
