@@ -100,6 +100,13 @@ pub struct Conversation {
     /// How many previous turns the provider received with this one.
     #[serde(default)]
     pub context_turns: Option<i32>,
+    /// The calls the assistant made (`[{"id","name","arguments"}]`, the arguments the JSON
+    /// text the model wrote); null when it made none.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<crate::provider::ToolCall>>,
+    /// The names of the tools the request offered (`/v1` calls with `tools`); null otherwise.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -163,6 +170,8 @@ impl Conversation {
             system: None,
             messages: None,
             context_turns: None,
+            tool_calls: None,
+            tools: None,
             created_at: now,
             updated_at: now,
             truncated: false,
@@ -225,10 +234,18 @@ impl Conversation {
             .iter()
             .flat_map(|f| [&f.check, &f.verdict, &f.detail]);
         let error = self.error.iter();
+        let calls = self
+            .tool_calls
+            .iter()
+            .flatten()
+            .flat_map(|c| [&c.id, &c.name, &c.arguments]);
+        let tools = self.tools.iter().flatten();
         if !texts
             .into_iter()
             .chain(flags)
             .chain(error)
+            .chain(calls)
+            .chain(tools)
             .any(|t| t.contains('\0'))
             && !self.messages.as_ref().is_some_and(json_has_nul)
         {
@@ -244,6 +261,14 @@ impl Conversation {
         c.error = c.error.as_ref().map(fix);
         c.system = c.system.as_ref().map(fix);
         c.messages = c.messages.as_ref().map(storable_json);
+        for call in c.tool_calls.iter_mut().flatten() {
+            call.id = fix(&call.id);
+            call.name = fix(&call.name);
+            call.arguments = fix(&call.arguments);
+        }
+        for name in c.tools.iter_mut().flatten() {
+            *name = fix(name);
+        }
         for f in &mut c.flags {
             f.check = fix(&f.check);
             f.verdict = fix(&f.verdict);

@@ -41,8 +41,63 @@ pub enum Reply {
         status: u16,
         retry_after: Option<u64>,
     },
+    /// A non-2xx answer with this error object (`{"error": error}`), as OpenAI refuses a
+    /// request (`context_length_exceeded`, `rate_limit_exceeded`, ...).
+    Refuse {
+        status: u16,
+        retry_after: Option<u64>,
+        error: Value,
+    },
     /// A `200 text/event-stream` answer made of these parts.
     Stream(Vec<Part>),
+}
+
+/// One tool call fragment as an upstream streams it: its index, and on a call's first fragment
+/// (as OpenAI sends it) the id and name; some upstreams send no id, or every call at index 0.
+pub struct Fragment<'a> {
+    pub index: u32,
+    pub id: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub arguments: &'a str,
+}
+
+/// A streamed answer of tool call `fragments`, one chunk each, as OpenAI writes them: the role
+/// chunk, the fragments, `finish_reason` (`tool_calls`, or what an upstream says instead), the
+/// usage chunk and `[DONE]`.
+pub fn tool_calls(fragments: &[Fragment<'_>], finish: &str) -> Vec<Part> {
+    let chunk = |delta: Value, finish: Value| {
+        Part::Data(
+            json!({"id": "chatcmpl-test", "object": "chat.completion.chunk",
+                   "created": 1_700_000_000, "model": "test-model",
+                   "choices": [{"index": 0, "delta": delta, "logprobs": null,
+                                "finish_reason": finish}]})
+            .to_string(),
+        )
+    };
+    let mut parts = vec![chunk(
+        json!({"role": "assistant", "content": null}),
+        Value::Null,
+    )];
+    for f in fragments {
+        let mut call = json!({"index": f.index, "function": {"arguments": f.arguments}});
+        if let Some(id) = f.id {
+            call["id"] = id.into();
+            call["type"] = "function".into();
+        }
+        if let Some(name) = f.name {
+            call["function"]["name"] = name.into();
+        }
+        parts.push(chunk(json!({"tool_calls": [call]}), Value::Null));
+    }
+    parts.push(chunk(json!({}), finish.into()));
+    parts.push(Part::Data(
+        json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+               "model": "test-model", "choices": [],
+               "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}})
+        .to_string(),
+    ));
+    parts.push(Part::Data("[DONE]".into()));
+    parts
 }
 
 /// A chunk carrying `text`, as OpenAI writes it.
@@ -232,6 +287,21 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
             .next(|| Reply::Stream(answer(&["ok"], Duration::ZERO)))
     };
     match reply {
+        Reply::Refuse {
+            status,
+            retry_after,
+            error,
+        } => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut resp = (code, axum::Json(json!({"error": error}))).into_response();
+            if let Some(s) = retry_after {
+                resp.headers_mut().insert(
+                    "retry-after",
+                    HeaderValue::from_str(&s.to_string()).unwrap(),
+                );
+            }
+            resp
+        }
         Reply::Status {
             status,
             retry_after,

@@ -3,10 +3,12 @@
 //! when this provider is chosen, so the other functions and providers pay nothing at start.
 //!
 //! Mapping: system and developer messages become `system` blocks; the rest become alternating
-//! user and assistant messages of text blocks (consecutive messages of one role are merged);
-//! `max_tokens`, `temperature`, `top_p` and `stop` go into `inferenceConfig`. Text deltas are
-//! chunks; `messageStop`'s `stopReason` becomes a `finish_reason` and `metadata`'s usage the
-//! usage. Throttling and transient service errors are retried until the first text arrives,
+//! user and assistant messages (consecutive messages of one role are merged) of text blocks,
+//! an assistant's tool calls `toolUse` blocks and `tool` messages `toolResult` blocks (in a user
+//! message); `tools` and `tool_choice` become `toolConfig`; `max_tokens`, `temperature`, `top_p`
+//! and `stop` go into `inferenceConfig`. Text deltas are chunks, `toolUse` block starts and
+//! input deltas tool call fragments (at the block's index); `messageStop`'s `stopReason` becomes
+//! a `finish_reason` (`tool_use`: `tool_calls`) and `metadata`'s usage the usage. Throttling and transient service errors are retried until the first text arrives,
 //! whether they come as an HTTP error or as the stream's first event.
 
 use std::time::Duration;
@@ -18,13 +20,19 @@ use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput,
-    InferenceConfiguration, Message as BedrockMessage, StopReason, SystemContentBlock,
+    AnyToolChoice, AutoToolChoice, ContentBlock, ContentBlockDelta, ContentBlockStart,
+    ConversationRole, ConverseStreamOutput, InferenceConfiguration, Message as BedrockMessage,
+    SpecificToolChoice, StopReason, SystemContentBlock, Tool as BedrockTool,
+    ToolChoice as BedrockChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock,
+    ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
 use aws_sdk_bedrockruntime::{Client, Config};
+use aws_smithy_types::{Document, Number};
 use backon::{ExponentialBuilder, Retryable};
 
-use super::{Chunk, ChunkStream, CompletionRequest, Provider, ProviderError, Role};
+use super::{
+    Chunk, ChunkStream, CompletionRequest, Provider, ProviderError, Role, ToolCallDelta, ToolChoice,
+};
 use crate::domain::Usage;
 use crate::settings::ProviderSettings;
 
@@ -94,6 +102,7 @@ impl BedrockProvider {
             .set_messages(Some(input.messages.clone()))
             .set_system((!input.system.is_empty()).then(|| input.system.clone()))
             .set_inference_config(input.inference.clone())
+            .set_tool_config(input.tools.clone())
             .send()
             .await
             .map_err(start_error)?;
@@ -124,16 +133,19 @@ impl Provider for BedrockProvider {
         &self.model
     }
 
-    /// Converse takes the token cap (`inferenceConfig.maxTokens`) and text output; it has no
-    /// seed, logit bias, penalties, end-user id, reasoning effort, service tier or prediction.
-    fn unsupported<'a>(
-        &self,
-        extra: &'a serde_json::Map<String, serde_json::Value>,
-    ) -> Option<&'a str> {
-        extra
-            .keys()
-            .map(String::as_str)
-            .find(|k| !matches!(*k, "max_tokens" | "max_completion_tokens" | "modalities"))
+    /// Converse takes the token cap (`inferenceConfig.maxTokens`) and text output, and calls
+    /// tools in parallel as it sees fit; it has no seed, logit bias, penalties, end-user id,
+    /// reasoning effort, service tier or prediction, and no way to forbid parallel calls.
+    fn unsupported(&self, request: &CompletionRequest) -> Option<String> {
+        request
+            .extra
+            .iter()
+            .find(|(k, v)| match k.as_str() {
+                "max_tokens" | "max_completion_tokens" | "modalities" => false,
+                "parallel_tool_calls" => v.as_bool() == Some(false),
+                _ => true,
+            })
+            .map(|(k, _)| k.clone())
     }
 
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
@@ -164,30 +176,54 @@ struct Input {
     messages: Vec<BedrockMessage>,
     system: Vec<SystemContentBlock>,
     inference: Option<InferenceConfiguration>,
+    tools: Option<ToolConfiguration>,
 }
 
 impl From<CompletionRequest> for Input {
     fn from(request: CompletionRequest) -> Self {
         let mut system = Vec::new();
-        // (role, text blocks) with consecutive messages of one role merged: Converse wants
-        // user and assistant to alternate.
+        // (role, blocks) with consecutive messages of one role merged: Converse wants user and
+        // assistant to alternate (a tool's result is a user message's block).
         let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
         for m in request.messages {
             let text = m.content.text();
-            if text.is_empty() {
-                continue; // Converse refuses blank text blocks.
-            }
-            let role = match m.role {
+            let (role, blocks) = match m.role {
                 Role::System | Role::Developer => {
-                    system.push(SystemContentBlock::Text(text));
+                    if !text.is_empty() {
+                        system.push(SystemContentBlock::Text(text));
+                    }
                     continue;
                 }
-                Role::User => ConversationRole::User,
-                Role::Assistant => ConversationRole::Assistant,
+                Role::User => (ConversationRole::User, text_block(text)),
+                Role::Assistant => {
+                    let mut blocks = text_block(text);
+                    blocks.extend(m.tool_calls.iter().filter_map(|c| {
+                        ToolUseBlock::builder()
+                            .tool_use_id(&c.id)
+                            .name(&c.name)
+                            .input(arguments_document(&c.arguments))
+                            .build()
+                            .ok()
+                            .map(ContentBlock::ToolUse)
+                    }));
+                    (ConversationRole::Assistant, blocks)
+                }
+                Role::Tool => {
+                    let result = ToolResultBlock::builder()
+                        .tool_use_id(m.tool_call_id.unwrap_or_default())
+                        .content(ToolResultContentBlock::Text(text))
+                        .build()
+                        .ok()
+                        .map(ContentBlock::ToolResult);
+                    (ConversationRole::User, result.into_iter().collect())
+                }
             };
+            if blocks.is_empty() {
+                continue; // Converse refuses blank text blocks.
+            }
             match turns.last_mut() {
-                Some((last, blocks)) if *last == role => blocks.push(ContentBlock::Text(text)),
-                _ => turns.push((role, vec![ContentBlock::Text(text)])),
+                Some((last, have)) if *last == role => have.extend(blocks),
+                _ => turns.push((role, blocks)),
             }
         }
         let messages = turns
@@ -221,6 +257,85 @@ impl From<CompletionRequest> for Input {
             messages,
             system,
             inference,
+            tools: tool_config(&request.tools, request.tool_choice.as_ref()),
+        }
+    }
+}
+
+/// A text block, unless the text is blank.
+fn text_block(text: String) -> Vec<ContentBlock> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![ContentBlock::Text(text)]
+    }
+}
+
+/// `toolConfig` for the request's tools (none: no tools, or `tool_choice: none`, which
+/// Converse expresses by offering none).
+fn tool_config(tools: &[super::Tool], choice: Option<&ToolChoice>) -> Option<ToolConfiguration> {
+    if tools.is_empty() || choice == Some(&ToolChoice::None) {
+        return None;
+    }
+    let specs = tools
+        .iter()
+        .filter_map(|t| {
+            let schema = t
+                .parameters
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+            ToolSpecification::builder()
+                .name(&t.name)
+                .set_description(t.description.clone())
+                .input_schema(ToolInputSchema::Json(document(&schema)))
+                .build()
+                .ok()
+                .map(BedrockTool::ToolSpec)
+        })
+        .collect();
+    let choice = match choice {
+        Some(ToolChoice::Required) => Some(BedrockChoice::Any(AnyToolChoice::builder().build())),
+        Some(ToolChoice::Function(name)) => SpecificToolChoice::builder()
+            .name(name)
+            .build()
+            .ok()
+            .map(BedrockChoice::Tool),
+        _ => Some(BedrockChoice::Auto(AutoToolChoice::builder().build())),
+    };
+    ToolConfiguration::builder()
+        .set_tools(Some(specs))
+        .set_tool_choice(choice)
+        .build()
+        .ok()
+}
+
+/// A call's arguments (JSON text) as a document; text that is not a JSON object (a model may
+/// write anything) goes as the string it is.
+fn arguments_document(arguments: &str) -> Document {
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(v @ serde_json::Value::Object(_)) => document(&v),
+        _ if arguments.trim().is_empty() => Document::Object(Default::default()),
+        _ => Document::String(arguments.to_owned()),
+    }
+}
+
+/// A JSON value as a Smithy document.
+fn document(v: &serde_json::Value) -> Document {
+    use serde_json::Value;
+    match v {
+        Value::Null => Document::Null,
+        Value::Bool(b) => Document::Bool(*b),
+        Value::Number(n) => Document::Number(if let Some(u) = n.as_u64() {
+            Number::PosInt(u)
+        } else if let Some(i) = n.as_i64() {
+            Number::NegInt(i)
+        } else {
+            Number::Float(n.as_f64().unwrap_or_default())
+        }),
+        Value::String(s) => Document::String(s.clone()),
+        Value::Array(a) => Document::Array(a.iter().map(document).collect()),
+        Value::Object(o) => {
+            Document::Object(o.iter().map(|(k, v)| (k.clone(), document(v))).collect())
         }
     }
 }
@@ -246,13 +361,30 @@ impl Reader {
         }
         loop {
             match self.events.recv().await {
-                Ok(Some(ConverseStreamOutput::ContentBlockDelta(e))) => {
-                    if let Some(ContentBlockDelta::Text(text)) = e.delta
-                        && !text.is_empty()
-                    {
-                        return Some(Ok(Chunk::Text(text)));
+                Ok(Some(ConverseStreamOutput::ContentBlockStart(e))) => {
+                    if let Some(ContentBlockStart::ToolUse(t)) = e.start {
+                        return Some(Ok(Chunk::ToolCall(ToolCallDelta {
+                            index: u32::try_from(e.content_block_index).unwrap_or_default(),
+                            id: Some(t.tool_use_id),
+                            name: Some(t.name),
+                            arguments: String::new(),
+                        })));
                     }
                 }
+                Ok(Some(ConverseStreamOutput::ContentBlockDelta(e))) => match e.delta {
+                    Some(ContentBlockDelta::Text(text)) if !text.is_empty() => {
+                        return Some(Ok(Chunk::Text(text)));
+                    }
+                    Some(ContentBlockDelta::ToolUse(t)) if !t.input.is_empty() => {
+                        return Some(Ok(Chunk::ToolCall(ToolCallDelta {
+                            index: u32::try_from(e.content_block_index).unwrap_or_default(),
+                            id: None,
+                            name: None,
+                            arguments: t.input,
+                        })));
+                    }
+                    _ => {}
+                },
                 Ok(Some(ConverseStreamOutput::MessageStop(e))) => self.stop = Some(e.stop_reason),
                 Ok(Some(ConverseStreamOutput::Metadata(e))) => {
                     self.usage = e.usage.map(|u| Usage {
@@ -336,15 +468,22 @@ fn start_error(e: SdkError<ConverseStreamError>) -> ProviderError {
             reported(kind, message, "provider_timeout", true)
         }
         // Validation, access denied, an unknown model, a model error: retrying cannot help.
-        ConverseStreamError::ValidationException(_)
-        | ConverseStreamError::AccessDeniedException(_)
-        | ConverseStreamError::ResourceNotFoundException(_)
-        | ConverseStreamError::ModelErrorException(_)
+        ConverseStreamError::ValidationException(_) => {
+            reported(kind, message, "provider_bad_request", false)
+        }
+        ConverseStreamError::AccessDeniedException(_) => {
+            reported(kind, message, "provider_auth", false)
+        }
+        ConverseStreamError::ResourceNotFoundException(_) => {
+            reported(kind, message, "provider_model_not_found", false)
+        }
+        ConverseStreamError::ModelErrorException(_)
         | ConverseStreamError::ModelStreamErrorException(_) => {
             reported(kind, message, ERROR, false)
         }
         _ => match status {
             Some(429) => reported(kind, message, RATE_LIMITED, true),
+            Some(503) => reported(kind, message, "provider_unavailable", true),
             Some(s) if s >= 500 => reported(kind, message, ERROR, true),
             _ => reported(kind, message, ERROR, false),
         },
@@ -390,7 +529,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::{Content, Message, TextPart};
+    use crate::provider::{Content, Message, Part};
 
     fn texts(blocks: &[ContentBlock]) -> Vec<&str> {
         blocks
@@ -410,18 +549,8 @@ mod tests {
             Message::new(Role::User, "q2"),
             Message::new(Role::Developer, "in French"),
             Message {
-                role: Role::User,
-                content: Content::Parts(vec![
-                    TextPart {
-                        kind: "text".into(),
-                        text: "q".into(),
-                    },
-                    TextPart {
-                        kind: "text".into(),
-                        text: "3".into(),
-                    },
-                ]),
-                name: None,
+                content: Content::Parts(vec![Part::text("q"), Part::text("3")]),
+                ..Message::new(Role::User, "")
             },
             Message::new(Role::Assistant, ""),
         ];

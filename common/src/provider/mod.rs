@@ -15,9 +15,11 @@ use crate::settings::{ProviderKind, ProviderSettings};
 mod bedrock;
 mod offline;
 mod openai;
+pub mod tools;
 
 pub use offline::OfflineProvider;
 pub use openai::{OpenAiProvider, parse_chunk};
+pub use tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};
 
 /// Who says a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -27,35 +29,62 @@ pub enum Role {
     Developer,
     User,
     Assistant,
+    /// A tool's result (`tool_call_id` names the call).
+    Tool,
 }
 
-/// A message's content: text, or the text parts a client sent (kept as sent).
+/// A message's content: text, the parts a client sent (kept as sent), or none (an assistant
+/// message that only calls tools).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
-    Parts(Vec<TextPart>),
+    Parts(Vec<Part>),
+    None,
 }
 
-/// `{"type": "text", "text": ...}`.
+/// A part of a message's content, as OpenAI's API takes it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TextPart {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub text: String,
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    /// `{"type": "text", "text"}`.
+    Text { text: String },
+    /// `{"type": "image_url", "image_url": {"url", "detail"?}}`: an https URL or a `data:` URI.
+    ImageUrl { image_url: ImageUrl },
+}
+
+/// An image a message shows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Part {
+    pub fn text(text: impl Into<String>) -> Self {
+        Part::Text { text: text.into() }
+    }
 }
 
 impl Content {
-    /// The text of the content (parts joined).
+    /// The text of the content (text parts joined).
     pub fn text(&self) -> String {
         match self {
             Content::Text(t) => t.clone(),
-            Content::Parts(parts) => parts.iter().map(|p| p.text.as_str()).collect(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Text { text } => Some(text.as_str()),
+                    Part::ImageUrl { .. } => None,
+                })
+                .collect(),
+            Content::None => String::new(),
         }
     }
 }
 
-/// One message of what a provider receives.
+/// One message of what a provider receives, in OpenAI's shape.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub role: Role,
@@ -63,6 +92,20 @@ pub struct Message {
     /// A participant's name, as OpenAI's API takes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An assistant message's calls.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "openai_calls"
+    )]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message's call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+fn openai_calls<S: serde::Serializer>(calls: &[ToolCall], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(calls.iter().map(ToolCall::to_openai))
 }
 
 impl Message {
@@ -71,6 +114,8 @@ impl Message {
             role,
             content: Content::Text(text.into()),
             name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 }
@@ -90,6 +135,9 @@ pub struct CompletionRequest {
     /// ...); a provider that cannot honour one refuses the request by its name (see
     /// [`Provider::unsupported`]).
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The functions the model may call (none: a plain completion).
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
 }
 
 impl CompletionRequest {
@@ -103,6 +151,8 @@ impl CompletionRequest {
             top_p: None,
             stop: None,
             extra: serde_json::Map::new(),
+            tools: Vec::new(),
+            tool_choice: None,
         }
     }
 
@@ -123,10 +173,13 @@ pub fn last_user_text(messages: &[Message]) -> String {
         .unwrap_or_default()
 }
 
-/// One item of a generation: text, then exactly one `Finish` at the end.
+/// One item of a generation: text and tool call fragments, then exactly one `Finish` at the
+/// end.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
     Text(String),
+    /// A fragment of a tool call, at the provider's own index (see [`tools::Calls`]).
+    ToolCall(ToolCallDelta),
     Finish {
         /// In OpenAI's words (`stop`, `length`, `content_filter`, ...).
         reason: Option<String>,
@@ -177,6 +230,14 @@ impl ProviderError {
         match self {
             ProviderError::Connect(_) => "provider_unreachable",
             ProviderError::Status { status: 429, .. } => "provider_rate_limited",
+            ProviderError::Status {
+                status: 401 | 403, ..
+            } => "provider_auth",
+            ProviderError::Status { status: 404, .. } => "provider_model_not_found",
+            ProviderError::Status { status: 503, .. } => "provider_unavailable",
+            ProviderError::Status { status, .. } if (400..500).contains(status) => {
+                "provider_bad_request"
+            }
             ProviderError::Status { .. } | ProviderError::Api { .. } => "provider_error",
             ProviderError::Reported { code, .. } => code,
             ProviderError::Malformed { .. } => "provider_malformed",
@@ -196,11 +257,57 @@ impl ProviderError {
             "provider_unreachable" => "the model provider could not be reached",
             "provider_rate_limited" => "the model provider is rate limiting",
             "provider_error" => "the model provider returned an error",
+            "provider_unavailable" => "the model provider is unavailable",
+            "provider_bad_request" => "the model provider refused the request",
+            "provider_model_not_found" => "the model provider does not serve this model",
+            "provider_auth" => "the model provider refused this service's credentials",
             "provider_malformed" => "the model provider sent an unreadable chunk",
             "provider_disconnected" => "the model provider stopped before the answer was complete",
             "provider_timeout" => "the model provider took too long",
             _ => return None,
         })
+    }
+
+    /// What the provider said about a refused request, for a client to act on: its HTTP status,
+    /// its own error `code`, `param` and message (OpenAI's error object), and `Retry-After`.
+    /// Only for a 4xx that is about the request (not the operator's credentials).
+    pub fn upstream(&self) -> Option<Upstream> {
+        match self {
+            ProviderError::Status {
+                status,
+                body,
+                retry_after,
+            } => {
+                let error = serde_json::from_str::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v.get("error").cloned());
+                let text = |k: &str| {
+                    error
+                        .as_ref()
+                        .and_then(|e| e.get(k))
+                        .and_then(|v| v.as_str())
+                        .map(|s| s.chars().take(1000).collect::<String>())
+                };
+                let about_request = (400..500).contains(status) && !matches!(status, 401 | 403);
+                Some(Upstream {
+                    status: *status,
+                    code: text("code").filter(|_| about_request),
+                    param: text("param").filter(|_| about_request),
+                    message: text("message").filter(|_| about_request),
+                    retry_after: *retry_after,
+                })
+            }
+            ProviderError::Reported { message, code, .. } if *code == "provider_bad_request" => {
+                Some(Upstream {
+                    status: 400,
+                    code: None,
+                    param: None,
+                    message: Some(message.chars().take(1000).collect()),
+                    retry_after: None,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Whether a retry may help: connect errors, 429 and 5xx, throttling and transient
@@ -215,6 +322,17 @@ impl ProviderError {
     }
 }
 
+/// A provider's refusal of a request, as far as a client may see it (see
+/// [`ProviderError::upstream`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Upstream {
+    pub status: u16,
+    pub code: Option<String>,
+    pub param: Option<String>,
+    pub message: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
 /// A stream of chunks, ending after `Chunk::Finish` or an error.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> + Send>>;
 
@@ -227,13 +345,11 @@ pub trait Provider: Send + Sync {
     /// The model used when a request names none.
     fn default_model(&self) -> &str;
 
-    /// The first of `extra`'s parameters this provider cannot honour (the request is then
-    /// refused, naming it); `None` when it honours them all.
-    fn unsupported<'a>(
-        &self,
-        extra: &'a serde_json::Map<String, serde_json::Value>,
-    ) -> Option<&'a str> {
-        let _ = extra;
+    /// The first part of `request` this provider cannot honour, named as the client's request
+    /// names it (`seed`, `messages[1].content[0].image_url`): the request is then refused.
+    /// `None` when it honours it all.
+    fn unsupported(&self, request: &CompletionRequest) -> Option<String> {
+        let _ = request;
         None
     }
 

@@ -1,12 +1,19 @@
 //! The offline provider: deterministic answers in word-sized chunks, no network, no key.
-//! A product feature for demos, development and load tests.
+//! A product feature for demos, development and load tests. It also calls tools and answers
+//! in JSON, deterministically (see [`tool_calls`], [`tool_results`] and [`structured`]), so an
+//! app's tool loop and structured output run against `make dev` too.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream;
 
-use super::{Chunk, ChunkStream, CompletionRequest, Provider, ProviderError};
+use serde_json::{Value, json};
+
+use super::{
+    Chunk, ChunkStream, CompletionRequest, Message, Provider, ProviderError, Role, Tool,
+    ToolCallDelta, ToolChoice,
+};
 use crate::domain::Usage;
 
 /// Answers every prompt by restating it, a word per chunk, `delay` apart.
@@ -52,12 +59,28 @@ impl Provider for OfflineProvider {
 
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
         let prompt = request.last_user_text();
-        let mut chunks = Self::chunks(&prompt);
-        let mut reason = "stop";
+        let calls = tool_calls(&request, &prompt);
+        let (mut items, mut reason): (Vec<Chunk>, &str) = if !calls.is_empty() {
+            (calls, "tool_calls")
+        } else {
+            let text = match (
+                tool_results(&request.messages),
+                structured(&request, &prompt),
+            ) {
+                (_, Some(json)) => json,
+                (Some(results), None) => results,
+                (None, None) => Self::answer(&prompt),
+            };
+            let chunks = text
+                .split_inclusive(' ')
+                .map(|w| Chunk::Text(w.to_owned()))
+                .collect();
+            (chunks, "stop")
+        };
         if let Some(max) = request.max_tokens.map(|m| m as usize)
-            && chunks.len() > max
+            && items.len() > max
         {
-            chunks.truncate(max);
+            items.truncate(max);
             reason = "length";
         }
         let usage = Usage {
@@ -69,7 +92,7 @@ impl Provider for OfflineProvider {
                     .sum::<usize>(),
             )
             .ok(),
-            completion_tokens: i32::try_from(chunks.len()).ok(),
+            completion_tokens: i32::try_from(items.len()).ok(),
             total_tokens: None,
         };
         let usage = Usage {
@@ -80,14 +103,11 @@ impl Provider for OfflineProvider {
             ..usage
         };
         let delay = self.delay;
-        let items = chunks
-            .into_iter()
-            .map(Chunk::Text)
-            .chain(std::iter::once(Chunk::Finish {
-                reason: Some(reason.to_owned()),
-                usage: Some(usage),
-                raw_reason: None,
-            }));
+        let items = items.into_iter().chain(std::iter::once(Chunk::Finish {
+            reason: Some(reason.to_owned()),
+            usage: Some(usage),
+            raw_reason: None,
+        }));
         let s = stream::unfold((items, true), move |(mut items, first)| async move {
             let item = items.next()?;
             if !first && !delay.is_zero() {
@@ -96,6 +116,175 @@ impl Provider for OfflineProvider {
             Some((Ok(item), (items, false)))
         });
         Ok(Box::pin(s))
+    }
+}
+
+/// The calls the offline model makes: with tools offered (and `tool_choice` not `none`), after
+/// a user message (not after tool results), it calls the function `tool_choice` names, else
+/// every offered tool whose name the last user message mentions (only the first with
+/// `parallel_tool_calls: false`), else with `tool_choice: required` the first tool. Each call
+/// has no id (the service gives it one) and arguments that fill the tool's schema (strings
+/// with the user's message); it streams as a header, then its arguments in two pieces.
+fn tool_calls(request: &CompletionRequest, prompt: &str) -> Vec<Chunk> {
+    let after_user = request
+        .messages
+        .last()
+        .is_some_and(|m| m.role == Role::User);
+    if request.tools.is_empty() || !after_user {
+        return Vec::new();
+    }
+    let lower = prompt.to_lowercase();
+    let mentioned = request
+        .tools
+        .iter()
+        .filter(|t| lower.contains(&t.name.to_lowercase()));
+    let mut chosen: Vec<&Tool> = match &request.tool_choice {
+        Some(ToolChoice::None) => return Vec::new(),
+        Some(ToolChoice::Function(name)) => request
+            .tools
+            .iter()
+            .filter(|t| &t.name == name)
+            .take(1)
+            .collect(),
+        _ => mentioned.collect(),
+    };
+    if chosen.is_empty() && request.tool_choice == Some(ToolChoice::Required) {
+        chosen.extend(request.tools.first());
+    }
+    if request.extra.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        chosen.truncate(1);
+    }
+    let mut out = Vec::new();
+    for (i, tool) in chosen.into_iter().enumerate() {
+        let index = i as u32;
+        let schema = tool.parameters.clone().unwrap_or(Value::Null);
+        let args = example(&schema, &schema, prompt, 0).to_string();
+        let cut = args
+            .char_indices()
+            .nth(args.chars().count() / 2)
+            .map_or(0, |(at, _)| at);
+        out.push(Chunk::ToolCall(ToolCallDelta {
+            index,
+            id: None,
+            name: Some(tool.name.clone()),
+            arguments: String::new(),
+        }));
+        for piece in [&args[..cut], &args[cut..]] {
+            out.push(Chunk::ToolCall(ToolCallDelta {
+                index,
+                id: None,
+                name: None,
+                arguments: piece.to_owned(),
+            }));
+        }
+    }
+    out
+}
+
+/// After tool results (the last messages are `tool` messages): an answer that restates them.
+fn tool_results(messages: &[Message]) -> Option<String> {
+    let first = messages.iter().rposition(|m| m.role != Role::Tool)? + 1;
+    let results = &messages[first..];
+    if results.is_empty() {
+        return None;
+    }
+    let name_of = |id: &str| {
+        messages
+            .iter()
+            .flat_map(|m| &m.tool_calls)
+            .find(|c| c.id == id)
+            .map_or("the tool", |c| c.name.as_str())
+    };
+    let said: Vec<String> = results
+        .iter()
+        .map(|m| {
+            let name = name_of(m.tool_call_id.as_deref().unwrap_or_default());
+            format!("{name} returned {}", m.content.text())
+        })
+        .collect();
+    Some(format!(
+        "The offline provider read the tool results: {}.",
+        said.join("; ")
+    ))
+}
+
+/// With `response_format` `json_schema`: an instance of the schema (strings hold the user's
+/// message); with `json_object`: `{"answer": ...}`.
+fn structured(request: &CompletionRequest, prompt: &str) -> Option<String> {
+    let format = request.extra.get("response_format")?;
+    match format.get("type").and_then(Value::as_str)? {
+        "json_schema" => {
+            let schema = format
+                .pointer("/json_schema/schema")
+                .cloned()
+                .unwrap_or(Value::Null);
+            Some(example(&schema, &schema, prompt, 0).to_string())
+        }
+        "json_object" => Some(json!({"answer": OfflineProvider::answer(prompt)}).to_string()),
+        _ => None,
+    }
+}
+
+/// A value that fits `schema` (refs resolved against `root`): strings are `text` (or the first
+/// of an `enum`), numbers 1, booleans true, arrays one item, objects every property.
+fn example(schema: &Value, root: &Value, text: &str, depth: usize) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = r.strip_prefix('#').and_then(|p| root.pointer(p));
+        return target.map_or(Value::Null, |t| example(t, root, text, depth + 1));
+    }
+    if let Some(v) = schema.get("const") {
+        return v.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+        {
+            return example(first, root, text, depth + 1);
+        }
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "object",
+    };
+    match kind {
+        "string" => Value::String(text.to_owned()),
+        "integer" | "number" => json!(1),
+        "boolean" => Value::Bool(true),
+        "null" => Value::Null,
+        "array" => {
+            let items = schema.get("items").unwrap_or(&Value::Null);
+            json!([example(items, root, text, depth + 1)])
+        }
+        _ => Value::Object(
+            schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .map(|(k, v)| (k.clone(), example(v, root, text, depth + 1)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
     }
 }
 
@@ -146,5 +335,90 @@ mod tests {
             items.last(),
             Some(Ok(Chunk::Finish { reason: Some(r), .. })) if r == "length"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tool_tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn weather() -> Tool {
+        Tool {
+            name: "get_weather".into(),
+            description: None,
+            parameters: Some(json!({"type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                "required": ["city", "days"]})),
+            strict: None,
+        }
+    }
+
+    async fn run(request: CompletionRequest) -> Vec<Chunk> {
+        let p = OfflineProvider::new("m".into(), Duration::ZERO);
+        p.stream(request)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_mentioned_tool_is_called_with_arguments_that_fit_its_schema() {
+        let mut req = CompletionRequest::prompt("use get_weather please", "m");
+        req.tools = vec![weather()];
+        let items = run(req).await;
+        let mut calls = crate::provider::tools::Calls::default();
+        for item in &items {
+            if let Chunk::ToolCall(d) = item {
+                calls.push(d.clone());
+            }
+        }
+        let made = calls.finish();
+        assert_eq!(made.len(), 1);
+        assert_eq!(made[0].name, "get_weather");
+        let args: Value = serde_json::from_str(&made[0].arguments).unwrap();
+        assert_eq!(args, json!({"city": "use get_weather please", "days": 1}));
+        assert!(
+            matches!(items.last(), Some(Chunk::Finish { reason: Some(r), .. }) if r == "tool_calls")
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_mention_it_answers_and_after_results_it_reads_them() {
+        let mut req = CompletionRequest::prompt("hello", "m");
+        req.tools = vec![weather()];
+        assert!(
+            !run(req.clone())
+                .await
+                .iter()
+                .any(|c| matches!(c, Chunk::ToolCall(_)))
+        );
+        req.tool_choice = Some(ToolChoice::Required);
+        assert!(
+            run(req.clone())
+                .await
+                .iter()
+                .any(|c| matches!(c, Chunk::ToolCall(_)))
+        );
+        let mut call = Message::new(Role::Assistant, "");
+        call.tool_calls = vec![crate::provider::ToolCall {
+            id: "c1".into(),
+            name: "get_weather".into(),
+            arguments: "{}".into(),
+        }];
+        let mut result = Message::new(Role::Tool, "sunny");
+        result.tool_call_id = Some("c1".into());
+        req.messages.extend([call, result]);
+        let text: String = run(req)
+            .await
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(text.contains("get_weather returned sunny"), "{text}");
     }
 }

@@ -11,7 +11,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Chunk, ChunkStream, CompletionRequest, Provider, ProviderError};
+use super::{Chunk, ChunkStream, CompletionRequest, Provider, ProviderError, ToolCallDelta};
 use crate::domain::Usage;
 use crate::settings::{ProviderSettings, Secret};
 
@@ -133,6 +133,12 @@ impl Provider for OpenAiProvider {
         if let Some(stop) = &request.stop {
             body["stop"] = json!(stop);
         }
+        if !request.tools.is_empty() {
+            body["tools"] = request.tools.iter().map(|t| t.to_openai()).collect();
+        }
+        if let Some(choice) = &request.tool_choice {
+            body["tool_choice"] = choice.to_openai();
+        }
         if let Some(fields) = body.as_object_mut() {
             for (k, v) in &request.extra {
                 fields.insert(k.clone(), v.clone());
@@ -166,6 +172,8 @@ impl Provider for OpenAiProvider {
 #[derive(Debug, Default, PartialEq)]
 pub struct ParsedChunk {
     pub text: Option<String>,
+    /// Tool call fragments, at the upstream's indexes.
+    pub tool_calls: Vec<ToolCallDelta>,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     /// The `[DONE]` sentinel.
@@ -189,6 +197,23 @@ struct WireChoice {
 #[derive(Deserialize)]
 struct WireDelta {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    /// Some upstreams leave it out (a call per chunk): the fragment's position then.
+    index: Option<u32>,
+    id: Option<String>,
+    function: Option<WireFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: Option<String>,
+    /// A string, or (some upstreams) the arguments as a JSON object.
+    arguments: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -219,16 +244,39 @@ pub fn parse_chunk(data: &str) -> Result<ParsedChunk, ProviderError> {
         return Err(ProviderError::Api { message });
     }
     let first = wire.choices.into_iter().next();
-    let (text, finish_reason) = match first {
-        Some(c) => (
-            c.delta.and_then(|d| d.content).filter(|t| !t.is_empty()),
-            c.finish_reason,
-        ),
+    let (delta, finish_reason) = match first {
+        Some(c) => (c.delta, c.finish_reason),
         None => (None, None),
     };
+    let (text, calls) = match delta {
+        Some(d) => (d.content.filter(|t| !t.is_empty()), d.tool_calls),
+        None => (None, None),
+    };
+    let tool_calls = calls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (name, arguments) = match c.function {
+                Some(f) => (f.name, f.arguments),
+                None => (None, None),
+            };
+            ToolCallDelta {
+                index: c.index.unwrap_or(i as u32),
+                id: c.id,
+                name,
+                arguments: match arguments {
+                    None | Some(serde_json::Value::Null) => String::new(),
+                    Some(serde_json::Value::String(s)) => s,
+                    Some(other) => other.to_string(),
+                },
+            }
+        })
+        .collect();
     let to_i32 = |v: Option<i64>| v.and_then(|n| i32::try_from(n).ok());
     Ok(ParsedChunk {
         text,
+        tool_calls,
         finish_reason,
         usage: wire.usage.map(|u| Usage {
             prompt_tokens: to_i32(u.prompt_tokens),
@@ -241,6 +289,8 @@ pub fn parse_chunk(data: &str) -> Result<ParsedChunk, ProviderError> {
 
 struct State<S> {
     events: S,
+    /// What a parsed chunk said beyond its first item, yielded before reading on.
+    pending: std::collections::VecDeque<Chunk>,
     finish_reason: Option<String>,
     usage: Option<Usage>,
     ended: bool,
@@ -255,11 +305,15 @@ where
 {
     let state = State {
         events,
+        pending: std::collections::VecDeque::new(),
         finish_reason: None,
         usage: None,
         ended: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(chunk) = st.pending.pop_front() {
+            return Some((Ok(chunk), st));
+        }
         if st.ended {
             return None;
         }
@@ -304,8 +358,11 @@ where
                     if p.usage.is_some() {
                         st.usage = p.usage;
                     }
-                    if let Some(text) = p.text {
-                        return Some((Ok(Chunk::Text(text)), st));
+                    st.pending.extend(p.text.map(Chunk::Text));
+                    st.pending
+                        .extend(p.tool_calls.into_iter().map(Chunk::ToolCall));
+                    if let Some(chunk) = st.pending.pop_front() {
+                        return Some((Ok(chunk), st));
                     }
                 }
             }

@@ -152,6 +152,8 @@ impl PgStore {
             system: row.try_get("system").map_err(q)?,
             messages: row.try_get("messages").map_err(q)?,
             context_turns: row.try_get("context_turns").map_err(q)?,
+            tool_calls: json_column(row, "tool_calls")?,
+            tools: json_column(row, "tools")?,
             created_at: row.try_get("created_at").map_err(q)?,
             updated_at: row.try_get("updated_at").map_err(q)?,
             truncated: false,
@@ -167,6 +169,18 @@ impl PgStore {
             snippet: r.try_get("snippet").map_err(StoreError::Query)?,
         })
     }
+}
+
+/// A nullable jsonb column, decoded.
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &Row,
+    column: &'static str,
+) -> Result<Option<T>, StoreError> {
+    let value: Option<serde_json::Value> = row.try_get(column).map_err(StoreError::Query)?;
+    value
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|_| StoreError::Decode { column })
 }
 
 /// The parameters of [`sql::create`]: a turn's row as its stream starts.
@@ -226,6 +240,11 @@ impl ConversationFinish for PgStore {
         let c = &*c.storable();
         let flags = serde_json::to_value(&c.flags).unwrap_or_default();
         let status = c.status.as_str();
+        let tool_calls = c
+            .tool_calls
+            .as_ref()
+            .and_then(|t| serde_json::to_value(t).ok());
+        let tools = c.tools.as_ref().and_then(|t| serde_json::to_value(t).ok());
         let params: Params<'_> = vec![
             &c.id,
             &c.prompt,
@@ -249,6 +268,8 @@ impl ConversationFinish for PgStore {
             &c.system,
             &c.messages,
             &c.context_turns,
+            &tool_calls,
+            &tools,
         ];
         self.query(sql::FINISH, &params).await?;
         Ok(())

@@ -17,7 +17,10 @@ pub(crate) fn runner() -> refinery::Runner {
 /// The embedded migrations (the same files refinery applies through the pool), for the Data
 /// API, which runs them one statement at a time.
 pub(crate) fn embedded_migrations() -> Vec<refinery::Migration> {
-    runner().get_migrations().clone()
+    let mut all = runner().get_migrations().clone();
+    // Embedded in the order of their file names (V10 before V2): applied by version.
+    all.sort_by_key(refinery::Migration::version);
+    all
 }
 
 /// Reads the expression of the generated search column (no row before migration V2).
@@ -39,7 +42,9 @@ pub(crate) fn search_column_ddl(name: &str) -> [String; 4] {
         format!(
             "ALTER TABLE conversations ADD COLUMN search tsvector GENERATED ALWAYS AS ( \
              setweight(to_tsvector('{name}'::regconfig, left(prompt, 32000)), 'A') || \
-             setweight(to_tsvector('{name}'::regconfig, left(response, 100000)), 'B')) STORED"
+             setweight(to_tsvector('{name}'::regconfig, left(response, 100000)), 'B') || \
+             setweight(to_tsvector('{name}'::regconfig, coalesce(tool_calls, '[]'::jsonb)), 'C')) \
+             STORED"
         ),
         "CREATE INDEX conversations_search_idx ON conversations USING gin (search)".into(),
     ]

@@ -141,7 +141,9 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
             })
             .is_some(),
         pattern(property(doc, "ChatCompletionRequest", "model"), NOT_BLANK),
-        pattern(property(doc, "ChatMessage", "name"), NO_NUL),
+        pattern(property(doc, "UserMessage", "name"), NO_NUL),
+        pattern(property(doc, "InstructionMessage", "name"), NO_NUL),
+        pattern(property(doc, "AssistantMessage", "name"), NO_NUL),
         pattern(property(doc, "ChatTextPart", "text"), NO_NUL),
         pattern(one_of(doc, "ChatContent", 0), NO_NUL),
         // At least one user message.

@@ -223,12 +223,16 @@ async fn throttling_that_lasts_is_provider_rate_limited_after_the_retries() {
 }
 
 #[tokio::test]
-async fn validation_and_access_errors_are_provider_errors_without_a_retry() {
-    for (status, kind) in [(400, "ValidationException"), (403, "AccessDeniedException")] {
+async fn validation_and_access_errors_keep_their_kind_without_a_retry() {
+    for (status, kind, code) in [
+        (400, "ValidationException", "provider_bad_request"),
+        (403, "AccessDeniedException", "provider_auth"),
+        (404, "ResourceNotFoundException", "provider_model_not_found"),
+    ] {
         let fake = FakeBedrock::start(vec![Reply::Error { status, kind }]).await;
         let h = with_bedrock(&fake, &[]).await;
         let events = h.stream(json!({"prompt": "no"})).await;
-        assert_eq!(last(&events)["code"], "provider_error", "{kind}");
+        assert_eq!(last(&events)["code"], code, "{kind}");
         assert_eq!(fake.requests().len(), 1, "{kind} must not be retried");
         assert_eq!(h.finished(&events).await.status, Status::Failed);
     }

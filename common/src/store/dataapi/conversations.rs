@@ -99,7 +99,19 @@ impl ConversationFinish for DataApiStore {
             .opt_uuid(c.previous_id)
             .opt_text(c.system.as_deref())
             .opt_json(c.messages.as_ref())
-            .opt_int(c.context_turns);
+            .opt_int(c.context_turns)
+            .opt_json(
+                c.tool_calls
+                    .as_ref()
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .as_ref(),
+            )
+            .opt_json(
+                c.tools
+                    .as_ref()
+                    .and_then(|t| serde_json::to_value(t).ok())
+                    .as_ref(),
+            );
         self.exec(&named(sql::FINISH), args.0, None).await?;
         Ok(())
     }

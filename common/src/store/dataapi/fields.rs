@@ -132,6 +132,13 @@ pub(super) fn decode(r: &Record<'_>) -> Result<Conversation, StoreError> {
         system: None,
         messages: None,
         context_turns: opt_int_at(r, "context_turns")?,
+        tool_calls: None,
+        tools: match opt_string_at(r, "tools")? {
+            Some(t) => {
+                Some(serde_json::from_str(&t).map_err(|_| StoreError::Decode { column: "tools" })?)
+            }
+            None => None,
+        },
         created_at: timestamp_at(r, "created_at")?,
         updated_at: timestamp_at(r, "updated_at")?,
         truncated: false,

@@ -26,12 +26,13 @@ pub const TEXT_BUDGET_BYTES: i64 = 900 * 1024;
 pub const PIECE_CHARS: i64 = TEXT_BUDGET_BYTES / 6;
 
 /// The text columns, which may be long: their name and the expression of their text (`c` is
-/// the row). `system` and `messages` may be null.
-const TEXTS: [(&str, &str); 4] = [
+/// the row). `system`, `messages` and `tool_calls` may be null.
+const TEXTS: [(&str, &str); 5] = [
     ("prompt", "c.prompt"),
     ("response", RESPONSE),
     ("system", "c.system"),
     ("messages", "c.messages::text"),
+    ("tool_calls", "c.tool_calls::text"),
 ];
 
 /// The columns of a conversation as the first call reads them, from `conversations c`: every
@@ -71,6 +72,7 @@ fn columns_of(response: &str, messages: &str) -> String {
         "c.thread_id::text AS thread_id",
         "c.previous_id::text AS previous_id",
         "c.context_turns",
+        "c.tools::text AS tools",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -115,6 +117,7 @@ pub(super) fn column_names() -> Vec<&'static str> {
         "thread_id",
         "previous_id",
         "context_turns",
+        "tools",
         "created_at",
         "updated_at",
         "heartbeat_at",
@@ -124,7 +127,8 @@ pub(super) fn column_names() -> Vec<&'static str> {
             "prompt" => ["prompt_json", "prompt_chars"],
             "response" => ["response_json", "response_chars"],
             "system" => ["system_json", "system_chars"],
-            _ => ["messages_json", "messages_chars"],
+            "messages" => ["messages_json", "messages_chars"],
+            _ => ["tool_calls_json", "tool_calls_chars"],
         };
         names.extend([name, json, chars]);
     }
@@ -337,11 +341,16 @@ fn set_text(c: &mut Conversation, column: usize, text: String) -> Result<(), Sto
         0 => c.prompt = text,
         1 => c.response = text,
         2 => c.system = Some(text),
-        _ => {
+        3 => {
             c.messages = Some(
                 serde_json::from_str(&text)
                     .map_err(|_| StoreError::Decode { column: "messages" })?,
             );
+        }
+        _ => {
+            c.tool_calls = Some(serde_json::from_str(&text).map_err(|_| StoreError::Decode {
+                column: "tool_calls",
+            })?);
         }
     }
     Ok(())

@@ -168,6 +168,7 @@ pub(crate) fn begin(
     );
     let client = turn.reader(View::Raw, parts.conn.clone());
     run::TurnRun {
+        status_rule: run::StatusRule::Immediate,
         turn,
         client,
         budget: run::Budget::new(state.limits.total_timeout, started, parts.lambda_deadline),

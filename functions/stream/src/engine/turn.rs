@@ -15,6 +15,9 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use common::provider::Upstream;
+use common::provider::tools::CallFragment;
+
 use crate::engine::events::{Start, StreamEvent};
 
 /// Why a generation was stopped from outside.
@@ -56,6 +59,9 @@ pub enum LiveEvent {
         raw: Option<String>,
         pos: usize,
     },
+    /// A fragment of a tool call, in OpenAI's streamed shape (only the asking `/v1` client
+    /// reads these; the stored record keeps the whole calls).
+    Tool(CallFragment),
     /// `done` or `error`: the record is saved (or logged) by then.
     Final(StreamEvent),
 }
@@ -100,6 +106,10 @@ struct Log {
     stored: String,
     stored_chars: usize,
     readers: Vec<Arc<Reader>>,
+    /// The provider accepted the request (its answer's first byte came).
+    answered: bool,
+    /// What the provider said when it refused the request, for a `/v1` client.
+    refusal: Option<Upstream>,
 }
 
 /// A turn being generated in this process.
@@ -125,6 +135,8 @@ impl LiveTurn {
                 stored: String::new(),
                 stored_chars: 0,
                 readers: Vec::new(),
+                answered: false,
+                refusal: None,
             }),
             version: watch::channel(0).0,
             halt: watch::channel(None).0,
@@ -171,10 +183,57 @@ impl LiveTurn {
         self.version.send_modify(|v| *v += 1);
     }
 
+    /// Appends a fragment of a tool call.
+    pub fn push_tool(&self, fragment: CallFragment) {
+        self.log().events.push(Arc::new(LiveEvent::Tool(fragment)));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// The provider has accepted the request (see [`LiveTurn::answered`]).
+    pub fn mark_answered(&self) {
+        self.log().answered = true;
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// The final event, when the turn ended in failure.
+    pub fn final_failure(&self) -> Option<crate::engine::events::Failure> {
+        match self.log().events.last().map(|e| &**e) {
+            Some(LiveEvent::Final(StreamEvent::Error(f))) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the provider has accepted the request.
+    pub fn is_answered(&self) -> bool {
+        self.log().answered
+    }
+
+    /// The provider refused the request, saying this.
+    pub fn set_refusal(&self, refusal: Upstream) {
+        self.log().refusal = Some(refusal);
+    }
+
+    /// What the provider said when it refused the request.
+    pub fn refusal(&self) -> Option<Upstream> {
+        self.log().refusal.clone()
+    }
+
+    /// Resolves once the provider has accepted the request or the turn has ended: a `/v1`
+    /// response holds its status until then, so that a refusal keeps its own.
+    pub async fn answered(&self) {
+        let mut version = self.version.subscribe();
+        let _ = version
+            .wait_for(|_| {
+                let log = self.log();
+                log.answered || matches!(log.events.last().map(|e| &**e), Some(LiveEvent::Final(_)))
+            })
+            .await;
+    }
+
     /// Resolves once anything has been appended: the first delta, or the final event.
     pub async fn first_append(&self) {
         let mut version = self.version.subscribe();
-        let _ = version.wait_for(|v| *v > 0).await;
+        let _ = version.wait_for(|_| self.log().events.len() > 1).await;
     }
 
     /// Appends the final event; readers end after it.
@@ -371,6 +430,8 @@ pub enum Item {
         text: String,
         pos: usize,
     },
+    /// A tool call fragment (only the view of the asking client, `Raw`, has them).
+    Tool(CallFragment),
     Final(StreamEvent),
     /// Nothing came for a while: a comment keeps proxies from closing the stream.
     KeepAlive,
@@ -385,6 +446,7 @@ impl LiveTurn {
         Some(match &**event {
             LiveEvent::Start(start) => Some(Item::Start(start.clone())),
             LiveEvent::Final(last) => Some(Item::Final(last.clone())),
+            LiveEvent::Tool(f) => (view == View::Raw).then(|| Item::Tool(f.clone())),
             LiveEvent::Delta { stored, raw, pos } => {
                 let text = match (view, raw) {
                     (View::Raw, Some(raw)) => raw.as_str(),

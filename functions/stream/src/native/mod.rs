@@ -73,6 +73,8 @@ pub async fn stream(
         return Err(blocked(&state, conversation, flag).await);
     }
     let completion = CompletionRequest {
+        tools: Vec::new(),
+        tool_choice: None,
         messages: context.messages,
         model,
         max_tokens: req.max_tokens,

@@ -5,6 +5,8 @@
 //! error takes OpenAI's shape (see `common::http::openai_errors`).
 
 pub mod request;
+pub mod schema;
+pub mod tools;
 pub mod wire;
 
 use std::time::Instant;
@@ -12,21 +14,22 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use common::auth::Owner;
 use common::error::OpenAiError;
 use common::http::ValidPath;
-use common::provider::{CompletionRequest, Role};
+use common::provider::{CompletionRequest, Role, Upstream};
 use common::telemetry::RequestId;
 use common::{ApiError, Conversation};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::engine::context;
-use crate::engine::events::StreamEvent;
-use crate::engine::turn::{Item, View};
+use crate::engine::events::{Failure, StreamEvent};
+use crate::engine::run::StatusRule;
+use crate::engine::turn::{Item, LiveTurn, View};
 use crate::engine::{RequestParts, StreamState, begin, blocked, place};
 use request::ChatRequest;
 use wire::Call;
@@ -84,7 +87,7 @@ impl From<ApiError> for V1Error {
 /// `chat.completion`, or with `"stream": true` server-sent `chat.completion.chunk`s ending
 /// with `data: [DONE]`. The call is kept as a turn (`X-Conversation-Id`).
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
-    request_body(content = request::ChatCompletionRequest, content_type = "application/json"),
+    request_body(content = schema::ChatCompletionRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "A `chat.completion` object, or with `stream: true` \
             server-sent events: `data: {chat.completion.chunk}` lines (role, content, the \
@@ -96,16 +99,25 @@ impl From<ApiError> for V1Error {
                 (wire::ChunkEvent = "text/event-stream"),
             ),
             headers(("x-conversation-id" = uuid::Uuid, description = "The stored turn's id"))),
-        (status = 400, description = "A bad or unsupported field, in OpenAI's error shape",
-            body = wire::OpenAiError),
+        (status = 400, description = "A bad or unsupported field, in OpenAI's error shape; or \
+            the provider refused the request, with its own `code`, `param` and message \
+            (`context_length_exceeded`, ...)", body = wire::OpenAiError),
         (status = 401, description = "Missing or invalid API key", body = wire::OpenAiError),
-        (status = 404, description = "A model `LLM_MODELS` does not list (`model_not_found`), \
-            or an unknown `metadata.previous_id`", body = wire::OpenAiError),
+        (status = 404, description = "A model `LLM_MODELS` does not list, or the provider \
+            does not serve (`model_not_found`), or an unknown `metadata.previous_id`",
+            body = wire::OpenAiError),
         (status = 409, description = "`metadata.previous_id` names a turn still running or \
             without an answer", body = wire::OpenAiError),
         (status = 413, description = "The body is larger than MAX_BODY_BYTES",
             body = wire::OpenAiError),
-        (status = 502, description = "Without streaming: the provider failed",
+        (status = 429, description = "The provider is rate limiting (`rate_limit_exceeded`), \
+            with its `Retry-After`", body = wire::OpenAiError),
+        (status = 502, description = "The provider failed, or refused this service's \
+            credentials (`provider_auth`); streamed, only before its first byte",
+            body = wire::OpenAiError),
+        (status = 503, description = "The provider is unavailable, or the service is \
+            stopping", body = wire::OpenAiError),
+        (status = 504, description = "The provider did not answer in time",
             body = wire::OpenAiError),
     ))]
 pub async fn chat(
@@ -122,19 +134,31 @@ pub async fn chat(
     if state.model(Some(&req.model)).is_err() {
         return Err(model_not_found(&req.model));
     }
-    if let Some(param) = state.provider.unsupported(&req.extra) {
+    let mut completion = CompletionRequest {
+        messages: req.messages.clone(),
+        model: req.model.clone(),
+        max_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        stop: req.stop.clone(),
+        extra: req.extra.clone(),
+        tools: req.tools.clone(),
+        tool_choice: req.tool_choice.clone(),
+    };
+    if let Some(param) = state.provider.unsupported(&completion) {
         return Err(V1Error(
             StatusCode::BAD_REQUEST,
             OpenAiError::new(
                 "invalid_request_error",
                 "unsupported_parameter",
                 format!("{param} is not supported by this service's model provider"),
-                Some(param),
+                Some(&param),
             ),
         ));
     }
     let own_system = req.system();
     let (ctx, messages) = continued(&state, &owner.0, &req).await?;
+    completion.messages = messages;
     let prompt = req.prompt();
     let mut conversation =
         Conversation::start(&owner.0, prompt.clone(), state.provider.name(), &req.model);
@@ -143,25 +167,19 @@ pub async fn chat(
         conversation.system = own_system;
     }
     conversation.messages = Some(Value::Array(req.earlier()));
+    if !req.tools.is_empty() {
+        conversation.tools = Some(req.tools.iter().map(|t| t.name.clone()).collect());
+    }
     if let Some(flag) = state.guard.check_prompt(&prompt) {
         return Err(blocked(&state, conversation, flag).await.into());
     }
-    let completion = CompletionRequest {
-        messages,
-        model: req.model.clone(),
-        max_tokens: req.max_tokens,
-        temperature: req.temperature,
-        top_p: req.top_p,
-        stop: req.stop.clone(),
-        extra: req.extra.clone(),
-    };
     let call = Call::new(
         conversation.id,
         conversation.created_at,
         &req.model,
         req.include_usage,
     );
-    let run = begin(
+    let mut run = begin(
         &state,
         conversation,
         &parts,
@@ -169,21 +187,31 @@ pub async fn chat(
         request_id,
         "/v1/chat/completions",
     );
+    run.status_rule = if req.stream {
+        StatusRule::Held(failure_status)
+    } else {
+        StatusRule::AtEnd(failure_status)
+    };
     let items = run.turn.follow(
         run.client.clone(),
         View::Raw,
         0,
         state.limits.keepalive_interval,
     );
-    let id = run.turn.id;
+    let turn = run.turn.clone();
     let reader = run.client.clone();
     tokio::spawn(crate::engine::run::run(state, run, completion));
     let mut response = if req.stream {
-        streamed(call, items, reader)
+        // The status waits for the provider's answer, so that its refusal keeps its own.
+        turn.answered().await;
+        match (turn.is_answered(), turn.final_failure()) {
+            (false, Some(f)) => failed(&f, turn.refusal()),
+            _ => streamed(call, items, reader),
+        }
     } else {
-        completed(call, items).await?
+        completed(call, items, &turn).await?
     };
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&turn.id.to_string()) {
         response.headers_mut().insert("x-conversation-id", v);
     }
     Ok(response)
@@ -232,14 +260,71 @@ fn model_not_found(model: &str) -> V1Error {
     )
 }
 
-/// The error object a failed turn's final event becomes.
-fn failure(event: &crate::engine::events::Failure) -> OpenAiError {
+/// The error object a failed turn's final event becomes (inside a stream that has begun).
+fn failure(event: &Failure) -> OpenAiError {
     let kind = if event.code.starts_with("guardrail_") {
         "invalid_request_error"
     } else {
         "server_error"
     };
     OpenAiError::new(kind, &event.code, event.message.clone(), None)
+}
+
+/// The HTTP status of a turn that failed with `code` before its response began: the
+/// provider's refusal keeps its kind (a bad request 400, an unknown model 404, a rate limit
+/// 429), its failures are 502, 503 (unavailable) or 504 (too slow), a guardrail's stop 400,
+/// and a turn stopped by the service (shutdown, deadline, cancel) 503.
+pub fn failure_status(code: &str) -> u16 {
+    match code {
+        "provider_bad_request" => 400,
+        "provider_model_not_found" => 404,
+        "provider_rate_limited" => 429,
+        "provider_unavailable" => 503,
+        "provider_timeout" => 504,
+        c if c.starts_with("provider_") => 502,
+        c if c.starts_with("guardrail_") => 400,
+        _ => 503,
+    }
+}
+
+/// The response of a turn that failed before its response began: the status of
+/// [`failure_status`], and OpenAI's error object; for a provider's refusal its own `code`,
+/// `param` and message, and its `Retry-After`.
+fn failed(event: &Failure, refusal: Option<Upstream>) -> Response {
+    let status =
+        StatusCode::from_u16(failure_status(&event.code)).unwrap_or(StatusCode::BAD_GATEWAY);
+    let refusal = refusal.unwrap_or_default();
+    let error = match status.as_u16() {
+        400 if event.code == "provider_bad_request" => OpenAiError::new(
+            "invalid_request_error",
+            refusal.code.as_deref().unwrap_or("invalid_request"),
+            refusal.message.unwrap_or_else(|| event.message.clone()),
+            refusal.param.as_deref(),
+        ),
+        404 => OpenAiError::new(
+            "invalid_request_error",
+            "model_not_found",
+            refusal.message.unwrap_or_else(|| event.message.clone()),
+            Some("model"),
+        ),
+        429 => OpenAiError::new(
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            event.message.clone(),
+            None,
+        ),
+        _ => failure(event),
+    };
+    let mut response = V1Error(status, error).into_response();
+    if let Some(after) = refusal.retry_after
+        && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+        .extensions_mut()
+        .insert(common::telemetry::LogsItself);
+    response
 }
 
 /// A streamed call: chunks as the turn's items come.
@@ -257,6 +342,7 @@ fn streamed(
             let frame = match item {
                 Item::Start(_) => wire::frame(&call.role()),
                 Item::Delta { text, .. } => wire::frame(&call.content(&text)),
+                Item::Tool(fragment) => wire::frame(&call.tool(&fragment.to_openai())),
                 Item::KeepAlive => ": keep-alive\n\n".to_owned(),
                 Item::Final(StreamEvent::Done(done)) => {
                     let mut out = wire::frame(
@@ -281,36 +367,31 @@ fn streamed(
     crate::native::event_stream(Body::from_stream(frames))
 }
 
-/// A call without streaming: the whole answer once the turn has ended (and been saved).
+/// A call without streaming: the whole answer once the turn has ended (and been saved), its
+/// tool calls rebuilt from the same fragments a stream carries.
 async fn completed(
     call: Call,
     items: impl futures_util::Stream<Item = Result<Item, crate::engine::turn::Lagging>> + Send + 'static,
+    turn: &LiveTurn,
 ) -> Result<Response, V1Error> {
     let mut items = std::pin::pin!(items);
     let mut text = String::new();
+    let mut fragments = Vec::new();
     while let Some(item) = items.next().await {
         match item {
             Ok(Item::Delta { text: t, .. }) => text.push_str(&t),
+            Ok(Item::Tool(fragment)) => fragments.push(fragment),
             Ok(Item::Final(StreamEvent::Done(done))) => {
                 let reason = wire::finish_reason(done.finish_reason.as_deref());
-                let mut response = Json(call.completion(&text, reason, done.usage)).into_response();
+                let calls = common::provider::tools::rebuild(&fragments);
+                let mut response =
+                    Json(call.completion(&text, &calls, reason, done.usage)).into_response();
                 response
                     .extensions_mut()
                     .insert(common::telemetry::LogsItself);
                 return Ok(response);
             }
-            Ok(Item::Final(StreamEvent::Error(f))) => {
-                let status = match f.code.as_str() {
-                    c if c.starts_with("provider_") => StatusCode::BAD_GATEWAY,
-                    c if c.starts_with("guardrail_") => StatusCode::BAD_REQUEST,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
-                };
-                let mut response = V1Error(status, failure(&f)).into_response();
-                response
-                    .extensions_mut()
-                    .insert(common::telemetry::LogsItself);
-                return Ok(response);
-            }
+            Ok(Item::Final(StreamEvent::Error(f))) => return Ok(failed(&f, turn.refusal())),
             Ok(_) => {}
             Err(_) => break,
         }

@@ -6,7 +6,7 @@
 //! caps as named) reach the provider exactly as sent ([`PASSED_ON`]); a provider that cannot
 //! honour one refuses the call by its name.
 
-use common::provider::{Content, Message, Role, TextPart};
+use common::provider::{Content, Message, Part, Role, Tool, ToolChoice};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -31,12 +31,15 @@ pub struct ChatRequest {
     pub previous_id: Option<Uuid>,
     /// The parameters passed on to the provider as sent (see [`PASSED_ON`]).
     pub extra: Map<String, Value>,
+    /// The functions the model may call.
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
 }
 
 /// The parameters the provider receives exactly as the client sent them (after a check of
 /// their type), in OpenAI's names. The token caps go too, as named: `max_completion_tokens` is
 /// never rewritten into `max_tokens`.
-pub const PASSED_ON: [&str; 12] = [
+pub const PASSED_ON: [&str; 14] = [
     "max_tokens",
     "max_completion_tokens",
     "seed",
@@ -49,123 +52,13 @@ pub const PASSED_ON: [&str; 12] = [
     "prediction",
     "store",
     "modalities",
+    "parallel_tool_calls",
+    "response_format",
 ];
 
-/// The OpenAPI schema of the request (the fields this service reads).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ChatCompletionRequest {
-    /// The upstream model (`LLM_MODELS`, when set, lists the allowed ones); at most 200 bytes.
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
-    model: String,
-    /// `system`, `developer`, `user` and `assistant` messages, at least one of them `user`;
-    /// content a string or an array of text parts.
-    #[schema(min_items = 1)]
-    messages: Vec<ChatMessage>,
-    stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
-    #[schema(minimum = 1, maximum = 1000000)]
-    max_tokens: Option<u32>,
-    #[schema(minimum = 1, maximum = 1000000)]
-    max_completion_tokens: Option<u32>,
-    #[schema(minimum = 0, maximum = 2)]
-    temperature: Option<f32>,
-    #[schema(minimum = 0, maximum = 1)]
-    top_p: Option<f32>,
-    /// A string or up to 4 strings.
-    stop: Option<Stop>,
-    /// Only 1 (one choice per request).
-    #[schema(minimum = 1, maximum = 1)]
-    n: Option<u32>,
-    /// Passed on as sent, as are the parameters below.
-    user: Option<String>,
-    seed: Option<i64>,
-    /// Token ids to biases, passed on as sent.
-    logit_bias: Option<std::collections::HashMap<String, f64>>,
-    #[schema(minimum = -2, maximum = 2)]
-    presence_penalty: Option<f32>,
-    #[schema(minimum = -2, maximum = 2)]
-    frequency_penalty: Option<f32>,
-    reasoning_effort: Option<String>,
-    service_tier: Option<String>,
-    /// Predicted output, passed on as sent.
-    prediction: Option<Object>,
-    store: Option<bool>,
-    /// Only `["text"]`.
-    modalities: Option<Vec<TextModality>>,
-    /// At most 16 string values; `previous_id` (a turn's id) continues that turn's thread.
-    metadata: Option<std::collections::HashMap<String, String>>,
-}
+pub(super) type Refusal = OpenAiError;
 
-/// An output modality: only text.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-#[schema(rename_all = "lowercase")]
-enum TextModality {
-    Text,
-}
-
-/// A JSON object passed on as sent.
-type Object = std::collections::HashMap<String, serde_json::Value>;
-
-/// One message of a chat completion request.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct ChatMessage {
-    role: ChatRole,
-    content: ChatContent,
-    name: Option<String>,
-}
-
-/// The roles this service speaks (`tool` and `function` messages are refused).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-#[schema(rename_all = "lowercase")]
-enum ChatRole {
-    System,
-    Developer,
-    User,
-    Assistant,
-}
-
-/// A message's content: text, or text parts.
-#[derive(utoipa::ToSchema, serde::Deserialize)]
-#[allow(dead_code)]
-#[serde(untagged)]
-enum ChatContent {
-    Text(String),
-    Parts(Vec<ChatTextPart>),
-}
-
-/// A text part of a message's content (images, audio and files are refused).
-#[derive(utoipa::ToSchema, serde::Deserialize)]
-#[allow(dead_code)]
-struct ChatTextPart {
-    #[schema(rename = "type", pattern = "^text$")]
-    kind: String,
-    text: String,
-}
-
-/// `stream_options`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct StreamOptions {
-    /// A last chunk with the usage and empty `choices`.
-    include_usage: Option<bool>,
-}
-
-/// Stop sequences: one string or up to 4.
-#[derive(utoipa::ToSchema, serde::Deserialize)]
-#[allow(dead_code)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
-type Refusal = OpenAiError;
-
-fn bad(param: &str, message: impl Into<String>) -> Refusal {
+pub(super) fn bad(param: &str, message: impl Into<String>) -> Refusal {
     OpenAiError::new(
         "invalid_request_error",
         "invalid_value",
@@ -174,7 +67,7 @@ fn bad(param: &str, message: impl Into<String>) -> Refusal {
     )
 }
 
-fn unsupported(param: &str, message: impl Into<String>) -> Refusal {
+pub(super) fn unsupported(param: &str, message: impl Into<String>) -> Refusal {
     OpenAiError::new(
         "invalid_request_error",
         "unsupported_value",
@@ -213,6 +106,9 @@ impl ChatRequest {
             Some(_) => return Err(bad("user", "user must be a string")),
         }
         let previous_id = previous_id(&map)?;
+        let tools = super::tools::tools(&map)?;
+        let tool_choice = super::tools::tool_choice(&map)?;
+        super::tools::checked_as_sent(&map)?;
         let extra = passed_on(&map)?;
         Ok(Self {
             model,
@@ -226,6 +122,8 @@ impl ChatRequest {
             stop,
             previous_id,
             extra,
+            tools,
+            tool_choice,
         })
     }
 
@@ -280,7 +178,8 @@ fn passed_on(map: &Map<String, Value>) -> Result<Map<String, Value>, Refusal> {
             "prediction" => v.is_object(),
             "store" => v.is_boolean(),
             "modalities" => v.is_array(),
-            // The caps were checked with the others (`count`).
+            // The caps were checked with the others (`count`), the tool and format fields in
+            // `tools`.
             _ => true,
         };
         if !ok {
@@ -401,21 +300,11 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), Refusal> {
         }
         Some(_) => return Err(bad("n", "n must be a whole number of at least 1")),
     }
-    for field in ["tools", "functions", "tool_choice", "function_call"] {
+    for field in ["functions", "function_call"] {
         if map.get(field).is_some_and(|v| !v.is_null()) {
             return Err(unsupported(
                 field,
-                "tools and function calling are not supported",
-            ));
-        }
-    }
-    match map.get("response_format") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(f)) if f.get("type").and_then(Value::as_str) == Some("text") => {}
-        Some(_) => {
-            return Err(unsupported(
-                "response_format",
-                "only the text response format is supported",
+                "the deprecated functions API is not supported: use tools and tool_choice",
             ));
         }
     }
@@ -438,7 +327,7 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// One message: a role this service speaks, and text content.
+/// One message: a role this service speaks, its content, and its tool fields.
 fn message(i: usize, m: &Value, max_chars: usize) -> Result<Message, Refusal> {
     let param = format!("messages[{i}]");
     let Value::Object(m) = m else {
@@ -449,27 +338,42 @@ fn message(i: usize, m: &Value, max_chars: usize) -> Result<Message, Refusal> {
         Some("developer") => Role::Developer,
         Some("user") => Role::User,
         Some("assistant") => Role::Assistant,
-        Some("tool" | "function") => {
+        Some("tool") => Role::Tool,
+        Some("function") => {
             return Err(unsupported(
                 &format!("{param}.role"),
-                "tool and function messages are not supported",
+                "function messages (the deprecated functions API) are not supported: use tool",
             ));
         }
         _ => {
             return Err(bad(
                 &format!("{param}.role"),
-                "role must be system, developer, user or assistant",
+                "role must be system, developer, user, assistant or tool",
             ));
         }
     };
-    for field in ["tool_calls", "function_call", "audio"] {
+    for field in ["function_call", "audio"] {
         if m.get(field).is_some_and(|v| !v.is_null()) {
             return Err(unsupported(
                 &format!("{param}.{field}"),
-                "tools, function calling and audio are not supported",
+                "function calling (use tool_calls) and audio are not supported",
             ));
         }
     }
+    let tool_calls = match role {
+        Role::Assistant => super::tools::message_calls(&param, m)?,
+        _ if m.get("tool_calls").is_some_and(|v| !v.is_null()) => {
+            return Err(bad(
+                &format!("{param}.tool_calls"),
+                "only assistant messages carry tool_calls",
+            ));
+        }
+        _ => Vec::new(),
+    };
+    let tool_call_id = match role {
+        Role::Tool => Some(super::tools::call_id(&param, m)?),
+        _ => None,
+    };
     let content = match m.get("content") {
         Some(Value::String(s)) => Content::Text(s.clone()),
         Some(Value::Array(parts)) => Content::Parts(
@@ -479,6 +383,8 @@ fn message(i: usize, m: &Value, max_chars: usize) -> Result<Message, Refusal> {
                 .map(|(j, p)| part(&format!("{param}.content[{j}]"), p))
                 .collect::<Result<_, _>>()?,
         ),
+        // An assistant message may have no content (it only calls tools).
+        None | Some(Value::Null) if role == Role::Assistant => Content::None,
         _ => {
             return Err(bad(
                 &format!("{param}.content"),
@@ -510,17 +416,16 @@ fn message(i: usize, m: &Value, max_chars: usize) -> Result<Message, Refusal> {
         role,
         content,
         name,
+        tool_calls,
+        tool_call_id,
     })
 }
 
 /// A text part; any other part (an image, audio, a file) is refused.
-fn part(param: &str, p: &Value) -> Result<TextPart, Refusal> {
+fn part(param: &str, p: &Value) -> Result<Part, Refusal> {
     match p.get("type").and_then(Value::as_str) {
         Some("text") => match p.get("text") {
-            Some(Value::String(t)) => Ok(TextPart {
-                kind: "text".into(),
-                text: t.clone(),
-            }),
+            Some(Value::String(t)) => Ok(Part::text(t.clone())),
             _ => Err(bad(&format!("{param}.text"), "a text part needs its text")),
         },
         Some("image_url" | "input_audio" | "file" | "refusal") => Err(unsupported(
@@ -610,11 +515,11 @@ mod tests {
         let user = r#""messages":[{"role":"user","content":"hi"}]"#;
         for (extra, param) in [
             (r#""n":2"#, "n"),
-            (r#""tools":[{"type":"function"}]"#, "tools"),
             (r#""functions":[]"#, "functions"),
+            (r#""function_call":"auto""#, "function_call"),
             (
-                r#""response_format":{"type":"json_object"}"#,
-                "response_format",
+                r#""tools":[{"type":"custom","custom":{"name":"x"}}]"#,
+                "tools[0].type",
             ),
             (r#""audio":{"voice":"alloy"}"#, "audio"),
             (r#""modalities":["text","audio"]"#, "modalities"),
@@ -626,10 +531,10 @@ mod tests {
                 ("unsupported_value", Some(param))
             );
         }
-        let image = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#;
-        assert_eq!(refused(image).0, "unsupported_value");
-        let tool = r#"{"model":"m","messages":[{"role":"tool","content":"x","tool_call_id":"1"}]}"#;
-        assert_eq!(refused(tool).0, "unsupported_value");
+        let audio = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#;
+        assert_eq!(refused(audio).0, "unsupported_value");
+        let function = r#"{"model":"m","messages":[{"role":"function","content":"x","name":"f"}]}"#;
+        assert_eq!(refused(function).0, "unsupported_value");
         // n=1 and a text response format are fine.
         assert!(
             parse(&format!(
@@ -637,6 +542,76 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn tools_tool_messages_and_formats_parse_as_openai_defines_them() {
+        let r = parse(
+            r#"{"model":"m","tools":[{"type":"function","function":{"name":"get_weather",
+                  "description":"d","parameters":{"type":"object"},"strict":true}}],
+                "tool_choice":{"type":"function","function":{"name":"get_weather"}},
+                "parallel_tool_calls":false,
+                "response_format":{"type":"json_schema","json_schema":{"name":"E","schema":{}}},
+                "messages":[{"role":"user","content":"weather?"},
+                  {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",
+                    "function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}]},
+                  {"role":"tool","tool_call_id":"c1","content":"sunny"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.tools[0].name, "get_weather");
+        assert_eq!(r.tools[0].strict, Some(true));
+        assert_eq!(
+            r.tool_choice,
+            Some(ToolChoice::Function("get_weather".into()))
+        );
+        assert_eq!(r.extra["parallel_tool_calls"], false);
+        assert_eq!(r.extra["response_format"]["json_schema"]["name"], "E");
+        assert_eq!(r.messages[1].tool_calls[0].arguments, "{\"city\":\"Oslo\"}");
+        assert_eq!(r.messages[1].content, Content::None);
+        assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("c1"));
+        assert_eq!(r.prompt(), "weather?");
+        assert_eq!(r.earlier().len(), 2);
+        for (body, param) in [
+            (
+                r#""tools":[{"type":"function","function":{"name":"has space"}}]"#,
+                "tools[0].function.name",
+            ),
+            (r#""tools":{}"#, "tools"),
+            (r#""tool_choice":"sometimes""#, "tool_choice"),
+            (r#""parallel_tool_calls":"yes""#, "parallel_tool_calls"),
+            (
+                r#""response_format":{"type":"xml"}"#,
+                "response_format.type",
+            ),
+            (
+                r#""response_format":{"type":"json_schema","json_schema":{}}"#,
+                "response_format.json_schema",
+            ),
+        ] {
+            let full =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{body}}}"#);
+            assert_eq!(refused(&full).1.as_deref(), Some(param), "{full}");
+        }
+        for (message, param) in [
+            (
+                r#"{"role":"tool","content":"x"}"#,
+                "messages[1].tool_call_id",
+            ),
+            (
+                r#"{"role":"assistant","tool_calls":[{"id":"c"}]}"#,
+                "messages[1].tool_calls[0]",
+            ),
+            (
+                r#"{"role":"user","content":"x","tool_calls":[]}"#,
+                "messages[1].tool_calls",
+            ),
+            (r#"{"role":"user"}"#, "messages[1].content"),
+        ] {
+            let full = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}},{message}]}}"#
+            );
+            assert_eq!(refused(&full).1.as_deref(), Some(param), "{full}");
+        }
     }
 
     #[test]

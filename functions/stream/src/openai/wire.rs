@@ -4,6 +4,7 @@
 //! `data: [DONE]`), and the error object.
 
 use common::domain::Usage;
+use common::provider::ToolCall;
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -51,6 +52,7 @@ impl Call {
             Some(Choice::delta(Delta {
                 role: Some("assistant"),
                 content: Some(""),
+                tool_calls: None,
             })),
             None,
         )
@@ -62,6 +64,19 @@ impl Call {
             Some(Choice::delta(Delta {
                 role: None,
                 content: Some(text),
+                tool_calls: None,
+            })),
+            None,
+        )
+    }
+
+    /// A chunk of a tool call: `[fragment]` as `delta.tool_calls`.
+    pub fn tool<'a>(&'a self, fragment: &'a Value) -> Chunk<'a> {
+        self.chunk(
+            Some(Choice::delta(Delta {
+                role: None,
+                content: None,
+                tool_calls: Some(std::slice::from_ref(fragment)),
             })),
             None,
         )
@@ -79,8 +94,18 @@ impl Call {
         self.chunk(None, Some(usage))
     }
 
-    /// The whole answer as one `chat.completion`.
-    pub fn completion(&self, text: &str, reason: &str, usage: Usage) -> Value {
+    /// The whole answer as one `chat.completion`: its text (null when it only calls tools)
+    /// and its tool calls.
+    pub fn completion(&self, text: &str, calls: &[ToolCall], reason: &str, usage: Usage) -> Value {
+        let content = if text.is_empty() && !calls.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text.to_owned())
+        };
+        let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+        if !calls.is_empty() {
+            message["tool_calls"] = calls.iter().map(ToolCall::to_openai).collect();
+        }
         json!({
             "id": self.id,
             "object": "chat.completion",
@@ -89,7 +114,7 @@ impl Call {
             "system_fingerprint": null,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": null},
+                "message": message,
                 "logprobs": null,
                 "finish_reason": reason,
             }],
@@ -145,6 +170,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a [Value]>,
 }
 
 /// `usage` with every count present (the SDKs require the three; unknown counts are 0).
@@ -272,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_completion_has_the_message_the_finish_reason_and_every_usage_count() {
-        let done = call(false).completion("Hello", "length", Usage::default());
+        let done = call(false).completion("Hello", &[], "length", Usage::default());
         assert_eq!(done["object"], "chat.completion");
         assert_eq!(done["choices"][0]["message"]["content"], "Hello");
         assert_eq!(done["choices"][0]["message"]["role"], "assistant");

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::domain::Usage;
 use common::guard::{Flag, StoredText};
+use common::provider::tools::Calls;
 use common::provider::{Chunk, CompletionRequest, ProviderError};
 use futures_util::StreamExt;
 use tokio::time::{sleep_until, timeout_at};
@@ -48,6 +49,8 @@ pub(super) struct Outcome {
     pub(super) chunks: usize,
     /// The provider's own word for why it stopped, when it has another (for the log line).
     pub(super) raw_reason: Option<String>,
+    /// The tool calls made, normalised (see `common::provider::tools::Calls`).
+    pub(super) calls: Calls,
 }
 
 /// Drives the provider, appending every piece to `turn` (raw, and as `stored` stores it).
@@ -64,6 +67,7 @@ pub(super) async fn generate(
         ttfb: None,
         chunks: 0,
         raw_reason: None,
+        calls: Calls::default(),
     };
     // A stop from outside ends the generation wherever it is; dropping the provider's stream
     // closes its connection, so no more tokens are paid for.
@@ -99,11 +103,15 @@ async fn drive(
             return;
         }
         Ok(Err(e)) => {
+            if let Some(refusal) = e.upstream() {
+                turn.set_refusal(refusal);
+            }
             outcome.result = Err(e.into());
             return;
         }
         Ok(Ok(s)) => s,
     };
+    turn.mark_answered();
     let mut guard = state.guard.output();
     let mut last_chunk = tokio::time::Instant::now();
     loop {
@@ -128,6 +136,16 @@ async fn drive(
                     outcome.chunks += 1;
                     let piece = stored.push(&t);
                     turn.push_delta(t, &piece, stored.chars());
+                    last_chunk = tokio::time::Instant::now();
+                }
+                Some(Ok(Chunk::ToolCall(delta))) => {
+                    if outcome.ttfb.is_none() {
+                        outcome.ttfb = Some(started.elapsed());
+                    }
+                    outcome.chunks += 1;
+                    if let Some(fragment) = outcome.calls.push(delta) {
+                        turn.push_tool(fragment);
+                    }
                     last_chunk = tokio::time::Instant::now();
                 }
                 Some(Ok(Chunk::Finish { reason, usage, raw_reason })) => {

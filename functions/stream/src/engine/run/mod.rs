@@ -83,8 +83,35 @@ impl Budget {
     }
 }
 
+/// When a response's HTTP status goes out, which decides the status of a failed turn (for its
+/// log line).
+#[derive(Clone, Copy)]
+pub enum StatusRule {
+    /// With the first event, before the provider answers (`POST /stream`): always 200.
+    Immediate,
+    /// Once the provider has answered or the turn has failed (a streamed `/v1` call): a failure
+    /// before the provider answered has its own status (`fn` maps its code).
+    Held(fn(&str) -> u16),
+    /// Once the turn has ended (a `/v1` call without streaming): a failure has its own status.
+    AtEnd(fn(&str) -> u16),
+}
+
+impl StatusRule {
+    /// The status sent for a turn that ended with `failure` (its code), the provider having
+    /// `answered` or not.
+    pub fn status(self, failure: Option<&str>, answered: bool) -> u16 {
+        match (self, failure) {
+            (StatusRule::Held(map), Some(code)) if !answered => map(code),
+            (StatusRule::AtEnd(map), Some(code)) => map(code),
+            _ => 200,
+        }
+    }
+}
+
 /// What a turn is, besides its provider request.
 pub struct TurnRun {
+    /// How its response's status is decided (set by the route; `Immediate` from `begin`).
+    pub status_rule: StatusRule,
     pub turn: Arc<LiveTurn>,
     pub conversation: Conversation,
     /// The reader of the client that asked (for the log line).
@@ -97,6 +124,7 @@ pub struct TurnRun {
 
 pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     let TurnRun {
+        status_rule,
         turn,
         mut conversation,
         client,
@@ -137,6 +165,17 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     // piece by piece; the client saw it as generated).
     conversation.response = turn.stored_text();
     settle(&mut conversation, &outcome, started);
+    let calls = outcome.calls.finish();
+    if !calls.is_empty() {
+        // A model that called tools stopped to have them run, whatever word its upstream used
+        // (some say `stop`).
+        if matches!(conversation.finish_reason.as_deref(), None | Some("stop"))
+            && conversation.error.is_none()
+        {
+            conversation.finish_reason = Some("tool_calls".into());
+        }
+        conversation.tool_calls = Some(calls);
+    }
     let failure = outcome.result.as_ref().err();
     if let (Some(req), None) = (judge_request, failure)
         && budget.leaves(state.limits.first_chunk_timeout)
@@ -159,6 +198,7 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     // Report: the log line and metrics, then the final event, which ends every reader.
     // The last event is rebuilt from the record: a client re-attaching later gets the same.
     let event = StreamEvent::last_of(&conversation, saved);
+    let status = status_rule.status(conversation.error.as_deref(), turn.is_answered());
     report(
         &state,
         &conversation,
@@ -166,7 +206,7 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
         &outcome,
         started,
         &request_id,
-        route,
+        (route, status),
         saved,
     );
     turn.push_final(event);
@@ -228,7 +268,7 @@ fn report(
     outcome: &Outcome,
     started: Instant,
     request_id: &str,
-    route: &'static str,
+    (route, status): (&'static str, u16),
     saved: bool,
 ) {
     let (prompt, response) = if state.limits.log_content {
@@ -244,7 +284,7 @@ fn report(
         request_id = %request_id,
         method = "POST",
         route,
-        status = 200u16,
+        status,
         latency_ms = common::telemetry::millis(started.elapsed()),
         ttfb_ms = conversation.ttfb_ms,
         response_bytes = client.sent.load(std::sync::atomic::Ordering::SeqCst),

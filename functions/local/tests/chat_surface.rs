@@ -1,0 +1,237 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The whole Chat Completions surface through the official Python SDK (`tests/sdk/tools_sdk.py`)
+//! against the server process: tool calls (parallel, as every kind of upstream streams them),
+//! a tool-result round trip, `parse()` with a pydantic model, the stream helper, and typed
+//! upstream errors. The upstream is a local OpenAI-compatible server that answers by prompt and
+//! keeps a journal of what it received; here: what reached it, what was stored and logged.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::TestDb;
+use testkit::fake_openai::{FakeOpenAi, Fragment, Reply, answer, tool_calls};
+use testkit::process::{serve, workspace_root};
+
+/// The upstream's answers, by the last message's content.
+fn upstream(prompt: &str) -> Reply {
+    let f = |index, id, name, arguments| Fragment {
+        index,
+        id,
+        name,
+        arguments,
+    };
+    let refuse = |status, retry_after, error: Value| Reply::Refuse {
+        status,
+        retry_after,
+        error,
+    };
+    match prompt {
+        // As OpenAI streams parallel calls: one after the other, each a header, then its
+        // arguments in pieces.
+        "weather in Oslo and Rome" => Reply::Stream(tool_calls(
+            &[
+                f(0, Some("call_oslo"), Some("get_weather"), ""),
+                f(0, None, None, "{\"city\":"),
+                f(0, None, None, "\"Oslo\"}"),
+                f(1, Some("call_rome"), Some("get_weather"), ""),
+                f(1, None, None, "{\"city\":"),
+                f(1, None, None, "\"Rome\"}"),
+            ],
+            "tool_calls",
+        )),
+        // As Gemini's and Ollama's adapters do: every call at index 0, each with a new id, and
+        // `stop` where the model asked for tools.
+        "weather at one index" => Reply::Stream(tool_calls(
+            &[
+                f(0, Some("g1"), Some("get_weather"), "{\"city\":\"Oslo\"}"),
+                f(0, Some("g2"), Some("get_weather"), "{\"city\":\"Rome\"}"),
+            ],
+            "stop",
+        )),
+        // A call in one piece, without an id.
+        "weather in one piece" => Reply::Stream(tool_calls(
+            &[f(0, None, Some("get_weather"), "{\"city\":\"Paris\"}")],
+            "tool_calls",
+        )),
+        "{\"temp\": 21}" => {
+            Reply::Stream(answer(&["It is 21 ", "degrees in Oslo."], Duration::ZERO))
+        }
+        "extract the event" => Reply::Stream(answer(
+            &["{\"name\":", "\"Launch\",", "\"day\":\"Friday\"}"],
+            Duration::ZERO,
+        )),
+        "too long" => refuse(
+            400,
+            None,
+            json!({"message": "This model's maximum context length is 8 tokens.",
+                   "type": "invalid_request_error", "param": "messages",
+                   "code": "context_length_exceeded"}),
+        ),
+        "slow down" => refuse(
+            429,
+            Some(7),
+            json!({"message": "Rate limit reached", "type": "requests", "param": null,
+                   "code": "rate_limit_exceeded"}),
+        ),
+        "upstream key" => refuse(
+            401,
+            None,
+            json!({"message": "Incorrect API key provided: sk-oper***", "type":
+                   "invalid_request_error", "param": null, "code": "invalid_api_key"}),
+        ),
+        "no such upstream model" => refuse(
+            404,
+            None,
+            json!({"message": "The model `test-model` does not exist", "type":
+                   "invalid_request_error", "param": null, "code": "model_not_found"}),
+        ),
+        _ => Reply::Stream(answer(&["ok"], Duration::ZERO)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
+    let fake = FakeOpenAi::by_prompt(|prompt, _| upstream(prompt)).await;
+    let db = TestDb::new().await;
+    let key = db.key("tools", "python").await;
+    let base_url = fake.base_url();
+    let (mut server, base) = serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-chat-surface",
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("AUTH", "required"),
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", base_url.as_str()),
+            ("LLM_MAX_RETRIES", "0"),
+        ],
+    )
+    .await;
+    let python = workspace_root().join(".venv/bin/python");
+    assert!(python.exists(), "run `make test`: it installs the SDK");
+    let out = Command::new(python)
+        .arg(workspace_root().join("functions/local/tests/sdk/tools_sdk.py"))
+        .arg(&base)
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK checks failed:\n{stdout}\n{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.output()
+    );
+    let calls: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+
+    // The tools and the round trip reached the upstream as OpenAI's API defines them.
+    let journal = fake.requests();
+    let offered = &journal[0]["tools"][0];
+    assert_eq!(offered["function"]["name"], "get_weather");
+    assert_eq!(
+        offered["function"]["parameters"]["required"],
+        json!(["city"])
+    );
+    let round_trip = journal
+        .iter()
+        .find(|r| r["messages"].as_array().unwrap().len() == 4)
+        .expect("the round trip reached the upstream");
+    let sent = &round_trip["messages"];
+    assert_eq!(sent[1]["role"], "assistant");
+    assert_eq!(
+        sent[1]["tool_calls"][0],
+        json!({"id": "call_oslo", "type": "function",
+               "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}})
+    );
+    assert_eq!(
+        (
+            &sent[3]["role"],
+            &sent[3]["tool_call_id"],
+            &sent[3]["content"]
+        ),
+        (
+            &json!("tool"),
+            &json!("call_oslo"),
+            &json!("{\"temp\": 21}")
+        )
+    );
+    let parse = journal
+        .iter()
+        .find(|r| r["messages"][0]["content"] == "extract the event")
+        .unwrap();
+    assert_eq!(parse["response_format"]["type"], "json_schema");
+    assert_eq!(parse["response_format"]["json_schema"]["name"], "Event");
+
+    // Each call is a stored turn with its calls, finish reason and tools, found by search.
+    let http = testkit::http_client();
+    let get = |path: String| {
+        let (http, key) = (http.clone(), key.clone());
+        async move {
+            let r = http.get(path).bearer_auth(key).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    for call in calls.iter().filter(|c| c["call"] == "tools") {
+        for id in [&call["streamed"], &call["plain"]] {
+            let turn = get(format!("{base}/history/{}", id.as_str().unwrap())).await;
+            assert_eq!(turn["status"], "complete", "{turn}");
+            assert_eq!(turn["finish_reason"], "tool_calls", "{turn}");
+            assert_eq!(turn["tools"], json!(["get_weather"]));
+            let stored: Vec<(&Value, &Value)> = turn["tool_calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (&c["name"], &c["arguments"]))
+                .collect();
+            let sent: Vec<(&Value, &Value)> = call["calls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (&c["name"], &c["arguments"]))
+                .collect();
+            assert_eq!(stored, sent, "{turn}");
+        }
+    }
+    let one_index = calls
+        .iter()
+        .find(|c| c["prompt"] == "weather at one index")
+        .unwrap();
+    let found = get(format!("{base}/search?query=Rome")).await;
+    let ids: Vec<&Value> = found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["id"])
+        .collect();
+    assert!(ids.contains(&&one_index["plain"]), "{found}");
+    let by_name = get(format!("{base}/search?query=get_weather")).await;
+    assert!(by_name["items"].as_array().unwrap().len() >= 6, "{by_name}");
+    let round = calls.iter().find(|c| c["call"] == "round_trip").unwrap();
+    let turn = get(format!("{base}/history/{}", round["id"].as_str().unwrap())).await;
+    assert_eq!(turn["response"], "It is 21 degrees in Oslo.");
+    // The earlier messages, as sent: the assistant's calls and both results.
+    assert_eq!(turn["messages"][0]["tool_calls"][1]["id"], "call_rome");
+    assert_eq!(turn["messages"][2]["tool_call_id"], "call_oslo");
+
+    // The log line carries the status each refused call got.
+    server.stop();
+    let statuses: Vec<u64> = server
+        .output()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "request" && l["route"] == "/v1/chat/completions")
+        .filter_map(|l| l["status"].as_u64())
+        .collect();
+    for status in [400, 429, 502, 404] {
+        assert_eq!(
+            statuses.iter().filter(|s| **s == status).count(),
+            2,
+            "{status} streamed and not: {statuses:?}"
+        );
+    }
+}

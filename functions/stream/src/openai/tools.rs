@@ -1,0 +1,250 @@
+//! The tool calling and structured output fields of a Chat Completions request, checked as
+//! OpenAI's API checks them: `tools` (functions only), `tool_choice`, `parallel_tool_calls`,
+//! `response_format`, an assistant message's `tool_calls` and a tool message's
+//! `tool_call_id`. A bad value is a 400 naming its `param`.
+
+use common::provider::{Tool, ToolCall, ToolChoice};
+use serde_json::{Map, Value};
+
+use super::request::{Refusal, bad, unsupported};
+
+/// The most tools one request may offer (OpenAI's limit).
+pub const MAX_TOOLS: usize = 128;
+
+/// A function name as OpenAI allows it: 1 to 64 of `a-z`, `A-Z`, `0-9`, `_` and `-`.
+pub const NAME_PATTERN: &str = "^[a-zA-Z0-9_-]{1,64}$";
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `tools`: function definitions (none: an empty list).
+pub fn tools(map: &Map<String, Value>) -> Result<Vec<Tool>, Refusal> {
+    let list = match map.get("tools") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) if list.len() <= MAX_TOOLS => list,
+        Some(_) => {
+            return Err(bad(
+                "tools",
+                format!("tools must be an array of at most {MAX_TOOLS} tools"),
+            ));
+        }
+    };
+    let mut out: Vec<Tool> = Vec::with_capacity(list.len());
+    for (i, t) in list.iter().enumerate() {
+        let param = format!("tools[{i}]");
+        match t.get("type").and_then(Value::as_str) {
+            Some("function") => {}
+            Some(_) => {
+                return Err(unsupported(
+                    &format!("{param}.type"),
+                    "only function tools are supported",
+                ));
+            }
+            None => return Err(bad(&format!("{param}.type"), "a tool needs its type")),
+        }
+        let Some(f) = t.get("function").and_then(Value::as_object) else {
+            return Err(bad(
+                &format!("{param}.function"),
+                "a function tool needs its function object",
+            ));
+        };
+        let name = match f.get("name") {
+            Some(Value::String(n)) if valid_name(n) => n.clone(),
+            _ => {
+                return Err(bad(
+                    &format!("{param}.function.name"),
+                    "a function's name is 1 to 64 letters, digits, underscores or dashes",
+                ));
+            }
+        };
+        let description = match f.get("description") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) => Some(d.clone()),
+            Some(_) => {
+                return Err(bad(
+                    &format!("{param}.function.description"),
+                    "description must be a string",
+                ));
+            }
+        };
+        let parameters = match f.get("parameters") {
+            None | Some(Value::Null) => None,
+            Some(p @ Value::Object(_)) => Some(p.clone()),
+            Some(_) => {
+                return Err(bad(
+                    &format!("{param}.function.parameters"),
+                    "parameters must be a JSON schema object",
+                ));
+            }
+        };
+        let strict = match f.get("strict") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                return Err(bad(
+                    &format!("{param}.function.strict"),
+                    "strict must be a boolean",
+                ));
+            }
+        };
+        out.push(Tool {
+            name,
+            description,
+            parameters,
+            strict,
+        });
+    }
+    Ok(out)
+}
+
+/// `tool_choice`: `none`, `auto`, `required` or `{"type": "function", "function": {"name"}}`.
+/// Whether it fits the tools (a named function among them, any tools at all) is the
+/// provider's to say, as it is with OpenAI: a refusal comes back as its 400.
+pub fn tool_choice(map: &Map<String, Value>) -> Result<Option<ToolChoice>, Refusal> {
+    let choice = match map.get("tool_choice") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            _ => {
+                return Err(bad(
+                    "tool_choice",
+                    "tool_choice must be none, auto, required or a named function",
+                ));
+            }
+        },
+        Some(Value::Object(o)) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str);
+            match (o.get("type").and_then(Value::as_str), name) {
+                (Some("function"), Some(name)) => ToolChoice::Function(name.to_owned()),
+                _ => {
+                    return Err(bad(
+                        "tool_choice",
+                        "a named tool_choice is {\"type\": \"function\", \"function\": {\"name\"}}",
+                    ));
+                }
+            }
+        }
+        Some(_) => {
+            return Err(bad(
+                "tool_choice",
+                "tool_choice must be a string or an object",
+            ));
+        }
+    };
+    Ok(Some(choice))
+}
+
+/// `parallel_tool_calls` (a boolean) and `response_format` (`text`, `json_object`, or
+/// `json_schema` with its `name` and `schema`), checked; both reach the provider as sent.
+pub fn checked_as_sent(map: &Map<String, Value>) -> Result<(), Refusal> {
+    match map.get("parallel_tool_calls") {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+        Some(_) => {
+            return Err(bad(
+                "parallel_tool_calls",
+                "parallel_tool_calls must be a boolean",
+            ));
+        }
+    }
+    match map.get("response_format") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(f)) => match f.get("type").and_then(Value::as_str) {
+            Some("text" | "json_object") => Ok(()),
+            Some("json_schema") => {
+                let spec = f.get("json_schema").and_then(Value::as_object);
+                let named = spec
+                    .and_then(|s| s.get("name"))
+                    .and_then(Value::as_str)
+                    .is_some_and(valid_name);
+                let schema_ok = spec
+                    .and_then(|s| s.get("schema"))
+                    .is_none_or(|s| s.is_object() || s.is_null());
+                let strict_ok = spec
+                    .and_then(|s| s.get("strict"))
+                    .is_none_or(|s| s.is_boolean() || s.is_null());
+                let described_ok = spec
+                    .and_then(|s| s.get("description"))
+                    .is_none_or(|s| s.is_string() || s.is_null());
+                if named && schema_ok && strict_ok && described_ok {
+                    Ok(())
+                } else {
+                    Err(bad(
+                        "response_format.json_schema",
+                        "json_schema needs a name (1 to 64 letters, digits, _ or -); its \
+                         schema must be an object, strict a boolean, description a string",
+                    ))
+                }
+            }
+            _ => Err(bad(
+                "response_format.type",
+                "response_format's type must be text, json_object or json_schema",
+            )),
+        },
+        Some(_) => Err(bad("response_format", "response_format must be an object")),
+    }
+}
+
+/// An assistant message's `tool_calls`: function calls with an id, a name and the arguments
+/// the model wrote (any string: a model may write JSON that does not parse).
+pub fn message_calls(param: &str, m: &Map<String, Value>) -> Result<Vec<ToolCall>, Refusal> {
+    let list = match m.get("tool_calls") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            return Err(bad(
+                &format!("{param}.tool_calls"),
+                "tool_calls must be an array",
+            ));
+        }
+    };
+    list.iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let at = format!("{param}.tool_calls[{j}]");
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+            let function = c.get("function");
+            let kind_ok = c
+                .get("type")
+                .filter(|t| !t.is_null())
+                .is_none_or(|t| t == "function");
+            match (
+                text(c.get("id")),
+                text(function.and_then(|f| f.get("name"))),
+                text(function.and_then(|f| f.get("arguments"))),
+            ) {
+                (Some(id), Some(name), Some(arguments)) if kind_ok && !id.is_empty() => {
+                    Ok(ToolCall {
+                        id,
+                        name,
+                        arguments,
+                    })
+                }
+                _ => Err(bad(
+                    &at,
+                    "a tool call is {\"id\", \"type\": \"function\", \"function\": {\"name\", \
+                     \"arguments\"}}",
+                )),
+            }
+        })
+        .collect()
+}
+
+/// A tool message's `tool_call_id`.
+pub fn call_id(param: &str, m: &Map<String, Value>) -> Result<String, Refusal> {
+    match m.get("tool_call_id") {
+        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
+        _ => Err(bad(
+            &format!("{param}.tool_call_id"),
+            "a tool message needs the tool_call_id of the call it answers",
+        )),
+    }
+}
