@@ -2,6 +2,8 @@
 -- the names of the tools its request offered. Both null on a turn without tools.
 ALTER TABLE conversations ADD COLUMN tool_calls jsonb;
 ALTER TABLE conversations ADD COLUMN tools jsonb;
+-- A /v1 prompt that is not all text (images): its content parts, images capped at 64 KB.
+ALTER TABLE conversations ADD COLUMN prompt_parts jsonb;
 
 -- Search finds a turn by the tools it called and their arguments too (weight C): the search
 -- column is rebuilt with them (`local migrate` rebuilds it again when SEARCH_CONFIG differs).

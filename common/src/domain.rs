@@ -104,6 +104,12 @@ pub struct Conversation {
     /// text the model wrote); null when it made none.
     #[serde(default)]
     pub tool_calls: Option<Vec<crate::provider::ToolCall>>,
+    /// For a `/v1` call whose prompt (its last user message) is not all text: its content
+    /// parts as sent, images within 64 KB of data per turn (a larger one is
+    /// `{"type": "image_omitted", "media_type", "bytes", "sha256"}`); null otherwise.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub prompt_parts: Option<serde_json::Value>,
     /// The names of the tools the request offered (`/v1` calls with `tools`); null otherwise.
     #[serde(default)]
     pub tools: Option<Vec<String>>,
@@ -171,6 +177,7 @@ impl Conversation {
             messages: None,
             context_turns: None,
             tool_calls: None,
+            prompt_parts: None,
             tools: None,
             created_at: now,
             updated_at: now,
@@ -248,6 +255,7 @@ impl Conversation {
             .chain(tools)
             .any(|t| t.contains('\0'))
             && !self.messages.as_ref().is_some_and(json_has_nul)
+            && !self.prompt_parts.as_ref().is_some_and(json_has_nul)
         {
             return std::borrow::Cow::Borrowed(self);
         }
@@ -261,6 +269,7 @@ impl Conversation {
         c.error = c.error.as_ref().map(fix);
         c.system = c.system.as_ref().map(fix);
         c.messages = c.messages.as_ref().map(storable_json);
+        c.prompt_parts = c.prompt_parts.as_ref().map(storable_json);
         for call in c.tool_calls.iter_mut().flatten() {
             call.id = fix(&call.id);
             call.name = fix(&call.name);

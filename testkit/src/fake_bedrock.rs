@@ -2,7 +2,8 @@
 //! (`POST /model/{modelId}/converse-stream`): it checks each request's SigV4 signature for the
 //! `bedrock` service (recomputed with `aws-sigv4` from the test's credentials), and answers in
 //! the AWS event-stream binary framing (`aws-smithy-eventstream` writes it), as Bedrock does:
-//! `messageStart`, `contentBlockDelta`, `contentBlockStop`, `messageStop`, `metadata`. On demand
+//! `messageStart`, `contentBlockStart` (a `toolUse` block), `contentBlockDelta` (text, or a tool's
+//! input), `contentBlockStop`, `messageStop`, `metadata`. On demand
 //! it fails as Bedrock does: an error before the stream (named by `x-amzn-errortype`), an
 //! exception event inside it, a stall, a cut connection.
 
@@ -38,6 +39,14 @@ pub enum Event {
     Text(String),
     /// `contentBlockStop`.
     BlockStop,
+    /// `contentBlockStart` of a `toolUse` block at this index, with its id and tool name.
+    ToolStart {
+        index: i32,
+        id: &'static str,
+        name: &'static str,
+    },
+    /// `contentBlockDelta` of a `toolUse` block: a piece of its input (JSON text).
+    ToolInput { index: i32, input: &'static str },
     /// `messageStop` with this `stopReason`.
     Stop(&'static str),
     /// `metadata` with this usage (input and output tokens) and a latency.
@@ -239,6 +248,17 @@ fn frame(event: &Event) -> Bytes {
             json!({"contentBlockIndex": 0, "delta": {"text": text}}),
         ),
         Event::BlockStop => ("event", "contentBlockStop", json!({"contentBlockIndex": 0})),
+        Event::ToolStart { index, id, name } => (
+            "event",
+            "contentBlockStart",
+            json!({"contentBlockIndex": index,
+                   "start": {"toolUse": {"toolUseId": id, "name": name}}}),
+        ),
+        Event::ToolInput { index, input } => (
+            "event",
+            "contentBlockDelta",
+            json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": input}}}),
+        ),
         Event::Stop(reason) => ("event", "messageStop", json!({"stopReason": reason})),
         Event::Usage { input, output } => (
             "event",

@@ -21,17 +21,18 @@ use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     AnyToolChoice, AutoToolChoice, ContentBlock, ContentBlockDelta, ContentBlockStart,
-    ConversationRole, ConverseStreamOutput, InferenceConfiguration, Message as BedrockMessage,
-    SpecificToolChoice, StopReason, SystemContentBlock, Tool as BedrockTool,
-    ToolChoice as BedrockChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock,
-    ToolResultContentBlock, ToolSpecification, ToolUseBlock,
+    ConversationRole, ConverseStreamOutput, ImageBlock, ImageFormat, ImageSource,
+    InferenceConfiguration, Message as BedrockMessage, SpecificToolChoice, StopReason,
+    SystemContentBlock, Tool as BedrockTool, ToolChoice as BedrockChoice, ToolConfiguration,
+    ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
 use aws_sdk_bedrockruntime::{Client, Config};
 use aws_smithy_types::{Document, Number};
 use backon::{ExponentialBuilder, Retryable};
 
 use super::{
-    Chunk, ChunkStream, CompletionRequest, Provider, ProviderError, Role, ToolCallDelta, ToolChoice,
+    Chunk, ChunkStream, CompletionRequest, Content, Part, Provider, ProviderError, Role,
+    ToolCallDelta, ToolChoice,
 };
 use crate::domain::Usage;
 use crate::settings::ProviderSettings;
@@ -112,6 +113,8 @@ impl BedrockProvider {
             usage: None,
             ended: false,
             first: None,
+            answer_tool: input.answer_tool.clone(),
+            answer_block: None,
         };
         match reader.next().await {
             Some(Err(e)) => Err(e),
@@ -137,15 +140,31 @@ impl Provider for BedrockProvider {
     /// tools in parallel as it sees fit; it has no seed, logit bias, penalties, end-user id,
     /// reasoning effort, service tier or prediction, and no way to forbid parallel calls.
     fn unsupported(&self, request: &CompletionRequest) -> Option<String> {
+        let refused = request.extra.iter().find(|(k, v)| match k.as_str() {
+            "max_tokens" | "max_completion_tokens" | "modalities" => false,
+            "parallel_tool_calls" => v.as_bool() == Some(false),
+            // JSON is served by a forced tool, which leaves no room for the request's own.
+            "response_format" => !request.tools.is_empty() && answer_tool(request).is_some(),
+            _ => true,
+        });
+        if let Some((k, _)) = refused {
+            return Some(k.clone());
+        }
+        // Converse takes image bytes: a URL would have to be fetched, which the service never
+        // does.
         request
-            .extra
+            .messages
             .iter()
-            .find(|(k, v)| match k.as_str() {
-                "max_tokens" | "max_completion_tokens" | "modalities" => false,
-                "parallel_tool_calls" => v.as_bool() == Some(false),
-                _ => true,
+            .enumerate()
+            .find_map(|(i, m)| match &m.content {
+                Content::Parts(parts) => parts.iter().enumerate().find_map(|(j, p)| match p {
+                    Part::ImageUrl { image_url } if image(&image_url.url).is_none() => {
+                        Some(format!("messages[{i}].content[{j}].image_url"))
+                    }
+                    _ => None,
+                }),
+                _ => None,
             })
-            .map(|(k, _)| k.clone())
     }
 
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
@@ -177,10 +196,13 @@ struct Input {
     system: Vec<SystemContentBlock>,
     inference: Option<InferenceConfiguration>,
     tools: Option<ToolConfiguration>,
+    /// The forced tool whose input is the answer (structured output), if any.
+    answer_tool: Option<String>,
 }
 
 impl From<CompletionRequest> for Input {
     fn from(request: CompletionRequest) -> Self {
+        let answer = answer_tool(&request);
         let mut system = Vec::new();
         // (role, blocks) with consecutive messages of one role merged: Converse wants user and
         // assistant to alternate (a tool's result is a user message's block).
@@ -194,7 +216,7 @@ impl From<CompletionRequest> for Input {
                     }
                     continue;
                 }
-                Role::User => (ConversationRole::User, text_block(text)),
+                Role::User => (ConversationRole::User, user_blocks(&m.content)),
                 Role::Assistant => {
                     let mut blocks = text_block(text);
                     blocks.extend(m.tool_calls.iter().filter_map(|c| {
@@ -252,13 +274,81 @@ impl From<CompletionRequest> for Input {
                 .set_stop_sequences(request.stop)
                 .build()
         });
+        let tools = match &answer {
+            Some(tool) => tool_config(
+                std::slice::from_ref(tool),
+                Some(&ToolChoice::Function(tool.name.clone())),
+            ),
+            None => tool_config(&request.tools, request.tool_choice.as_ref()),
+        };
         Self {
             model: request.model,
             messages,
             system,
             inference,
-            tools: tool_config(&request.tools, request.tool_choice.as_ref()),
+            tools,
+            answer_tool: answer.map(|t| t.name),
         }
+    }
+}
+
+/// A user message's blocks: its text, and its images (`data:` URIs; a URL was refused before).
+fn user_blocks(content: &Content) -> Vec<ContentBlock> {
+    let Content::Parts(parts) = content else {
+        return text_block(content.text());
+    };
+    parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text { text } if !text.is_empty() => Some(ContentBlock::Text(text.clone())),
+            Part::Text { .. } => None,
+            Part::ImageUrl { image_url } => image(&image_url.url).map(ContentBlock::Image),
+        })
+        .collect()
+}
+
+/// An image block of a `data:` URI of a PNG, JPEG, GIF or WebP image.
+fn image(url: &str) -> Option<ImageBlock> {
+    let (media_type, bytes) = super::decode_data_uri(url)?;
+    let format = match media_type {
+        "image/png" => ImageFormat::Png,
+        "image/jpeg" => ImageFormat::Jpeg,
+        "image/gif" => ImageFormat::Gif,
+        "image/webp" => ImageFormat::Webp,
+        _ => return None,
+    };
+    ImageBlock::builder()
+        .format(format)
+        .source(ImageSource::Bytes(aws_smithy_types::Blob::new(bytes)))
+        .build()
+        .ok()
+}
+
+/// With `response_format` `json_schema` (or `json_object`): the tool that carries the answer
+/// (its name, description and input schema). Converse has no JSON mode: the model is made to
+/// call this tool, and its input is the answer.
+fn answer_tool(request: &CompletionRequest) -> Option<super::Tool> {
+    let format = request.extra.get("response_format")?;
+    match format.get("type").and_then(|t| t.as_str())? {
+        "json_schema" => {
+            let spec = format.get("json_schema")?;
+            Some(super::Tool {
+                name: spec.get("name")?.as_str()?.to_owned(),
+                description: spec
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned),
+                parameters: spec.get("schema").filter(|s| s.is_object()).cloned(),
+                strict: None,
+            })
+        }
+        "json_object" => Some(super::Tool {
+            name: "json_object".into(),
+            description: Some("The answer, as a JSON object".into()),
+            parameters: Some(serde_json::json!({"type": "object"})),
+            strict: None,
+        }),
+        _ => None,
     }
 }
 
@@ -349,6 +439,10 @@ struct Reader {
     ended: bool,
     /// What [`BedrockProvider::open`] read before handing the stream over.
     first: Option<Result<Chunk, ProviderError>>,
+    /// The forced tool whose input is the answer (structured output), and the block it came in:
+    /// its input streams as text.
+    answer_tool: Option<String>,
+    answer_block: Option<i32>,
 }
 
 impl Reader {
@@ -363,6 +457,10 @@ impl Reader {
             match self.events.recv().await {
                 Ok(Some(ConverseStreamOutput::ContentBlockStart(e))) => {
                     if let Some(ContentBlockStart::ToolUse(t)) = e.start {
+                        if self.answer_tool.as_deref() == Some(t.name.as_str()) {
+                            self.answer_block = Some(e.content_block_index);
+                            continue;
+                        }
                         return Some(Ok(Chunk::ToolCall(ToolCallDelta {
                             index: u32::try_from(e.content_block_index).unwrap_or_default(),
                             id: Some(t.tool_use_id),
@@ -374,6 +472,12 @@ impl Reader {
                 Ok(Some(ConverseStreamOutput::ContentBlockDelta(e))) => match e.delta {
                     Some(ContentBlockDelta::Text(text)) if !text.is_empty() => {
                         return Some(Ok(Chunk::Text(text)));
+                    }
+                    Some(ContentBlockDelta::ToolUse(t))
+                        if !t.input.is_empty()
+                            && self.answer_block == Some(e.content_block_index) =>
+                    {
+                        return Some(Ok(Chunk::Text(t.input)));
                     }
                     Some(ContentBlockDelta::ToolUse(t)) if !t.input.is_empty() => {
                         return Some(Ok(Chunk::ToolCall(ToolCallDelta {
@@ -398,7 +502,11 @@ impl Reader {
                     self.ended = true;
                     return Some(match self.stop.take() {
                         Some(stop) => Ok(Chunk::Finish {
-                            reason: Some(finish_reason(&stop).to_owned()),
+                            // The forced answer tool's call is the answer, not a tool call.
+                            reason: Some(match (&stop, self.answer_block) {
+                                (StopReason::ToolUse, Some(_)) => "stop".to_owned(),
+                                _ => finish_reason(&stop).to_owned(),
+                            }),
                             usage: self.usage.take(),
                             raw_reason: Some(stop.as_str().to_owned()),
                         }),
@@ -529,7 +637,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::{Content, Message, Part};
+    use crate::provider::Message;
 
     fn texts(blocks: &[ContentBlock]) -> Vec<&str> {
         blocks
@@ -571,7 +679,7 @@ mod tests {
             [
                 ("user", vec!["q1"]),
                 ("assistant", vec!["a1"]),
-                ("user", vec!["q2", "q3"]),
+                ("user", vec!["q2", "q", "3"]),
             ]
         );
         assert!(input.inference.is_none());

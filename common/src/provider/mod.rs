@@ -67,6 +67,22 @@ impl Part {
     }
 }
 
+/// A `data:` URI's media type and decoded bytes (`None`: not a base64 `data:` URI).
+pub fn decode_data_uri(url: &str) -> Option<(&str, Vec<u8>)> {
+    use base64::Engine;
+    use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
+    // Standard base64 with its padding; bits after the last byte are ignored, as browsers and
+    // OpenAI do.
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let rest = url.strip_prefix("data:")?;
+    let (media_type, data) = rest.split_once(";base64,")?;
+    let bytes = LENIENT.decode(data.trim()).ok()?;
+    Some((media_type, bytes))
+}
+
 impl Content {
     /// The text of the content (text parts joined).
     pub fn text(&self) -> String {

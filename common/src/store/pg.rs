@@ -154,6 +154,7 @@ impl PgStore {
             context_turns: row.try_get("context_turns").map_err(q)?,
             tool_calls: json_column(row, "tool_calls")?,
             tools: json_column(row, "tools")?,
+            prompt_parts: row.try_get("prompt_parts").map_err(q)?,
             created_at: row.try_get("created_at").map_err(q)?,
             updated_at: row.try_get("updated_at").map_err(q)?,
             truncated: false,
@@ -270,6 +271,7 @@ impl ConversationFinish for PgStore {
             &c.context_turns,
             &tool_calls,
             &tools,
+            &c.prompt_parts,
         ];
         self.query(sql::FINISH, &params).await?;
         Ok(())

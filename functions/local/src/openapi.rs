@@ -146,6 +146,7 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
         pattern(property(doc, "AssistantMessage", "name"), NO_NUL),
         pattern(property(doc, "ChatTextPart", "text"), NO_NUL),
         pattern(one_of(doc, "ChatContent", 0), NO_NUL),
+        pattern(one_of(doc, "UserContent", 0), NO_NUL),
         // At least one user message.
         match property(doc, "ChatCompletionRequest", "messages") {
             Some(RefOr::T(Schema::Array(a))) => {

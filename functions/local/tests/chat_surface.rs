@@ -218,6 +218,34 @@ async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
     assert_eq!(turn["messages"][0]["tool_calls"][1]["id"], "call_rome");
     assert_eq!(turn["messages"][2]["tool_call_id"], "call_oslo");
 
+    // Images reach the upstream whole; the stored turn keeps 64 KB of image data at most, a
+    // larger image named by its media type, size and SHA-256.
+    let images = calls.iter().find(|c| c["call"] == "images").unwrap();
+    let sent = journal
+        .iter()
+        .find(|r| r["messages"][0]["content"][0]["text"] == "compare these pictures")
+        .unwrap();
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": images["small"], "detail": "low"}})
+    );
+    assert_eq!(
+        sent["messages"][0]["content"][2]["image_url"]["url"],
+        images["large"]
+    );
+    let turn = get(format!("{base}/history/{}", images["id"].as_str().unwrap())).await;
+    assert_eq!(turn["prompt"], "compare these pictures");
+    let parts = &turn["prompt_parts"];
+    assert_eq!(parts[1]["image_url"]["url"], images["small"]);
+    let large: Vec<u8> = (0..=255u8).cycle().take(256 * 400).collect();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &large);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        parts[2],
+        json!({"type": "image_omitted", "media_type": "image/jpeg", "bytes": 102_400,
+               "sha256": hex})
+    );
+
     // The log line carries the status each refused call got.
     server.stop();
     let statuses: Vec<u64> = server

@@ -376,3 +376,252 @@ async fn bedrock_refuses_by_name_what_converse_cannot_honour() {
     assert_eq!(resp.status(), 200);
     assert_eq!(fake.requests()[0].body["inferenceConfig"]["maxTokens"], 3);
 }
+
+/// A tool call's first fragment and its arguments, as `/v1` streams them.
+fn streamed_calls(body: &str) -> Vec<(Value, String)> {
+    let mut calls: Vec<(Value, String)> = Vec::new();
+    for line in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let Ok(chunk) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        for call in chunk["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let i = usize::try_from(call["index"].as_u64().unwrap()).unwrap();
+            if call.get("id").is_some() {
+                assert_eq!(i, calls.len(), "calls are numbered in order");
+                calls.push((call.clone(), String::new()));
+            }
+            calls[i].1 += call["function"]["arguments"].as_str().unwrap_or_default();
+        }
+    }
+    calls
+}
+
+/// Tools reach Converse as `toolConfig`; its `toolUse` blocks stream back as OpenAI's tool call
+/// chunks (and whole without streaming), `tool_use` as `tool_calls`; the assistant's calls and
+/// the tool results go back as `toolUse` and `toolResult` blocks.
+#[tokio::test]
+async fn tools_round_trip_through_converse() {
+    let calls = vec![
+        Event::Start,
+        Event::Text("Checking.".into()),
+        Event::BlockStop,
+        Event::ToolStart {
+            index: 1,
+            id: "tooluse_a",
+            name: "get_weather",
+        },
+        Event::ToolInput {
+            index: 1,
+            input: "{\"city\":",
+        },
+        Event::ToolInput {
+            index: 1,
+            input: "\"Oslo\"}",
+        },
+        Event::ToolStart {
+            index: 2,
+            id: "tooluse_b",
+            name: "get_weather",
+        },
+        Event::ToolInput {
+            index: 2,
+            input: "{\"city\":\"Rome\"}",
+        },
+        Event::Stop("tool_use"),
+        Event::Usage {
+            input: 30,
+            output: 12,
+        },
+    ];
+    let fake = FakeBedrock::start(vec![
+        Reply::Stream(calls.clone()),
+        Reply::Stream(calls),
+        Reply::Stream(answer(&["Sunny ", "in Oslo."], Duration::ZERO)),
+    ])
+    .await;
+    let h = with_bedrock(&fake, &[]).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "The weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]);
+    let ask = json!([{"role": "user", "content": "Weather in Oslo and Rome?"}]);
+    let post = |body: Value| {
+        h.http
+            .post(format!("http://{}/v1/chat/completions", h.addr))
+            .json(&body)
+            .send()
+    };
+
+    let resp = post(json!({"model": MODEL_ID, "messages": ask, "tools": tools,
+        "tool_choice": "required", "stream": true}))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let streamed = streamed_calls(&body);
+    assert_eq!(streamed.len(), 2, "{body}");
+    assert_eq!(streamed[0].0["id"], "tooluse_a");
+    assert_eq!(streamed[0].0["function"]["name"], "get_weather");
+    assert_eq!(streamed[0].1, "{\"city\":\"Oslo\"}");
+    assert_eq!(streamed[1].1, "{\"city\":\"Rome\"}");
+    assert!(body.contains("\"finish_reason\":\"tool_calls\""), "{body}");
+    let sent = &fake.requests()[0].body;
+    assert_eq!(
+        sent["toolConfig"],
+        json!({"tools": [{"toolSpec": {"name": "get_weather",
+                   "description": "The weather of a city",
+                   "inputSchema": {"json": {"type": "object",
+                       "properties": {"city": {"type": "string"}}, "required": ["city"]}}}}],
+               "toolChoice": {"any": {}}})
+    );
+
+    let resp = post(json!({"model": MODEL_ID, "messages": ask, "tools": tools}))
+        .await
+        .unwrap();
+    let done: Value = resp.json().await.unwrap();
+    let message = &done["choices"][0]["message"];
+    assert_eq!(message["content"], "Checking.");
+    assert_eq!(done["choices"][0]["finish_reason"], "tool_calls");
+    let plain: Vec<(&Value, &Value, &Value)> = message["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                &c["id"],
+                &c["function"]["name"],
+                &c["function"]["arguments"],
+            )
+        })
+        .collect();
+    let from_stream: Vec<(&Value, &Value, String)> = streamed
+        .iter()
+        .map(|(first, args)| (&first["id"], &first["function"]["name"], args.clone()))
+        .collect();
+    assert_eq!(plain.len(), from_stream.len());
+    for (p, s) in plain.iter().zip(&from_stream) {
+        assert_eq!((p.0, p.1, p.2.as_str().unwrap()), (s.0, s.1, s.2.as_str()));
+    }
+    let id = uuid::Uuid::parse_str(done["id"].as_str().unwrap().trim_start_matches("chatcmpl-"))
+        .unwrap();
+    let turn = testkit::finished(h.store.as_ref(), "local", id).await;
+    assert_eq!(turn.status, Status::Complete);
+    assert_eq!(turn.finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(
+        turn.tool_calls.as_ref().unwrap()[1].arguments,
+        "{\"city\":\"Rome\"}"
+    );
+
+    let mut back = ask.as_array().unwrap().clone();
+    back.push(message.clone());
+    back.push(json!({"role": "tool", "tool_call_id": "tooluse_a", "content": "sunny"}));
+    back.push(json!({"role": "tool", "tool_call_id": "tooluse_b", "content": "rain"}));
+    let resp = post(json!({"model": MODEL_ID, "messages": back, "tools": tools}))
+        .await
+        .unwrap();
+    let done: Value = resp.json().await.unwrap();
+    assert_eq!(done["choices"][0]["message"]["content"], "Sunny in Oslo.");
+    let sent = &fake.requests()[2].body["messages"];
+    assert_eq!(
+        sent[1],
+        json!({"role": "assistant", "content": [
+            {"text": "Checking."},
+            {"toolUse": {"toolUseId": "tooluse_a", "name": "get_weather",
+                         "input": {"city": "Oslo"}}},
+            {"toolUse": {"toolUseId": "tooluse_b", "name": "get_weather",
+                         "input": {"city": "Rome"}}}]})
+    );
+    assert_eq!(
+        sent[2],
+        json!({"role": "user", "content": [
+            {"toolResult": {"toolUseId": "tooluse_a", "content": [{"text": "sunny"}]}},
+            {"toolResult": {"toolUseId": "tooluse_b", "content": [{"text": "rain"}]}}]})
+    );
+}
+
+/// `json_schema` is served by a forced tool whose input schema is the schema: its input is the
+/// answer's content. A `data:` image becomes an image block; a URL is refused by name (the
+/// service never fetches URLs).
+#[tokio::test]
+async fn json_schema_and_images_on_converse() {
+    let fake = FakeBedrock::start(vec![Reply::Stream(vec![
+        Event::Start,
+        Event::ToolStart {
+            index: 0,
+            id: "tooluse_x",
+            name: "Event",
+        },
+        Event::ToolInput {
+            index: 0,
+            input: "{\"name\":\"Launch\",",
+        },
+        Event::ToolInput {
+            index: 0,
+            input: "\"day\":\"Friday\"}",
+        },
+        Event::Stop("tool_use"),
+        Event::Usage {
+            input: 20,
+            output: 9,
+        },
+    ])])
+    .await;
+    let h = with_bedrock(&fake, &[]).await;
+    let schema = json!({"type": "object", "properties": {"name": {"type": "string"},
+        "day": {"type": "string"}}, "required": ["name", "day"]});
+    let png = "iVBORw0KGgo=";
+    let resp = h
+        .http
+        .post(format!("http://{}/v1/chat/completions", h.addr))
+        .json(&json!({"model": MODEL_ID,
+            "response_format": {"type": "json_schema",
+                "json_schema": {"name": "Event", "schema": schema, "strict": true}},
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "What event is on this poster?"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png}")}}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let done: Value = resp.json().await.unwrap();
+    assert_eq!(
+        done["choices"][0]["message"]["content"],
+        "{\"name\":\"Launch\",\"day\":\"Friday\"}"
+    );
+    assert_eq!(done["choices"][0]["finish_reason"], "stop");
+    assert!(done["choices"][0]["message"].get("tool_calls").is_none());
+    let sent = &fake.requests()[0].body;
+    assert_eq!(
+        sent["toolConfig"],
+        json!({"tools": [{"toolSpec": {"name": "Event", "inputSchema": {"json": schema}}}],
+               "toolChoice": {"tool": {"name": "Event"}}})
+    );
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"image": {"format": "png", "source": {"bytes": png}}})
+    );
+
+    let resp = h
+        .http
+        .post(format!("http://{}/v1/chat/completions", h.addr))
+        .json(
+            &json!({"model": MODEL_ID, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/poster.png"}}]}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "messages[0].content[0].image_url");
+    assert_eq!(err["error"]["code"], "unsupported_parameter");
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "a refused request never reaches Bedrock"
+    );
+}

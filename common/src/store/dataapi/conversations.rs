@@ -111,7 +111,8 @@ impl ConversationFinish for DataApiStore {
                     .as_ref()
                     .and_then(|t| serde_json::to_value(t).ok())
                     .as_ref(),
-            );
+            )
+            .opt_json(c.prompt_parts.as_ref());
         self.exec(&named(sql::FINISH), args.0, None).await?;
         Ok(())
     }

@@ -133,6 +133,7 @@ pub(super) fn decode(r: &Record<'_>) -> Result<Conversation, StoreError> {
         messages: None,
         context_turns: opt_int_at(r, "context_turns")?,
         tool_calls: None,
+        prompt_parts: None,
         tools: match opt_string_at(r, "tools")? {
             Some(t) => {
                 Some(serde_json::from_str(&t).map_err(|_| StoreError::Decode { column: "tools" })?)

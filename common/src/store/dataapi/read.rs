@@ -26,13 +26,14 @@ pub const TEXT_BUDGET_BYTES: i64 = 900 * 1024;
 pub const PIECE_CHARS: i64 = TEXT_BUDGET_BYTES / 6;
 
 /// The text columns, which may be long: their name and the expression of their text (`c` is
-/// the row). `system`, `messages` and `tool_calls` may be null.
-const TEXTS: [(&str, &str); 5] = [
+/// the row). All but `prompt` and `response` may be null.
+const TEXTS: [(&str, &str); 6] = [
     ("prompt", "c.prompt"),
     ("response", RESPONSE),
     ("system", "c.system"),
     ("messages", "c.messages::text"),
     ("tool_calls", "c.tool_calls::text"),
+    ("prompt_parts", "c.prompt_parts::text"),
 ];
 
 /// The columns of a conversation as the first call reads them, from `conversations c`: every
@@ -128,7 +129,8 @@ pub(super) fn column_names() -> Vec<&'static str> {
             "response" => ["response_json", "response_chars"],
             "system" => ["system_json", "system_chars"],
             "messages" => ["messages_json", "messages_chars"],
-            _ => ["tool_calls_json", "tool_calls_chars"],
+            "tool_calls" => ["tool_calls_json", "tool_calls_chars"],
+            _ => ["prompt_parts_json", "prompt_parts_chars"],
         };
         names.extend([name, json, chars]);
     }

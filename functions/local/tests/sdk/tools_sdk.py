@@ -191,3 +191,24 @@ for stream in (False, True):
     except openai.NotFoundError as e:
         assert e.code == "model_not_found", e.body
 report(call="errors")
+
+# Images: a small one and one over the 64 KB that a stored turn keeps, as data: URIs.
+import base64  # noqa: E402
+
+small = "data:image/png;base64," + base64.b64encode(b"\x89PNG small image").decode()
+large = "data:image/jpeg;base64," + base64.b64encode(bytes(range(256)) * 400).decode()
+raw = client.chat.completions.with_raw_response.create(
+    model=MODEL,
+    messages=[
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "compare these pictures"},
+                {"type": "image_url", "image_url": {"url": small, "detail": "low"}},
+                {"type": "image_url", "image_url": {"url": large}},
+            ],
+        }
+    ],
+)
+assert raw.parse().choices[0].message.content == "ok", raw.parse()
+report(call="images", id=raw.headers["x-conversation-id"], small=small, large=large)

@@ -4,6 +4,7 @@
 //! a turn (its prompt the last user message, the earlier messages its `messages`). Every `/v1`
 //! error takes OpenAI's shape (see `common::http::openai_errors`).
 
+pub mod images;
 pub mod request;
 pub mod schema;
 pub mod tools;
@@ -166,7 +167,9 @@ pub async fn chat(
     if own_system.is_some() {
         conversation.system = own_system;
     }
-    conversation.messages = Some(Value::Array(req.earlier()));
+    let (prompt_parts, earlier) = req.stored();
+    conversation.messages = Some(Value::Array(earlier));
+    conversation.prompt_parts = prompt_parts.map(Value::Array);
     if !req.tools.is_empty() {
         conversation.tools = Some(req.tools.iter().map(|t| t.name.clone()).collect());
     }

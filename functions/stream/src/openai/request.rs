@@ -1,7 +1,7 @@
 //! The body of `POST /v1/chat/completions`, checked field by field as OpenAI's API does: a bad
 //! value is a 400 naming its `param`; a feature this service does not offer (several choices,
-//! tools, a structured response format, audio, images, log probabilities) is a 400 too, never
-//! silently ignored. The sampling and account parameters (`seed`, `logit_bias`, the penalties,
+//! audio, files, log probabilities) is a 400 too, never silently ignored. Tools and structured
+//! output are checked in `tools`, images in `images`. The sampling and account parameters (`seed`, `logit_bias`, the penalties,
 //! `user`, `reasoning_effort`, `service_tier`, `prediction`, `store`, `modalities`, the token
 //! caps as named) reach the provider exactly as sent ([`PASSED_ON`]); a provider that cannot
 //! honour one refuses the call by its name.
@@ -132,16 +132,38 @@ impl ChatRequest {
         common::provider::last_user_text(&self.messages)
     }
 
-    /// The messages before the prompt, as sent (stored as the turn's context).
-    pub fn earlier(&self) -> Vec<Value> {
+    /// What is stored of the messages: the prompt's parts as sent when they are not all text
+    /// (`None` otherwise), and the messages before the prompt as sent; images within
+    /// [`super::images::STORED_IMAGE_BYTES`], the prompt's first.
+    pub fn stored(&self) -> (Option<Vec<Value>>, Vec<Value>) {
         let last_user = self
             .messages
             .iter()
             .rposition(|m| m.role == Role::User)
             .unwrap_or(0);
         let mut earlier = self.raw_messages.clone();
-        earlier.remove(last_user);
-        earlier
+        let mut prompt = earlier.remove(last_user);
+        let mut budget = super::images::STORED_IMAGE_BYTES;
+        let parts = match &self.messages[last_user].content {
+            Content::Parts(parts) if parts.iter().any(|p| !matches!(p, Part::Text { .. })) => {
+                super::images::cap_stored(std::slice::from_mut(&mut prompt), &mut budget);
+                prompt
+                    .get_mut("content")
+                    .map(Value::take)
+                    .and_then(|c| match c {
+                        Value::Array(parts) => Some(parts),
+                        _ => None,
+                    })
+            }
+            _ => None,
+        };
+        super::images::cap_stored(&mut earlier, &mut budget);
+        (parts, earlier)
+    }
+
+    /// The messages before the prompt, as stored.
+    pub fn earlier(&self) -> Vec<Value> {
+        self.stored().1
     }
 
     /// The instructions: the first system or developer message's text.
@@ -380,7 +402,7 @@ fn message(i: usize, m: &Value, max_chars: usize) -> Result<Message, Refusal> {
             parts
                 .iter()
                 .enumerate()
-                .map(|(j, p)| part(&format!("{param}.content[{j}]"), p))
+                .map(|(j, p)| part(&format!("{param}.content[{j}]"), p, role))
                 .collect::<Result<_, _>>()?,
         ),
         // An assistant message may have no content (it only calls tools).
@@ -421,16 +443,18 @@ fn message(i: usize, m: &Value, max_chars: usize) -> Result<Message, Refusal> {
     })
 }
 
-/// A text part; any other part (an image, audio, a file) is refused.
-fn part(param: &str, p: &Value) -> Result<Part, Refusal> {
+/// A text part, or in a user message an image; audio and files are refused.
+fn part(param: &str, p: &Value, role: Role) -> Result<Part, Refusal> {
     match p.get("type").and_then(Value::as_str) {
         Some("text") => match p.get("text") {
             Some(Value::String(t)) => Ok(Part::text(t.clone())),
             _ => Err(bad(&format!("{param}.text"), "a text part needs its text")),
         },
-        Some("image_url" | "input_audio" | "file" | "refusal") => Err(unsupported(
+        Some("image_url") if role == Role::User => super::images::image_part(param, p),
+        Some("image_url") => Err(bad(param, "only user messages may show images")),
+        Some("input_audio" | "file" | "refusal") => Err(unsupported(
             param,
-            "only text content is supported (no images, audio or files)",
+            "audio and file content is not supported (text and images are)",
         )),
         _ => Err(bad(param, "a content part needs a type")),
     }

@@ -97,14 +97,62 @@ enum InstructionRole {
     Developer,
 }
 
-/// A `user` message.
+/// A `user` message: text, or parts of text and images.
 #[derive(utoipa::ToSchema, serde::Deserialize)]
 #[allow(dead_code)]
 struct UserMessage {
     #[schema(pattern = "^user$")]
     role: String,
-    content: ChatContent,
+    content: UserContent,
     name: Option<String>,
+}
+
+/// A user message's content: text, or text and image parts.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum UserContent {
+    Text(String),
+    Parts(Vec<UserPart>),
+}
+
+/// A part of a user message.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum UserPart {
+    Text(ChatTextPart),
+    Image(ImagePart),
+}
+
+/// `{"type": "image_url", "image_url": {"url", "detail"?}}`.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+struct ImagePart {
+    #[schema(rename = "type", pattern = "^image_url$")]
+    kind: String,
+    image_url: ImageSource,
+}
+
+/// An image: an https URL or a base64 `data:` URI of a PNG, JPEG, GIF or WebP image; the
+/// provider receives it whole (Bedrock: `data:` URIs only).
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+struct ImageSource {
+    #[schema(
+        pattern = "^(https://[^\\s\\x00-\\x1f\\x7f-\\x9f]+|data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?)$"
+    )]
+    url: String,
+    detail: Option<ImageDetail>,
+}
+
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+enum ImageDetail {
+    Auto,
+    Low,
+    High,
 }
 
 /// An `assistant` message: its content (none when it only calls tools) and its tool calls.
