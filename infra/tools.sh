@@ -47,10 +47,15 @@ fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm
 fi
-node_sdk="$root/.local/node/node_modules/openai/package.json"
-if ! grep -q '"version": "6.30.1"' "$node_sdk" 2>/dev/null; then
-  echo "tools.sh: installing the openai SDK for JavaScript into $root/.local/node" >&2
-  npm install --silent --no-audit --no-fund --prefix "$root/.local/node" "openai@6.30.1" >/dev/null
+# Beside it the Vercel AI SDK (`ai` 6, the last major that runs on Node.js 20) with its OpenAI
+# provider and zod, for the tool and structured output tests.
+node_modules="$root/.local/node/node_modules"
+if ! grep -q '"version": "6.30.1"' "$node_modules/openai/package.json" 2>/dev/null ||
+  ! grep -q '"version": "6.0.333"' "$node_modules/ai/package.json" 2>/dev/null ||
+  ! grep -q '"version": "3.0.141"' "$node_modules/@ai-sdk/openai/package.json" 2>/dev/null; then
+  echo "tools.sh: installing the openai SDK and the AI SDK for JavaScript into $root/.local/node" >&2
+  npm install --silent --no-audit --no-fund --prefix "$root/.local/node" "openai@6.30.1" \
+    "ai@6.0.333" "@ai-sdk/openai@3.0.141" "zod@4.6.7" >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "tools.sh: installing cargo-nextest" >&2

@@ -11,7 +11,8 @@ use testkit::fake_openai::FakeOpenAi;
 
 use crate::stats::{ms, percentile, table};
 use crate::stream_bench::{
-    MODEL_FIRST_TOKEN, SLOW_START, Sample, WORDS, chat, direct_with, round, service_with,
+    MODEL_FIRST_TOKEN, SLOW_START, Sample, WORDS, chat, chat_with_tools, direct_with, round,
+    service_with,
 };
 
 /// The floor any proxy pays: a server on the service's HTTP stack that sends each request on
@@ -89,15 +90,15 @@ where
 }
 
 /// Time to first content, one upstream, side by side: the upstream directly, `/stream`,
-/// `/v1/chat/completions` and the bare proxy, at `concurrency` streams of `prompt`, in that
-/// order.
+/// `/v1/chat/completions`, the bare proxy and `/v1/chat/completions` with three tools offered,
+/// at `concurrency` streams of `prompt`, in that order.
 async fn side_by_side(
     http: &reqwest::Client,
     fake: &Arc<FakeOpenAi>,
     urls: &Urls,
     concurrency: usize,
     prompt: &'static str,
-) -> anyhow::Result<[PathFigures; 4]> {
+) -> anyhow::Result<[PathFigures; 5]> {
     let total = 200;
     let (h, f) = (http.clone(), fake.clone());
     let d = measured(concurrency, total, move || {
@@ -123,7 +124,13 @@ async fn side_by_side(
             .await?,
         );
     }
-    Ok([d, s, chats[0], chats[1]])
+    let (h, u) = (http.clone(), urls.chat.clone());
+    let tools = measured(concurrency, total, move || {
+        let (h, u) = (h.clone(), u.clone());
+        async move { chat_with_tools(&h, &u, prompt).await }
+    })
+    .await?;
+    Ok([d, s, chats[0], chats[1], tools])
 }
 
 /// Where the side-by-side comparison sends its requests.
@@ -148,6 +155,12 @@ pub struct ChatOverheads {
     /// direct path at 20 streams, the upstream answering at once. (One stream at a time, idle
     /// worker threads waking for every chunk cost more than the work: the table shows it.)
     pub cpu_added: (Duration, Duration, Duration),
+    /// `/v1/chat/completions` with three tools offered over without, at 20 streams, the
+    /// upstream answering at once: time to first content p50, and CPU time added per stream.
+    pub tools_ratio_20: (f64, f64),
+    /// `/v1/chat/completions` p50 over `/stream` p50 at 20 streams, the upstream answering at
+    /// once.
+    pub chat_over_stream_20: f64,
 }
 
 /// The upstream directly, `/stream`, `/v1/chat/completions` and the bare proxy side by side
@@ -161,10 +174,11 @@ pub async fn compare(
     let mut chat_added = (Duration::ZERO, Duration::ZERO);
     let (mut chat_ratio_20, mut chat_ratio_20_model, mut proxy_ratio_20) = (0.0, 0.0, 0.0);
     let mut cpu = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut tools_ratio_20, mut chat_over_stream_20) = ((0.0, 0.0), 0.0);
     let mut cpu_rows = Vec::new();
     let model_ms = MODEL_FIRST_TOKEN.as_millis();
     for (concurrency, prompt) in [(1usize, "hi"), (20, "hi"), (20, SLOW_START)] {
-        let [d, s, c, p] = side_by_side(http, fake, urls, concurrency, prompt).await?;
+        let [d, s, c, p, t] = side_by_side(http, fake, urls, concurrency, prompt).await?;
         let over = |x: Duration| x.as_secs_f64() / d.p50.as_secs_f64().max(1e-9);
         let (ratio, proxy_ratio) = (over(c.p50), over(p.p50));
         let cpu_added = |x: PathFigures| x.cpu.saturating_sub(d.cpu);
@@ -174,6 +188,9 @@ pub async fn compare(
             _ => {
                 (chat_ratio_20, proxy_ratio_20) = (ratio, proxy_ratio);
                 cpu = (cpu_added(s), cpu_added(c), cpu_added(p));
+                let per = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+                tools_ratio_20 = (per(t.p50, c.p50), per(cpu_added(t), cpu_added(c)));
+                chat_over_stream_20 = per(c.p50, s.p50);
             }
         }
         side.push(vec![
@@ -190,10 +207,12 @@ pub async fn compare(
             format!("{ratio:.2}"),
             ms(p.p50),
             format!("{proxy_ratio:.2}"),
+            ms(t.p50),
             ms(d.p99),
             ms(s.p99),
             ms(c.p99),
             ms(p.p99),
+            ms(t.p99),
         ]);
         cpu_rows.push(vec![
             concurrency.to_string(),
@@ -206,9 +225,11 @@ pub async fn compare(
             ms(s.cpu),
             ms(c.cpu),
             ms(p.cpu),
+            ms(t.cpu),
             ms(cpu_added(s)),
             ms(cpu_added(c)),
             ms(cpu_added(p)),
+            ms(cpu_added(t)),
         ]);
     }
     println!(
@@ -226,10 +247,12 @@ pub async fn compare(
             "/v1 ÷ direct p50",
             "bare proxy p50",
             "bare proxy ÷ direct p50",
+            "/v1 + tools p50",
             "direct p99",
             "/stream p99",
             "/v1 p99",
             "bare proxy p99",
+            "/v1 + tools p99",
         ],
         &side,
     );
@@ -246,9 +269,11 @@ pub async fn compare(
             "/stream",
             "/v1",
             "bare proxy",
+            "/v1 + tools",
             "/stream added",
             "/v1 added",
             "bare proxy added",
+            "/v1 + tools added",
         ],
         &cpu_rows,
     );
@@ -258,5 +283,7 @@ pub async fn compare(
         proxy_ratio_20,
         ratio_20_model: chat_ratio_20_model,
         cpu_added: cpu,
+        tools_ratio_20,
+        chat_over_stream_20,
     })
 }

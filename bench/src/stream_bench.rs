@@ -89,13 +89,54 @@ pub(crate) async fn chat(
     url: &str,
     prompt: &str,
 ) -> anyhow::Result<Sample> {
+    chat_body(
+        http,
+        url,
+        json!({"model": "m", "stream": true,
+               "messages": [{"role": "user", "content": prompt}]}),
+    )
+    .await
+}
+
+/// Three function tools, as an agent offers them (the upstream answers with text).
+pub(crate) fn tools() -> serde_json::Value {
+    let tool = |name: &str| {
+        json!({"type": "function", "function": {"name": name,
+            "description": "Looks something up for the user",
+            "parameters": {"type": "object", "properties": {
+                "query": {"type": "string", "description": "What to look up"},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 50}},
+                "required": ["query"]}}})
+    };
+    json!([
+        tool("search_docs"),
+        tool("get_weather"),
+        tool("lookup_order")
+    ])
+}
+
+/// A streamed `/v1` call with `tools` offered.
+pub(crate) async fn chat_with_tools(
+    http: &reqwest::Client,
+    url: &str,
+    prompt: &str,
+) -> anyhow::Result<Sample> {
+    chat_body(
+        http,
+        url,
+        json!({"model": "m", "stream": true, "tools": tools(), "tool_choice": "auto",
+               "messages": [{"role": "user", "content": prompt}]}),
+    )
+    .await
+}
+
+async fn chat_body(
+    http: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<Sample> {
     let started = Instant::now();
-    let resp = http
-        .post(url)
-        .json(&json!({"model": "m", "stream": true,
-                      "messages": [{"role": "user", "content": prompt}]}))
-        .send()
-        .await?;
+    let resp = http.post(url).json(&body).send().await?;
     anyhow::ensure!(resp.status() == 200, "{}", resp.status());
     measure(resp, started, "\"content\":\"w").await
 }

@@ -104,6 +104,7 @@ impl BedrockProvider {
             .set_system((!input.system.is_empty()).then(|| input.system.clone()))
             .set_inference_config(input.inference.clone())
             .set_tool_config(input.tools.clone())
+            .set_request_metadata(input.metadata.clone())
             .send()
             .await
             .map_err(start_error)?;
@@ -136,13 +137,14 @@ impl Provider for BedrockProvider {
         &self.model
     }
 
-    /// Converse takes the token cap (`inferenceConfig.maxTokens`) and text output, and calls
-    /// tools in parallel as it sees fit; it has no seed, logit bias, penalties, end-user id,
-    /// reasoning effort, service tier or prediction, and no way to forbid parallel calls.
+    /// Converse takes the token cap (`inferenceConfig.maxTokens`), text output and metadata
+    /// (`requestMetadata`), and calls tools in parallel as it sees fit; it has no seed, logit
+    /// bias, penalties, end-user id, reasoning effort, service tier, prediction or log
+    /// probabilities, and no way to forbid parallel calls.
     fn unsupported(&self, request: &CompletionRequest) -> Option<String> {
         let refused = request.extra.iter().find(|(k, v)| match k.as_str() {
-            "max_tokens" | "max_completion_tokens" | "modalities" => false,
-            "parallel_tool_calls" => v.as_bool() == Some(false),
+            "max_tokens" | "max_completion_tokens" | "modalities" | "metadata" => false,
+            "parallel_tool_calls" | "logprobs" => v.as_bool() == Some(false),
             // JSON is served by a forced tool, which leaves no room for the request's own.
             "response_format" => !request.tools.is_empty() && answer_tool(request).is_some(),
             _ => true,
@@ -198,11 +200,22 @@ struct Input {
     tools: Option<ToolConfiguration>,
     /// The forced tool whose input is the answer (structured output), if any.
     answer_tool: Option<String>,
+    /// `metadata`, as Converse's `requestMetadata` (kept in Bedrock's invocation logs).
+    metadata: Option<std::collections::HashMap<String, String>>,
 }
 
 impl From<CompletionRequest> for Input {
     fn from(request: CompletionRequest) -> Self {
         let answer = answer_tool(&request);
+        let metadata = request
+            .extra
+            .get("metadata")
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            });
         let mut system = Vec::new();
         // (role, blocks) with consecutive messages of one role merged: Converse wants user and
         // assistant to alternate (a tool's result is a user message's block).
@@ -269,8 +282,8 @@ impl From<CompletionRequest> for Input {
                         .max_tokens
                         .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
                 )
-                .set_temperature(request.temperature)
-                .set_top_p(request.top_p)
+                .set_temperature(request.temperature.map(|t| t as f32))
+                .set_top_p(request.top_p.map(|p| p as f32))
                 .set_stop_sequences(request.stop)
                 .build()
         });
@@ -288,6 +301,7 @@ impl From<CompletionRequest> for Input {
             inference,
             tools,
             answer_tool: answer.map(|t| t.name),
+            metadata,
         }
     }
 }

@@ -143,8 +143,8 @@ pub struct CompletionRequest {
     pub messages: Vec<Message>,
     pub model: String,
     pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
     pub stop: Option<Vec<String>>,
     /// Parameters a client named that the service passes on as sent, in OpenAI's names
     /// (`seed`, `logit_bias`, the penalties, `user`, `reasoning_effort`, `max_completion_tokens`,
@@ -196,6 +196,9 @@ pub enum Chunk {
     Text(String),
     /// A fragment of a tool call, at the provider's own index (see [`tools::Calls`]).
     ToolCall(ToolCallDelta),
+    /// The log probabilities of the text just before it (OpenAI's `logprobs.content` items),
+    /// when the request asked for them.
+    Logprobs(Vec<serde_json::Value>),
     Finish {
         /// In OpenAI's words (`stop`, `length`, `content_filter`, ...).
         reason: Option<String>,

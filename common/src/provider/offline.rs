@@ -102,6 +102,17 @@ impl Provider for OfflineProvider {
                 .map(|(a, b)| a.saturating_add(b)),
             ..usage
         };
+        if request.extra.get("logprobs") == Some(&Value::Bool(true)) {
+            let top = request
+                .extra
+                .get("top_logprobs")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            items = items
+                .into_iter()
+                .flat_map(|c| with_logprobs(c, top))
+                .collect();
+        }
         let delay = self.delay;
         let items = items.into_iter().chain(std::iter::once(Chunk::Finish {
             reason: Some(reason.to_owned()),
@@ -117,6 +128,18 @@ impl Provider for OfflineProvider {
         });
         Ok(Box::pin(s))
     }
+}
+
+/// A text chunk and its log probabilities: the offline model is deterministic, so each chunk
+/// (its one token) has probability 1 (log probability 0), and it is its only top alternative.
+fn with_logprobs(chunk: Chunk, top: u64) -> Vec<Chunk> {
+    let Chunk::Text(text) = &chunk else {
+        return vec![chunk];
+    };
+    let token = json!({"token": text, "logprob": 0.0, "bytes": text.as_bytes()});
+    let mut item = token.clone();
+    item["top_logprobs"] = Value::Array(if top > 0 { vec![token] } else { Vec::new() });
+    vec![chunk, Chunk::Logprobs(vec![item])]
 }
 
 /// The calls the offline model makes: with tools offered (and `tool_choice` not `none`), after

@@ -174,6 +174,8 @@ pub struct ParsedChunk {
     pub text: Option<String>,
     /// Tool call fragments, at the upstream's indexes.
     pub tool_calls: Vec<ToolCallDelta>,
+    /// `logprobs.content`, when the request asked for them.
+    pub logprobs: Vec<serde_json::Value>,
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     /// The `[DONE]` sentinel.
@@ -192,6 +194,12 @@ struct WireChunk {
 struct WireChoice {
     delta: Option<WireDelta>,
     finish_reason: Option<String>,
+    logprobs: Option<WireLogprobs>,
+}
+
+#[derive(Deserialize)]
+struct WireLogprobs {
+    content: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -244,9 +252,13 @@ pub fn parse_chunk(data: &str) -> Result<ParsedChunk, ProviderError> {
         return Err(ProviderError::Api { message });
     }
     let first = wire.choices.into_iter().next();
-    let (delta, finish_reason) = match first {
-        Some(c) => (c.delta, c.finish_reason),
-        None => (None, None),
+    let (delta, finish_reason, logprobs) = match first {
+        Some(c) => (
+            c.delta,
+            c.finish_reason,
+            c.logprobs.and_then(|l| l.content).unwrap_or_default(),
+        ),
+        None => (None, None, Vec::new()),
     };
     let (text, calls) = match delta {
         Some(d) => (d.content.filter(|t| !t.is_empty()), d.tool_calls),
@@ -277,6 +289,7 @@ pub fn parse_chunk(data: &str) -> Result<ParsedChunk, ProviderError> {
     Ok(ParsedChunk {
         text,
         tool_calls,
+        logprobs,
         finish_reason,
         usage: wire.usage.map(|u| Usage {
             prompt_tokens: to_i32(u.prompt_tokens),
@@ -359,6 +372,9 @@ where
                         st.usage = p.usage;
                     }
                     st.pending.extend(p.text.map(Chunk::Text));
+                    if !p.logprobs.is_empty() {
+                        st.pending.push_back(Chunk::Logprobs(p.logprobs));
+                    }
                     st.pending
                         .extend(p.tool_calls.into_iter().map(Chunk::ToolCall));
                     if let Some(chunk) = st.pending.pop_front() {

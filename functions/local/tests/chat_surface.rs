@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::TestDb;
-use testkit::fake_openai::{FakeOpenAi, Fragment, Reply, answer, tool_calls};
+use testkit::fake_openai::{FakeOpenAi, Fragment, Part, Reply, answer, tool_calls};
 use testkit::process::{serve, workspace_root};
 
 /// The upstream's answers, by the last message's content.
@@ -54,6 +54,11 @@ fn upstream(prompt: &str) -> Reply {
             &[f(0, None, Some("get_weather"), "{\"city\":\"Paris\"}")],
             "tool_calls",
         )),
+        // The JavaScript SDKs send a result as JSON.stringify writes it.
+        "{\"temp\":25}" => Reply::Stream(answer(
+            &["Oslo has 21 degrees, ", "Rome 25."],
+            Duration::ZERO,
+        )),
         "{\"temp\": 21}" => {
             Reply::Stream(answer(&["It is 21 ", "degrees in Oslo."], Duration::ZERO))
         }
@@ -86,17 +91,41 @@ fn upstream(prompt: &str) -> Reply {
             json!({"message": "The model `test-model` does not exist", "type":
                    "invalid_request_error", "param": null, "code": "model_not_found"}),
         ),
+        // With log probabilities, as OpenAI sends them: in the content's chunk.
+        "every parameter" => {
+            let mut parts = answer(&["ok"], Duration::ZERO);
+            parts[1] = Part::Data(
+                json!({"id": "chatcmpl-test", "object": "chat.completion.chunk",
+                    "created": 1_700_000_000, "model": "test-model",
+                    "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": null,
+                        "logprobs": {"content": [{"token": "ok", "logprob": -0.01,
+                            "bytes": [111, 107], "top_logprobs": [
+                                {"token": "ok", "logprob": -0.01, "bytes": [111, 107]},
+                                {"token": "OK", "logprob": -4.6, "bytes": [79, 75]}]}],
+                            "refusal": null}}]})
+                .to_string(),
+            );
+            Reply::Stream(parts)
+        }
         _ => Reply::Stream(answer(&["ok"], Duration::ZERO)),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
+/// The upstream, a database, a key and the server process in front of them.
+struct Setup {
+    fake: FakeOpenAi,
+    _db: TestDb,
+    key: String,
+    server: testkit::process::Proc,
+    base: String,
+}
+
+async fn setup(name: &str) -> Setup {
     let fake = FakeOpenAi::by_prompt(|prompt, _| upstream(prompt)).await;
     let db = TestDb::new().await;
-    let key = db.key("tools", "python").await;
+    let key = db.key("tools", name).await;
     let base_url = fake.base_url();
-    let (mut server, base) = serve(
+    let (server, base) = serve(
         env!("CARGO_BIN_EXE_local"),
         "local-chat-surface",
         &[
@@ -108,6 +137,24 @@ async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
         ],
     )
     .await;
+    Setup {
+        fake,
+        _db: db,
+        key,
+        server,
+        base,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
+    let Setup {
+        fake,
+        _db,
+        key,
+        mut server,
+        base,
+    } = setup("python").await;
     let python = workspace_root().join(".venv/bin/python");
     assert!(python.exists(), "run `make test`: it installs the SDK");
     let out = Command::new(python)
@@ -218,6 +265,28 @@ async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
     assert_eq!(turn["messages"][0]["tool_calls"][1]["id"], "call_rome");
     assert_eq!(turn["messages"][2]["tool_call_id"], "call_oslo");
 
+    // Every parameter reached the upstream exactly as the SDK sent it, with the tools as
+    // defined; the service's own: `stream` and `stream_options.include_usage`, also for the call
+    // that did not stream.
+    let parameters = calls.iter().find(|c| c["call"] == "parameters").unwrap();
+    let received: Vec<&Value> = journal
+        .iter()
+        .filter(|r| r["messages"][0]["content"] == "every parameter")
+        .collect();
+    assert_eq!(received.len(), 2);
+    for r in received {
+        for (name, value) in parameters["sent"].as_object().unwrap() {
+            assert_eq!(&r[name], value, "{name} reached the upstream changed: {r}");
+        }
+        assert_eq!(r["tools"][0]["function"]["name"], "get_weather");
+        assert_eq!(r["stream"], true);
+        assert_eq!(r["stream_options"], json!({"include_usage": true}));
+        assert!(
+            r.get("max_tokens").is_none(),
+            "max_completion_tokens was rewritten: {r}"
+        );
+    }
+
     // Images reach the upstream whole; the stored turn keeps 64 KB of image data at most, a
     // larger image named by its media type, size and SHA-256.
     let images = calls.iter().find(|c| c["call"] == "images").unwrap();
@@ -262,4 +331,64 @@ async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
             "{status} streamed and not: {statuses:?}"
         );
     }
+}
+
+/// The Vercel AI SDK's `streamText` with a tool and `generateObject` with a schema, and the
+/// OpenAI JavaScript SDK's `runTools`, against the server process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vercel_ai_sdk_and_run_tools_loop_through_tools() {
+    let Setup {
+        fake,
+        _db,
+        key,
+        mut server,
+        base,
+    } = setup("javascript").await;
+    let modules = workspace_root().join(".local/node/node_modules");
+    assert!(
+        modules.join("ai").exists() && modules.join("@ai-sdk/openai").exists(),
+        "run `make test`: infra/tools.sh installs the AI SDK under .local/node"
+    );
+    let out = Command::new("node")
+        .env("NODE_PATH", &modules)
+        .arg(workspace_root().join("functions/local/tests/sdk/ai_sdk.cjs"))
+        .arg(&base)
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK checks failed:\n{stdout}\n{}\nthe upstream received:\n{:#?}",
+        String::from_utf8_lossy(&out.stderr),
+        fake.requests()
+    );
+    let done: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(done.len(), 3, "{stdout}");
+    // Both loops sent the calls and their results back as OpenAI defines them.
+    let journal = fake.requests();
+    let loops: Vec<&Value> = journal
+        .iter()
+        .filter(|r| r["messages"].as_array().unwrap().len() == 4)
+        .collect();
+    assert_eq!(loops.len(), 2, "{journal:?}");
+    for sent in loops {
+        let m = &sent["messages"];
+        assert_eq!(m[1]["tool_calls"][0]["id"], "call_oslo");
+        assert_eq!(
+            m[1]["tool_calls"][1]["function"]["arguments"],
+            "{\"city\":\"Rome\"}"
+        );
+        assert_eq!(m[2]["tool_call_id"], "call_oslo");
+        assert_eq!(m[3]["tool_call_id"], "call_rome");
+    }
+    let object = journal
+        .iter()
+        .find(|r| r["messages"][0]["content"] == "extract the event")
+        .unwrap();
+    assert_eq!(object["response_format"]["type"], "json_schema");
+    server.stop();
 }

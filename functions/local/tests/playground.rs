@@ -1,12 +1,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The playground page in a real browser: headless Chromium (Debian's `chromium`, installed by
 //! `infra/tools.sh`) driven by Playwright for Python (in `.venv`), against the server process
-//! with the offline provider. The browser's checks are in `tests/browser/playground.py`; here:
+//! with the offline provider (and one whose upstream, a local OpenAI-compatible server, answers in
+//! markdown and with tool calls). The browser's checks are in `tests/browser/playground.py`; here:
 //! the servers, and what the page is served with.
 
 use std::process::Command;
 
+use std::time::Duration;
+
 use testkit::TestDb;
+use testkit::fake_openai::{FakeOpenAi, Fragment, Reply, answer, tool_calls};
 use testkit::process::{serve, workspace_root};
 
 fn python() -> std::path::PathBuf {
@@ -45,9 +49,31 @@ async fn a_person_chats_stops_reloads_searches_and_uses_a_key_in_a_real_browser(
     )
     .await;
 
+    // A third, whose upstream answers in markdown and with tool calls.
+    let fake = FakeOpenAi::by_prompt(|prompt, _| upstream(prompt)).await;
+    let md_db = TestDb::new().await;
+    let fake_url = fake.base_url();
+    let (mut md, md_base) = serve(
+        env!("CARGO_BIN_EXE_local"),
+        "local-playground-markdown",
+        &[
+            ("DATABASE_URL", md_db.url.as_str()),
+            ("AUTH", "off"),
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", fake_url.as_str()),
+            ("LLM_MAX_RETRIES", "0"),
+        ],
+    )
+    .await;
+
     // The page and its files need no key, and come with a policy that keeps them to their origin.
     let http = testkit::http_client();
-    for path in ["/", "/playground/app.js", "/playground/app.css"] {
+    for path in [
+        "/",
+        "/playground/app.js",
+        "/playground/markdown.js",
+        "/playground/app.css",
+    ] {
         let resp = http.get(format!("{auth_base}{path}")).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
         let csp = resp.headers()["content-security-policy"].to_str().unwrap();
@@ -70,6 +96,7 @@ async fn a_person_chats_stops_reloads_searches_and_uses_a_key_in_a_real_browser(
             .arg(workspace_root().join("functions/local/tests/browser/playground.py"))
             .args([&base, &auth_base, &key])
             .arg(&shots)
+            .arg(&md_base)
             .output()
             .unwrap()
     })
@@ -83,6 +110,47 @@ async fn a_person_chats_stops_reloads_searches_and_uses_a_key_in_a_real_browser(
         open.output(),
         keyed.output()
     );
+    // The instructions reached the upstream as the system message.
+    let first = &fake.requests()[0];
+    assert_eq!(
+        first["messages"][0],
+        serde_json::json!({"role": "system", "content": "Answer in markdown."})
+    );
     open.stop();
     keyed.stop();
+    md.stop();
+}
+
+/// The third server's upstream: a markdown answer (with markup that must stay text), a short
+/// one, and tool calls.
+fn upstream(prompt: &str) -> Reply {
+    match prompt {
+        "show markdown" => Reply::Stream(answer(
+            &[
+                "# Result\n\nSome **bold** text and `inline` code.\n\n",
+                "```python\nprint(\"hi\")\n```\n\n- one\n- two\n\n",
+                "| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n\n",
+                "<img src=x onerror=\"window.__pwned=3\">",
+            ],
+            Duration::from_millis(20),
+        )),
+        "weather in Oslo and Rome" => Reply::Stream(tool_calls(
+            &[
+                Fragment {
+                    index: 0,
+                    id: Some("call_oslo"),
+                    name: Some("get_weather"),
+                    arguments: "{\"city\":\"Oslo\"}",
+                },
+                Fragment {
+                    index: 1,
+                    id: Some("call_rome"),
+                    name: Some("get_weather"),
+                    arguments: "{\"city\":\"Rome\"}",
+                },
+            ],
+            "tool_calls",
+        )),
+        _ => Reply::Stream(answer(&["Again, ", "briefly."], Duration::from_millis(20))),
+    }
 }

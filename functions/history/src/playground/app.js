@@ -1,6 +1,9 @@
 // The playground: one page over the service's own API. Everything a model, a prompt or a
-// snippet says is put in the page as text (textContent, text nodes), never as HTML; the only
-// markup built from data is the <mark> of search snippets, rebuilt from their text.
+// snippet says is put in the page as text (textContent, text nodes), never as HTML: answers are
+// rendered as markdown by markdown.js, which builds elements around text nodes, and the <mark>
+// of search snippets is rebuilt from their text.
+
+import { render } from "/playground/markdown.js";
 
 const $ = (id) => document.getElementById(id);
 const streamBase = (document.querySelector('meta[name="stream-url"]')?.content ?? "").replace(/\/$/, "");
@@ -14,6 +17,8 @@ const state = {
   threadId: store.get("thread"), // the open thread
   continueFrom: null, // the turn a Send continues (the latest turn with text)
   running: null, // { id, controller } of the answer streaming now
+  current: null, // { prompt, previous_id } of the turn in the answer area (what Regenerate redoes)
+  answer: "", // the text of the answer in the answer area, as it streams
 };
 
 class ServiceError extends Error {
@@ -100,12 +105,48 @@ function statusLine(turn) {
   return parts.join(" · ");
 }
 
+/** The calls a turn made, each collapsed: its name, then its arguments when opened. */
+function toolCalls(calls) {
+  return (calls ?? []).map((call) => {
+    const details = document.createElement("details");
+    details.className = "tool-call";
+    const summary = document.createElement("summary");
+    summary.textContent = `Tool call: ${call.name}`;
+    const pre = document.createElement("pre");
+    let args = call.arguments;
+    try {
+      args = JSON.stringify(JSON.parse(args), null, 2);
+    } catch {
+      // Not JSON (a model may write anything): shown as written.
+    }
+    pre.textContent = args;
+    details.append(summary, pre);
+    return details;
+  });
+}
+
+/** Sets the answer area's text, rendered as markdown (at most once a frame while streaming). */
+let renderQueued = false;
+function setAnswer(text) {
+  state.answer = text;
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    $("answer").replaceChildren(render(state.answer));
+  });
+}
+
 /** Shows `turn` (a stored conversation) in the answer area. */
 function showCurrent(turn) {
   $("asked").textContent = turn?.prompt ?? "";
   $("asked").hidden = !turn;
-  $("answer").textContent = turn?.response ?? "";
+  state.answer = turn?.response ?? "";
+  $("answer").replaceChildren(render(state.answer));
+  $("calls").replaceChildren(...toolCalls(turn?.tool_calls));
   $("status").textContent = turn ? statusLine(turn) : "";
+  state.current = turn ? { prompt: turn.prompt, previous_id: turn.previous_id ?? null } : null;
+  setRunning(state.running);
 }
 
 function earlierTurn(turn) {
@@ -116,7 +157,7 @@ function earlierTurn(turn) {
   q.textContent = turn.prompt;
   const a = document.createElement("div");
   a.className = "a";
-  a.textContent = turn.response;
+  a.append(render(turn.response), ...toolCalls(turn.tool_calls));
   const s = document.createElement("p");
   s.className = "muted";
   s.textContent = statusLine(turn);
@@ -134,7 +175,7 @@ function retireCurrent() {
   q.textContent = $("asked").textContent;
   const a = document.createElement("div");
   a.className = "a";
-  a.textContent = $("answer").textContent;
+  a.append(render(state.answer), ...$("calls").childNodes);
   const s = document.createElement("p");
   s.className = "muted";
   s.textContent = $("status").textContent;
@@ -207,6 +248,7 @@ async function openThread(id, { quiet = false } = {}) {
   for (let t = latest; t; t = t.previous_id ? byId.get(t.previous_id) : null) chain.unshift(t);
   $("turns").replaceChildren(...chain.slice(0, -1).map(earlierTurn));
   state.continueFrom = [...chain].reverse().find((t) => t.response)?.id ?? null;
+  $("instructions").value = latest.system ?? "";
   if (latest.status === "streaming") {
     reattach(latest); // follows the answer to its end; errors are shown there
   } else {
@@ -223,6 +265,7 @@ function newThread() {
   state.continueFrom = null;
   store.set("thread", null);
   $("turns").replaceChildren();
+  $("instructions").value = "";
   showCurrent(null);
   showError(null);
   for (const b of $("threads").querySelectorAll("button")) b.removeAttribute("aria-current");
@@ -265,6 +308,7 @@ function setRunning(running) {
   $("send").disabled = Boolean(running);
   $("stop").disabled = !running?.id;
   $("new-thread").disabled = Boolean(running);
+  $("regenerate").disabled = Boolean(running) || !state.current;
   store.set("running", running?.id ?? null);
 }
 
@@ -277,9 +321,10 @@ async function follow(resp, running) {
       setRunning(running);
       $("status").textContent = "answering…";
     } else if (event.name === "delta") {
-      $("answer").append(document.createTextNode(event.data.text));
+      setAnswer(state.answer + event.data.text);
     } else if (event.name === "done" || event.name === "error") {
       ended = true;
+      $("answer").replaceChildren(render(state.answer)); // the whole answer, before the status
       const turn = { ...event.data, status: event.data.status };
       if (event.name === "error") turn.error = event.data.code;
       $("status").textContent = statusLine(turn);
@@ -290,7 +335,7 @@ async function follow(resp, running) {
         state.threadId = event.data.thread_id;
         store.set("thread", state.threadId);
       }
-      if ($("answer").textContent) state.continueFrom = event.data.id;
+      if (state.answer) state.continueFrom = event.data.id;
     }
   }
   if (!ended) {
@@ -298,16 +343,25 @@ async function follow(resp, running) {
   }
 }
 
-async function send(prompt) {
+/**
+ * Sends `prompt` after the thread's latest turn; or, regenerating, as a branch beside the turn in
+ * the answer area (the same `previous_id`), which it replaces there.
+ */
+async function send(prompt, { regenerate = false } = {}) {
+  const previous = regenerate ? state.current?.previous_id : state.continueFrom;
   const running = { id: null, controller: new AbortController() };
   setRunning(running);
   showError(null);
-  retireCurrent();
+  if (regenerate) showCurrent(null);
+  else retireCurrent();
   $("asked").textContent = prompt;
   $("asked").hidden = false;
   $("status").textContent = "sending…";
+  state.current = { prompt, previous_id: previous ?? null };
   const body = { prompt };
-  if (state.continueFrom) body.previous_id = state.continueFrom;
+  if (previous) body.previous_id = previous;
+  const instructions = $("instructions").value;
+  if (instructions.trim()) body.system = instructions;
   try {
     const resp = await call(`${streamBase}/stream`, {
       method: "POST",
@@ -315,13 +369,13 @@ async function send(prompt) {
       body: JSON.stringify(body),
       signal: running.controller.signal,
     });
-    $("prompt").value = "";
+    if (!regenerate) $("prompt").value = "";
     loadThreads().catch(() => {});
     await follow(resp, running);
   } catch (error) {
     if (!running.id) {
       // Nothing was started: the prompt goes back into the box.
-      $("prompt").value = prompt;
+      if (!regenerate) $("prompt").value = prompt;
       showCurrent(null);
     } else {
       $("status").textContent = "interrupted";
@@ -339,8 +393,11 @@ async function reattach(turn) {
   setRunning(running);
   $("asked").textContent = turn.prompt;
   $("asked").hidden = false;
-  $("answer").textContent = "";
+  state.answer = "";
+  $("answer").replaceChildren();
+  $("calls").replaceChildren();
   $("status").textContent = "answering…";
+  state.current = { prompt: turn.prompt, previous_id: turn.previous_id ?? null };
   try {
     const resp = await call(`${streamBase}/stream/${encodeURIComponent(turn.id)}`, {
       signal: running.controller.signal,
@@ -383,6 +440,9 @@ $("prompt").addEventListener("keydown", (e) => {
   }
 });
 $("stop").addEventListener("click", stop);
+$("regenerate").addEventListener("click", () => {
+  if (!state.running && state.current) send(state.current.prompt, { regenerate: true });
+});
 $("new-thread").addEventListener("click", newThread);
 $("search-form").addEventListener("submit", (e) => {
   e.preventDefault();

@@ -14,6 +14,7 @@ use axum::routing::get;
 
 const PAGE: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
+const MARKDOWN: &str = include_str!("markdown.js");
 const STYLE: &str = include_str!("app.css");
 
 /// What the routes serve: the page with its stream URL filled in, and the policy.
@@ -48,9 +49,9 @@ pub async fn page_handler(State(p): State<Playground>) -> Response {
     asset(p.page, "text/html; charset=utf-8", p.csp)
 }
 
-/// The page's module (`app.js`) and style sheet (`app.css`).
+/// The page's modules (`app.js`, `markdown.js`) and style sheet (`app.css`).
 #[utoipa::path(get, path = "/playground/{file}", tag = "playground", security(()),
-    params(("file" = String, Path, description = "`app.js` or `app.css`")),
+    params(("file" = String, Path, description = "`app.js`, `markdown.js` or `app.css`")),
     responses(
         (status = 200, description = "The file (JavaScript or CSS)", content(
             (String = "text/javascript"),
@@ -67,6 +68,11 @@ pub async fn file(
     match name.as_str() {
         "app.js" => asset(
             Bytes::from_static(SCRIPT.as_bytes()),
+            "text/javascript; charset=utf-8",
+            p.csp,
+        ),
+        "markdown.js" => asset(
+            Bytes::from_static(MARKDOWN.as_bytes()),
             "text/javascript; charset=utf-8",
             p.csp,
         ),
@@ -145,9 +151,17 @@ mod tests {
             r#"<ul id="threads" aria-label="Threads">"#,
             r#"<section id="answer-box" aria-label="Answer">"#,
             r#"<label for="key">API key</label>"#,
+            r#"<label for="instructions" class="small-label">Instructions</label>"#,
+            r#"<button id="regenerate" type="button" disabled>Regenerate</button>"#,
         ] {
             assert!(PAGE.contains(name), "{name}");
         }
-        assert!(!SCRIPT.contains("innerHTML"), "data must never become HTML");
+        for script in [SCRIPT, MARKDOWN] {
+            assert!(!script.contains("innerHTML"), "data must never become HTML");
+            assert!(
+                !script.contains("insertAdjacentHTML"),
+                "data must never become HTML"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 """The playground in a real browser: headless Chromium (Debian's package) driven by Playwright,
 against two server processes with the offline provider, one with AUTH=off, one with
-AUTH=required. Run by functions/local/tests/playground.rs with: BASE AUTH_BASE KEY SHOTS_DIR.
+AUTH=required. A third server's upstream answers in markdown and with tool calls. Run by
+functions/local/tests/playground.rs with: BASE AUTH_BASE KEY SHOTS_DIR MD_BASE.
 Every check prints what failed; the exit status is the verdict."""
 
 import json
@@ -13,7 +14,7 @@ import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
-BASE, AUTH_BASE, KEY, SHOTS = sys.argv[1:5]
+BASE, AUTH_BASE, KEY, SHOTS, MD_BASE = sys.argv[1:6]
 LONG = " ".join(f"word{i}" for i in range(60))  # about 100 words of answer
 
 
@@ -25,8 +26,19 @@ def api(path, base=BASE, key=None, method="GET"):
         return json.loads(resp.read() or "null")
 
 
-def newest_turn():
-    return api("/history?limit=1")["items"][0]
+def newest_turn(base=BASE):
+    return api("/history?limit=1", base=base)["items"][0]
+
+
+def post(path, body, base=BASE):
+    req = urllib.request.Request(
+        base + path,
+        method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read() or "null")
 
 
 def watch(page, base, problems):
@@ -174,7 +186,56 @@ def main():
         keyed.reload()
         expect(keyed.get_by_role("region", name="Answer")).to_contain_text("with a key")
 
-        # 9. The README's screenshots: a session as a person has it (this owner has none of the
+        # 9. Answers are markdown, rendered safely; the instructions go as the system message;
+        # Regenerate branches; tool calls show collapsed.
+        md = context.new_page()
+        watch(md, MD_BASE, problems)
+        md.goto(MD_BASE + "/")
+        md.get_by_role("textbox", name="Instructions").fill("Answer in markdown.")
+        send(md, "show markdown")
+        wait_status(md, "complete")
+        answer = md.get_by_role("region", name="Answer")
+        expect(answer.locator("h3")).to_have_text("Result")
+        expect(answer.locator("strong")).to_have_text("bold")
+        expect(answer.locator("p code")).to_have_text("inline")
+        expect(answer.locator("pre code")).to_have_text('print("hi")')
+        expect(answer.locator("ul li")).to_have_count(2)
+        expect(answer.locator("table tr")).to_have_count(3)
+        expect(answer.locator("td").last).to_have_text("4")
+        expect(answer).to_contain_text('<img src=x onerror="window.__pwned=3">')
+        assert md.evaluate("window.__pwned") is None, "markup from an answer ran"
+        assert md.locator("img").count() == 0, "markup from an answer became an element"
+        first = newest_turn(MD_BASE)
+        assert first["system"] == "Answer in markdown.", first
+        send(md, "once more")
+        wait_status(md, "complete")
+        second = newest_turn(MD_BASE)
+        assert second["previous_id"] == first["id"], second
+        md.get_by_role("button", name="Regenerate").click()
+        deadline = time.time() + 20
+        while newest_turn(MD_BASE)["id"] == second["id"] and time.time() < deadline:
+            time.sleep(0.05)
+        wait_status(md, "complete")
+        third = newest_turn(MD_BASE)
+        assert third["id"] != second["id"], "Regenerate made no turn"
+        assert (third["prompt"], third["previous_id"]) == ("once more", first["id"]), third
+        expect(md.locator("#asked")).to_have_text("once more")
+        expect(md.locator("#turns > li")).to_have_count(1)  # a branch: the first turn above it
+        tools = [{"type": "function", "function": {"name": "get_weather",
+                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+        post("/v1/chat/completions", {"model": "m", "tools": tools, "messages": [
+            {"role": "user", "content": "weather in Oslo and Rome"}]}, base=MD_BASE)
+        md.reload()
+        md.get_by_role("list", name="Threads").get_by_role(
+            "button", name=re.compile("weather in Oslo")).click()
+        calls = md.locator("#calls details")
+        expect(calls).to_have_count(2)
+        expect(calls.first.locator("summary")).to_have_text("Tool call: get_weather")
+        expect(calls.first.locator("pre")).to_be_hidden()
+        calls.first.locator("summary").click()
+        expect(calls.first.locator("pre")).to_contain_text('"city": "Oslo"')
+
+        # 10. The README's screenshots: a session as a person has it (this owner has none of the
         # test's hostile or malformed prompts).
         keyed.get_by_role("button", name="New thread").click()
         send(keyed, "What does this service keep of a conversation?")

@@ -212,3 +212,41 @@ raw = client.chat.completions.with_raw_response.create(
 )
 assert raw.parse().choices[0].message.content == "ok", raw.parse()
 report(call="images", id=raw.headers["x-conversation-id"], small=small, large=large)
+
+# Every parameter reaches the upstream as sent (the Rust side reads its journal); log
+# probabilities come back, streamed and not.
+EVERY = dict(
+    seed=7,
+    logit_bias={"50256": -100},
+    presence_penalty=0.5,
+    frequency_penalty=-0.5,
+    user="user-42",
+    reasoning_effort="low",
+    logprobs=True,
+    top_logprobs=2,
+    max_completion_tokens=50,
+    stop=["END"],
+    top_p=0.9,
+    metadata={"app": "tests"},
+    service_tier="auto",
+    prediction={"type": "content", "content": "ok"},
+    store=False,
+    modalities=["text"],
+    temperature=0.3,
+    parallel_tool_calls=False,
+    tools=TOOLS,
+    tool_choice="none",
+)
+plain = client.chat.completions.create(model=MODEL, messages=user("every parameter"), **EVERY)
+assert plain.choices[0].message.content == "ok", plain
+assert [t.token for t in plain.choices[0].logprobs.content] == ["ok"], plain.choices[0].logprobs
+assert plain.choices[0].logprobs.content[0].top_logprobs[1].token == "OK", plain
+tokens = []
+for chunk in client.chat.completions.create(
+    model=MODEL, messages=user("every parameter"), stream=True, **EVERY
+):
+    for choice in chunk.choices:
+        if choice.logprobs and choice.logprobs.content:
+            tokens.extend((t.token, t.logprob) for t in choice.logprobs.content)
+assert tokens == [("ok", -0.01)], tokens
+report(call="parameters", sent={k: v for k, v in EVERY.items() if k != "tools"})

@@ -62,6 +62,8 @@ pub enum LiveEvent {
     /// A fragment of a tool call, in OpenAI's streamed shape (only the asking `/v1` client
     /// reads these; the stored record keeps the whole calls).
     Tool(CallFragment),
+    /// The log probabilities of the text before it (only the asking `/v1` client reads these).
+    Logprobs(Vec<serde_json::Value>),
     /// `done` or `error`: the record is saved (or logged) by then.
     Final(StreamEvent),
 }
@@ -186,6 +188,12 @@ impl LiveTurn {
     /// Appends a fragment of a tool call.
     pub fn push_tool(&self, fragment: CallFragment) {
         self.log().events.push(Arc::new(LiveEvent::Tool(fragment)));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Appends the log probabilities of the text just appended.
+    pub fn push_logprobs(&self, items: Vec<serde_json::Value>) {
+        self.log().events.push(Arc::new(LiveEvent::Logprobs(items)));
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -432,6 +440,8 @@ pub enum Item {
     },
     /// A tool call fragment (only the view of the asking client, `Raw`, has them).
     Tool(CallFragment),
+    /// Log probabilities (`Raw` only, like tool call fragments).
+    Logprobs(Vec<serde_json::Value>),
     Final(StreamEvent),
     /// Nothing came for a while: a comment keeps proxies from closing the stream.
     KeepAlive,
@@ -447,6 +457,7 @@ impl LiveTurn {
             LiveEvent::Start(start) => Some(Item::Start(start.clone())),
             LiveEvent::Final(last) => Some(Item::Final(last.clone())),
             LiveEvent::Tool(f) => (view == View::Raw).then(|| Item::Tool(f.clone())),
+            LiveEvent::Logprobs(l) => (view == View::Raw).then(|| Item::Logprobs(l.clone())),
             LiveEvent::Delta { stored, raw, pos } => {
                 let text = match (view, raw) {
                     (View::Raw, Some(raw)) => raw.as_str(),

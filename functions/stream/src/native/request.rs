@@ -17,7 +17,7 @@ pub struct StreamRequest {
     #[schema(minimum = 1, maximum = 1000000)]
     pub max_tokens: Option<u32>,
     #[schema(minimum = 0, maximum = 2)]
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     /// Continue after this turn (one of the caller's): the provider receives the turns along
     /// its chain, oldest first, then this prompt. Two turns with one `previous_id` are branches.
     pub previous_id: Option<uuid::Uuid>,
@@ -96,9 +96,9 @@ fn max_tokens(v: &Value) -> Result<u32, ApiError> {
 }
 
 /// `temperature`: a number from 0 to 2.
-fn temperature(v: &Value) -> Result<f32, ApiError> {
+fn temperature(v: &Value) -> Result<f64, ApiError> {
     match v.as_f64() {
-        Some(t) if (0.0..=2.0).contains(&t) => Ok(t as f32),
+        Some(t) if (0.0..=2.0).contains(&t) => Ok(t),
         _ => Err(ApiError::invalid(
             "temperature must be a number from 0 to 2",
         )),

@@ -77,7 +77,7 @@ fn encode(item: Item) -> (usize, String) {
     match item {
         Item::KeepAlive => (0, ": keep-alive\n\n".to_owned()),
         // `/stream` offers no tools; a `/v1` turn re-attached here shows its text.
-        Item::Tool(_) => (0, String::new()),
+        Item::Tool(_) | Item::Logprobs(_) => (0, String::new()),
         Item::Delta { text, pos } => {
             let len = text.len();
             (len, frame(&StreamEvent::Delta(Delta { text }), Some(pos)))

@@ -346,6 +346,10 @@ fn streamed(
                 Item::Start(_) => wire::frame(&call.role()),
                 Item::Delta { text, .. } => wire::frame(&call.content(&text)),
                 Item::Tool(fragment) => wire::frame(&call.tool(&fragment.to_openai())),
+                Item::Logprobs(items) => {
+                    let logprobs = json!({"content": items, "refusal": null});
+                    wire::frame(&call.logprobs(&logprobs))
+                }
                 Item::KeepAlive => ": keep-alive\n\n".to_owned(),
                 Item::Final(StreamEvent::Done(done)) => {
                     let mut out = wire::frame(
@@ -380,15 +384,18 @@ async fn completed(
     let mut items = std::pin::pin!(items);
     let mut text = String::new();
     let mut fragments = Vec::new();
+    let mut logprobs: Option<Vec<Value>> = None;
     while let Some(item) = items.next().await {
         match item {
             Ok(Item::Delta { text: t, .. }) => text.push_str(&t),
             Ok(Item::Tool(fragment)) => fragments.push(fragment),
+            Ok(Item::Logprobs(l)) => logprobs.get_or_insert_with(Vec::new).extend(l),
             Ok(Item::Final(StreamEvent::Done(done))) => {
                 let reason = wire::finish_reason(done.finish_reason.as_deref());
                 let calls = common::provider::tools::rebuild(&fragments);
                 let mut response =
-                    Json(call.completion(&text, &calls, reason, done.usage)).into_response();
+                    Json(call.completion(&text, &calls, logprobs, reason, done.usage))
+                        .into_response();
                 response
                     .extensions_mut()
                     .insert(common::telemetry::LogsItself);

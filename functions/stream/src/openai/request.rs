@@ -1,6 +1,6 @@
 //! The body of `POST /v1/chat/completions`, checked field by field as OpenAI's API does: a bad
 //! value is a 400 naming its `param`; a feature this service does not offer (several choices,
-//! audio, files, log probabilities) is a 400 too, never silently ignored. Tools and structured
+//! audio, files) is a 400 too, never silently ignored. Tools and structured
 //! output are checked in `tools`, images in `images`. The sampling and account parameters (`seed`, `logit_bias`, the penalties,
 //! `user`, `reasoning_effort`, `service_tier`, `prediction`, `store`, `modalities`, the token
 //! caps as named) reach the provider exactly as sent ([`PASSED_ON`]); a provider that cannot
@@ -24,8 +24,8 @@ pub struct ChatRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
     pub stop: Option<Vec<String>>,
     /// `metadata.previous_id`: continue that turn's thread.
     pub previous_id: Option<Uuid>,
@@ -39,7 +39,7 @@ pub struct ChatRequest {
 /// The parameters the provider receives exactly as the client sent them (after a check of
 /// their type), in OpenAI's names. The token caps go too, as named: `max_completion_tokens` is
 /// never rewritten into `max_tokens`.
-pub const PASSED_ON: [&str; 14] = [
+pub const PASSED_ON: [&str; 17] = [
     "max_tokens",
     "max_completion_tokens",
     "seed",
@@ -54,6 +54,9 @@ pub const PASSED_ON: [&str; 14] = [
     "modalities",
     "parallel_tool_calls",
     "response_format",
+    "logprobs",
+    "top_logprobs",
+    "metadata",
 ];
 
 pub(super) type Refusal = OpenAiError;
@@ -198,7 +201,10 @@ fn passed_on(map: &Map<String, Value>) -> Result<Map<String, Value>, Refusal> {
             }
             "user" | "reasoning_effort" | "service_tier" => v.is_string(),
             "prediction" => v.is_object(),
-            "store" => v.is_boolean(),
+            "store" | "logprobs" => v.is_boolean(),
+            "top_logprobs" => whole(v).is_some_and(|n| n <= 20),
+            // Checked with its `previous_id` (`previous_id`).
+            "metadata" => v.is_object(),
             "modalities" => v.is_array(),
             // The caps were checked with the others (`count`), the tool and format fields in
             // `tools`.
@@ -337,14 +343,6 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), Refusal> {
         && m.iter().any(|v| v.as_str() != Some("text"))
     {
         return Err(unsupported("modalities", "only text output is supported"));
-    }
-    if map.get("logprobs").and_then(Value::as_bool) == Some(true)
-        || map.get("top_logprobs").is_some_and(|v| !v.is_null())
-    {
-        return Err(unsupported(
-            "logprobs",
-            "log probabilities are not supported",
-        ));
     }
     Ok(())
 }
@@ -486,11 +484,11 @@ fn number(
     name: &str,
     min: f64,
     max: f64,
-) -> Result<Option<f32>, Refusal> {
+) -> Result<Option<f64>, Refusal> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_f64() {
-            Some(x) if (min..=max).contains(&x) => Ok(Some(x as f32)),
+            Some(x) if (min..=max).contains(&x) => Ok(Some(x)),
             _ => Err(bad(
                 name,
                 format!("{name} must be a number from {min} to {max}"),
@@ -547,7 +545,6 @@ mod tests {
             ),
             (r#""audio":{"voice":"alloy"}"#, "audio"),
             (r#""modalities":["text","audio"]"#, "modalities"),
-            (r#""logprobs":true"#, "logprobs"),
         ] {
             let (code, got) = refused(&format!(r#"{{"model":"m",{user},{extra}}}"#));
             assert_eq!(

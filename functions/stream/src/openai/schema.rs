@@ -52,9 +52,14 @@ pub struct ChatCompletionRequest {
     /// Predicted output, passed on as sent.
     prediction: Option<Object>,
     store: Option<bool>,
+    /// The log probabilities of the output tokens, streamed back as OpenAI sends them.
+    logprobs: Option<bool>,
+    #[schema(minimum = 0, maximum = 20)]
+    top_logprobs: Option<u8>,
     /// Only `["text"]`.
     modalities: Option<Vec<TextModality>>,
-    /// At most 16 string values; `previous_id` (a turn's id) continues that turn's thread.
+    /// At most 16 string values, passed on as sent (Bedrock: `requestMetadata`);
+    /// `previous_id` (a turn's id) continues that turn's thread.
     metadata: Option<std::collections::HashMap<String, String>>,
 }
 

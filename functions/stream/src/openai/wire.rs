@@ -70,6 +70,14 @@ impl Call {
         )
     }
 
+    /// The log probabilities of the content just sent: `{"content": items, "refusal": null}`
+    /// with an empty delta (the SDKs gather a choice's `logprobs.content` across chunks).
+    pub fn logprobs<'a>(&'a self, logprobs: &'a Value) -> Chunk<'a> {
+        let mut choice = Choice::delta(Delta::default());
+        choice.logprobs = Some(logprobs);
+        self.chunk(Some(choice), None)
+    }
+
     /// A chunk of a tool call: `[fragment]` as `delta.tool_calls`.
     pub fn tool<'a>(&'a self, fragment: &'a Value) -> Chunk<'a> {
         self.chunk(
@@ -96,7 +104,14 @@ impl Call {
 
     /// The whole answer as one `chat.completion`: its text (null when it only calls tools)
     /// and its tool calls.
-    pub fn completion(&self, text: &str, calls: &[ToolCall], reason: &str, usage: Usage) -> Value {
+    pub fn completion(
+        &self,
+        text: &str,
+        calls: &[ToolCall],
+        logprobs: Option<Vec<Value>>,
+        reason: &str,
+        usage: Usage,
+    ) -> Value {
         let content = if text.is_empty() && !calls.is_empty() {
             Value::Null
         } else {
@@ -115,7 +130,7 @@ impl Call {
             "choices": [{
                 "index": 0,
                 "message": message,
-                "logprobs": null,
+                "logprobs": logprobs.map(|content| json!({"content": content, "refusal": null})),
                 "finish_reason": reason,
             }],
             "usage": usage_json(usage),
@@ -149,7 +164,7 @@ fn as_list<S: serde::Serializer>(item: &Option<Choice<'_>>, s: S) -> Result<S::O
 struct Choice<'a> {
     index: u32,
     delta: Delta<'a>,
-    logprobs: Option<()>,
+    logprobs: Option<&'a Value>,
     finish_reason: Option<&'a str>,
 }
 
@@ -299,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_completion_has_the_message_the_finish_reason_and_every_usage_count() {
-        let done = call(false).completion("Hello", &[], "length", Usage::default());
+        let done = call(false).completion("Hello", &[], None, "length", Usage::default());
         assert_eq!(done["object"], "chat.completion");
         assert_eq!(done["choices"][0]["message"]["content"], "Hello");
         assert_eq!(done["choices"][0]["message"]["role"], "assistant");

@@ -148,6 +148,7 @@ async fn drive(
                     }
                     last_chunk = tokio::time::Instant::now();
                 }
+                Some(Ok(Chunk::Logprobs(items))) => turn.push_logprobs(items),
                 Some(Ok(Chunk::Finish { reason, usage, raw_reason })) => {
                     outcome.result = Ok((reason, usage));
                     outcome.raw_reason = raw_reason;

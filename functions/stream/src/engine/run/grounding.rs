@@ -29,7 +29,7 @@ pub(super) async fn grounding(state: &StreamState, asked: CompletionRequest, ans
             match item? {
                 Chunk::Text(t) => text.push_str(&t),
                 Chunk::Finish { .. } => break,
-                Chunk::ToolCall(_) => {}
+                Chunk::ToolCall(_) | Chunk::Logprobs(_) => {}
             }
         }
         Ok::<_, ProviderError>(text)
