@@ -110,6 +110,9 @@ pub struct Conversation {
     #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>)]
     pub prompt_parts: Option<serde_json::Value>,
+    /// With routing (`LLM_CONFIG`): every target tried, in order; null without it.
+    #[serde(default)]
+    pub attempts: Option<Vec<Attempt>>,
     /// The names of the tools the request offered (`/v1` calls with `tools`); null otherwise.
     #[serde(default)]
     pub tools: Option<Vec<String>>,
@@ -128,6 +131,27 @@ pub struct Conversation {
     #[serde(skip)]
     #[schema(ignore)]
     pub heartbeat_at: Option<OffsetDateTime>,
+}
+
+/// One target a routed turn tried: which, how it ended, how long it took and how much text it
+/// gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Attempt {
+    /// The `[providers.NAME]` name.
+    pub provider: String,
+    /// The model it was called with.
+    pub model: String,
+    /// The upstream's HTTP status, when it answered with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it did not give the answer (`provider_unreachable`, `provider_timeout`, ...);
+    /// absent for the target that finished it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Milliseconds from its call to its end.
+    pub ms: u64,
+    /// The characters of text it gave.
+    pub chars: u64,
 }
 
 /// A conversation that goes on: its first turn and every turn that continues it (branches
@@ -178,6 +202,7 @@ impl Conversation {
             context_turns: None,
             tool_calls: None,
             prompt_parts: None,
+            attempts: None,
             tools: None,
             created_at: now,
             updated_at: now,

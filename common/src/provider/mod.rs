@@ -15,6 +15,7 @@ use crate::settings::{ProviderKind, ProviderSettings};
 mod bedrock;
 mod offline;
 mod openai;
+pub mod router;
 pub mod tools;
 
 pub use offline::OfflineProvider;
@@ -154,6 +155,32 @@ pub struct CompletionRequest {
     /// The functions the model may call (none: a plain completion).
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
+    /// Where a routed provider notes every target it tries (see [`router`]).
+    pub attempts: Attempts,
+}
+
+/// The targets a request tried, noted as it goes (shared by the request's clones).
+#[derive(Debug, Clone, Default)]
+pub struct Attempts(Arc<std::sync::Mutex<Vec<crate::domain::Attempt>>>);
+
+impl PartialEq for Attempts {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Attempts {
+    pub fn push(&self, attempt: crate::domain::Attempt) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(attempt);
+    }
+
+    /// Every attempt so far.
+    pub fn all(&self) -> Vec<crate::domain::Attempt> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl CompletionRequest {
@@ -169,6 +196,7 @@ impl CompletionRequest {
             extra: serde_json::Map::new(),
             tools: Vec::new(),
             tool_choice: None,
+            attempts: Attempts::default(),
         }
     }
 
@@ -364,6 +392,11 @@ pub trait Provider: Send + Sync {
     /// The model used when a request names none.
     fn default_model(&self) -> &str;
 
+    /// The only model names requests may use (a router's routes); `None`: any.
+    fn models(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// The first part of `request` this provider cannot honour, named as the client's request
     /// names it (`seed`, `messages[1].content[0].image_url`): the request is then refused.
     /// `None` when it honours it all.
@@ -377,8 +410,17 @@ pub trait Provider: Send + Sync {
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError>;
 }
 
-/// Builds the provider chosen by `LLM_PROVIDER`.
+/// Builds the provider chosen by `LLM_PROVIDER`, or with `LLM_CONFIG` the router over its
+/// routes.
 pub fn from_settings(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
+    if let Some(routes) = &settings.routes {
+        return Ok(Arc::new(router::Router::new(routes, settings.max_retries)?));
+    }
+    one(settings)
+}
+
+/// The one provider `settings` describe (its `routes` aside).
+pub(crate) fn one(settings: &ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError> {
     Ok(match settings.kind {
         ProviderKind::Offline => Arc::new(OfflineProvider::new(
             settings.model.clone(),

@@ -6,10 +6,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod provider;
+mod routes;
 
 pub use provider::{
     AwsCredentials, BedrockSettings, ProviderKind, ProviderSettings, aws_credentials,
 };
+pub use routes::{Route, RoutedProvider, Routes, Target};
 
 /// A setting that was missing or could not be parsed; names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,9 @@ pub enum SettingsError {
         value: String,
         reason: String,
     },
+    /// `LLM_CONFIG` does not hold a valid configuration.
+    #[error("LLM_CONFIG: {0}")]
+    Config(String),
 }
 
 /// A string that must not appear in logs or debug output.

@@ -40,6 +40,9 @@ pub struct ProviderSettings {
     /// `LLM_MODELS`: a comma-separated allow-list of the models `/v1/chat/completions` takes
     /// (and `/v1/models` lists); unset: any model, and `LLM_MODEL` listed.
     pub models: Option<Vec<String>>,
+    /// `LLM_CONFIG`: named providers and the routes model names take through them (then the
+    /// settings above are only the defaults of each provider's).
+    pub routes: Option<super::routes::Routes>,
 }
 
 /// Amazon Bedrock (`LLM_PROVIDER=bedrock`).
@@ -105,7 +108,7 @@ pub(super) fn from_env(env: &dyn Env) -> Result<ProviderSettings, SettingsError>
                    (or an inference profile ID such as us.amazon.nova-lite-v1:0)",
         })?,
     };
-    let provider = ProviderSettings {
+    let mut provider = ProviderSettings {
         kind,
         openai_base_url: env
             .var("OPENAI_BASE_URL")
@@ -128,7 +131,12 @@ pub(super) fn from_env(env: &dyn Env) -> Result<ProviderSettings, SettingsError>
                 .map(str::to_owned)
                 .collect()
         }),
+        routes: None,
     };
+    provider.routes = super::routes::from_env(env, &provider)?;
+    if provider.routes.is_some() {
+        return Ok(provider);
+    }
     if kind == ProviderKind::OpenAi
         && provider.openai_api_key.is_none()
         && provider.openai_base_url.contains("api.openai.com")

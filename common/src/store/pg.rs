@@ -155,6 +155,7 @@ impl PgStore {
             tool_calls: json_column(row, "tool_calls")?,
             tools: json_column(row, "tools")?,
             prompt_parts: row.try_get("prompt_parts").map_err(q)?,
+            attempts: json_column(row, "attempts")?,
             created_at: row.try_get("created_at").map_err(q)?,
             updated_at: row.try_get("updated_at").map_err(q)?,
             truncated: false,
@@ -246,6 +247,10 @@ impl ConversationFinish for PgStore {
             .as_ref()
             .and_then(|t| serde_json::to_value(t).ok());
         let tools = c.tools.as_ref().and_then(|t| serde_json::to_value(t).ok());
+        let attempts = c
+            .attempts
+            .as_ref()
+            .and_then(|a| serde_json::to_value(a).ok());
         let params: Params<'_> = vec![
             &c.id,
             &c.prompt,
@@ -272,6 +277,7 @@ impl ConversationFinish for PgStore {
             &tool_calls,
             &tools,
             &c.prompt_parts,
+            &attempts,
         ];
         self.query(sql::FINISH, &params).await?;
         Ok(())

@@ -112,7 +112,13 @@ impl ConversationFinish for DataApiStore {
                     .and_then(|t| serde_json::to_value(t).ok())
                     .as_ref(),
             )
-            .opt_json(c.prompt_parts.as_ref());
+            .opt_json(c.prompt_parts.as_ref())
+            .opt_json(
+                c.attempts
+                    .as_ref()
+                    .and_then(|a| serde_json::to_value(a).ok())
+                    .as_ref(),
+            );
         self.exec(&named(sql::FINISH), args.0, None).await?;
         Ok(())
     }

@@ -134,6 +134,12 @@ pub(super) fn decode(r: &Record<'_>) -> Result<Conversation, StoreError> {
         context_turns: opt_int_at(r, "context_turns")?,
         tool_calls: None,
         prompt_parts: None,
+        attempts: match opt_string_at(r, "attempts")? {
+            Some(a) => Some(
+                serde_json::from_str(&a).map_err(|_| StoreError::Decode { column: "attempts" })?,
+            ),
+            None => None,
+        },
         tools: match opt_string_at(r, "tools")? {
             Some(t) => {
                 Some(serde_json::from_str(&t).map_err(|_| StoreError::Decode { column: "tools" })?)

@@ -74,6 +74,7 @@ fn columns_of(response: &str, messages: &str) -> String {
         "c.previous_id::text AS previous_id",
         "c.context_turns",
         "c.tools::text AS tools",
+        "c.attempts::text AS attempts",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -119,6 +120,7 @@ pub(super) fn column_names() -> Vec<&'static str> {
         "previous_id",
         "context_turns",
         "tools",
+        "attempts",
         "created_at",
         "updated_at",
         "heartbeat_at",

@@ -98,6 +98,12 @@ function showKeyForm() {
 function statusLine(turn) {
   const parts = [turn.status];
   if (turn.error) parts.push(turn.error);
+  if (turn.provider && turn.model) parts.push(`${turn.provider} · ${turn.model}`);
+  const fallbacks = (turn.attempts?.length ?? 1) - 1;
+  if (fallbacks > 0) {
+    const failed = turn.attempts.filter((a) => a.error_code).map((a) => `${a.provider}: ${a.error_code}`);
+    parts.push(`${fallbacks} fallback${fallbacks === 1 ? "" : "s"} (${failed.join(", ")})`);
+  }
   if (turn.finish_reason) parts.push(`finish: ${turn.finish_reason}`);
   const tokens = turn.usage?.total_tokens ?? turn.total_tokens;
   if (tokens != null) parts.push(`${tokens} tokens`);
@@ -362,6 +368,7 @@ async function send(prompt, { regenerate = false } = {}) {
   if (previous) body.previous_id = previous;
   const instructions = $("instructions").value;
   if (instructions.trim()) body.system = instructions;
+  if ($("model").value) body.model = $("model").value;
   try {
     const resp = await call(`${streamBase}/stream`, {
       method: "POST",
@@ -372,6 +379,9 @@ async function send(prompt, { regenerate = false } = {}) {
     if (!regenerate) $("prompt").value = "";
     loadThreads().catch(() => {});
     await follow(resp, running);
+    // The stored turn names the provider that answered, and the fallbacks.
+    const stored = await json(`/history/${encodeURIComponent(running.id)}`).catch(() => null);
+    if (stored) $("status").textContent = statusLine(stored);
   } catch (error) {
     if (!running.id) {
       // Nothing was started: the prompt goes back into the box.
@@ -440,6 +450,7 @@ $("prompt").addEventListener("keydown", (e) => {
   }
 });
 $("stop").addEventListener("click", stop);
+$("model").addEventListener("change", () => store.set("model", $("model").value || null));
 $("regenerate").addEventListener("click", () => {
   if (!state.running && state.current) send(state.current.prompt, { regenerate: true });
 });
@@ -455,7 +466,22 @@ $("key-form").addEventListener("submit", (e) => {
   start();
 });
 
+/** The models the service serves (`/v1/models`), in the Model picker. */
+async function loadModels() {
+  const list = await json("/v1/models");
+  const chosen = store.get("model") ?? "";
+  const options = list.data.map((m) => {
+    const o = document.createElement("option");
+    o.value = m.id;
+    o.textContent = m.id;
+    return o;
+  });
+  $("model").replaceChildren($("model").options[0], ...options);
+  if (list.data.some((m) => m.id === chosen)) $("model").value = chosen;
+}
+
 async function start() {
+  loadModels().catch(() => {});
   try {
     await loadThreads();
     showError(null);

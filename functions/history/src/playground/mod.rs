@@ -153,6 +153,7 @@ mod tests {
             r#"<label for="key">API key</label>"#,
             r#"<label for="instructions" class="small-label">Instructions</label>"#,
             r#"<button id="regenerate" type="button" disabled>Regenerate</button>"#,
+            r#"<label for="model" class="small-label">Model</label>"#,
         ] {
             assert!(PAGE.contains(name), "{name}");
         }

@@ -192,8 +192,12 @@ def main():
         watch(md, MD_BASE, problems)
         md.goto(MD_BASE + "/")
         md.get_by_role("textbox", name="Instructions").fill("Answer in markdown.")
+        picker = md.get_by_role("combobox", name="Model")
+        expect(picker.locator("option")).to_have_count(2)  # the default, and /v1/models' one
+        picker.select_option("gpt-4o-mini")
         send(md, "show markdown")
         wait_status(md, "complete")
+        wait_status(md, "openai · gpt-4o-mini")  # the provider that answered, in the footer
         answer = md.get_by_role("region", name="Answer")
         expect(answer.locator("h3")).to_have_text("Result")
         expect(answer.locator("strong")).to_have_text("bold")

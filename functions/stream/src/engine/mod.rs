@@ -84,9 +84,14 @@ impl StreamState {
         settings: &Settings,
         store: Arc<dyn StreamStore>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let provider = common::provider::from_settings(&settings.provider)?;
+        // With routes, their names are the models; else `LLM_MODELS`, when set.
+        let models = provider
+            .models()
+            .or_else(|| settings.provider.models.clone());
         Ok(Self {
             store,
-            provider: common::provider::from_settings(&settings.provider)?,
+            provider,
             limits: Limits::from_settings(settings),
             guard: Arc::new(Guardrails::new(
                 &settings.stream.deny_patterns,
@@ -97,7 +102,7 @@ impl StreamState {
                 .pii_redaction
                 .then(|| Arc::new(Redactor::new())),
             turns: Arc::new(Turns::default()),
-            models: settings.provider.models.clone(),
+            models,
         })
     }
 

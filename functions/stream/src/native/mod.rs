@@ -75,6 +75,7 @@ pub async fn stream(
     let completion = CompletionRequest {
         tools: Vec::new(),
         tool_choice: None,
+        attempts: Default::default(),
         messages: context.messages,
         model,
         max_tokens: req.max_tokens,

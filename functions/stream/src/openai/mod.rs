@@ -145,6 +145,7 @@ pub async fn chat(
         extra: req.extra.clone(),
         tools: req.tools.clone(),
         tool_choice: req.tool_choice.clone(),
+        attempts: Default::default(),
     };
     if let Some(param) = state.provider.unsupported(&completion) {
         return Err(V1Error(

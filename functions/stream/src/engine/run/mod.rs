@@ -134,6 +134,7 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
         route,
     } = run;
     let judge_request = state.limits.grounding_check.then(|| request.clone());
+    let attempts = request.attempts.clone();
 
     // Start: the row is written beside the provider call, once the first text is out.
     let mut start = conversation.clone();
@@ -165,6 +166,7 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     // piece by piece; the client saw it as generated).
     conversation.response = turn.stored_text();
     settle(&mut conversation, &outcome, started);
+    routed(&mut conversation, attempts.all());
     let calls = outcome.calls.finish();
     if !calls.is_empty() {
         // A model that called tools stopped to have them run, whatever word its upstream used
@@ -211,6 +213,23 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     );
     turn.push_final(event);
     state.turns.end(conversation.id);
+}
+
+/// With routing: every target tried, and the one that gave the final text (else the last
+/// tried) as the turn's provider and model.
+fn routed(conversation: &mut Conversation, attempts: Vec<common::domain::Attempt>) {
+    let answered = attempts
+        .iter()
+        .rev()
+        .find(|a| a.error_code.is_none())
+        .or(attempts.last());
+    if let Some(a) = answered {
+        conversation.provider = a.provider.clone();
+        conversation.model = a.model.clone();
+    }
+    if !attempts.is_empty() {
+        conversation.attempts = Some(attempts);
+    }
 }
 
 /// Puts the outcome into the record: times, status, usage or error, the guardrail's flag.
@@ -299,6 +318,8 @@ fn report(
         finish_reason = conversation.finish_reason.as_deref(),
         provider_stop_reason = outcome.raw_reason.as_deref(),
         error_code = conversation.error.as_deref(),
+        attempts = conversation.attempts.as_ref().map(Vec::len),
+        fallbacks = conversation.attempts.as_ref().map(|a| a.len().saturating_sub(1)),
         client_connected = client.connected(),
         client_lagging = client.lagging(),
         saved,
@@ -316,6 +337,14 @@ fn report(
             ("Tokens", ms(conversation.total_tokens), "Count"),
             ("Errors", count(conversation.error.is_some()), "Count"),
             ("UnsavedRecords", count(!saved), "Count"),
+            (
+                "Fallbacks",
+                conversation
+                    .attempts
+                    .as_ref()
+                    .map_or(0.0, |a| a.len().saturating_sub(1) as f64),
+                "Count",
+            ),
         ],
     );
 }
