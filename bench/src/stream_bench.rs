@@ -69,6 +69,21 @@ pub(crate) async fn direct_with(
     measure(resp, started, "\"content\":\"w").await
 }
 
+/// The upstream directly, with the tools of [`tools`] in the request (the baseline of
+/// [`chat_with_tools`]: the bench client and the upstream handle the same bodies).
+pub(crate) async fn direct_with_tools(
+    http: &reqwest::Client,
+    fake: &FakeOpenAi,
+    prompt: &str,
+) -> anyhow::Result<Sample> {
+    chat_with_tools(
+        http,
+        &format!("{}/chat/completions", fake.base_url()),
+        prompt,
+    )
+    .await
+}
+
 async fn service(http: &reqwest::Client, url: &str) -> anyhow::Result<Sample> {
     service_with(http, url, r#"{"prompt":"hi"}"#.to_owned()).await
 }
@@ -218,6 +233,7 @@ pub struct Overheads {
     pub added: (Duration, Duration),
     pub thread_added: (Duration, Duration),
     pub chat: crate::side_by_side::ChatOverheads,
+    pub routing: crate::routing_bench::RoutingOverheads,
 }
 
 pub async fn run() -> anyhow::Result<Overheads> {
@@ -267,10 +283,12 @@ pub async fn run() -> anyhow::Result<Overheads> {
     }
     let chat = side_by_side::compare(&http, &fake, &urls).await?;
     let thread_added = thread_overhead(&http, &url, &store).await?;
+    let routing = crate::routing_bench::run(&http, &fake, &url).await?;
     Ok(Overheads {
         added,
         thread_added,
         chat,
+        routing,
     })
 }
 

@@ -9,9 +9,10 @@ use backon::{ExponentialBuilder, Retryable};
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::{Chunk, ChunkStream, CompletionRequest, Provider, ProviderError, ToolCallDelta};
+use super::{
+    Chunk, ChunkStream, CompletionRequest, Provider, ProviderError, ToolCallDelta, ToolChoice,
+};
 use crate::domain::Usage;
 use crate::settings::{ProviderSettings, Secret};
 
@@ -57,10 +58,7 @@ impl OpenAiProvider {
         })
     }
 
-    async fn send_once(
-        &self,
-        body: &serde_json::Value,
-    ) -> Result<reqwest::Response, ProviderError> {
+    async fn send_once(&self, body: &Body<'_>) -> Result<reqwest::Response, ProviderError> {
         let mut req = self
             .client
             .post(&self.url)
@@ -110,40 +108,27 @@ impl Provider for OpenAiProvider {
     }
 
     async fn stream(&self, request: CompletionRequest) -> Result<ChunkStream, ProviderError> {
-        let mut body = json!({
-            "model": request.model,
-            "messages": request.messages,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
+        // Written straight from the request (borrowed: nothing is copied into a JSON tree).
         // A cap the client named goes as it named it (`max_completion_tokens` is never
         // rewritten into `max_tokens`, which OpenAI's reasoning models refuse).
         let named_cap = ["max_tokens", "max_completion_tokens"]
             .iter()
             .any(|k| request.extra.contains_key(*k));
-        if let (Some(n), false) = (request.max_tokens, named_cap) {
-            body["max_tokens"] = json!(n);
-        }
-        if let Some(t) = request.temperature {
-            body["temperature"] = json!(t);
-        }
-        if let Some(p) = request.top_p {
-            body["top_p"] = json!(p);
-        }
-        if let Some(stop) = &request.stop {
-            body["stop"] = json!(stop);
-        }
-        if !request.tools.is_empty() {
-            body["tools"] = request.tools.iter().map(|t| t.to_openai()).collect();
-        }
-        if let Some(choice) = &request.tool_choice {
-            body["tool_choice"] = choice.to_openai();
-        }
-        if let Some(fields) = body.as_object_mut() {
-            for (k, v) in &request.extra {
-                fields.insert(k.clone(), v.clone());
-            }
-        }
+        let body = Body {
+            model: &request.model,
+            messages: &request.messages,
+            stream: true,
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
+            max_tokens: request.max_tokens.filter(|_| !named_cap),
+            temperature: request.temperature,
+            top_p: request.top_p,
+            stop: request.stop.as_deref(),
+            tools: request.tools.iter().map(WireTool::of).collect(),
+            tool_choice: request.tool_choice.as_ref().map(ToolChoice::to_openai),
+            extra: &request.extra,
+        };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(5))
@@ -165,6 +150,68 @@ impl Provider for OpenAiProvider {
             })
             .await?;
         Ok(Box::pin(chunks(resp.bytes_stream().eventsource())))
+    }
+}
+
+/// The request body, as OpenAI's Chat Completions takes it.
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: &'a [super::Message],
+    stream: bool,
+    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<serde_json::Value>,
+    /// The parameters passed on as sent.
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(serde::Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// `{"type": "function", "function": {...}}`, borrowed from a [`super::Tool`].
+#[derive(serde::Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionDef<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct WireFunctionDef<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+impl<'a> WireTool<'a> {
+    fn of(t: &'a super::Tool) -> Self {
+        Self {
+            kind: "function",
+            function: WireFunctionDef {
+                name: &t.name,
+                description: t.description.as_deref(),
+                parameters: t.parameters.as_ref(),
+                strict: t.strict,
+            },
+        }
     }
 }
 

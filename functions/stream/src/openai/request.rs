@@ -90,7 +90,7 @@ impl ChatRequest {
                 None,
             )
         })?;
-        let Value::Object(map) = value else {
+        let Value::Object(mut map) = value else {
             return Err(bad("body", "the body must be a JSON object"));
         };
         refuse_unsupported(&map)?;
@@ -109,7 +109,7 @@ impl ChatRequest {
             Some(_) => return Err(bad("user", "user must be a string")),
         }
         let previous_id = previous_id(&map)?;
-        let tools = super::tools::tools(&map)?;
+        let tools = super::tools::tools(map.remove("tools"))?;
         let tool_choice = super::tools::tool_choice(&map)?;
         super::tools::checked_as_sent(&map)?;
         let extra = passed_on(&map)?;

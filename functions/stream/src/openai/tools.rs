@@ -21,9 +21,10 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// `tools`: function definitions (none: an empty list).
-pub fn tools(map: &Map<String, Value>) -> Result<Vec<Tool>, Refusal> {
-    let list = match map.get("tools") {
+/// `tools`: function definitions (none: an empty list), taken out of the request (their
+/// schemas move into the tools, never copied).
+pub fn tools(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
+    let list = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(list)) if list.len() <= MAX_TOOLS => list,
         Some(_) => {
@@ -34,8 +35,11 @@ pub fn tools(map: &Map<String, Value>) -> Result<Vec<Tool>, Refusal> {
         }
     };
     let mut out: Vec<Tool> = Vec::with_capacity(list.len());
-    for (i, t) in list.iter().enumerate() {
+    for (i, t) in list.into_iter().enumerate() {
         let param = format!("tools[{i}]");
+        let Value::Object(mut t) = t else {
+            return Err(bad(&param, "a tool must be an object"));
+        };
         match t.get("type").and_then(Value::as_str) {
             Some("function") => {}
             Some(_) => {
@@ -46,14 +50,14 @@ pub fn tools(map: &Map<String, Value>) -> Result<Vec<Tool>, Refusal> {
             }
             None => return Err(bad(&format!("{param}.type"), "a tool needs its type")),
         }
-        let Some(f) = t.get("function").and_then(Value::as_object) else {
+        let Some(Value::Object(mut f)) = t.remove("function") else {
             return Err(bad(
                 &format!("{param}.function"),
                 "a function tool needs its function object",
             ));
         };
-        let name = match f.get("name") {
-            Some(Value::String(n)) if valid_name(n) => n.clone(),
+        let name = match f.remove("name") {
+            Some(Value::String(n)) if valid_name(&n) => n,
             _ => {
                 return Err(bad(
                     &format!("{param}.function.name"),
@@ -61,9 +65,9 @@ pub fn tools(map: &Map<String, Value>) -> Result<Vec<Tool>, Refusal> {
                 ));
             }
         };
-        let description = match f.get("description") {
+        let description = match f.remove("description") {
             None | Some(Value::Null) => None,
-            Some(Value::String(d)) => Some(d.clone()),
+            Some(Value::String(d)) => Some(d),
             Some(_) => {
                 return Err(bad(
                     &format!("{param}.function.description"),
@@ -71,9 +75,9 @@ pub fn tools(map: &Map<String, Value>) -> Result<Vec<Tool>, Refusal> {
                 ));
             }
         };
-        let parameters = match f.get("parameters") {
+        let parameters = match f.remove("parameters") {
             None | Some(Value::Null) => None,
-            Some(p @ Value::Object(_)) => Some(p.clone()),
+            Some(p @ Value::Object(_)) => Some(p),
             Some(_) => {
                 return Err(bad(
                     &format!("{param}.function.parameters"),
