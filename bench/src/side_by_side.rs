@@ -12,7 +12,7 @@ use testkit::fake_openai::FakeOpenAi;
 use crate::stats::{ms, percentile, table};
 use crate::stream_bench::{
     MODEL_FIRST_TOKEN, SLOW_START, Sample, WORDS, chat, chat_with_tools, direct_with,
-    direct_with_tools, round, service_with,
+    direct_with_tools, service_with,
 };
 
 /// The floor any proxy pays: a server on the service's HTTP stack that sends each request on
@@ -72,26 +72,47 @@ struct PathFigures {
     cpu: Duration,
 }
 
-/// [`round`], with the figures of [`PathFigures`].
-async fn measured<F, Fut>(concurrency: usize, total: usize, f: F) -> anyhow::Result<PathFigures>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Sample>> + Send + 'static,
-{
-    let before = cpu_time();
-    let samples = round(concurrency, total, f).await?;
-    let cpu = cpu_time().saturating_sub(before) / u32::try_from(total)?;
-    let mut t: Vec<Duration> = samples.iter().map(|x| x.ttfb).collect();
-    Ok(PathFigures {
-        p50: percentile(&mut t, 50.0),
-        p99: percentile(&mut t, 99.0),
-        cpu,
-    })
+/// One way to a stream: starts one, resolving to what it measured.
+type Path = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Sample>> + Send>>,
+>;
+
+/// The figures of each of `paths`, measured interleaved: round after round, each path in turn
+/// runs `concurrency` streams, so that whatever else the machine does (the database's own
+/// work, the scheduler) falls on every path alike; `rounds` rounds.
+async fn interleaved(
+    paths: &[Path],
+    concurrency: usize,
+    rounds: usize,
+) -> anyhow::Result<Vec<PathFigures>> {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
+    let mut cpu = vec![Duration::ZERO; paths.len()];
+    for _ in 0..rounds {
+        for (i, path) in paths.iter().enumerate() {
+            let before = cpu_time();
+            let tasks: Vec<_> = (0..concurrency).map(|_| tokio::spawn(path())).collect();
+            for t in tasks {
+                samples[i].push(t.await??.ttfb);
+            }
+            cpu[i] += cpu_time().saturating_sub(before);
+        }
+    }
+    let n = u32::try_from(concurrency * rounds)?;
+    Ok(samples
+        .into_iter()
+        .zip(cpu)
+        .map(|(mut t, cpu)| PathFigures {
+            p50: percentile(&mut t, 50.0),
+            p99: percentile(&mut t, 99.0),
+            cpu: cpu / n,
+        })
+        .collect())
 }
 
 /// Time to first content, one upstream, side by side: the upstream directly, `/stream`,
-/// `/v1/chat/completions`, the bare proxy and `/v1/chat/completions` with three tools offered,
-/// at `concurrency` streams of `prompt`, in that order.
+/// `/v1/chat/completions`, the bare proxy, `/v1/chat/completions` with three tools offered and
+/// the upstream directly with the same tools, at `concurrency` streams of `prompt`, in that
+/// order (measured interleaved, 400 streams each).
 async fn side_by_side(
     http: &reqwest::Client,
     fake: &Arc<FakeOpenAi>,
@@ -99,44 +120,44 @@ async fn side_by_side(
     concurrency: usize,
     prompt: &'static str,
 ) -> anyhow::Result<[PathFigures; 6]> {
-    let total = 200;
-    let (h, f) = (http.clone(), fake.clone());
-    let d = measured(concurrency, total, move || {
-        let (h, f) = (h.clone(), f.clone());
-        async move { direct_with(&h, &f, prompt).await }
-    })
-    .await?;
-    let (h, u) = (http.clone(), urls.stream.clone());
     let body = json!({ "prompt": prompt }).to_string();
-    let s = measured(concurrency, total, move || {
-        let (h, u, b) = (h.clone(), u.clone(), body.clone());
-        async move { service_with(&h, &u, b).await }
-    })
-    .await?;
-    let mut chats = Vec::new();
-    for url in [&urls.chat, &urls.proxy] {
-        let (h, u) = (http.clone(), url.clone());
-        chats.push(
-            measured(concurrency, total, move || {
-                let (h, u) = (h.clone(), u.clone());
-                async move { chat(&h, &u, prompt).await }
-            })
-            .await?,
-        );
-    }
-    let (h, u) = (http.clone(), urls.chat.clone());
-    let tools = measured(concurrency, total, move || {
-        let (h, u) = (h.clone(), u.clone());
-        async move { chat_with_tools(&h, &u, prompt).await }
-    })
-    .await?;
     let (h, f) = (http.clone(), fake.clone());
-    let direct_tools = measured(concurrency, total, move || {
+    let direct: Path = Box::new(move || {
         let (h, f) = (h.clone(), f.clone());
-        async move { direct_with_tools(&h, &f, prompt).await }
-    })
-    .await?;
-    Ok([d, s, chats[0], chats[1], tools, direct_tools])
+        Box::pin(async move { direct_with(&h, &f, prompt).await })
+    });
+    let (h, u) = (http.clone(), urls.stream.clone());
+    let stream: Path = Box::new(move || {
+        let (h, u, b) = (h.clone(), u.clone(), body.clone());
+        Box::pin(async move { service_with(&h, &u, b).await })
+    });
+    let chat_path = |url: &String| -> Path {
+        let (h, u) = (http.clone(), url.clone());
+        Box::new(move || {
+            let (h, u) = (h.clone(), u.clone());
+            Box::pin(async move { chat(&h, &u, prompt).await })
+        })
+    };
+    let (h, u) = (http.clone(), urls.chat.clone());
+    let tools: Path = Box::new(move || {
+        let (h, u) = (h.clone(), u.clone());
+        Box::pin(async move { chat_with_tools(&h, &u, prompt).await })
+    });
+    let (h, f) = (http.clone(), fake.clone());
+    let direct_tools: Path = Box::new(move || {
+        let (h, f) = (h.clone(), f.clone());
+        Box::pin(async move { direct_with_tools(&h, &f, prompt).await })
+    });
+    let paths = [
+        direct,
+        stream,
+        chat_path(&urls.chat),
+        chat_path(&urls.proxy),
+        tools,
+        direct_tools,
+    ];
+    let f = interleaved(&paths, concurrency, 400 / concurrency).await?;
+    Ok([f[0], f[1], f[2], f[3], f[4], f[5]])
 }
 
 /// Where the side-by-side comparison sends its requests.

@@ -273,3 +273,73 @@ async fn the_stream_function_url_delivers_chunks_one_by_one_and_saves_the_record
     assert_eq!(saved.get::<_, String>(1), "via v1");
     assert_eq!(saved.get::<_, String>(2), content);
 }
+
+/// Routing on the Lambda path: the stream function, its `LLM_CONFIG` a file (outside the watched
+/// tree) whose route's first target refuses connections, answers from the second through its
+/// function URL, and keeps both attempts.
+#[tokio::test]
+async fn the_stream_function_falls_back_along_its_route() {
+    use testkit::fake_openai::{FakeOpenAi, Reply, answer};
+    let upstream = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &["Routed ", "through ", "Lambda."],
+        Duration::ZERO,
+    ))])
+    .await;
+    let down = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = std::env::temp_dir().join(format!("llm-config-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.primary]\nkind = \"openai\"\nbase_url = \"http://{down}/v1\"\n\
+             [providers.backup]\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             [models.chat]\nroute = [{{provider = \"primary\", model = \"a\"}}, \
+             {{provider = \"backup\", model = \"b\"}}]\n",
+            upstream.base_url()
+        ),
+    )
+    .unwrap();
+    let db = TestDb::new().await;
+    let (proc, base) = watch(&db, &format!(",LLM_CONFIG={}", config.display())).await;
+    let http = client();
+    wait_ok(
+        &http,
+        &format!("{base}/stream/health"),
+        Duration::from_secs(240),
+        || proc.output(),
+    )
+    .await;
+    let resp = http
+        .post(format!("{base}/stream/stream"))
+        .body(r#"{"prompt":"route me"}"#)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST /stream: {e}\n{}", tail(&proc.output())));
+    assert_eq!(resp.status(), 200);
+    let events = sse::read(resp, None).await;
+    assert_eq!(
+        sse::text(&events),
+        "Routed through Lambda.",
+        "{}",
+        tail(&proc.output())
+    );
+    let id = events[0].data["id"].as_str().unwrap();
+    let client = db.client().await;
+    let saved = client
+        .query_one(
+            "SELECT provider, model, attempts::text FROM conversations WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (saved.get::<_, String>(0), saved.get::<_, String>(1)),
+        ("backup".to_owned(), "b".to_owned())
+    );
+    let attempts: Value = serde_json::from_str(&saved.get::<_, String>(2)).unwrap();
+    assert_eq!(attempts[0]["error_code"], "provider_unreachable");
+    assert_eq!(attempts[1]["provider"], "backup");
+    let _ = std::fs::remove_file(config);
+}

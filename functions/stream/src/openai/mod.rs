@@ -131,7 +131,11 @@ pub async fn chat(
     let started = Instant::now();
     let parts = RequestParts::of(&request);
     let body = crate::body::read_body(request, state.limits.max_body_bytes).await?;
-    let req = ChatRequest::parse(&body, state.limits.max_prompt_chars)?;
+    let mut req = ChatRequest::parse(&body, state.limits.max_prompt_chars)?;
+    // The tools move into the provider's request (their schemas are not copied); the turn keeps
+    // their names.
+    let tools = std::mem::take(&mut req.tools);
+    let tool_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
     if state.model(Some(&req.model)).is_err() {
         return Err(model_not_found(&req.model));
     }
@@ -143,7 +147,7 @@ pub async fn chat(
         top_p: req.top_p,
         stop: req.stop.clone(),
         extra: req.extra.clone(),
-        tools: req.tools.clone(),
+        tools,
         tool_choice: req.tool_choice.clone(),
         attempts: Default::default(),
     };
@@ -171,8 +175,8 @@ pub async fn chat(
     let (prompt_parts, earlier) = req.stored();
     conversation.messages = Some(Value::Array(earlier));
     conversation.prompt_parts = prompt_parts.map(Value::Array);
-    if !req.tools.is_empty() {
-        conversation.tools = Some(req.tools.iter().map(|t| t.name.clone()).collect());
+    if !tool_names.is_empty() {
+        conversation.tools = Some(tool_names);
     }
     if let Some(flag) = state.guard.check_prompt(&prompt) {
         return Err(blocked(&state, conversation, flag).await.into());
