@@ -1,11 +1,13 @@
 """Least privilege and kept secrets in template.yaml: no wildcard action (such as bedrock:*), no
-`*` resource; Bedrock only for the stream function, only when LlmProvider=bedrock, only
-bedrock:InvokeModelWithResponseStream on one model's ARNs; no secret resolved by the template
+`*` resource; Bedrock only for the stream function, only bedrock:InvokeModelWithResponseStream,
+only when LlmProvider=bedrock on its one model's ARNs, or with LlmConfig on the models and
+profiles its routes name (BedrockRouteModels, BedrockRouteProfileArns); no secret resolved by the template
 (`{{resolve:...}}` puts it in the function's configuration in plain text): secrets are named by
 `*_SECRET_ARN` and read at cold start, with GetSecretValue on the named secrets only, and the
 OpenAI key readable by the stream function alone; a rule refusing AuthMode=off with a public
 function URL. Run by infra/check-template.sh."""
 
+import json
 import sys
 
 from cfnlint.decode import decode
@@ -38,6 +40,8 @@ def resources(resource):
         if isinstance(r, dict) and "Fn::If" in r:
             yield from resources(r["Fn::If"][1])
             yield from resources(r["Fn::If"][2])
+        elif isinstance(r, dict) and "Fn::Split" in r:
+            yield json.dumps(r)
         elif isinstance(r, dict) and "Fn::Sub" in r:
             yield r["Fn::Sub"] if isinstance(r["Fn::Sub"], str) else r["Fn::Sub"][0]
         elif isinstance(r, list):
@@ -111,20 +115,30 @@ def main():
                 bedrock.append((name, st, conditions))
     if not bedrock:
         problems.append("no Bedrock statement: the stream function cannot call Bedrock")
+    # Each condition that may allow Bedrock, and what every resource under it must name.
+    allowed_under = {
+        "UseBedrock": "${BedrockModelId}",
+        "HasRouteModels": "BedrockRouteModels",
+        "HasRouteProfiles": "BedrockRouteProfileArns",
+    }
     for name, st, conditions in bedrock:
         if name != "StreamFunction":
             problems.append(f"{name} may call Bedrock; only the stream function should")
-        if conditions[:1] != ("UseBedrock",):
-            problems.append(f"{name}: Bedrock allowed outside the UseBedrock condition")
+        condition = conditions[0] if conditions else None
+        if condition not in allowed_under:
+            problems.append(f"{name}: Bedrock allowed outside UseBedrock and the route conditions")
+            continue
         if as_list(st["Action"]) != ["bedrock:InvokeModelWithResponseStream"]:
             problems.append(f"{name}: Bedrock actions {st['Action']}")
         for r in resources(st["Resource"]):
-            if "${BedrockModelId}" not in r:
-                problems.append(f"{name}: Bedrock resource {r} is not the configured model")
+            text = r if isinstance(r, str) else json.dumps(r)
+            if allowed_under[condition] not in text:
+                problems.append(f"{name}: Bedrock resource {text} is not the configured models")
     if problems:
         sys.exit("least-privilege check failed:\n  " + "\n  ".join(problems))
     print("check_policies.py: no wildcard actions or resources; Bedrock only for the stream "
-          "function, only with LlmProvider=bedrock, only its model; no secret resolved by the "
+          "function, only with LlmProvider=bedrock (its model) or LlmConfig (its routes' models "
+          "and profiles); no secret resolved by the "
           "template, each read only where it is needed; no keyless public URL")
 
 

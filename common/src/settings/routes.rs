@@ -201,6 +201,15 @@ pub fn parse(text: &str, env: &dyn Env, base: &ProviderSettings) -> Result<Route
             },
         );
     }
+    // In AWS the template passes the Bedrock models its policy covers: a route naming another
+    // would fail at its first call, so it is refused here.
+    let allowed_bedrock: Option<Vec<String>> = env.var("LLM_CONFIG_BEDROCK_MODELS").map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
     let mut models = BTreeMap::new();
     for (name, m) in file.models {
         let span = m.route.span();
@@ -213,12 +222,28 @@ pub fn parse(text: &str, env: &dyn Env, base: &ProviderSettings) -> Result<Route
         }
         let mut targets = Vec::with_capacity(route.len());
         for t in route {
-            if !providers.contains_key(t.provider.get_ref()) {
+            let Some(target) = providers.get(t.provider.get_ref()) else {
                 return Err(at(
                     t.provider.span(),
                     format!(
                         "models.{name}: the route names provider {:?}, which [providers] does not define",
                         t.provider.get_ref()
+                    ),
+                ));
+            };
+            if target.settings.kind == ProviderKind::Bedrock
+                && let Some(allowed) = &allowed_bedrock
+                && !allowed
+                    .iter()
+                    .any(|a| a == &t.model || a.ends_with(&format!("/{}", t.model)))
+            {
+                return Err(at(
+                    t.provider.span(),
+                    format!(
+                        "models.{name}: Bedrock model {:?} is not among those the deployment may \
+                         invoke (LLM_CONFIG_BEDROCK_MODELS: the template's BedrockRouteModels \
+                         and BedrockRouteProfileArns)",
+                        t.model
                     ),
                 ));
             }
@@ -306,6 +331,33 @@ continue_on_failure = true
         assert_eq!(primary.first_token_timeout, Duration::from_secs(2));
         assert_eq!(r.providers["backup"].cooldown_failures, 2);
         assert_eq!(r.providers["backup"].cooldown, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_bedrock_model_the_deployment_may_not_invoke_is_refused() {
+        let config = r#"
+[providers.aws]
+kind = "bedrock"
+region = "eu-west-1"
+
+[models.chat]
+route = [{ provider = "aws", model = "us.amazon.nova-lite-v1:0" }]
+"#;
+        let mut env = HashMap::from([
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("LLM_CONFIG_BEDROCK_MODELS", "amazon.nova-lite-v1:0"),
+        ]);
+        let e = parse(config, &env, &base()).unwrap_err().to_string();
+        assert!(
+            e.contains("line 7") && e.contains("us.amazon.nova-lite-v1:0"),
+            "{e}"
+        );
+        env.insert(
+            "LLM_CONFIG_BEDROCK_MODELS",
+            "amazon.nova-lite-v1:0,arn:aws:bedrock:eu-west-1:123456789012:inference-profile/us.amazon.nova-lite-v1:0",
+        );
+        assert!(parse(config, &env, &base()).is_ok());
     }
 
     #[test]

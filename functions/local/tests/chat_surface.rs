@@ -146,6 +146,29 @@ async fn setup(name: &str) -> Setup {
     }
 }
 
+/// Runs an SDK's checks (`sdk BASE_URL KEY`) to success; the JSON lines it printed.
+fn run_sdk(
+    mut sdk: Command,
+    base: &str,
+    key: &str,
+    fake: &FakeOpenAi,
+    server: &testkit::process::Proc,
+) -> Vec<Value> {
+    let out = sdk.arg(base).arg(key).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK checks failed:\n{stdout}\n{}\nthe upstream received:\n{:#?}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fake.requests(),
+        server.output()
+    );
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
     let Setup {
@@ -157,23 +180,9 @@ async fn the_python_sdk_calls_tools_parses_output_and_gets_typed_errors() {
     } = setup("python").await;
     let python = workspace_root().join(".venv/bin/python");
     assert!(python.exists(), "run `make test`: it installs the SDK");
-    let out = Command::new(python)
-        .arg(workspace_root().join("functions/local/tests/sdk/tools_sdk.py"))
-        .arg(&base)
-        .arg(&key)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the SDK checks failed:\n{stdout}\n{}\nserver:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.output()
-    );
-    let calls: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let mut sdk = Command::new(python);
+    sdk.arg(workspace_root().join("functions/local/tests/sdk/tools_sdk.py"));
+    let calls = run_sdk(sdk, &base, &key, &fake, &server);
 
     // The tools and the round trip reached the upstream as OpenAI's API defines them.
     let journal = fake.requests();
@@ -349,25 +358,11 @@ async fn the_vercel_ai_sdk_and_run_tools_loop_through_tools() {
         modules.join("ai").exists() && modules.join("@ai-sdk/openai").exists(),
         "run `make test`: infra/tools.sh installs the AI SDK under .local/node"
     );
-    let out = Command::new("node")
-        .env("NODE_PATH", &modules)
-        .arg(workspace_root().join("functions/local/tests/sdk/ai_sdk.cjs"))
-        .arg(&base)
-        .arg(&key)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the SDK checks failed:\n{stdout}\n{}\nthe upstream received:\n{:#?}",
-        String::from_utf8_lossy(&out.stderr),
-        fake.requests()
-    );
-    let done: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert_eq!(done.len(), 3, "{stdout}");
+    let mut sdk = Command::new("node");
+    sdk.env("NODE_PATH", &modules)
+        .arg(workspace_root().join("functions/local/tests/sdk/ai_sdk.cjs"));
+    let done = run_sdk(sdk, &base, &key, &fake, &server);
+    assert_eq!(done.len(), 3, "{done:?}");
     // Both loops sent the calls and their results back as OpenAI defines them.
     let journal = fake.requests();
     let loops: Vec<&Value> = journal

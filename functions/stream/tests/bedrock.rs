@@ -3,64 +3,21 @@
 //! a real PostgreSQL; the provider is a local ConverseStream endpoint that checks SigV4 and
 //! answers in AWS's event-stream framing, including Bedrock's failures.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use common::auth::Auth;
-use common::store::PgStore;
-use common::{Conversation, Status};
+use common::Status;
 use serde_json::{Value, json};
-use stream::StreamState;
-use testkit::TestDb;
+use support::Harness;
 use testkit::fake_bedrock::{Event, FakeBedrock, MODEL_ID, Reply, answer};
 use testkit::sse::{self, Received};
 
-struct Harness {
-    _db: TestDb,
-    store: Arc<PgStore>,
-    addr: SocketAddr,
-    http: reqwest::Client,
-}
-
 async fn with_bedrock(fake: &FakeBedrock, extra: &[(&str, &str)]) -> Harness {
-    let db = TestDb::new().await;
     let env = fake.env();
     let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     pairs.extend_from_slice(extra);
-    let settings = db.settings_with(&pairs);
-    let store = Arc::new(PgStore::from_settings(&settings).unwrap());
-    let state = StreamState::from_settings(&settings, store.clone()).unwrap();
-    let app = stream::router(state, store.clone(), Auth::off(store.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { common::http::serve(listener, app).await });
-    Harness {
-        _db: db,
-        store,
-        addr,
-        http: testkit::http_client(),
-    }
-}
-
-impl Harness {
-    async fn stream(&self, body: Value) -> Vec<Received> {
-        let resp = self
-            .http
-            .post(format!("http://{}/stream", self.addr))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        sse::read(resp, None).await
-    }
-
-    async fn finished(&self, events: &[Received]) -> Conversation {
-        assert_eq!(events[0].name, "start", "{events:?}");
-        let id = uuid::Uuid::parse_str(events[0].data["id"].as_str().unwrap()).unwrap();
-        testkit::finished(self.store.as_ref(), "local", id).await
-    }
+    support::serve(&pairs).await
 }
 
 fn last(events: &[Received]) -> &Value {
