@@ -8,8 +8,9 @@
 //!   (each is built without retries), a route of one keeps the retries with backoff. A 400 (the
 //!   request's own fault) is not tried elsewhere.
 //! - **After it**, with `continue_on_failure`, a target that fails mid-answer (a cut, an error
-//!   event, a silence past its `idle_timeout_ms`) is replaced by the next, which receives the
-//!   messages plus an assistant message holding the text so far, and continues it.
+//!   event, a silence past its `idle_timeout_ms`, its whole answer past `total_timeout_ms`) is
+//!   replaced by the next, which receives the messages plus an assistant message holding the
+//!   text so far, and continues it.
 //! - **Cooldown**: a target that failed `cooldown_failures` times within a minute is skipped for
 //!   `cooldown_ms`; when every target of a route is cooling down, the first is tried anyway.
 //!   Per process.
@@ -35,6 +36,7 @@ struct TargetRun {
     provider: Arc<dyn Provider>,
     first_token_timeout: Duration,
     idle_timeout: Duration,
+    total_timeout: Duration,
     cooldown_failures: usize,
     cooldown: Duration,
 }
@@ -86,6 +88,7 @@ impl Router {
                     provider: super::one(&settings)?,
                     first_token_timeout: p.first_token_timeout,
                     idle_timeout: p.idle_timeout,
+                    total_timeout: p.total_timeout,
                     cooldown_failures: p.cooldown_failures,
                     cooldown: p.cooldown,
                 }));
@@ -306,10 +309,17 @@ impl Flow {
             let item = match self.head.pop_front() {
                 Some(c) => Some(Ok(c)),
                 None => {
-                    let idle = self.route.targets[self.target].idle_timeout;
-                    match tokio::time::timeout(idle, self.stream.next()).await {
+                    // Its silence between chunks, and its whole answer, are bounded.
+                    let t = &self.route.targets[self.target];
+                    let left = t.total_timeout.saturating_sub(self.started.elapsed());
+                    let (wait, what) = if left < t.idle_timeout {
+                        (left, "total")
+                    } else {
+                        (t.idle_timeout, "idle")
+                    };
+                    match tokio::time::timeout(wait, self.stream.next()).await {
                         Ok(item) => item,
-                        Err(_) => Some(Err(ProviderError::Timeout("idle"))),
+                        Err(_) => Some(Err(ProviderError::Timeout(what))),
                     }
                 }
             };

@@ -315,3 +315,34 @@ async fn a_mixed_route_falls_back_from_openai_to_bedrock() {
     assert_eq!(bedrock.requests()[0].model_id, MODEL_ID);
     assert_eq!(codes(&turn)[0].2, Some(502));
 }
+
+#[tokio::test]
+async fn a_target_past_its_total_timeout_is_continued_by_the_next() {
+    let slow = FakeOpenAi::start(vec![Reply::Stream(answer(
+        &["a ", "b ", "c ", "d ", "e ", "f ", "g ", "h "],
+        Duration::from_millis(100),
+    ))])
+    .await;
+    let healthy = FakeOpenAi::start(vec![Reply::Stream(answer(&["rest."], Duration::ZERO))]).await;
+    let config = format!(
+        "{}total_timeout_ms = 250\n{}\n[models.chat]\nroute = [\
+         {{provider = \"slow\", model = \"a\"}}, {{provider = \"healthy\", model = \"b\"}}]\n\
+         continue_on_failure = true\n",
+        provider("slow", &slow.base_url()),
+        provider("healthy", &healthy.base_url()),
+    );
+    let h = with_config(&config, &[]).await;
+    let events = h.stream(json!({"prompt": "hi"})).await;
+    let turn = h.finished(&events).await;
+    assert_eq!(turn.status, Status::Complete, "{events:?}");
+    assert!(
+        turn.response.starts_with("a ")
+            && turn.response.ends_with("rest.")
+            && !turn.response.contains("h "),
+        "{}",
+        turn.response
+    );
+    let attempts = turn.attempts.unwrap();
+    assert_eq!(attempts[0].error_code.as_deref(), Some("provider_timeout"));
+    assert!(attempts[0].chars >= 2, "{attempts:?}");
+}
