@@ -334,6 +334,19 @@ impl Conversation {
         self.truncated = true;
     }
 
+    /// The JSON columns the final record writes beside `messages` and `prompt_parts`:
+    /// `tool_calls`, `tools` and `attempts` (each null when absent), for both store backends.
+    pub fn json_columns(&self) -> [Option<serde_json::Value>; 3] {
+        fn json<T: Serialize>(v: Option<&T>) -> Option<serde_json::Value> {
+            v.and_then(|v| serde_json::to_value(v).ok())
+        }
+        [
+            json(self.tool_calls.as_ref()),
+            json(self.tools.as_ref()),
+            json(self.attempts.as_ref()),
+        ]
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.prompt_tokens,

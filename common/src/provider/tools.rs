@@ -18,24 +18,6 @@ pub struct Tool {
     pub strict: Option<bool>,
 }
 
-impl Tool {
-    /// As OpenAI's API takes it.
-    pub fn to_openai(&self) -> Value {
-        let mut function = serde_json::Map::new();
-        function.insert("name".into(), Value::String(self.name.clone()));
-        if let Some(d) = &self.description {
-            function.insert("description".into(), Value::String(d.clone()));
-        }
-        if let Some(p) = &self.parameters {
-            function.insert("parameters".into(), p.clone());
-        }
-        if let Some(s) = self.strict {
-            function.insert("strict".into(), Value::Bool(s));
-        }
-        serde_json::json!({"type": "function", "function": function})
-    }
-}
-
 /// Whether and which tool the model must call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolChoice {

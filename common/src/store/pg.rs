@@ -242,15 +242,7 @@ impl ConversationFinish for PgStore {
         let c = &*c.storable();
         let flags = serde_json::to_value(&c.flags).unwrap_or_default();
         let status = c.status.as_str();
-        let tool_calls = c
-            .tool_calls
-            .as_ref()
-            .and_then(|t| serde_json::to_value(t).ok());
-        let tools = c.tools.as_ref().and_then(|t| serde_json::to_value(t).ok());
-        let attempts = c
-            .attempts
-            .as_ref()
-            .and_then(|a| serde_json::to_value(a).ok());
+        let [tool_calls, tools, attempts] = c.json_columns();
         let params: Params<'_> = vec![
             &c.id,
             &c.prompt,

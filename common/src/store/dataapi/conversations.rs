@@ -77,6 +77,7 @@ impl ConversationFinish for DataApiStore {
 
     async fn finish(&self, c: &Conversation) -> Result<(), StoreError> {
         let c = &*c.storable();
+        let [tool_calls, tools, attempts] = c.json_columns();
         let args = Args::default()
             .uuid(c.id)
             .text(&c.prompt)
@@ -100,25 +101,10 @@ impl ConversationFinish for DataApiStore {
             .opt_text(c.system.as_deref())
             .opt_json(c.messages.as_ref())
             .opt_int(c.context_turns)
-            .opt_json(
-                c.tool_calls
-                    .as_ref()
-                    .and_then(|t| serde_json::to_value(t).ok())
-                    .as_ref(),
-            )
-            .opt_json(
-                c.tools
-                    .as_ref()
-                    .and_then(|t| serde_json::to_value(t).ok())
-                    .as_ref(),
-            )
+            .opt_json(tool_calls.as_ref())
+            .opt_json(tools.as_ref())
             .opt_json(c.prompt_parts.as_ref())
-            .opt_json(
-                c.attempts
-                    .as_ref()
-                    .and_then(|a| serde_json::to_value(a).ok())
-                    .as_ref(),
-            );
+            .opt_json(attempts.as_ref());
         self.exec(&named(sql::FINISH), args.0, None).await?;
         Ok(())
     }

@@ -108,8 +108,6 @@ struct Log {
     stored: String,
     stored_chars: usize,
     readers: Vec<Arc<Reader>>,
-    /// The provider accepted the request (its answer's first byte came).
-    answered: bool,
     /// What the provider said when it refused the request, for a `/v1` client.
     refusal: Option<Upstream>,
 }
@@ -121,6 +119,9 @@ pub struct LiveTurn {
     log: Mutex<Log>,
     /// Bumped on every append; readers wait on it.
     version: watch::Sender<u64>,
+    /// The provider accepted the request (its answer's first byte came). Apart from `version`:
+    /// only a `/v1` response waits on it, and readers are not woken for it.
+    accepted: watch::Sender<bool>,
     halt: watch::Sender<Option<Halt>>,
     lag_limit: u64,
 }
@@ -137,10 +138,10 @@ impl LiveTurn {
                 stored: String::new(),
                 stored_chars: 0,
                 readers: Vec::new(),
-                answered: false,
                 refusal: None,
             }),
             version: watch::channel(0).0,
+            accepted: watch::channel(false).0,
             halt: watch::channel(None).0,
             lag_limit: lag_limit as u64,
         }
@@ -199,8 +200,7 @@ impl LiveTurn {
 
     /// The provider has accepted the request (see [`LiveTurn::answered`]).
     pub fn mark_answered(&self) {
-        self.log().answered = true;
-        self.version.send_modify(|v| *v += 1);
+        self.accepted.send_replace(true);
     }
 
     /// The final event, when the turn ended in failure.
@@ -213,7 +213,7 @@ impl LiveTurn {
 
     /// Whether the provider has accepted the request.
     pub fn is_answered(&self) -> bool {
-        self.log().answered
+        *self.accepted.borrow()
     }
 
     /// The provider refused the request, saying this.
@@ -229,19 +229,24 @@ impl LiveTurn {
     /// Resolves once the provider has accepted the request or the turn has ended: a `/v1`
     /// response holds its status until then, so that a refusal keeps its own.
     pub async fn answered(&self) {
+        let mut accepted = self.accepted.subscribe();
         let mut version = self.version.subscribe();
-        let _ = version
-            .wait_for(|_| {
-                let log = self.log();
-                log.answered || matches!(log.events.last().map(|e| &**e), Some(LiveEvent::Final(_)))
-            })
-            .await;
+        let ended = |_: &u64| {
+            matches!(
+                self.log().events.last().map(|e| &**e),
+                Some(LiveEvent::Final(_))
+            )
+        };
+        tokio::select! {
+            _ = accepted.wait_for(|a| *a) => {}
+            _ = version.wait_for(ended) => {}
+        }
     }
 
     /// Resolves once anything has been appended: the first delta, or the final event.
     pub async fn first_append(&self) {
         let mut version = self.version.subscribe();
-        let _ = version.wait_for(|_| self.log().events.len() > 1).await;
+        let _ = version.wait_for(|v| *v > 0).await;
     }
 
     /// Appends the final event; readers end after it.

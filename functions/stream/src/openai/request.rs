@@ -164,11 +164,6 @@ impl ChatRequest {
         (parts, earlier)
     }
 
-    /// The messages before the prompt, as stored.
-    pub fn earlier(&self) -> Vec<Value> {
-        self.stored().1
-    }
-
     /// The instructions: the first system or developer message's text.
     pub fn system(&self) -> Option<String> {
         self.messages
@@ -528,7 +523,7 @@ mod tests {
         assert_eq!(r.stop, Some(vec!["END".to_owned()]));
         assert_eq!(r.prompt(), "again");
         assert_eq!(r.system().as_deref(), Some("be brief"));
-        assert_eq!(r.earlier().len(), 3);
+        assert_eq!(r.stored().1.len(), 3);
         assert!(r.previous_id.is_some());
     }
 
@@ -591,7 +586,7 @@ mod tests {
         assert_eq!(r.messages[1].content, Content::None);
         assert_eq!(r.messages[2].tool_call_id.as_deref(), Some("c1"));
         assert_eq!(r.prompt(), "weather?");
-        assert_eq!(r.earlier().len(), 2);
+        assert_eq!(r.stored().1.len(), 2);
         for (body, param) in [
             (
                 r#""tools":[{"type":"function","function":{"name":"has space"}}]"#,
