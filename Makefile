@@ -26,7 +26,7 @@ replay:
 
 ## make key OWNER=alice [NAME=laptop]: create an API key (printed once); make revoke ID=<key id>
 key:
-	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key create "$(OWNER)" $(NAME)
+	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key create "$(OWNER)" $(NAME) $(ARGS)
 
 revoke:
 	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key revoke "$(ID)"

@@ -14,6 +14,7 @@ use ring::rand::SecureRandom;
 
 use crate::error::ApiError;
 use crate::settings::Secret;
+pub use crate::spend::CallerKey;
 use crate::store::ApiKeys;
 
 /// The owner given to every request when `AUTH=off`.
@@ -70,10 +71,11 @@ impl Auth {
         self.mode
     }
 
-    /// The owner of a presented `Authorization` header value.
-    async fn owner(&self, header: Option<&str>) -> Result<Owner, ApiError> {
+    /// The owner of a presented `Authorization` header value, and the stored key it is (none
+    /// for `AUTH=off` and `AUTH_TOKEN`).
+    async fn owner(&self, header: Option<&str>) -> Result<(Owner, Option<CallerKey>), ApiError> {
         if self.mode == AuthMode::Off {
-            return Ok(Owner(LOCAL_OWNER.to_owned()));
+            return Ok((Owner(LOCAL_OWNER.to_owned()), None));
         }
         let key = header
             .and_then(|h| {
@@ -87,21 +89,27 @@ impl Auth {
         if let Some((token, owner)) = &self.static_token
             && *token == presented
         {
-            return Ok(Owner(owner.clone()));
+            return Ok((Owner(owner.clone()), None));
         }
         // What cannot be a key is refused without asking the database.
         if !could_be_key(key) {
             return Err(ApiError::Unauthorized);
         }
-        match self.keys.owner_of(&presented).await? {
-            Some(owner) => Ok(Owner(owner)),
+        match self.keys.key_of(&presented).await? {
+            Some(k) => Ok((
+                Owner(k.owner),
+                Some(CallerKey {
+                    id: k.id,
+                    limits: k.limits,
+                }),
+            )),
             None => Err(ApiError::Unauthorized),
         }
     }
 }
 
-/// The middleware: a valid key (or `AUTH=off`) puts an [`Owner`] in the request; anything else
-/// is a 401 with the JSON error body.
+/// The middleware: a valid key (or `AUTH=off`) puts an [`Owner`] in the request, and a stored
+/// key its [`CallerKey`] (its id and limits); anything else is a 401 with the JSON error body.
 pub async fn require_key(State(auth): State<Auth>, mut request: Request, next: Next) -> Response {
     let header = request
         .headers()
@@ -109,8 +117,11 @@ pub async fn require_key(State(auth): State<Auth>, mut request: Request, next: N
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     match auth.owner(header.as_deref()).await {
-        Ok(owner) => {
+        Ok((owner, key)) => {
             request.extensions_mut().insert(owner);
+            if let Some(key) = key {
+                request.extensions_mut().insert(key);
+            }
             next.run(request).await
         }
         Err(e) => e.into_response(),

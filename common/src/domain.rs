@@ -54,6 +54,9 @@ pub struct Usage {
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
     pub total_tokens: Option<i32>,
+    /// Prompt tokens the provider read from its cache (priced as cached input); not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<i32>,
 }
 
 /// One prompt, its answer and what happened on the way.
@@ -116,6 +119,14 @@ pub struct Conversation {
     /// The names of the tools the request offered (`/v1` calls with `tools`); null otherwise.
     #[serde(default)]
     pub tools: Option<Vec<String>>,
+    /// What the turn cost in USD, from the price table and the provider's usage (cached
+    /// prompt tokens priced as cached); null when the model has no price or no usage came.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// The id of the API key the turn was made with (as `key create` printed it); null with
+    /// `AUTH=off` or `AUTH_TOKEN`.
+    #[serde(default)]
+    pub key_id: Option<Uuid>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -204,6 +215,8 @@ impl Conversation {
             prompt_parts: None,
             attempts: None,
             tools: None,
+            cost_usd: None,
+            key_id: None,
             created_at: now,
             updated_at: now,
             truncated: false,
@@ -352,6 +365,7 @@ impl Conversation {
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             total_tokens: self.total_tokens,
+            cached_tokens: None,
         }
     }
 

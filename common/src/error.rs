@@ -71,6 +71,14 @@ pub enum ApiError {
          (make a key with `make key OWNER=<name>`)"
     )]
     Unauthorized,
+    /// A key's limit refuses the request (`rate_limited`, `budget_exceeded`): a 429 with
+    /// `Retry-After`.
+    #[error("{message}")]
+    Limited {
+        code: &'static str,
+        message: String,
+        retry_after: u32,
+    },
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -93,6 +101,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,6 +115,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Limited { code, .. } => code,
             ApiError::Unavailable(_) => "database_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -180,17 +190,16 @@ impl OpenAiError {
 
     /// This service's error body as OpenAI's (`unauthorized` becomes `invalid_api_key`, as
     /// OpenAI names it).
+    /// A key's limits become OpenAI's rate limit (`rate_limit_error`, `rate_limit_exceeded`)
+    /// and, for a budget, its exhausted quota (`insufficient_quota`, type and code).
     pub fn from_body(status: u16, body: &ErrorBody) -> Self {
-        let code = match body.error.code.as_str() {
-            "unauthorized" => "invalid_api_key",
-            other => other,
+        let (kind, code) = match body.error.code.as_str() {
+            "unauthorized" => (Self::kind_for(status), "invalid_api_key"),
+            "rate_limited" => ("rate_limit_error", "rate_limit_exceeded"),
+            "budget_exceeded" => ("insufficient_quota", "insufficient_quota"),
+            other => (Self::kind_for(status), other),
         };
-        Self::new(
-            Self::kind_for(status),
-            code,
-            body.error.message.clone(),
-            None,
-        )
+        Self::new(kind, code, body.error.message.clone(), None)
     }
 }
 
@@ -215,7 +224,14 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %error_chain(&self), code = self.code(), "request failed");
         }
-        error_response(status, self.code(), &self.to_string())
+        let mut response = error_response(status, self.code(), &self.to_string());
+        if let ApiError::Limited { retry_after, .. } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after.max(1)),
+            );
+        }
+        response
     }
 }
 

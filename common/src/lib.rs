@@ -9,6 +9,7 @@ pub mod http;
 pub mod provider;
 pub mod secrets;
 pub mod settings;
+pub mod spend;
 pub mod store;
 /// Connections to PostgreSQL (the pool backend's): see [`store::db`].
 pub use store::db;

@@ -166,18 +166,26 @@ impl TestDb {
     /// A new API key of `owner`, named `name`, stored as `local key create` stores it; returns
     /// the key.
     pub async fn key(&self, owner: &str, name: &str) -> String {
+        self.limited_key(owner, name, &common::spend::KeyLimits::default())
+            .await
+            .1
+    }
+
+    /// A new API key of `owner` with `limits`; returns its id and the key.
+    pub async fn limited_key(
+        &self,
+        owner: &str,
+        name: &str,
+        limits: &common::spend::KeyLimits,
+    ) -> (uuid::Uuid, String) {
         use common::store::ApiKeys;
         let key = common::auth::new_key().expect("new key");
+        let id = uuid::Uuid::now_v7();
         self.store()
-            .add_key(
-                uuid::Uuid::now_v7(),
-                owner,
-                name,
-                &common::auth::digest(&key),
-            )
+            .add_key(id, owner, name, &common::auth::digest(&key), limits)
             .await
             .expect("add key");
-        key
+        (id, key)
     }
 
     /// The plan PostgreSQL chooses for `sql` with these parameters, one line per node.

@@ -106,6 +106,7 @@ suite!(
     long_text_round_trips,
     search_ranks_filters_and_highlights,
     api_keys_have_a_lifecycle,
+    reservations_admit_refuse_and_settle,
     search_config_changes_rebuild_the_column,
     ping_answers,
     nul_characters_cannot_make_a_record_unsaveable,
@@ -415,21 +416,105 @@ async fn search_ranks_filters_and_highlights(h: &Harness) {
 }
 
 async fn api_keys_have_a_lifecycle(h: &Harness) {
+    use common::spend::{KeyLimits, Period};
     let id = uuid::Uuid::now_v7();
     let digest = common::auth::digest("lsk_test_key");
-    assert_eq!(h.store.owner_of(&digest).await.unwrap(), None);
+    assert_eq!(h.store.key_of(&digest).await.unwrap(), None);
+    let limits = KeyLimits {
+        rpm: Some(60),
+        budget_usd: Some(0.25),
+        period: Period::Day,
+        ..KeyLimits::default()
+    };
     h.store
-        .add_key(id, "alice", "laptop", &digest)
+        .add_key(id, "alice", "laptop", &digest, &limits)
         .await
         .unwrap();
-    assert_eq!(
-        h.store.owner_of(&digest).await.unwrap().as_deref(),
-        Some("alice")
-    );
+    let k = h.store.key_of(&digest).await.unwrap().unwrap();
+    assert_eq!((k.id, k.owner.as_str(), k.limits), (id, "alice", limits));
+    let fewer = KeyLimits {
+        concurrency: Some(2),
+        ..KeyLimits::default()
+    };
+    assert!(h.store.set_limits(id, &fewer).await.unwrap());
+    let listed = h.store.list_keys().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].limits, listed[0].spend.running), (fewer, 0));
     assert!(h.store.revoke_key(id).await.unwrap());
-    assert_eq!(h.store.owner_of(&digest).await.unwrap(), None);
+    assert_eq!(h.store.key_of(&digest).await.unwrap(), None);
     assert!(!h.store.revoke_key(id).await.unwrap());
     assert!(!h.store.revoke_key(uuid::Uuid::now_v7()).await.unwrap());
+    assert!(!h.store.set_limits(id, &limits).await.unwrap());
+}
+
+/// The reservation statement and the final record's settlement, on both backends: a
+/// concurrency of one refuses a second request until the first turn's record is written, which
+/// settles it at its usage and counts it in the rollup.
+async fn reservations_admit_refuse_and_settle(h: &Harness) {
+    use common::spend::{GroupBy, KeyLimits, Reservation, UsageQuery};
+    let key = uuid::Uuid::now_v7();
+    let limits = KeyLimits {
+        concurrency: Some(1),
+        budget_usd: Some(1.0),
+        ..KeyLimits::default()
+    };
+    h.store
+        .add_key(key, "alice", "k", &common::auth::digest("lsk_spend"), &limits)
+        .await
+        .unwrap();
+    let mut c = finished("alice", "prompt", "answer");
+    c.key_id = Some(key);
+    c.model = "m".into();
+    let reservation = |turn| Reservation {
+        key_id: key,
+        turn_id: turn,
+        owner: "alice".into(),
+        model: "m".into(),
+        prompt_tokens: 100,
+        output_tokens: 100,
+        input_price: Some(1.0),
+        output_price: Some(2.0),
+        stale: std::time::Duration::from_secs(10),
+        lease: std::time::Duration::from_secs(600),
+    };
+    assert_eq!(h.store.reserve(&reservation(c.id)).await.unwrap(), None);
+    let refused = h
+        .store
+        .reserve(&reservation(uuid::Uuid::now_v7()))
+        .await
+        .unwrap()
+        .expect("the second is refused");
+    assert_eq!(refused.code, "rate_limited");
+    assert!(refused.retry_after.is_some_and(|s| s >= 1));
+    let spend = h.store.key_spend(key).await.unwrap().unwrap();
+    assert_eq!((spend.running, spend.reserved_tokens), (1, 200));
+    assert!((spend.reserved_usd - 0.0003).abs() < 1e-12, "{spend:?}");
+
+    c.prompt_tokens = Some(10);
+    c.completion_tokens = Some(5);
+    c.cost_usd = Some(0.00002);
+    h.store.finish(&c).await.unwrap();
+    // Written again (a retried save), it is not counted twice.
+    h.store.finish(&c).await.unwrap();
+    let spend = h.store.key_spend(key).await.unwrap().unwrap();
+    assert_eq!((spend.running, spend.spent_tokens), (0, 15));
+    assert!((spend.spent_usd - 0.00002).abs() < 1e-12, "{spend:?}");
+    assert_eq!(h.store.reserve(&reservation(uuid::Uuid::now_v7())).await.unwrap(), None);
+
+    let query = |group_by| UsageQuery {
+        from: None,
+        to: None,
+        group_by,
+    };
+    let (items, total) = h.store.usage("alice", &query(GroupBy::Key)).await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].key_id, Some(Some(key)));
+    assert_eq!((total.requests, total.prompt_tokens, total.completion_tokens), (1, 10, 5));
+    let (items, _) = h.store.usage("alice", &query(GroupBy::Model)).await.unwrap();
+    assert_eq!(items[0].model.as_deref(), Some("m"));
+    let (items, total) = h.store.usage("bob", &query(GroupBy::Day)).await.unwrap();
+    assert!(items.is_empty());
+    assert_eq!(total.requests, 0);
 }
 
 async fn search_config_changes_rebuild_the_column(h: &Harness) {

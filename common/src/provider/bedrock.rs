@@ -505,10 +505,15 @@ impl Reader {
                 },
                 Ok(Some(ConverseStreamOutput::MessageStop(e))) => self.stop = Some(e.stop_reason),
                 Ok(Some(ConverseStreamOutput::Metadata(e))) => {
-                    self.usage = e.usage.map(|u| Usage {
-                        prompt_tokens: Some(u.input_tokens),
-                        completion_tokens: Some(u.output_tokens),
-                        total_tokens: Some(u.total_tokens),
+                    // Bedrock counts tokens read from its cache apart from `inputTokens`.
+                    self.usage = e.usage.map(|u| {
+                        let cached = u.cache_read_input_tokens.unwrap_or(0);
+                        Usage {
+                            prompt_tokens: Some(u.input_tokens.saturating_add(cached)),
+                            completion_tokens: Some(u.output_tokens),
+                            total_tokens: Some(u.total_tokens),
+                            cached_tokens: (cached > 0).then_some(cached),
+                        }
                     });
                 }
                 Ok(Some(_)) => {}

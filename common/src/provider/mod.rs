@@ -397,6 +397,12 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// The models the provider may call for a request naming `model` (a route's targets; else
+    /// `model` itself): what prices a request.
+    fn targets(&self, model: &str) -> Vec<String> {
+        vec![model.to_owned()]
+    }
+
     /// The first part of `request` this provider cannot honour, named as the client's request
     /// names it (`seed`, `messages[1].content[0].image_url`): the request is then refused.
     /// `None` when it honours it all.

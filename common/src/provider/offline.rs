@@ -94,6 +94,7 @@ impl Provider for OfflineProvider {
             .ok(),
             completion_tokens: i32::try_from(items.len()).ok(),
             total_tokens: None,
+            cached_tokens: None,
         };
         let usage = Usage {
             total_tokens: usage

@@ -276,6 +276,12 @@ struct WireUsage {
     prompt_tokens: Option<i64>,
     completion_tokens: Option<i64>,
     total_tokens: Option<i64>,
+    prompt_tokens_details: Option<WireTokenDetails>,
+}
+
+#[derive(Deserialize)]
+struct WireTokenDetails {
+    cached_tokens: Option<i64>,
 }
 
 /// Parses one `data:` payload. Error payloads (`{"error": ...}`) and unreadable JSON are errors.
@@ -342,6 +348,7 @@ pub fn parse_chunk(data: &str) -> Result<ParsedChunk, ProviderError> {
             prompt_tokens: to_i32(u.prompt_tokens),
             completion_tokens: to_i32(u.completion_tokens),
             total_tokens: to_i32(u.total_tokens),
+            cached_tokens: to_i32(u.prompt_tokens_details.and_then(|d| d.cached_tokens)),
         }),
         done: false,
     })

@@ -391,6 +391,13 @@ impl Provider for Router {
         Some(self.models.clone())
     }
 
+    fn targets(&self, model: &str) -> Vec<String> {
+        self.inner.routes.get(model).map_or_else(
+            || vec![model.to_owned()],
+            |r| r.targets.iter().map(|t| t.model.clone()).collect(),
+        )
+    }
+
     /// Refused only when no target of the route can honour the request (a target that cannot
     /// is skipped when its turn comes).
     fn unsupported(&self, request: &CompletionRequest) -> Option<String> {

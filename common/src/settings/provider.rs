@@ -43,6 +43,8 @@ pub struct ProviderSettings {
     /// `LLM_CONFIG`: named providers and the routes model names take through them (then the
     /// settings above are only the defaults of each provider's).
     pub routes: Option<super::routes::Routes>,
+    /// The price table: the shipped prices with `LLM_PRICES` (JSON, or a path to it) over them.
+    pub prices: crate::spend::Prices,
 }
 
 /// Amazon Bedrock (`LLM_PROVIDER=bedrock`).
@@ -132,6 +134,12 @@ pub(super) fn from_env(env: &dyn Env) -> Result<ProviderSettings, SettingsError>
                 .collect()
         }),
         routes: None,
+        prices: crate::spend::Prices::with_overrides(env.var("LLM_PRICES").as_deref())
+            .map_err(|reason| SettingsError::Invalid {
+                name: "LLM_PRICES",
+                value: env.var("LLM_PRICES").unwrap_or_default().chars().take(80).collect(),
+                reason,
+            })?,
     };
     provider.routes = super::routes::from_env(env, &provider)?;
     if provider.routes.is_some() {

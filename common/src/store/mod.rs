@@ -12,6 +12,7 @@ use crate::error::StoreError;
 mod dataapi;
 pub mod db;
 mod health;
+mod keys;
 mod pg;
 pub(crate) mod schema;
 mod sql;
@@ -163,36 +164,88 @@ pub struct SearchHit {
     pub snippet: String,
 }
 
-/// API keys: who a key belongs to, and their lifecycle.
+/// API keys: who a key belongs to, its limits, and their lifecycle.
 #[async_trait]
 pub trait ApiKeys: Send + Sync {
-    /// The owner of the unrevoked key with this SHA-256 digest; `None` for unknown or revoked.
-    async fn owner_of(&self, digest: &[u8]) -> Result<Option<String>, StoreError>;
+    /// The unrevoked key with this SHA-256 digest; `None` for unknown or revoked.
+    async fn key_of(&self, digest: &[u8]) -> Result<Option<KeyRecord>, StoreError>;
 
-    /// Stores a new key's digest for `owner`.
+    /// Stores a new key's digest for `owner`, with `limits`.
     async fn add_key(
         &self,
         id: Uuid,
         owner: &str,
         name: &str,
         digest: &[u8],
+        limits: &crate::spend::KeyLimits,
     ) -> Result<(), StoreError>;
+
+    /// Replaces an unrevoked key's limits; `false` when there is no such key.
+    async fn set_limits(&self, id: Uuid, limits: &crate::spend::KeyLimits)
+    -> Result<bool, StoreError>;
 
     /// Revokes a key; returns `false` when no unrevoked key has this id.
     async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError>;
 
-    /// Every key (never the key itself, which is not stored), by owner and age.
+    /// Every key (never the key itself, which is not stored), by owner and age, with its
+    /// limits and what it has spent this period.
     async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
 }
 
+/// The key a request presented.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub owner: String,
+    pub limits: crate::spend::KeyLimits,
+}
+
 /// What is known of an API key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiKey {
     pub id: Uuid,
     pub owner: String,
     pub name: String,
     pub created_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
+    pub limits: crate::spend::KeyLimits,
+    pub spend: crate::spend::KeySpend,
+}
+
+/// Holding a limited key's requests to its limits (see migration V12).
+#[async_trait]
+pub trait Spend: Send + Sync {
+    /// Reserves `r`'s worst case against its key's limits in one statement, or says which
+    /// limit refuses it (`None`: admitted).
+    async fn reserve(
+        &self,
+        r: &crate::spend::Reservation,
+    ) -> Result<Option<crate::spend::Refusal>, StoreError>;
+
+    /// Settles a reservation whose turn's final record is not written (its thread was
+    /// deleted); a written record settles its reservation itself.
+    async fn settle(
+        &self,
+        turn_id: Uuid,
+        model: &str,
+        prompt_tokens: i64,
+        completion_tokens: i64,
+        usd: f64,
+    ) -> Result<(), StoreError>;
+}
+
+/// Usage reports, from the daily rollup.
+#[async_trait]
+pub trait UsageReport: Send + Sync {
+    /// `owner`'s usage in `query`'s window by its grouping, and the total.
+    async fn usage(
+        &self,
+        owner: &str,
+        query: &crate::spend::UsageQuery,
+    ) -> Result<(Vec<crate::spend::UsageLine>, crate::spend::UsageLine), StoreError>;
+
+    /// What key `key_id` has spent this period and holds in flight; `None`: no such key.
+    async fn key_spend(&self, key_id: Uuid) -> Result<Option<crate::spend::KeySpend>, StoreError>;
 }
 
 /// A turn along a chain, as a continuation needs it.
@@ -302,12 +355,12 @@ pub trait HealthCheck: Send + Sync {
 /// What the stream function needs of a store: load the chain a turn continues, write the start,
 /// checkpoints and the end, and serve re-attaching and cancelling clients.
 pub trait ConversationWrite:
-    ConversationCreate + ConversationFinish + ConversationChain + ConversationLog
+    ConversationCreate + ConversationFinish + ConversationChain + ConversationLog + Spend
 {
 }
 
 impl<T> ConversationWrite for T where
-    T: ConversationCreate + ConversationFinish + ConversationChain + ConversationLog
+    T: ConversationCreate + ConversationFinish + ConversationChain + ConversationLog + Spend
 {
 }
 
@@ -319,6 +372,7 @@ pub trait Store:
     + ConversationSearch
     + ConversationChain
     + ThreadStore
+    + UsageReport
     + HealthCheck
 {
 }
@@ -330,6 +384,7 @@ impl<T> Store for T where
         + ConversationSearch
         + ConversationChain
         + ThreadStore
+        + UsageReport
         + HealthCheck
 {
 }

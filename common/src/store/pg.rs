@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::sql::{self, PHRASE_WINDOW_ROWS, search_sql, search_window_sql};
 use super::{
-    ApiKey, ApiKeys, CancelOutcome, ChainTurn, Checkpointed, ConversationChain, ConversationCreate,
+    CancelOutcome, ChainTurn, Checkpointed, ConversationChain, ConversationCreate,
     ConversationFinish, ConversationGet, ConversationList, ConversationLog, ConversationSearch,
     HealthCheck, Listed, LogRead, PageQuery, SearchHit, SearchQuery, ThreadStore,
 };
@@ -156,6 +156,8 @@ impl PgStore {
             tools: json_column(row, "tools")?,
             prompt_parts: row.try_get("prompt_parts").map_err(q)?,
             attempts: json_column(row, "attempts")?,
+            cost_usd: row.try_get("cost_usd").map_err(q)?,
+            key_id: row.try_get("key_id").map_err(q)?,
             created_at: row.try_get("created_at").map_err(q)?,
             updated_at: row.try_get("updated_at").map_err(q)?,
             truncated: false,
@@ -270,6 +272,8 @@ impl ConversationFinish for PgStore {
             &tools,
             &c.prompt_parts,
             &attempts,
+            &c.cost_usd,
+            &c.key_id,
         ];
         self.query(sql::FINISH, &params).await?;
         Ok(())
@@ -505,60 +509,19 @@ impl ThreadStore for PgStore {
 }
 
 #[async_trait]
-impl ApiKeys for PgStore {
-    async fn owner_of(&self, digest: &[u8]) -> Result<Option<String>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT owner FROM api_keys WHERE digest = $1 AND revoked_at IS NULL",
-                &[&digest],
-            )
-            .await?;
-        Ok(rows.first().map(|r| r.get(0)))
-    }
-
-    async fn add_key(
+impl super::keys::TextRows for PgStore {
+    async fn text_rows(
         &self,
-        id: Uuid,
-        owner: &str,
-        name: &str,
-        digest: &[u8],
-    ) -> Result<(), StoreError> {
-        self.query(
-            "INSERT INTO api_keys (id, owner, name, digest) VALUES ($1, $2, $3, $4)",
-            &[&id, &owner, &name, &digest],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError> {
-        let rows = self
-            .query(
-                "UPDATE api_keys SET revoked_at = now() \
-                 WHERE id = $1 AND revoked_at IS NULL RETURNING 1",
-                &[&id],
-            )
-            .await?;
-        Ok(rows.len() == 1)
-    }
-
-    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT id, owner, name, created_at, revoked_at FROM api_keys \
-                 ORDER BY owner, created_at",
-                &[],
-            )
-            .await?;
+        sql: &str,
+        params: &[Option<String>],
+    ) -> Result<Vec<super::keys::TextRow>, StoreError> {
+        let params: Params<'_> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = self.query(sql, &params).await?;
         rows.iter()
             .map(|r| {
-                Ok(ApiKey {
-                    id: r.try_get(0).map_err(StoreError::Query)?,
-                    owner: r.try_get(1).map_err(StoreError::Query)?,
-                    name: r.try_get(2).map_err(StoreError::Query)?,
-                    created_at: r.try_get(3).map_err(StoreError::Query)?,
-                    revoked_at: r.try_get(4).map_err(StoreError::Query)?,
-                })
+                (0..r.len())
+                    .map(|i| r.try_get::<_, Option<String>>(i).map_err(StoreError::Query))
+                    .collect()
             })
             .collect()
     }

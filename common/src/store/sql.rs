@@ -25,8 +25,8 @@ fn columns_of(response: &str, messages: &str) -> String {
         "c.id, c.owner, c.prompt, {response} AS response, c.status, c.error, c.provider, \
          c.model, c.prompt_tokens, c.completion_tokens, c.total_tokens, c.flags, c.ttfb_ms, \
          c.duration_ms, c.finish_reason, c.thread_id, c.previous_id, c.system, {messages} AS messages, \
-         c.context_turns, c.tool_calls, c.tools, c.prompt_parts, c.attempts, c.created_at, \
-         c.updated_at, c.heartbeat_at"
+         c.context_turns, c.tool_calls, c.tools, c.prompt_parts, c.attempts, c.cost_usd, \
+         c.key_id, c.created_at, c.updated_at, c.heartbeat_at"
     )
 }
 
@@ -87,11 +87,11 @@ pub(crate) const FINISH: &str = "WITH log AS (DELETE FROM turn_chunks WHERE turn
     INSERT INTO conversations (id, prompt, response, status, error, provider, model, \
     prompt_tokens, completion_tokens, total_tokens, ttfb_ms, duration_ms, created_at, \
     updated_at, owner, flags, finish_reason, thread_id, previous_id, system, messages, \
-    context_turns, tool_calls, tools, prompt_parts, attempts) \
+    context_turns, tool_calls, tools, prompt_parts, attempts, cost_usd, key_id) \
     SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::int4, \
     $9::int4, $10::int4, $11::int4, $12::int4, $13::timestamptz, $14::timestamptz, \
     $15::text, $16::jsonb, $17::text, $18::uuid, $19::uuid, $20::text, $21::jsonb, $22::int4, \
-    $23::jsonb, $24::jsonb, $25::jsonb, $26::jsonb \
+    $23::jsonb, $24::jsonb, $25::jsonb, $26::jsonb, $27::float8, $28::uuid \
     ON CONFLICT (id) DO UPDATE SET response = EXCLUDED.response, \
     status = EXCLUDED.status, error = EXCLUDED.error, model = EXCLUDED.model, \
     prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens, \
@@ -101,7 +101,7 @@ pub(crate) const FINISH: &str = "WITH log AS (DELETE FROM turn_chunks WHERE turn
     context_turns = EXCLUDED.context_turns, system = EXCLUDED.system, \
     messages = EXCLUDED.messages, tool_calls = EXCLUDED.tool_calls, tools = EXCLUDED.tools, \
     prompt_parts = EXCLUDED.prompt_parts, attempts = EXCLUDED.attempts, \
-    provider = EXCLUDED.provider";
+    provider = EXCLUDED.provider, cost_usd = EXCLUDED.cost_usd, key_id = EXCLUDED.key_id";
 
 /// One page of the turns that may lie on the chain ending at turn $1 of owner $2: its thread's
 /// turns up to it, newest first, after the keyset position ($3 created_at, $4 id; null: from

@@ -4,8 +4,10 @@
 //!   127.0.0.1:3000) until SIGTERM or Ctrl-C, which drain the running answers;
 //! - `local migrate`: apply pending migrations and exit;
 //! - `local replay [FILE]`: put `unsaved_record` log lines (from FILE or stdin) into the table;
-//! - `local key create OWNER [NAME]`: make an API key for OWNER and print it (once);
-//! - `local key list`: every key (id, owner, name, created, revoked), never the key itself;
+//! - `local key create OWNER [NAME] [LIMITS]`: make an API key for OWNER and print it (once);
+//! - `local key limits ID (LIMITS | --clear)`: set or remove a key's limits;
+//! - `local key list`: every key (id, owner, name, created, revoked, limits, spent this
+//!   period), never the key itself;
 //! - `local key revoke ID`: revoke a key;
 //! - `local openapi`: print the OpenAPI document;
 //! - `local help`: this list.
@@ -16,6 +18,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use common::store::Backend;
 use common::{Conversation, Settings};
+
+mod keys;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -35,9 +39,14 @@ usage: local [COMMAND]
   serve                    migrate, then serve every route on HOST:PORT (default 127.0.0.1:3000)
   migrate                  apply pending migrations and exit
   replay [FILE]            put `unsaved_record` log lines (FILE or stdin) back into the table
-  key create OWNER [NAME]  make an API key for OWNER; it is printed once
-  key list                 list the keys (never the keys themselves)
+  key create OWNER [NAME] [LIMITS]
+                           make an API key for OWNER; it is printed once
+  key limits ID (LIMITS | --clear)
+                           set (or remove) a key's limits
+  key list                 list the keys, their limits and spend (never the keys themselves)
   key revoke ID            revoke a key
+  LIMITS: --rpm N --tpm N --concurrency N --budget-usd X --budget-tokens N
+          --period day|month|total
   openapi                  print the OpenAPI document
   help                     this text
 
@@ -83,7 +92,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Some("key") => {
             store.migrate(&settings.db.search_config).await?;
-            key(store.as_ref(), &args[1..]).await
+            keys::key(store.as_ref(), &args[1..]).await
         }
         Some(other) => anyhow::bail!("unknown command {other:?}\n\n{USAGE}"),
     }
@@ -174,63 +183,6 @@ async fn shutdown_signal() -> &'static str {
     {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
-    }
-}
-
-/// `key create OWNER [NAME]`, `key list` and `key revoke ID`.
-async fn key(store: &dyn Backend, args: &[String]) -> anyhow::Result<()> {
-    const USAGE: &str = "usage: local key create OWNER [NAME] | local key list | local key revoke ID \
-                         (make key OWNER=alice NAME=laptop, make revoke ID=...)";
-    match (args.first().map(String::as_str), args.get(1)) {
-        (Some("create"), owner) => {
-            let owner = owner.map(|o| o.trim()).unwrap_or_default();
-            if owner.is_empty() || owner.contains(char::is_control) {
-                anyhow::bail!("a key needs an owner, a name its conversations belong to\n{USAGE}");
-            }
-            let name = args.get(2).map(|n| n.trim()).filter(|n| !n.is_empty());
-            let name = name.unwrap_or("default");
-            let key = common::auth::new_key().map_err(|_| anyhow::anyhow!("no randomness"))?;
-            let id = uuid::Uuid::now_v7();
-            store
-                .add_key(id, owner, name, &common::auth::digest(&key))
-                .await?;
-            println!("id:    {id}\nowner: {owner}\nname:  {name}\nkey:   {key}");
-            eprintln!("The key is shown once; only its SHA-256 digest is stored.");
-            Ok(())
-        }
-        (Some("list"), None) => {
-            let keys = store.list_keys().await?;
-            let when = |t: time::OffsetDateTime| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            };
-            println!(
-                "{:<36}  {:<16}  {:<16}  {:<30}  revoked",
-                "id", "owner", "name", "created"
-            );
-            for k in &keys {
-                let revoked = k.revoked_at.map_or_else(|| "-".to_owned(), when);
-                println!(
-                    "{:<36}  {:<16}  {:<16}  {:<30}  {revoked}",
-                    k.id,
-                    k.owner,
-                    k.name,
-                    when(k.created_at)
-                );
-            }
-            eprintln!("{} key(s)", keys.len());
-            Ok(())
-        }
-        (Some("revoke"), Some(id)) if !id.trim().is_empty() => {
-            let id = uuid::Uuid::parse_str(id.trim()).context("the key id is a UUID")?;
-            if store.revoke_key(id).await? {
-                println!("revoked {id}");
-                Ok(())
-            } else {
-                anyhow::bail!("no active key with id {id}")
-            }
-        }
-        _ => anyhow::bail!("{USAGE}"),
     }
 }
 

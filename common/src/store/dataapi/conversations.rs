@@ -104,7 +104,9 @@ impl ConversationFinish for DataApiStore {
             .opt_json(tool_calls.as_ref())
             .opt_json(tools.as_ref())
             .opt_json(c.prompt_parts.as_ref())
-            .opt_json(attempts.as_ref());
+            .opt_json(attempts.as_ref())
+            .opt_double(c.cost_usd)
+            .opt_uuid(c.key_id);
         self.exec(&named(sql::FINISH), args.0, None).await?;
         Ok(())
     }

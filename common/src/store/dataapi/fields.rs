@@ -79,6 +79,24 @@ pub(super) fn opt_int_at(r: &Record<'_>, name: &str) -> Result<Option<i32>, Stor
     })
 }
 
+/// A number read as text (`float8::text`, `numeric::text`: exact, and one type for both).
+pub(super) fn opt_number_at(r: &Record<'_>, name: &str) -> Result<Option<f64>, StoreError> {
+    opt_string_at(r, name)?
+        .map(|s| {
+            s.parse::<f64>().map_err(|_| StoreError::Decode {
+                column: r.column(name),
+            })
+        })
+        .transpose()
+}
+
+pub(super) fn opt_uuid_at(r: &Record<'_>, name: &str) -> Result<Option<Uuid>, StoreError> {
+    if r.is_null(name)? {
+        return Ok(None);
+    }
+    uuid_at(r, name).map(Some)
+}
+
 pub(super) fn uuid_at(r: &Record<'_>, name: &str) -> Result<Uuid, StoreError> {
     Uuid::try_parse(&string_at(r, name)?).map_err(|_| StoreError::Decode {
         column: r.column(name),
@@ -146,6 +164,8 @@ pub(super) fn decode(r: &Record<'_>) -> Result<Conversation, StoreError> {
             }
             None => None,
         },
+        cost_usd: opt_number_at(r, "cost_usd")?,
+        key_id: opt_uuid_at(r, "key_id")?,
         created_at: timestamp_at(r, "created_at")?,
         updated_at: timestamp_at(r, "updated_at")?,
         truncated: false,

@@ -25,12 +25,9 @@ use aws_sdk_rdsdata::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_rdsdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_rdsdata::types::SqlParameter;
 
-use super::{ApiKey, ApiKeys, HealthCheck};
+use super::HealthCheck;
 use crate::error::StoreError;
 use crate::settings::{DataApiSettings, SettingsError};
-use fields::{Record, string_at};
-use params::{blob, text, uuid};
-use uuid::Uuid;
 
 pub use read::{PIECE_CHARS, TEXT_BUDGET_BYTES};
 
@@ -213,85 +210,26 @@ where
 }
 
 #[async_trait]
-impl ApiKeys for DataApiStore {
-    async fn owner_of(&self, digest: &[u8]) -> Result<Option<String>, StoreError> {
-        let out = self
-            .exec(
-                "SELECT owner FROM api_keys WHERE digest = :digest AND revoked_at IS NULL",
-                vec![blob("digest", digest)],
-                None,
-            )
-            .await?;
-        out.records()
-            .first()
-            .map(|r| string_at(&Record::new(r, &["owner"]), "owner"))
-            .transpose()
-    }
-
-    async fn add_key(
+impl super::keys::TextRows for DataApiStore {
+    async fn text_rows(
         &self,
-        id: Uuid,
-        owner: &str,
-        name: &str,
-        digest: &[u8],
-    ) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT INTO api_keys (id, owner, name, digest) \
-             VALUES (CAST(:id AS uuid), :owner, :name, :digest)",
-            vec![
-                uuid("id", id),
-                text("owner", owner),
-                text("name", name),
-                blob("digest", digest),
-            ],
-            None,
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError> {
-        // RETURNING, not numberOfRecordsUpdated: the answer is in the rows either way.
-        let out = self
-            .exec(
-                "UPDATE api_keys SET revoked_at = now() \
-                 WHERE id = CAST(:id AS uuid) AND revoked_at IS NULL RETURNING 1",
-                vec![uuid("id", id)],
-                None,
-            )
-            .await?;
-        Ok(out.records().len() == 1)
-    }
-
-    async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let out = self
-            .exec(
-                &format!(
-                    "SELECT id::text, owner, name, {}, {} FROM api_keys ORDER BY owner, created_at",
-                    params::utc_text("created_at"),
-                    params::utc_text("revoked_at")
-                ),
-                vec![],
-                None,
-            )
-            .await?;
-        let names = ["id", "owner", "name", "created_at", "revoked_at"];
+        sql: &str,
+        params: &[Option<String>],
+    ) -> Result<Vec<super::keys::TextRow>, StoreError> {
+        let args = params
+            .iter()
+            .fold(params::Args::default(), |a, p| a.opt_text(p.as_deref()));
+        let out = self.exec(&params::named(sql), args.0, None).await?;
         out.records()
             .iter()
             .map(|r| {
-                let r = Record::new(r, &names);
-                Ok(ApiKey {
-                    id: Uuid::try_parse(&string_at(&r, "id")?)
-                        .map_err(|_| StoreError::Decode { column: "id" })?,
-                    owner: string_at(&r, "owner")?,
-                    name: string_at(&r, "name")?,
-                    created_at: fields::timestamp_at(&r, "created_at")?,
-                    revoked_at: if r.is_null("revoked_at")? {
-                        None
-                    } else {
-                        Some(fields::timestamp_at(&r, "revoked_at")?)
-                    },
-                })
+                r.iter()
+                    .map(|f| match f {
+                        aws_sdk_rdsdata::types::Field::IsNull(_) => Ok(None),
+                        aws_sdk_rdsdata::types::Field::StringValue(s) => Ok(Some(s.clone())),
+                        _ => Err(StoreError::Decode { column: "text" }),
+                    })
+                    .collect()
             })
             .collect()
     }

@@ -81,14 +81,6 @@ pub(super) fn json(name: &str, v: &serde_json::Value) -> SqlParameter {
     )
 }
 
-pub(super) fn blob(name: &str, v: &[u8]) -> SqlParameter {
-    param(
-        name,
-        Field::BlobValue(aws_sdk_rdsdata::primitives::Blob::new(v)),
-        None,
-    )
-}
-
 pub(super) fn opt_uuid(name: &str, v: Option<Uuid>) -> SqlParameter {
     match v {
         Some(v) => uuid(name, v),
@@ -183,6 +175,11 @@ impl Args {
     pub(super) fn double(mut self, v: f64) -> Self {
         self.0
             .push(param(&self.next(), Field::DoubleValue(v), None));
+        self
+    }
+    pub(super) fn opt_double(mut self, v: Option<f64>) -> Self {
+        let field = v.map_or(Field::IsNull(true), Field::DoubleValue);
+        self.0.push(param(&self.next(), field, None));
         self
     }
     pub(super) fn opt_timestamp(mut self, v: Option<OffsetDateTime>) -> Self {

@@ -75,6 +75,8 @@ fn columns_of(response: &str, messages: &str) -> String {
         "c.context_turns",
         "c.tools::text AS tools",
         "c.attempts::text AS attempts",
+        "c.cost_usd::text AS cost_usd",
+        "c.key_id::text AS key_id",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -121,6 +123,8 @@ pub(super) fn column_names() -> Vec<&'static str> {
         "context_turns",
         "tools",
         "attempts",
+        "cost_usd",
+        "key_id",
         "created_at",
         "updated_at",
         "heartbeat_at",

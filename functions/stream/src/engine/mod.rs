@@ -8,6 +8,7 @@
 pub mod context;
 pub mod events;
 pub mod run;
+pub mod spend;
 pub mod turn;
 
 use std::sync::Arc;
@@ -76,6 +77,19 @@ pub struct StreamState {
     pub turns: Arc<Turns>,
     /// `LLM_MODELS`: the models `/stream` and `/v1/chat/completions` take (any, when unset).
     pub models: Option<Vec<String>>,
+    /// The price table (`LLM_PRICES` over the shipped prices).
+    pub prices: Arc<common::spend::Prices>,
+    /// When a limited key's reservation counts as its process's death.
+    pub spend: SpendTimes,
+}
+
+/// When a reservation is settled as dead: after `stale` without a heartbeat of its turn (five
+/// checkpoint intervals), and after `lease` whatever its turn shows (the longest a turn may
+/// run, and then be saved).
+#[derive(Debug, Clone, Copy)]
+pub struct SpendTimes {
+    pub stale: Duration,
+    pub lease: Duration,
 }
 
 impl StreamState {
@@ -103,6 +117,11 @@ impl StreamState {
                 .then(|| Arc::new(Redactor::new())),
             turns: Arc::new(Turns::default()),
             models,
+            prices: Arc::new(settings.provider.prices.clone()),
+            spend: SpendTimes {
+                stale: common::store::heartbeat_stale(settings),
+                lease: common::store::stale_after(settings),
+            },
         })
     }
 
@@ -173,6 +192,7 @@ pub(crate) fn begin(
     );
     let client = turn.reader(View::Raw, parts.conn.clone());
     run::TurnRun {
+        held: None,
         status_rule: run::StatusRule::Immediate,
         turn,
         client,

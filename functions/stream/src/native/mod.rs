@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::extract::{Extension, Request, State};
 use axum::response::Response;
-use common::auth::Owner;
+use common::auth::{CallerKey, Owner};
 use common::error::ErrorBody;
 use common::provider::CompletionRequest;
 use common::telemetry::RequestId;
@@ -19,7 +19,7 @@ mod sse;
 
 use crate::engine::events::StreamEvent;
 use crate::engine::turn::View;
-use crate::engine::{RequestParts, StreamState, begin, blocked, context, place, run};
+use crate::engine::{RequestParts, StreamState, begin, blocked, context, place, run, spend};
 use request::StreamRequest;
 
 /// Streams the answer to a prompt as server-sent events and saves the turn, also when the
@@ -39,14 +39,20 @@ use request::StreamRequest;
             answer (`previous_not_usable`)", body = ErrorBody),
         (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = ErrorBody),
         (status = 422, description = "Invalid JSON (`invalid_json`), a bad field \
-            (`invalid_request`, `prompt_too_long`), or a prompt refused by a guardrail \
-            (`guardrail_blocked`, recorded as `blocked`)", body = ErrorBody),
+            (`invalid_request`, `prompt_too_long`), a prompt refused by a guardrail \
+            (`guardrail_blocked`, recorded as `blocked`), or a model without a price for a key \
+            with a budget in USD (`model_not_priced`)", body = ErrorBody),
+        (status = 429, description = "A limit of the key refuses the request: `rate_limited` \
+            (rpm, tpm, concurrency) or `budget_exceeded`; nothing is stored",
+            body = ErrorBody, headers(("retry-after" = u32,
+                description = "Seconds until the request may pass"))),
         (status = 503, description = "The database is unavailable (loading the previous turn)",
             body = ErrorBody),
     ))]
 pub async fn stream(
     State(state): State<StreamState>,
     Extension(owner): Extension<Owner>,
+    key: Option<Extension<CallerKey>>,
     request_id: Option<Extension<RequestId>>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -72,7 +78,7 @@ pub async fn stream(
     if let Some(flag) = state.guard.check_prompt(&req.prompt) {
         return Err(blocked(&state, conversation, flag).await);
     }
-    let completion = CompletionRequest {
+    let mut completion = CompletionRequest {
         tools: Vec::new(),
         tool_choice: None,
         attempts: Default::default(),
@@ -84,7 +90,10 @@ pub async fn stream(
         stop: None,
         extra: serde_json::Map::new(),
     };
-    let run = begin(&state, conversation, &parts, started, request_id, "/stream");
+    let key = key.map(|k| k.0);
+    let held = spend::admit(&state, key.as_ref(), &mut conversation, &mut completion).await?;
+    let mut run = begin(&state, conversation, &parts, started, request_id, "/stream");
+    run.held = held;
     let response = sse_response(&state, &run, View::Raw);
     tokio::spawn(run::run(state, run, completion));
     Ok(response)

@@ -31,7 +31,7 @@ use crate::engine::context;
 use crate::engine::events::{Failure, StreamEvent};
 use crate::engine::run::StatusRule;
 use crate::engine::turn::{Item, LiveTurn, View};
-use crate::engine::{RequestParts, StreamState, begin, blocked, place};
+use crate::engine::{RequestParts, StreamState, begin, blocked, place, spend};
 use request::ChatRequest;
 use wire::Call;
 
@@ -57,6 +57,7 @@ fn static_code(code: &str) -> &'static str {
         "unsupported_parameter" => "unsupported_parameter",
         "invalid_json" => "invalid_json",
         "context_length_exceeded" => "context_length_exceeded",
+        "model_not_priced" => "model_not_priced",
         _ => "invalid_request",
     }
 }
@@ -111,8 +112,11 @@ impl From<ApiError> for V1Error {
             without an answer", body = wire::OpenAiError),
         (status = 413, description = "The body is larger than MAX_BODY_BYTES",
             body = wire::OpenAiError),
-        (status = 429, description = "The provider is rate limiting (`rate_limit_exceeded`), \
-            with its `Retry-After`", body = wire::OpenAiError),
+        (status = 429, description = "The provider is rate limiting, or a limit of the key \
+            refuses the request (`rate_limit_error`/`rate_limit_exceeded`; a spent budget: \
+            `insufficient_quota`, type and code), with `Retry-After`; a refused request is not \
+            stored", body = wire::OpenAiError, headers(("retry-after" = u32,
+                description = "Seconds until the request may pass"))),
         (status = 502, description = "The provider failed, or refused this service's \
             credentials (`provider_auth`); streamed, only before its first byte",
             body = wire::OpenAiError),
@@ -124,6 +128,7 @@ impl From<ApiError> for V1Error {
 pub async fn chat(
     State(state): State<StreamState>,
     Extension(owner): Extension<Owner>,
+    key: Option<Extension<common::auth::CallerKey>>,
     request_id: Option<Extension<RequestId>>,
     request: Request,
 ) -> Result<Response, V1Error> {
@@ -181,6 +186,15 @@ pub async fn chat(
     if let Some(flag) = state.guard.check_prompt(&prompt) {
         return Err(blocked(&state, conversation, flag).await.into());
     }
+    // A key's limits: refused in OpenAI's words (the error middleware writes them), with
+    // `Retry-After`.
+    let key = key.map(|k| k.0);
+    let held = match spend::admit(&state, key.as_ref(), &mut conversation, &mut completion).await
+    {
+        Ok(held) => held,
+        Err(e @ ApiError::Limited { .. }) => return Ok(e.into_response()),
+        Err(e) => return Err(e.into()),
+    };
     let call = Call::new(
         conversation.id,
         conversation.created_at,
@@ -195,6 +209,7 @@ pub async fn chat(
         request_id,
         "/v1/chat/completions",
     );
+    run.held = held;
     run.status_rule = if req.stream {
         StatusRule::Held(failure_status)
     } else {

@@ -286,6 +286,7 @@ mod tests {
             prompt_tokens: Some(3),
             completion_tokens: Some(2),
             total_tokens: None,
+            cached_tokens: None,
         });
         let framed = frame(&usage);
         let usage = value(&usage);

@@ -110,6 +110,8 @@ impl StatusRule {
 
 /// What a turn is, besides its provider request.
 pub struct TurnRun {
+    /// What a limited key's reservation holds for it (set by the route after `begin`).
+    pub held: Option<crate::engine::spend::Held>,
     /// How its response's status is decided (set by the route; `Immediate` from `begin`).
     pub status_rule: StatusRule,
     pub turn: Arc<LiveTurn>,
@@ -124,6 +126,7 @@ pub struct TurnRun {
 
 pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     let TurnRun {
+        held,
         status_rule,
         turn,
         mut conversation,
@@ -167,6 +170,9 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
     conversation.response = turn.stored_text();
     settle(&mut conversation, &outcome, started);
     routed(&mut conversation, attempts.all());
+    if let Ok((_, Some(usage))) = &outcome.result {
+        conversation.cost_usd = state.prices.cost(&conversation.model, usage);
+    }
     let calls = outcome.calls.finish();
     if !calls.is_empty() {
         // A model that called tools stopped to have them run, whatever word its upstream used
@@ -187,8 +193,13 @@ pub async fn run(state: StreamState, run: TurnRun, request: CompletionRequest) {
             .push(grounding::grounding(&state, req, &conversation.response).await);
     }
     redact_record(&state, &mut conversation, &stored);
-    // A turn whose thread was deleted is not kept, nor logged for replay.
-    let saved = !matches!(failure, Some(Stop::Halted(Halt::ThreadDeleted)))
+    // A turn whose thread was deleted is not kept, nor logged for replay; its reservation
+    // settles apart (a saved record settles its own).
+    let deleted = matches!(failure, Some(Stop::Halted(Halt::ThreadDeleted)));
+    if let (true, Some(held)) = (deleted, held) {
+        crate::engine::spend::settle_unsaved(&state, held, &conversation).await;
+    }
+    let saved = !deleted
         && saver::save(
             state.store.as_ref(),
             &conversation,
