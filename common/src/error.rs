@@ -226,10 +226,19 @@ impl IntoResponse for ApiError {
         }
         let mut response = error_response(status, self.code(), &self.to_string());
         if let ApiError::Limited { retry_after, .. } = self {
-            response.headers_mut().insert(
+            let headers = response.headers_mut();
+            headers.insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(retry_after.max(1)),
             );
+            // OpenAI's SDKs retry a 429 unless told not to: a refusal no retry can pass within
+            // a minute (a budget spent until its period ends) tells them.
+            if retry_after > 60 {
+                headers.insert(
+                    "x-should-retry",
+                    axum::http::HeaderValue::from_static("false"),
+                );
+            }
         }
         response
     }

@@ -59,6 +59,43 @@ pub async fn read(resp: reqwest::Response, stop_after: Option<usize>) -> Vec<Rec
     out
 }
 
+/// A stream read in part: the rest is still to come (dropping it drops the connection).
+pub struct Rest {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: Vec<u8>,
+}
+
+/// Reads events until `deltas` `delta` events came (or the stream ended); returns them and
+/// the rest of the stream.
+pub async fn read_some(resp: reqwest::Response, deltas: usize) -> (Vec<Received>, Rest) {
+    let mut rest = Rest {
+        body: Box::pin(resp.bytes_stream()),
+        buf: Vec::new(),
+    };
+    let mut out: Vec<Received> = Vec::new();
+    while out.iter().filter(|e| e.name == "delta").count() < deltas {
+        let Some(Ok(chunk)) = rest.body.next().await else {
+            break;
+        };
+        rest.buf.extend_from_slice(&chunk);
+        drain_events(&mut rest.buf, Instant::now(), &mut out);
+    }
+    (out, rest)
+}
+
+impl Rest {
+    /// Reads the stream to its end.
+    pub async fn finish(mut self) -> Vec<Received> {
+        let mut out = Vec::new();
+        drain_events(&mut self.buf, Instant::now(), &mut out);
+        while let Some(Ok(chunk)) = self.body.next().await {
+            self.buf.extend_from_slice(&chunk);
+            drain_events(&mut self.buf, Instant::now(), &mut out);
+        }
+        out
+    }
+}
+
 /// The concatenated `text` of the `delta` events.
 pub fn text(events: &[Received]) -> String {
     events

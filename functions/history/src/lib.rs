@@ -1,9 +1,10 @@
 //! `GET /history`: conversations newest first, by offset or by keyset cursor; and the threads
-//! (`GET /threads`, `GET /threads/{id}`, `DELETE /threads/{id}`) and the playground page
-//! (`GET /`), which the history function serves too.
+//! (`GET /threads`, `GET /threads/{id}`, `DELETE /threads/{id}`), the usage report
+//! (`GET /usage`) and the playground page (`GET /`), which the history function serves too.
 
 pub mod playground;
 pub mod threads;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use common::api::{Page, PageHead, PageParams, fit, page_response};
 use common::auth::{Auth, Owner};
 use common::error::ErrorBody;
 use common::http::{ValidQuery, health_router, protect, with_fallbacks};
-use common::store::{ConversationList, Cursor, HealthCheck, ThreadStore};
+use common::store::{ConversationList, Cursor, HealthCheck, ThreadStore, UsageReport};
 use common::{ApiError, Conversation};
 
 /// The `/history` route alone, for merging into the local server.
@@ -25,16 +26,19 @@ pub fn routes(list: Arc<dyn ConversationList>) -> Router {
         .with_state(list)
 }
 
-/// The function's whole router: `/history` and the thread routes behind the key check,
+/// The function's whole router: `/history`, the thread routes and `/usage` behind the key check,
 /// `/health`, and the playground page (`stream_url`: where its streams go, if elsewhere).
 pub fn router(
     list: Arc<dyn ConversationList>,
     threads: Arc<dyn ThreadStore>,
+    usage: Arc<dyn UsageReport>,
     health: Arc<dyn HealthCheck>,
     auth: Auth,
     stream_url: Option<&str>,
 ) -> Router {
-    let api = routes(list).merge(threads::routes(threads));
+    let api = routes(list)
+        .merge(threads::routes(threads))
+        .merge(usage::routes(usage));
     with_fallbacks(
         protect(api, auth)
             .merge(health_router(health))

@@ -1,4 +1,4 @@
-//! The `history` Lambda function (`/history`, `/threads` and the playground page): wiring only.
+//! The `history` Lambda function (`/history`, `/threads`, `/usage` and the playground page): wiring only.
 
 use common::Settings;
 use common::auth::Auth;
@@ -12,6 +12,13 @@ async fn main() -> Result<(), lambda_http::Error> {
     let auth = Auth::from_settings(&settings.auth, store.clone());
     let health = common::health(store.clone(), &settings);
     let stream_url = settings.playground.stream_url.as_deref();
-    let router = history::router(store.clone(), store, health, auth, stream_url);
+    let router = history::router(
+        store.clone(),
+        store.clone(),
+        store,
+        health,
+        auth,
+        stream_url,
+    );
     common::run_lambda(|| lambda_http::run(router.clone())).await
 }

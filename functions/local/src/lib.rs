@@ -38,6 +38,7 @@ fn router(settings: &Settings, store: Arc<dyn Backend>, stream_state: StreamStat
     let api = Router::new()
         .merge(history::routes(store.clone()))
         .merge(history::threads::routes(store.clone()))
+        .merge(history::usage::routes(store.clone()))
         .merge(get::routes(store.clone()))
         .merge(stream::routes(stream_state))
         .merge(search::routes(store.clone(), settings.db.search_candidates));

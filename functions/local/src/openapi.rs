@@ -30,6 +30,7 @@ use utoipa::openapi::{RefOr, Schema};
         history::threads::list,
         history::threads::one,
         history::threads::delete,
+        history::usage::usage,
         get::get_one,
         search::search,
         common::http::health,
@@ -43,6 +44,7 @@ use utoipa::openapi::{RefOr, Schema};
         (name = "history", description = "Saved conversations"),
         (name = "threads", description = "Conversations that go on: threads of turns"),
         (name = "search", description = "Full-text search"),
+        (name = "usage", description = "Requests, tokens and cost; a key's limits and spend"),
         (name = "health", description = "Liveness and database reachability"),
         (name = "playground", description = "The page where a person uses the service"),
         (name = "openai", description = "OpenAI-compatible Chat Completions: any OpenAI SDK works \
