@@ -26,6 +26,7 @@ mod resume_bench;
 mod routing_bench;
 mod search_bench;
 mod side_by_side;
+mod spend_bench;
 mod stats;
 mod stream_bench;
 
@@ -184,6 +185,31 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
             ms(overheads.routing.one_target_added),
             ms(overheads.routing.down_first_added)
         ),
+    ]);
+    lines.push(vec![
+        "Spend control, `/stream` with a key with every limit set (none reached) over a key \
+         without, keys required on both, interleaved: time to first byte p50 added · CPU time \
+         per stream added, at 1 stream and at 20"
+            .into(),
+        overheads
+            .spend
+            .added
+            .iter()
+            .map(|(n, t, c)| format!("{n}: {} ms · {} ms", ms(*t), ms(*c)))
+            .collect::<Vec<_>>()
+            .join(" — "),
+    ]);
+    lines.push(vec![
+        "Spend control: the reservation statement (`llm_reserve`, pool), one at a time and 20 \
+         at a time on one key (the goal: p99 ≤ 1 ms)"
+            .into(),
+        overheads
+            .spend
+            .reserve
+            .iter()
+            .map(|(n, a, b)| format!("{n}: {}", p(*a, *b)))
+            .collect::<Vec<_>>()
+            .join(" — "),
     ]);
     for (label, a, b) in history.iter().chain(search.iter()) {
         lines.push(vec![

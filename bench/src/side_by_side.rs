@@ -52,7 +52,7 @@ pub async fn bare_proxy(upstream: String) -> anyhow::Result<String> {
 
 /// The CPU time this process's threads (bench client, local upstream and service alike) have
 /// used so far: the sum of their run times in `/proc/self/task/*/schedstat` (nanoseconds).
-fn cpu_time() -> Duration {
+pub(crate) fn cpu_time() -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };

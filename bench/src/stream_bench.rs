@@ -27,7 +27,7 @@ pub(crate) struct Sample {
 }
 
 /// Reads a response body, noting when each chunk holding `marker` arrives.
-async fn measure(
+pub(crate) async fn measure(
     resp: reqwest::Response,
     started: Instant,
     marker: &str,
@@ -234,6 +234,7 @@ pub struct Overheads {
     pub thread_added: (Duration, Duration),
     pub chat: crate::side_by_side::ChatOverheads,
     pub routing: crate::routing_bench::RoutingOverheads,
+    pub spend: crate::spend_bench::SpendOverheads,
 }
 
 pub async fn run() -> anyhow::Result<Overheads> {
@@ -284,11 +285,13 @@ pub async fn run() -> anyhow::Result<Overheads> {
     let chat = side_by_side::compare(&http, &fake, &urls).await?;
     let thread_added = thread_overhead(&http, &url, &store).await?;
     let routing = crate::routing_bench::run(&http, &fake, &url).await?;
+    let spend = crate::spend_bench::run(&fake).await?;
     Ok(Overheads {
         added,
         thread_added,
         chat,
         routing,
+        spend,
     })
 }
 

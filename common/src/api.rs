@@ -52,6 +52,30 @@ pub fn parse_cursor(raw: Option<&str>) -> Result<Option<Cursor>, ApiError> {
     }
 }
 
+/// A query's time: an RFC 3339 timestamp or a plain date (midnight UTC), within the years both
+/// stores take; empty is none. A 422 naming `name` otherwise.
+pub fn parse_time(name: &str, raw: Option<&str>) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .or_else(|| {
+            time::Date::parse(raw, &format)
+                .ok()
+                .map(|d| d.midnight().assume_utc())
+        })
+        .filter(|t| crate::store::storable_time(*t))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{name} must be a date (2025-01-31) or an RFC 3339 time (2025-01-31T12:00:00Z) \
+                 from year 1 to 9999"
+            ))
+        })
+}
+
 /// `limit`: 1..=100, default 20.
 pub fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
     match raw.map(str::trim).filter(|r| !r.is_empty()) {

@@ -188,6 +188,16 @@ impl TestDb {
         (id, key)
     }
 
+    /// How many API keys are stored.
+    pub async fn count_keys(&self) -> i64 {
+        self.client()
+            .await
+            .query_one("SELECT count(*) FROM api_keys", &[])
+            .await
+            .expect("count keys")
+            .get(0)
+    }
+
     /// The plan PostgreSQL chooses for `sql` with these parameters, one line per node.
     pub async fn explain(
         &self,

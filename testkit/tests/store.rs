@@ -459,7 +459,13 @@ async fn reservations_admit_refuse_and_settle(h: &Harness) {
         ..KeyLimits::default()
     };
     h.store
-        .add_key(key, "alice", "k", &common::auth::digest("lsk_spend"), &limits)
+        .add_key(
+            key,
+            "alice",
+            "k",
+            &common::auth::digest("lsk_spend"),
+            &limits,
+        )
         .await
         .unwrap();
     let mut c = finished("alice", "prompt", "answer");
@@ -499,7 +505,13 @@ async fn reservations_admit_refuse_and_settle(h: &Harness) {
     let spend = h.store.key_spend(key).await.unwrap().unwrap();
     assert_eq!((spend.running, spend.spent_tokens), (0, 15));
     assert!((spend.spent_usd - 0.00002).abs() < 1e-12, "{spend:?}");
-    assert_eq!(h.store.reserve(&reservation(uuid::Uuid::now_v7())).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .reserve(&reservation(uuid::Uuid::now_v7()))
+            .await
+            .unwrap(),
+        None
+    );
 
     let query = |group_by| UsageQuery {
         from: None,
@@ -509,8 +521,15 @@ async fn reservations_admit_refuse_and_settle(h: &Harness) {
     let (items, total) = h.store.usage("alice", &query(GroupBy::Key)).await.unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].key_id, Some(Some(key)));
-    assert_eq!((total.requests, total.prompt_tokens, total.completion_tokens), (1, 10, 5));
-    let (items, _) = h.store.usage("alice", &query(GroupBy::Model)).await.unwrap();
+    assert_eq!(
+        (total.requests, total.prompt_tokens, total.completion_tokens),
+        (1, 10, 5)
+    );
+    let (items, _) = h
+        .store
+        .usage("alice", &query(GroupBy::Model))
+        .await
+        .unwrap();
     assert_eq!(items[0].model.as_deref(), Some("m"));
     let (items, total) = h.store.usage("bob", &query(GroupBy::Day)).await.unwrap();
     assert!(items.is_empty());

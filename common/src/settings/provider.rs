@@ -134,12 +134,18 @@ pub(super) fn from_env(env: &dyn Env) -> Result<ProviderSettings, SettingsError>
                 .collect()
         }),
         routes: None,
-        prices: crate::spend::Prices::with_overrides(env.var("LLM_PRICES").as_deref())
-            .map_err(|reason| SettingsError::Invalid {
+        prices: crate::spend::Prices::with_overrides(env.var("LLM_PRICES").as_deref()).map_err(
+            |reason| SettingsError::Invalid {
                 name: "LLM_PRICES",
-                value: env.var("LLM_PRICES").unwrap_or_default().chars().take(80).collect(),
+                value: env
+                    .var("LLM_PRICES")
+                    .unwrap_or_default()
+                    .chars()
+                    .take(80)
+                    .collect(),
                 reason,
-            })?,
+            },
+        )?,
     };
     provider.routes = super::routes::from_env(env, &provider)?;
     if provider.routes.is_some() {

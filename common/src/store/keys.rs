@@ -18,8 +18,11 @@ pub(crate) type TextRow = Vec<Option<String>>;
 /// Runs a statement whose parameters and columns are all text.
 #[async_trait]
 pub(crate) trait TextRows: Send + Sync {
-    async fn text_rows(&self, sql: &str, params: &[Option<String>])
-    -> Result<Vec<TextRow>, StoreError>;
+    async fn text_rows(
+        &self,
+        sql: &str,
+        params: &[Option<String>],
+    ) -> Result<Vec<TextRow>, StoreError>;
 }
 
 fn t(v: impl ToString) -> Option<String> {
@@ -53,11 +56,18 @@ fn opt_parsed<T: std::str::FromStr>(
 ) -> Result<Option<T>, StoreError> {
     match row.get(i).and_then(Option::as_deref) {
         None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| StoreError::Decode { column }),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Decode { column }),
     }
 }
 
-fn time_at(row: &TextRow, i: usize, column: &'static str) -> Result<time::OffsetDateTime, StoreError> {
+fn time_at(
+    row: &TextRow,
+    i: usize,
+    column: &'static str,
+) -> Result<time::OffsetDateTime, StoreError> {
     time::OffsetDateTime::parse(
         cell(row, i, column)?,
         &time::format_description::well_known::Rfc3339,

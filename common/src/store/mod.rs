@@ -181,8 +181,11 @@ pub trait ApiKeys: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Replaces an unrevoked key's limits; `false` when there is no such key.
-    async fn set_limits(&self, id: Uuid, limits: &crate::spend::KeyLimits)
-    -> Result<bool, StoreError>;
+    async fn set_limits(
+        &self,
+        id: Uuid,
+        limits: &crate::spend::KeyLimits,
+    ) -> Result<bool, StoreError>;
 
     /// Revokes a key; returns `false` when no unrevoked key has this id.
     async fn revoke_key(&self, id: Uuid) -> Result<bool, StoreError>;

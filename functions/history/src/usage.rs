@@ -12,16 +12,12 @@ use common::auth::{CallerKey, Owner};
 use common::error::ErrorBody;
 use common::http::ValidQuery;
 use common::spend::{GroupBy, KeyLimits, KeySpend, UsageLine, UsageQuery};
-use common::store::UsageReport;
+use common::store::UsageReport as Rollup;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The `/usage` route alone, for merging into the local server.
-pub fn routes(store: Arc<dyn UsageReport>) -> Router {
-    Router::new()
-        .route("/usage", get(usage))
-        .with_state(store)
+pub fn routes(store: Arc<dyn Rollup>) -> Router {
+    Router::new().route("/usage", get(usage)).with_state(store)
 }
 
 /// The query string of `GET /usage`.
@@ -30,10 +26,10 @@ pub fn routes(store: Arc<dyn UsageReport>) -> Router {
 pub struct UsageParams {
     /// The first UTC day counted: a date, or an RFC 3339 time (its UTC day); none: from the
     /// start.
-    #[param(value_type = Option<String>, pattern = r"^\s*$|^\s*\d{4}-\d{2}-\d{2}([Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?\s*$")]
+    #[param(value_type = Option<String>, pattern = r"^\s*$|^\s*\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d))?\s*$")]
     pub from: Option<String>,
     /// The last UTC day counted (included), as `from`; none: up to now.
-    #[param(value_type = Option<String>, pattern = r"^\s*$|^\s*\d{4}-\d{2}-\d{2}([Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?\s*$")]
+    #[param(value_type = Option<String>, pattern = r"^\s*$|^\s*\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])([Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d))?\s*$")]
     pub to: Option<String>,
     /// `day` (default), `model` (the model that answered) or `key` (the key's id).
     #[param(value_type = Option<String>, pattern = r"^(day|model|key)?$")]
@@ -42,7 +38,7 @@ pub struct UsageParams {
 
 /// A usage report.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Usage {
+pub struct UsageReport {
     /// One line a group, in the group's order (days oldest first).
     pub items: Vec<UsageLine>,
     /// Every line together (zeros when nothing was used).
@@ -69,21 +65,21 @@ pub struct KeyUsage {
 /// Deleting turns does not reduce it: spent is spent.
 #[utoipa::path(get, path = "/usage", tag = "usage", params(UsageParams), responses(
     (status = 200, description = "The caller's usage by the asked group, and the total",
-        body = Usage),
+        body = UsageReport),
     (status = 401, description = "Missing or invalid API key", body = ErrorBody),
     (status = 422, description = "A bad from, to or group_by", body = ErrorBody),
     (status = 503, description = "The database is unavailable", body = ErrorBody),
 ))]
 pub async fn usage(
-    State(store): State<Arc<dyn UsageReport>>,
+    State(store): State<Arc<dyn Rollup>>,
     Extension(owner): Extension<Owner>,
     key: Option<Extension<CallerKey>>,
     ValidQuery(params): ValidQuery<UsageParams>,
-) -> Result<Json<Usage>, ApiError> {
+) -> Result<Json<UsageReport>, ApiError> {
     let query = UsageQuery {
         from: day("from", params.from.as_deref())?,
         to: day("to", params.to.as_deref())?,
-        group_by: match params.group_by.as_deref().map(str::trim) {
+        group_by: match params.group_by.as_deref() {
             None | Some("" | "day") => GroupBy::Day,
             Some("model") => GroupBy::Model,
             Some("key") => GroupBy::Key,
@@ -107,27 +103,12 @@ pub async fn usage(
         }),
         None => None,
     };
-    Ok(Json(Usage { items, total, key }))
+    Ok(Json(UsageReport { items, total, key }))
 }
 
 /// A date or an RFC 3339 time, as its UTC day; empty is none.
 fn day(name: &str, raw: Option<&str>) -> Result<Option<time::Date>, ApiError> {
-    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
-        return Ok(None);
-    };
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    OffsetDateTime::parse(raw, &Rfc3339)
-        .ok()
-        .map(|t| t.to_offset(time::UtcOffset::UTC).date())
-        .or_else(|| time::Date::parse(raw, &format).ok())
-        .filter(|d| (1..=9999).contains(&d.year()))
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "{name} must be a date (2025-01-31) or an RFC 3339 time (2025-01-31T12:00:00Z) \
-                 from year 1 to 9999"
-            ))
-        })
+    Ok(common::api::parse_time(name, raw)?.map(|t| t.to_offset(time::UtcOffset::UTC).date()))
 }
 
 #[cfg(test)]
@@ -136,7 +117,9 @@ mod tests {
 
     #[test]
     fn days_are_utc_and_bad_ones_are_named() {
-        let d = day("from", Some("2025-01-31T23:30:00-02:00")).unwrap().unwrap();
+        let d = day("from", Some("2025-01-31T23:30:00-02:00"))
+            .unwrap()
+            .unwrap();
         assert_eq!(d.to_string(), "2025-02-01");
         assert_eq!(day("to", Some(" ")).unwrap(), None);
         let e = day("to", Some("yesterday")).unwrap_err();

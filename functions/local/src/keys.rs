@@ -44,15 +44,20 @@ async fn create(store: &dyn Backend, args: &[String]) -> anyhow::Result<()> {
     if positional.len() > 2 {
         bail!("unexpected argument {:?}\n{USAGE}", positional[2]);
     }
-    let name = positional.get(1).map(|n| n.trim()).filter(|n| !n.is_empty());
+    let name = positional
+        .get(1)
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty());
     let name = name.unwrap_or("default");
     let key = common::auth::new_key().map_err(|_| anyhow::anyhow!("no randomness"))?;
     let id = uuid::Uuid::now_v7();
     store
         .add_key(id, owner, name, &common::auth::digest(&key), &limits)
         .await?;
-    println!("id:     {id}\nowner:  {owner}\nname:   {name}\nlimits: {}\nkey:    {key}",
-        describe(&limits));
+    println!(
+        "id:     {id}\nowner:  {owner}\nname:   {name}\nlimits: {}\nkey:    {key}",
+        describe(&limits)
+    );
     eprintln!("The key is shown once; only its SHA-256 digest is stored.");
     Ok(())
 }
@@ -83,22 +88,22 @@ async fn list(store: &dyn Backend) -> anyhow::Result<()> {
             .unwrap_or_default()
     };
     println!(
-        "{:<36}  {:<16}  {:<16}  {:<20}  {:<8}  {:<40}  spent this period",
-        "id", "owner", "name", "created", "revoked", "limits"
+        "{:<36}  {:<16}  {:<16}  {:<20}  {:<40}  {:<36}  revoked",
+        "id", "owner", "name", "created", "limits", "spent this period"
     );
     for k in &keys {
-        let revoked = k.revoked_at.map_or_else(|| "-".to_owned(), |_| "yes".to_owned());
+        let revoked = k.revoked_at.map_or_else(|| "-".to_owned(), when);
         let created = when(k.created_at);
         let spent = if k.limits.any() {
             format!(
-                "{:.6} USD, {} tokens; {} running",
+                "{:.6} USD, {} tokens, {} running",
                 k.spend.spent_usd, k.spend.spent_tokens, k.spend.running
             )
         } else {
             "-".to_owned()
         };
         println!(
-            "{:<36}  {:<16}  {:<16}  {:<20}  {revoked:<8}  {:<40}  {spent}",
+            "{:<36}  {:<16}  {:<16}  {:<20}  {:<40}  {spent:<36}  {revoked}",
             k.id,
             k.owner,
             k.name,
@@ -190,7 +195,7 @@ fn parse(args: &[String]) -> anyhow::Result<(Vec<String>, KeyLimits, bool)> {
             "--budget-tokens" => limits.budget_tokens = Some(count(i64::MAX)?),
             "--budget-usd" => {
                 limits.budget_usd = Some(match value.trim().parse::<f64>() {
-                    Ok(x) if x.is_finite() && x >= 0.0 && x < 1e15 => x,
+                    Ok(x) if (0.0..1e15).contains(&x) => x,
                     _ => bail!("--budget-usd takes an amount in USD (0.50), not {value:?}"),
                 });
             }
@@ -223,7 +228,10 @@ mod tests {
         let (pos, l, clear) =
             parse(&args("alice laptop --rpm 5 --budget-usd=0.5 --period day")).unwrap();
         assert_eq!(pos, ["alice", "laptop"]);
-        assert_eq!((l.rpm, l.budget_usd, l.period), (Some(5), Some(0.5), Period::Day));
+        assert_eq!(
+            (l.rpm, l.budget_usd, l.period),
+            (Some(5), Some(0.5), Period::Day)
+        );
         assert!(!clear);
         for bad in [
             "alice --rmp 5",

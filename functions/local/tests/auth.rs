@@ -26,7 +26,13 @@ async fn new_key(store: &PgStore, owner: &str) -> (uuid::Uuid, String) {
     let key = common::auth::new_key().unwrap();
     let id = uuid::Uuid::now_v7();
     store
-        .add_key(id, owner, "test", &common::auth::digest(&key), &Default::default())
+        .add_key(
+            id,
+            owner,
+            "test",
+            &common::auth::digest(&key),
+            &Default::default(),
+        )
         .await
         .unwrap();
     (id, key)

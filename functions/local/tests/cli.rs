@@ -47,6 +47,15 @@ fn help_needs_no_settings() {
     assert!(err.contains("usage"), "{err}");
 }
 
+/// The value of the line of `out` that starts with `label` (what `key create` prints).
+fn printed(out: &str, label: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label} line in {out}"))
+        .trim()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn keys_need_an_owner_and_can_be_listed_without_showing_them() {
     let db = TestDb::new().await;
@@ -62,18 +71,7 @@ async fn keys_need_an_owner_and_can_be_listed_without_showing_them() {
     }
     let (ok, out, err) = local(&["key", "create", "alice", "laptop"], &env);
     assert!(ok, "{err}");
-    let key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("key:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("id:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (key, id) = (printed(&out, "key:"), printed(&out, "id:"));
     let (ok, listed, err) = local(&["key", "list"], &env);
     assert!(ok, "{err}");
     assert!(listed.contains(&id) && listed.contains("alice") && listed.contains("laptop"));
@@ -86,6 +84,67 @@ async fn keys_need_an_owner_and_can_be_listed_without_showing_them() {
         !line.trim_end().ends_with('-'),
         "not shown as revoked: {line}"
     );
+}
+
+#[tokio::test]
+async fn keys_take_limits_and_unknown_flags_are_errors() {
+    let db = TestDb::new().await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    for bad in [
+        vec!["key", "create", "alice", "--rmp", "5"],
+        vec!["key", "create", "alice", "laptop", "extra"],
+        vec!["key", "create", "alice", "--rpm", "0"],
+        vec!["key", "create", "alice", "--period", "day"],
+        vec!["key", "create", "alice", "--budget-usd", "lots"],
+    ] {
+        let (ok, out, err) = local(&bad, &env);
+        assert!(!ok, "{bad:?} made a key: {out}");
+        assert!(
+            err.contains("usage") || err.contains("--"),
+            "{bad:?}: {err}"
+        );
+    }
+    assert_eq!(db.count_keys().await, 0);
+    let (ok, out, err) = local(
+        &[
+            "key",
+            "create",
+            "alice",
+            "app",
+            "--rpm",
+            "5",
+            "--budget-usd=2.5",
+            "--period",
+            "day",
+        ],
+        &env,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("--rpm 5 --budget-usd 2.5 --period day"),
+        "{out}"
+    );
+    let id = printed(&out, "id:");
+    let (ok, _, err) = local(&["key", "limits", &id, "--concurrency", "2"], &env);
+    assert!(ok, "{err}");
+    let (_, listed, _) = local(&["key", "list"], &env);
+    let line = listed.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(
+        line.contains("--concurrency 2") && !line.contains("--rpm"),
+        "{line}"
+    );
+    assert!(line.contains("0.000000 USD, 0 tokens, 0 running"), "{line}");
+    let (ok, _, err) = local(&["key", "limits", &id, "--clear"], &env);
+    assert!(ok, "{err}");
+    let (_, listed, _) = local(&["key", "list"], &env);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&id) && l.contains(" none ")),
+        "{listed}"
+    );
+    let (ok, _, err) = local(&["key", "limits", &id], &env);
+    assert!(!ok && err.contains("--clear"), "{err}");
 }
 
 #[tokio::test]

@@ -54,6 +54,7 @@ fn every_route_is_an_operation() {
             "/stream/{id}/cancel",
             "/threads",
             "/threads/{id}",
+            "/usage",
             "/v1/chat/completions",
             "/v1/models",
             "/v1/models/{model}",

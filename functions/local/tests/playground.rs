@@ -37,7 +37,18 @@ async fn a_person_chats_stops_reloads_searches_and_uses_a_key_in_a_real_browser(
     let (mut open, base) = serve(env!("CARGO_BIN_EXE_local"), "local-playground", &env).await;
 
     let keyed_db = TestDb::new().await;
-    let key = keyed_db.key("browser", "chromium").await;
+    // A key with a daily budget, on priced answers: the Usage view has spend to draw.
+    let (_, key) = keyed_db
+        .limited_key(
+            "browser",
+            "chromium",
+            &common::spend::KeyLimits {
+                budget_usd: Some(1.0),
+                period: common::spend::Period::Day,
+                ..Default::default()
+            },
+        )
+        .await;
     let (mut keyed, auth_base) = serve(
         env!("CARGO_BIN_EXE_local"),
         "local-playground-auth",
@@ -45,6 +56,10 @@ async fn a_person_chats_stops_reloads_searches_and_uses_a_key_in_a_real_browser(
             ("DATABASE_URL", keyed_db.url.as_str()),
             ("AUTH", "required"),
             ("OFFLINE_CHUNK_DELAY_MS", "5"),
+            (
+                "LLM_PRICES",
+                r#"{"offline-echo": {"input": 100, "output": 200}}"#,
+            ),
         ],
     )
     .await;

@@ -109,14 +109,6 @@ impl Fleet {
     }
 }
 
-fn client() -> reqwest::Client {
-    common::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
 async fn post(http: &reqwest::Client, base: &str, key: &str, body: Value) -> reqwest::Response {
     http.post(format!("{base}/stream"))
         .bearer_auth(key)
@@ -139,6 +131,39 @@ async fn refused(resp: reqwest::Response) -> String {
     body["error"]["code"].as_str().unwrap().to_owned()
 }
 
+/// `n` requests at once, spread over the servers, with `key` and the body `body(i)`: how many
+/// were admitted (each read to its end, which must be `done`) and the codes of the refusals.
+async fn burst(
+    f: &Fleet,
+    key: &str,
+    n: usize,
+    body: impl Fn(usize) -> Value,
+) -> (u32, Vec<String>) {
+    let http = testkit::http_client();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (http, base, key, body) = (http.clone(), f.base(i), key.to_owned(), body(i));
+        tasks.push(tokio::spawn(async move {
+            let resp = post(&http, &base, &key, body).await;
+            if resp.status() == 200 {
+                let events = sse::read(resp, None).await;
+                assert_eq!(events.last().unwrap().name, "done", "{events:?}");
+                None
+            } else {
+                Some(refused(resp).await)
+            }
+        }));
+    }
+    let (mut admitted, mut codes) = (0, Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            None => admitted += 1,
+            Some(code) => codes.push(code),
+        }
+    }
+    (admitted, codes)
+}
+
 async fn a_budget_holds_to_the_cent(data_api: bool) {
     let f = fleet(data_api, &[("OFFLINE_CHUNK_DELAY_MS", "20")]).await;
     let budget = 1.05;
@@ -149,45 +174,40 @@ async fn a_budget_holds_to_the_cent(data_api: bool) {
             ..KeyLimits::default()
         })
         .await;
-    let http = client();
-    let mut tasks = Vec::new();
-    for i in 0..60 {
-        let (http, base, key) = (http.clone(), f.base(i), key.clone());
-        tasks.push(tokio::spawn(async move {
-            let resp = post(&http, &base, &key, json!({"prompt": PROMPT, "max_tokens": 16})).await;
-            if resp.status() == 200 {
-                let events = sse::read(resp, None).await;
-                assert_eq!(events.last().unwrap().name, "done", "{events:?}");
-                None
-            } else {
-                Some(refused(resp).await)
-            }
-        }));
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            None => admitted += 1,
-            Some(code) => assert_eq!(code, "budget_exceeded"),
-        }
-    }
+    let (admitted, codes) = burst(
+        &f,
+        &key,
+        60,
+        |_| json!({"prompt": PROMPT, "max_tokens": 16}),
+    )
+    .await;
+    assert!(codes.iter().all(|c| c == "budget_exceeded"), "{codes:?}");
     f.settled().await;
     // Exactly what the budget allows at the worst case (0.10 a request, each spending it
     // all): no fewer, and never more (spent ≤ budget, to the cent and below).
     assert_eq!(admitted, 10);
     let spent = f
-        .number("SELECT sum(cost_usd) FROM conversations WHERE key_id = $1", key_id)
+        .number(
+            "SELECT sum(cost_usd) FROM conversations WHERE key_id = $1",
+            key_id,
+        )
         .await;
     assert!(spent <= budget + 1e-9, "spent {spent} of {budget}");
     assert!((spent - 1.0).abs() < 1e-9, "{spent}");
     // A refused request stored nothing; the key's spend and the rollup agree with the turns.
     assert_eq!(f.db.count().await, i64::from(admitted));
     let counted = f
-        .number("SELECT spent_usd::float8 FROM key_spend WHERE key_id = $1", key_id)
+        .number(
+            "SELECT spent_usd::float8 FROM key_spend WHERE key_id = $1",
+            key_id,
+        )
         .await;
     assert!((counted - spent).abs() < 1e-9, "{counted} vs {spent}");
     let rolled = f
-        .number("SELECT sum(cost_usd)::float8 FROM usage_daily WHERE key_id = $1", key_id)
+        .number(
+            "SELECT sum(cost_usd)::float8 FROM usage_daily WHERE key_id = $1",
+            key_id,
+        )
         .await;
     assert!((rolled - spent).abs() < 1e-9, "{rolled} vs {spent}");
 }
@@ -210,28 +230,10 @@ async fn rpm_admits_exactly_n_of_a_burst(data_api: bool) {
             ..KeyLimits::default()
         })
         .await;
-    let http = client();
-    let mut tasks = Vec::new();
-    for i in 0..12 {
-        let (http, base, key) = (http.clone(), f.base(i), key.clone());
-        tasks.push(tokio::spawn(async move {
-            let resp = post(&http, &base, &key, json!({"prompt": format!("burst {i}")})).await;
-            if resp.status() == 200 {
-                sse::read(resp, None).await;
-                None
-            } else {
-                Some(refused(resp).await)
-            }
-        }));
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            None => admitted += 1,
-            Some(code) => assert_eq!(code, "rate_limited"),
-        }
-    }
+    let (admitted, codes) = burst(&f, &key, 12, |i| json!({"prompt": format!("burst {i}")})).await;
+    assert!(codes.iter().all(|c| c == "rate_limited"), "{codes:?}");
     assert_eq!(admitted, 5);
+    let http = testkit::http_client();
     // Under /v1, OpenAI's rate limit error, with Retry-After.
     let resp = http
         .post(format!("{}/v1/chat/completions", f.base(1)))
@@ -267,7 +269,7 @@ async fn concurrency_refuses_the_next_until_an_answer_ends(data_api: bool) {
             ..KeyLimits::default()
         })
         .await;
-    let http = client();
+    let http = testkit::http_client();
     let first = post(&http, &f.base(0), &key, json!({"prompt": "one"})).await;
     assert_eq!(first.status(), 200);
     let second = post(&http, &f.base(1), &key, json!({"prompt": "two"})).await;
@@ -307,7 +309,13 @@ async fn one_running(
             ..KeyLimits::default()
         })
         .await;
-    let resp = post(http, &f.base(0), &key, json!({"prompt": "a long answer please"})).await;
+    let resp = post(
+        http,
+        &f.base(0),
+        &key,
+        json!({"prompt": "a long answer please"}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let (head, rest) = sse::read_some(resp, 3).await;
     (key_id, key, head, rest)
@@ -321,7 +329,7 @@ fn id_of(events: &[sse::Received]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_process_s_reservation_expires_and_settles() {
     let mut f = fleet(false, &[("OFFLINE_CHUNK_DELAY_MS", "100")]).await;
-    let http = client();
+    let http = testkit::http_client();
     let (key_id, key, head, rest) = one_running(&f, &http).await;
     let id = id_of(&head);
     // Let a checkpoint store some text, then kill the process outright.
@@ -349,9 +357,15 @@ async fn a_killed_process_s_reservation_expires_and_settles() {
     let (by, prompt, completion) = f.reservation(&id).await;
     assert_eq!(by.as_deref(), Some("lease"));
     // Settled from what was stored: the prompt's bound and the stored text as tokens.
-    assert!(prompt.unwrap() >= 20 && completion.unwrap() > 0, "{prompt:?} {completion:?}");
+    assert!(
+        prompt.unwrap() >= 20 && completion.unwrap() > 0,
+        "{prompt:?} {completion:?}"
+    );
     let spent = f
-        .number("SELECT spent_tokens::float8 FROM key_spend WHERE key_id = $1", key_id)
+        .number(
+            "SELECT spent_tokens::float8 FROM key_spend WHERE key_id = $1",
+            key_id,
+        )
         .await;
     assert!(spent >= (prompt.unwrap() + completion.unwrap()) as f64);
     f.servers.remove(0);
@@ -360,22 +374,29 @@ async fn a_killed_process_s_reservation_expires_and_settles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_settles_when_the_answer_is_saved() {
     let f = fleet(false, &[("OFFLINE_CHUNK_DELAY_MS", "30")]).await;
-    let http = client();
+    let http = testkit::http_client();
     let (_, _, head, rest) = one_running(&f, &http).await;
     drop(rest);
     f.settled().await;
     let (by, prompt, completion) = f.reservation(&id_of(&head)).await;
     assert_eq!(by.as_deref(), Some("turn"));
     // The whole answer's usage, as the provider reported it.
-    let stored = f.db.client().await.query_one(
-        "SELECT prompt_tokens::int8, completion_tokens::int8 FROM conversations", &[]).await.unwrap();
+    let stored =
+        f.db.client()
+            .await
+            .query_one(
+                "SELECT prompt_tokens::int8, completion_tokens::int8 FROM conversations",
+                &[],
+            )
+            .await
+            .unwrap();
     assert_eq!((prompt, completion), (stored.get(0), stored.get(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_settles_before_the_final_event() {
     let f = fleet(false, &[("OFFLINE_CHUNK_DELAY_MS", "100")]).await;
-    let http = client();
+    let http = testkit::http_client();
     let (_, key, head, rest) = one_running(&f, &http).await;
     let id = id_of(&head);
     let resp = http
@@ -386,7 +407,11 @@ async fn a_cancel_settles_before_the_final_event() {
         .unwrap();
     assert_eq!(resp.status(), 202);
     let events = rest.finish().await;
-    assert_eq!(events.last().unwrap().data["code"], "cancelled", "{events:?}");
+    assert_eq!(
+        events.last().unwrap().data["code"],
+        "cancelled",
+        "{events:?}"
+    );
     let (by, _, completion) = f.reservation(&id).await;
     assert_eq!(by.as_deref(), Some("turn"));
     assert!(completion.unwrap() > 0);
@@ -401,10 +426,14 @@ async fn a_provider_failing_mid_answer_settles_before_the_final_event() {
     let base_url = fake.base_url();
     let f = fleet(
         false,
-        &[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base_url), ("LLM_MAX_RETRIES", "0")],
+        &[
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", &base_url),
+            ("LLM_MAX_RETRIES", "0"),
+        ],
     )
     .await;
-    let http = client();
+    let http = testkit::http_client();
     let (_, key) = f
         .key(KeyLimits {
             budget_usd: Some(5.0),
@@ -432,15 +461,22 @@ async fn a_provider_failing_mid_answer_settles_before_the_final_event() {
 async fn sigterm_settles_the_turns_it_stops() {
     let mut f = fleet(
         false,
-        &[("OFFLINE_CHUNK_DELAY_MS", "100"), ("SHUTDOWN_GRACE_MS", "100")],
+        &[
+            ("OFFLINE_CHUNK_DELAY_MS", "100"),
+            ("SHUTDOWN_GRACE_MS", "100"),
+        ],
     )
     .await;
-    let http = client();
+    let http = testkit::http_client();
     let (key_id, _, head, rest) = one_running(&f, &http).await;
     let reader = tokio::spawn(rest.finish());
     f.servers[0].0.stop();
     let events = reader.await.unwrap();
-    assert_eq!(events.last().unwrap().data["code"], "shutdown", "{events:?}");
+    assert_eq!(
+        events.last().unwrap().data["code"],
+        "shutdown",
+        "{events:?}"
+    );
     let (by, _, completion) = f.reservation(&id_of(&head)).await;
     assert_eq!(by.as_deref(), Some("turn"));
     assert!(completion.unwrap() > 0);
@@ -471,7 +507,10 @@ async fn the_python_sdk_sees_insufficient_quota_for_a_spent_budget() {
         })
         .await;
     let python = testkit::process::workspace_root().join(".venv/bin/python");
-    assert!(python.exists(), "run `make test`: it installs the OpenAI SDK into .venv");
+    assert!(
+        python.exists(),
+        "run `make test`: it installs the OpenAI SDK into .venv"
+    );
     let out = std::process::Command::new(python)
         .arg(testkit::process::workspace_root().join("functions/local/tests/sdk/spend_sdk.py"))
         .args([f.base(0), budget, rpm])
@@ -483,7 +522,10 @@ async fn the_python_sdk_sees_insufficient_quota_for_a_spent_budget() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     // Not retried: at once.
     assert!(lines[0]["seconds"].as_f64().unwrap() < 5.0, "{stdout}");

@@ -15,8 +15,6 @@ use common::error::ErrorBody;
 use common::http::{ValidQuery, health_router, protect, with_fallbacks};
 use common::store::{ConversationSearch, HealthCheck, SearchHit, SearchQuery};
 use serde::Deserialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The longest query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 500;
@@ -128,8 +126,8 @@ fn parse(p: &Params, candidates: i64) -> Result<SearchQuery, ApiError> {
     }
     Ok(SearchQuery {
         text,
-        from: timestamp("from", p.from.as_deref())?,
-        to: timestamp("to", p.to.as_deref())?,
+        from: common::api::parse_time("from", p.from.as_deref())?,
+        to: common::api::parse_time("to", p.to.as_deref())?,
         limit,
         offset,
         candidates,
@@ -143,29 +141,6 @@ fn decode_cursor(token: &str) -> Option<i64> {
         .parse()
         .ok()
         .filter(|n: &i64| *n >= 0)
-}
-
-/// An RFC 3339 timestamp or a plain date (midnight UTC).
-fn timestamp(name: &str, raw: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
-    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
-        return Ok(None);
-    };
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    OffsetDateTime::parse(raw, &Rfc3339)
-        .ok()
-        .or_else(|| {
-            time::Date::parse(raw, &format)
-                .ok()
-                .map(|d| d.midnight().assume_utc())
-        })
-        .filter(|t| common::store::storable_time(*t))
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "{name} must be a date (2025-01-31) or an RFC 3339 time (2025-01-31T12:00:00Z) \
-                 from year 1 to 9999"
-            ))
-        })
 }
 
 #[cfg(test)]

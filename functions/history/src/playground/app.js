@@ -4,6 +4,7 @@
 // of search snippets is rebuilt from their text.
 
 import { render } from "/playground/markdown.js";
+import { showUsage } from "/playground/usage.js";
 
 const $ = (id) => document.getElementById(id);
 const streamBase = (document.querySelector('meta[name="stream-url"]')?.content ?? "").replace(/\/$/, "");
@@ -500,6 +501,8 @@ async function start() {
     if (turn?.status === "streaming") await reattach(turn);
   }
 }
+
+$("usage").addEventListener("click", () => showUsage(json, $("usage-view")).catch(showError));
 
 if (state.key) $("key").value = state.key;
 start();

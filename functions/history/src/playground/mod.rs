@@ -15,6 +15,7 @@ use axum::routing::get;
 const PAGE: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
 const MARKDOWN: &str = include_str!("markdown.js");
+const USAGE: &str = include_str!("usage.js");
 const STYLE: &str = include_str!("app.css");
 
 /// What the routes serve: the page with its stream URL filled in, and the policy.
@@ -49,9 +50,9 @@ pub async fn page_handler(State(p): State<Playground>) -> Response {
     asset(p.page, "text/html; charset=utf-8", p.csp)
 }
 
-/// The page's modules (`app.js`, `markdown.js`) and style sheet (`app.css`).
+/// The page's modules (`app.js`, `markdown.js`, `usage.js`) and style sheet (`app.css`).
 #[utoipa::path(get, path = "/playground/{file}", tag = "playground", security(()),
-    params(("file" = String, Path, description = "`app.js`, `markdown.js` or `app.css`")),
+    params(("file" = String, Path, description = "`app.js`, `markdown.js`, `usage.js` or `app.css`")),
     responses(
         (status = 200, description = "The file (JavaScript or CSS)", content(
             (String = "text/javascript"),
@@ -73,6 +74,11 @@ pub async fn file(
         ),
         "markdown.js" => asset(
             Bytes::from_static(MARKDOWN.as_bytes()),
+            "text/javascript; charset=utf-8",
+            p.csp,
+        ),
+        "usage.js" => asset(
+            Bytes::from_static(USAGE.as_bytes()),
             "text/javascript; charset=utf-8",
             p.csp,
         ),

@@ -186,6 +186,23 @@ def main():
         keyed.reload()
         expect(keyed.get_by_role("region", name="Answer")).to_contain_text("with a key")
 
+        # 8b. Usage: spend and tokens per day drawn by the page, and the key's budget.
+        keyed.get_by_role("button", name="Usage").click()
+        view = keyed.get_by_role("dialog", name="Usage")
+        expect(view).to_be_visible()
+        chart = view.get_by_role("img", name="Usage by day")
+        expect(chart).to_be_visible()
+        expect(chart.locator("rect")).to_have_count(60)  # 30 days, USD and tokens
+        report = api("/usage", base=AUTH_BASE, key=KEY)
+        assert report["total"]["requests"] == 1 and report["total"]["cost_usd"] > 0, report
+        today = chart.locator("rect").nth(29)
+        assert float(today.get_attribute("height")) > 0, "today's spend has no bar"
+        expect(view).to_contain_text("1 request,")
+        expect(view).to_contain_text("left today")
+        assert report["key"]["remaining_usd"] < 1.0, report
+        view.get_by_role("button", name="Close").click()
+        expect(view).to_be_hidden()
+
         # 9. Answers are markdown, rendered safely; the instructions go as the system message;
         # Regenerate branches; tool calls show collapsed.
         md = context.new_page()

@@ -189,8 +189,7 @@ pub async fn chat(
     // A key's limits: refused in OpenAI's words (the error middleware writes them), with
     // `Retry-After`.
     let key = key.map(|k| k.0);
-    let held = match spend::admit(&state, key.as_ref(), &mut conversation, &mut completion).await
-    {
+    let held = match spend::admit(&state, key.as_ref(), &mut conversation, &mut completion).await {
         Ok(held) => held,
         Err(e @ ApiError::Limited { .. }) => return Ok(e.into_response()),
         Err(e) => return Err(e.into()),
