@@ -28,17 +28,35 @@ ALTER TABLE api_keys
 ALTER TABLE conversations ADD COLUMN key_id uuid;
 ALTER TABLE conversations ADD COLUMN cost_usd double precision;
 
--- What a limited key has spent in its current period (day and month in UTC).
+-- A limited key's counters: what it has spent in its current period (day and month in UTC),
+-- and what its answers running now hold (their number and worst cases). The row `llm_reserve`
+-- locks; every counter here is kept by the statements that reserve and settle, so admitting a
+-- request never scans its key's history.
 CREATE TABLE key_spend (
-    key_id       uuid        PRIMARY KEY REFERENCES api_keys (id) ON DELETE CASCADE,
-    period_start timestamptz NOT NULL,
-    spent_usd    numeric     NOT NULL DEFAULT 0,
-    spent_tokens bigint      NOT NULL DEFAULT 0
+    key_id          uuid        PRIMARY KEY REFERENCES api_keys (id) ON DELETE CASCADE,
+    period_start    timestamptz NOT NULL,
+    spent_usd       numeric     NOT NULL DEFAULT 0,
+    spent_tokens    bigint      NOT NULL DEFAULT 0,
+    running         bigint      NOT NULL DEFAULT 0,
+    reserved_usd    numeric     NOT NULL DEFAULT 0,
+    reserved_tokens bigint      NOT NULL DEFAULT 0
 );
 
--- One admitted request of a limited key. Unsettled, it holds its worst case (`tokens`, `usd`);
--- settled, what the turn used. Settled rows stay a minute (the rate windows count them), or a
--- day when settled from a lease (a late final record then corrects them).
+-- A limited key's requests and tokens by second, for `rpm` and `tpm`: the window is the last 60
+-- seconds, sliding a second at a time (at most 61 rows a key; older ones are dropped as the key
+-- is used). A request's tokens count at its worst case until it settles, then at its usage.
+CREATE TABLE key_window (
+    key_id   uuid        NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    second   timestamptz NOT NULL,
+    requests bigint      NOT NULL DEFAULT 0,
+    tokens   bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, second)
+);
+
+-- One request of a limited key: running, it holds its worst case (`tokens`, `usd`); settled, what
+-- it settled at. Settled rows are dropped by later settlements of the key: a minute after their
+-- turn settled them, a day after a lease did (its process died), so that a late final record
+-- (`local replay`) corrects that settlement.
 CREATE TABLE reservations (
     turn_id       uuid        PRIMARY KEY,
     key_id        uuid        NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
@@ -53,14 +71,19 @@ CREATE TABLE reservations (
     output_price  numeric,
     tokens        bigint      NOT NULL,
     usd           numeric     NOT NULL,
-    -- Once settled: when, how ('turn' from its final record, 'lease' from what was stored of a
-    -- turn whose process died), and the tokens it settled at.
+    -- Once settled from a lease: when, and the tokens and cost it settled at.
     settled_at    timestamptz,
     settled_by    text CHECK (settled_by IN ('turn', 'lease')),
     settled_prompt     bigint,
-    settled_completion bigint
+    settled_completion bigint,
+    settled_usd        numeric
 );
-CREATE INDEX reservations_key_created_idx ON reservations (key_id, created_at);
+-- The running ones of a key, oldest first (the lease check walks them), and the settled ones by
+-- when (the pruning walks them).
+CREATE INDEX reservations_running_idx ON reservations (key_id, created_at)
+    WHERE settled_at IS NULL;
+CREATE INDEX reservations_settled_idx ON reservations (key_id, settled_at)
+    WHERE settled_at IS NOT NULL;
 
 -- Usage per owner, day (UTC, of the turn's start), model and key: what `GET /usage` reads. Kept
 -- by the statements that end turns, never by a scan, and never reduced: deleting turns leaves
@@ -101,49 +124,73 @@ RETURNS void LANGUAGE sql AS $$
         cost_usd = u.cost_usd + EXCLUDED.cost_usd
 $$;
 
--- Settles reservation `p_turn` at the given usage (`p_by`: 'turn' or 'lease'), whatever it was
--- settled at before: the key's spend and the rollup take the difference. A reservation already
--- settled by its turn is left as it is. Returns false when there is no such reservation.
--- Locks the key's spend row before the reservation's, in the order `llm_reserve` does.
+-- Settles reservation `p_turn` at the given usage (`p_by`: 'turn' or 'lease'): the key's spend,
+-- its in-flight counters, its rate window and the rollup take the difference from what it held
+-- (its worst case, or what a lease settled it at). One settled by its turn stays as it is.
+-- Returns false when there is no such reservation.
+-- Locks the key's counters before the reservation, in the order `llm_reserve` does.
 CREATE FUNCTION llm_settle(p_turn uuid, p_prompt bigint, p_completion bigint, p_usd numeric,
-    p_by text, p_model text) RETURNS boolean LANGUAGE plpgsql AS $$
+    p_by text, p_model text) RETURNS boolean LANGUAGE plpgsql
+-- The service's connections force custom plans (for the search query); these statements are
+-- the same every call, and planning them anew each time would double the function's cost.
+SET plan_cache_mode = auto AS $$
 DECLARE
     r reservations%ROWTYPE;
-    k api_keys%ROWTYPE;
-    was_prompt bigint;
-    was_completion bigint;
-    was_usd numeric;
+    v_period text;
+    was_prompt bigint := 0;
+    was_completion bigint := 0;
+    was_usd numeric := 0;
+    was_tokens bigint;
+    v_running bigint := 0;
+    v_now timestamptz := clock_timestamp();
 BEGIN
     SELECT * INTO r FROM reservations WHERE turn_id = p_turn;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    SELECT * INTO k FROM api_keys WHERE id = r.key_id;
     PERFORM 1 FROM key_spend WHERE key_id = r.key_id FOR UPDATE;
     SELECT * INTO r FROM reservations WHERE turn_id = p_turn FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
     IF r.settled_by = 'turn' THEN
         RETURN true;
     END IF;
-    was_prompt := CASE WHEN r.settled_at IS NULL THEN 0 ELSE r.settled_prompt END;
-    was_completion := CASE WHEN r.settled_at IS NULL THEN 0 ELSE r.settled_completion END;
-    was_usd := CASE WHEN r.settled_at IS NULL THEN 0 ELSE r.usd END;
-    UPDATE reservations SET settled_at = clock_timestamp(), settled_by = p_by,
-        settled_prompt = p_prompt, settled_completion = p_completion,
-        tokens = p_prompt + p_completion, usd = p_usd
-    WHERE turn_id = p_turn;
+    IF r.settled_at IS NULL THEN
+        -- It leaves the answers running; its worst case leaves what they hold.
+        v_running := 1;
+        was_tokens := r.tokens;
+    ELSE
+        was_prompt := r.settled_prompt;
+        was_completion := r.settled_completion;
+        was_usd := r.settled_usd;
+        was_tokens := was_prompt + was_completion;
+    END IF;
+    SELECT period INTO v_period FROM api_keys WHERE id = r.key_id;
     -- A new period starts from nothing.
     UPDATE key_spend SET
-        spent_usd = CASE WHEN period_start < llm_period_start(k.period, now()) THEN 0
+        spent_usd = CASE WHEN period_start < llm_period_start(v_period, v_now) THEN 0
                          ELSE spent_usd END + p_usd - was_usd,
-        spent_tokens = CASE WHEN period_start < llm_period_start(k.period, now()) THEN 0
+        spent_tokens = CASE WHEN period_start < llm_period_start(v_period, v_now) THEN 0
                             ELSE spent_tokens END
                        + p_prompt + p_completion - was_prompt - was_completion,
-        period_start = llm_period_start(k.period, now())
+        period_start = llm_period_start(v_period, v_now),
+        running = running - v_running,
+        reserved_usd = reserved_usd - CASE WHEN v_running = 1 THEN r.usd ELSE 0 END,
+        reserved_tokens = reserved_tokens - CASE WHEN v_running = 1 THEN r.tokens ELSE 0 END
     WHERE key_id = r.key_id;
+    -- Its second of the rate window, while the window still holds it.
+    UPDATE key_window SET tokens = tokens + p_prompt + p_completion - was_tokens
+    WHERE key_id = r.key_id AND second = date_trunc('second', r.created_at);
     PERFORM llm_account(r.owner, (r.created_at AT TIME ZONE 'UTC')::date,
-        coalesce(p_model, r.model), r.key_id,
-        CASE WHEN r.settled_at IS NULL THEN 1 ELSE 0 END,
+        coalesce(p_model, r.model), r.key_id, v_running,
         p_prompt - was_prompt, p_completion - was_completion, p_usd - was_usd);
+    UPDATE reservations SET settled_at = v_now, settled_by = p_by,
+        settled_prompt = p_prompt, settled_completion = p_completion, settled_usd = p_usd
+    WHERE turn_id = p_turn;
+    DELETE FROM reservations
+    WHERE key_id = r.key_id AND settled_at IS NOT NULL AND settled_at < v_now - interval '1 minute'
+      AND (settled_by = 'turn' OR settled_at < v_now - interval '1 day');
     RETURN true;
 END
 $$;
@@ -152,7 +199,8 @@ $$;
 -- reservation settles to its usage, and the rollup counts it. A turn whose provider reported
 -- no usage settles at its reservation's bound on the prompt and its answer's characters as
 -- tokens (a token is at least a character), but a turn that failed with no text at nothing.
-CREATE FUNCTION conversations_settle() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION conversations_settle() RETURNS trigger LANGUAGE plpgsql
+SET plan_cache_mode = auto AS $$
 DECLARE
     r reservations%ROWTYPE;
     v_prompt bigint;
@@ -190,16 +238,17 @@ CREATE TRIGGER conversations_settle AFTER INSERT OR UPDATE OF status ON conversa
 
 -- Admits a request of key `p_key` for turn `p_turn`, or names what refuses it. Its worst case:
 -- `p_prompt` tokens of prompt (a bound) and `p_output` of answer, at `p_in`/`p_out` USD per
--- million tokens (null: no price; then a USD budget refuses it). A reservation of this key
--- older than `p_stale` whose turn shows no life (no row, or a streaming row without a heartbeat
--- for `p_stale`), or older than `p_lease` in any case, is settled first from what was stored.
--- Rates are counted over the last 60 seconds, sliding. Returns (refusal, retry_after_s,
--- message): a null refusal admitted the request.
+-- million tokens (null: no price; then a USD budget refuses it). A running reservation of this
+-- key older than `p_stale` whose turn shows no life (no row, or a streaming row without a
+-- heartbeat for `p_stale`), or older than `p_lease` in any case, is settled first from what was
+-- stored. The cost does not grow with the key's traffic: counters on one row, at most 61
+-- seconds of window, and only the running reservations older than `p_stale` walked. Returns
+-- (refusal, retry_after_s, message): a null refusal admitted the request.
 CREATE FUNCTION llm_reserve(p_key uuid, p_turn uuid, p_owner text, p_model text,
     p_prompt bigint, p_output bigint, p_in numeric, p_out numeric,
     p_stale interval, p_lease interval)
 RETURNS TABLE (refusal text, retry_after integer, message text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
 DECLARE
     k api_keys%ROWTYPE;
     s key_spend%ROWTYPE;
@@ -207,15 +256,13 @@ DECLARE
     c_status text;
     c_beat timestamptz;
     v_now timestamptz := clock_timestamp();
+    v_second timestamptz := date_trunc('second', clock_timestamp());
     v_tokens bigint := p_prompt + p_output;
     v_usd numeric := (p_prompt * coalesce(p_in, 0) + p_output * coalesce(p_out, 0)) / 1000000;
     v_est bigint;
     n_window bigint;
     t_window bigint;
     first_in_window timestamptz;
-    n_running bigint;
-    usd_running numeric;
-    tokens_running bigint;
     v_next timestamptz;
     v_wait integer;
 BEGIN
@@ -234,6 +281,8 @@ BEGIN
     INSERT INTO key_spend (key_id, period_start)
     VALUES (p_key, llm_period_start(k.period, v_now))
     ON CONFLICT (key_id) DO NOTHING;
+    -- From here on every statement sees what committed before it ran: the admissions of this
+    -- key are one at a time.
     PERFORM 1 FROM key_spend WHERE key_id = p_key FOR UPDATE;
 
     -- Reservations whose process died settle from what their turn stored.
@@ -254,33 +303,29 @@ BEGIN
                 / 1000000,
             'lease', NULL);
     END LOOP;
-    DELETE FROM reservations
-    WHERE key_id = p_key AND settled_at IS NOT NULL AND created_at < v_now - interval '60 s'
-      AND (settled_by = 'turn' OR created_at < v_now - interval '1 day');
 
     SELECT * INTO s FROM key_spend WHERE key_id = p_key;
     IF s.period_start < llm_period_start(k.period, v_now) THEN
         s.spent_usd := 0;
         s.spent_tokens := 0;
     END IF;
-    SELECT count(*) FILTER (WHERE created_at > v_now - interval '60 s'),
-           coalesce(sum(tokens) FILTER (WHERE created_at > v_now - interval '60 s'), 0),
-           min(created_at) FILTER (WHERE created_at > v_now - interval '60 s'),
-           count(*) FILTER (WHERE settled_at IS NULL),
-           coalesce(sum(usd) FILTER (WHERE settled_at IS NULL), 0),
-           coalesce(sum(tokens) FILTER (WHERE settled_at IS NULL), 0)
-    INTO n_window, t_window, first_in_window, n_running, usd_running, tokens_running
-    FROM reservations
-    WHERE key_id = p_key AND (created_at > v_now - interval '60 s' OR settled_at IS NULL);
-    -- Seconds until the oldest request of the window leaves it.
+    n_window := 0;
+    t_window := 0;
+    IF k.rpm IS NOT NULL OR k.tpm IS NOT NULL THEN
+        DELETE FROM key_window WHERE key_id = p_key AND second <= v_second - interval '61 s';
+        SELECT coalesce(sum(requests), 0), coalesce(sum(tokens), 0), min(second)
+        INTO n_window, t_window, first_in_window
+        FROM key_window WHERE key_id = p_key AND second > v_second - interval '61 s';
+    END IF;
+    -- Seconds until the oldest second of the window leaves it.
     v_wait := greatest(1, ceil(extract(epoch FROM
-        coalesce(first_in_window, v_now) + interval '60 s' - v_now))::integer);
+        coalesce(first_in_window, v_second) + interval '61 s' - v_now))::integer);
     v_next := CASE k.period
         WHEN 'day' THEN llm_period_start('day', v_now) + interval '1 day'
         WHEN 'month' THEN llm_period_start('month', v_now) + interval '1 month'
         ELSE NULL END;
 
-    IF k.concurrency IS NOT NULL AND n_running >= k.concurrency THEN
+    IF k.concurrency IS NOT NULL AND s.running >= k.concurrency THEN
         RETURN QUERY SELECT 'rate_limited', 1,
             format('this key may run %s answers at once', k.concurrency);
         RETURN;
@@ -297,22 +342,22 @@ BEGIN
         RETURN;
     END IF;
     IF k.budget_tokens IS NOT NULL
-       AND s.spent_tokens + tokens_running + v_tokens > k.budget_tokens THEN
+       AND s.spent_tokens + s.reserved_tokens + v_tokens > k.budget_tokens THEN
         RETURN QUERY SELECT 'budget_exceeded',
             CASE WHEN s.spent_tokens + v_tokens <= k.budget_tokens THEN 1
                  ELSE coalesce(ceil(extract(epoch FROM v_next - v_now))::integer, 86400) END,
             format('this key''s budget of %s tokens a %s is spent (used %s, in flight %s, '
                    'this request up to %s)', k.budget_tokens, k.period, s.spent_tokens,
-                   tokens_running, v_tokens);
+                   s.reserved_tokens, v_tokens);
         RETURN;
     END IF;
-    IF k.budget_usd IS NOT NULL AND s.spent_usd + usd_running + v_usd > k.budget_usd THEN
+    IF k.budget_usd IS NOT NULL AND s.spent_usd + s.reserved_usd + v_usd > k.budget_usd THEN
         RETURN QUERY SELECT 'budget_exceeded',
             CASE WHEN s.spent_usd + v_usd <= k.budget_usd THEN 1
                  ELSE coalesce(ceil(extract(epoch FROM v_next - v_now))::integer, 86400) END,
             format('this key''s budget of %s USD a %s is spent (used %s, in flight %s, '
                    'this request up to %s)', k.budget_usd, k.period, round(s.spent_usd, 6),
-                   round(usd_running, 6), round(v_usd, 6));
+                   round(s.reserved_usd, 6), round(v_usd, 6));
         RETURN;
     END IF;
 
@@ -320,6 +365,15 @@ BEGIN
         output_cap, input_price, output_price, tokens, usd)
     VALUES (p_turn, p_key, p_owner, p_model, v_now, p_prompt, p_output, p_in, p_out,
         v_tokens, v_usd);
+    UPDATE key_spend SET running = running + 1, reserved_usd = reserved_usd + v_usd,
+        reserved_tokens = reserved_tokens + v_tokens
+    WHERE key_id = p_key;
+    IF k.rpm IS NOT NULL OR k.tpm IS NOT NULL THEN
+        INSERT INTO key_window AS w (key_id, second, requests, tokens)
+        VALUES (p_key, v_second, 1, v_tokens)
+        ON CONFLICT (key_id, second) DO UPDATE
+        SET requests = w.requests + 1, tokens = w.tokens + EXCLUDED.tokens;
+    END IF;
     RETURN QUERY SELECT NULL::text, NULL::integer, NULL::text;
 END
 $$;
@@ -327,9 +381,9 @@ $$;
 -- The stream function's role settles and reserves; the history function's reads the rollup.
 DO $$
 BEGIN
-    GRANT SELECT, INSERT, UPDATE, DELETE ON key_spend, reservations, usage_daily
+    GRANT SELECT, INSERT, UPDATE, DELETE ON key_spend, key_window, reservations, usage_daily
         TO llm_stream_writer;
-    GRANT SELECT ON key_spend, reservations, usage_daily TO llm_stream_reader;
+    GRANT SELECT ON key_spend, key_window, reservations, usage_daily TO llm_stream_reader;
 EXCEPTION WHEN undefined_object THEN
     RAISE NOTICE 'roles not granted: migration V9 did not create them';
 END

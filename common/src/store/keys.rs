@@ -103,11 +103,9 @@ const SPEND: &str = "\
               ELSE s.spent_usd END FROM key_spend s WHERE s.key_id = k.id), 0)::text, \
     coalesce((SELECT CASE WHEN s.period_start < llm_period_start(k.period, now()) THEN 0 \
               ELSE s.spent_tokens END FROM key_spend s WHERE s.key_id = k.id), 0)::text, \
-    coalesce((SELECT sum(r.usd) FROM reservations r \
-              WHERE r.key_id = k.id AND r.settled_at IS NULL), 0)::text, \
-    coalesce((SELECT sum(r.tokens) FROM reservations r \
-              WHERE r.key_id = k.id AND r.settled_at IS NULL), 0)::text, \
-    (SELECT count(*) FROM reservations r WHERE r.key_id = k.id AND r.settled_at IS NULL)::text";
+    coalesce((SELECT s.reserved_usd FROM key_spend s WHERE s.key_id = k.id), 0)::text, \
+    coalesce((SELECT s.reserved_tokens FROM key_spend s WHERE s.key_id = k.id), 0)::text, \
+    coalesce((SELECT s.running FROM key_spend s WHERE s.key_id = k.id), 0)::text";
 
 fn spend_at(row: &TextRow, at: usize) -> Result<KeySpend, StoreError> {
     Ok(KeySpend {

@@ -164,7 +164,41 @@ async fn burst(
     (admitted, codes)
 }
 
-async fn a_budget_holds_to_the_cent(data_api: bool) {
+/// Runs each named test body over three processes on the pool, and on the Data API backend
+/// (its emulator).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod pool {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(false).await;
+                }
+            )*
+        }
+        mod data_api {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(true).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_budget_holds_to_the_cent_under_60_concurrent_requests,
+    rpm_admits_exactly_n_of_a_burst,
+    concurrency_refuses_the_n_plus_first,
+    a_killed_process_s_reservation_expires_and_settles,
+    a_client_gone_settles_when_the_answer_is_saved,
+    a_cancel_settles_before_the_final_event,
+    a_provider_failing_mid_answer_settles_before_the_final_event,
+    sigterm_settles_the_turns_it_stops,
+);
+
+async fn a_budget_holds_to_the_cent_under_60_concurrent_requests(data_api: bool) {
     let f = fleet(data_api, &[("OFFLINE_CHUNK_DELAY_MS", "20")]).await;
     let budget = 1.05;
     let (key_id, key) = f
@@ -212,16 +246,6 @@ async fn a_budget_holds_to_the_cent(data_api: bool) {
     assert!((rolled - spent).abs() < 1e-9, "{rolled} vs {spent}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_budget_holds_to_the_cent_under_60_concurrent_requests() {
-    a_budget_holds_to_the_cent(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_budget_holds_to_the_cent_on_the_data_api() {
-    a_budget_holds_to_the_cent(true).await;
-}
-
 async fn rpm_admits_exactly_n_of_a_burst(data_api: bool) {
     let f = fleet(data_api, &[("OFFLINE_CHUNK_DELAY_MS", "1")]).await;
     let (_, key) = f
@@ -251,17 +275,7 @@ async fn rpm_admits_exactly_n_of_a_burst(data_api: bool) {
     assert_eq!(f.db.count().await, 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpm_admits_exactly_n_of_a_burst_across_processes() {
-    rpm_admits_exactly_n_of_a_burst(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpm_admits_exactly_n_of_a_burst_on_the_data_api() {
-    rpm_admits_exactly_n_of_a_burst(true).await;
-}
-
-async fn concurrency_refuses_the_next_until_an_answer_ends(data_api: bool) {
+async fn concurrency_refuses_the_n_plus_first(data_api: bool) {
     let f = fleet(data_api, &[("OFFLINE_CHUNK_DELAY_MS", "100")]).await;
     let (_, key) = f
         .key(KeyLimits {
@@ -284,16 +298,6 @@ async fn concurrency_refuses_the_next_until_an_answer_ends(data_api: bool) {
     assert_eq!(next.status(), 200);
     sse::read(second, None).await;
     sse::read(next, None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_refuses_the_n_plus_first_across_processes() {
-    concurrency_refuses_the_next_until_an_answer_ends(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_refuses_the_n_plus_first_on_the_data_api() {
-    concurrency_refuses_the_next_until_an_answer_ends(true).await;
 }
 
 /// A limited key of one answer at a time, and a running stream of it on server 0, a few
@@ -326,9 +330,8 @@ fn id_of(events: &[sse::Received]) -> String {
     events[0].data["id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_process_s_reservation_expires_and_settles() {
-    let mut f = fleet(false, &[("OFFLINE_CHUNK_DELAY_MS", "100")]).await;
+async fn a_killed_process_s_reservation_expires_and_settles(data_api: bool) {
+    let mut f = fleet(data_api, &[("OFFLINE_CHUNK_DELAY_MS", "100")]).await;
     let http = testkit::http_client();
     let (key_id, key, head, rest) = one_running(&f, &http).await;
     let id = id_of(&head);
@@ -371,9 +374,8 @@ async fn a_killed_process_s_reservation_expires_and_settles() {
     f.servers.remove(0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_gone_settles_when_the_answer_is_saved() {
-    let f = fleet(false, &[("OFFLINE_CHUNK_DELAY_MS", "30")]).await;
+async fn a_client_gone_settles_when_the_answer_is_saved(data_api: bool) {
+    let f = fleet(data_api, &[("OFFLINE_CHUNK_DELAY_MS", "30")]).await;
     let http = testkit::http_client();
     let (_, _, head, rest) = one_running(&f, &http).await;
     drop(rest);
@@ -393,9 +395,8 @@ async fn a_client_gone_settles_when_the_answer_is_saved() {
     assert_eq!((prompt, completion), (stored.get(0), stored.get(1)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_settles_before_the_final_event() {
-    let f = fleet(false, &[("OFFLINE_CHUNK_DELAY_MS", "100")]).await;
+async fn a_cancel_settles_before_the_final_event(data_api: bool) {
+    let f = fleet(data_api, &[("OFFLINE_CHUNK_DELAY_MS", "100")]).await;
     let http = testkit::http_client();
     let (_, key, head, rest) = one_running(&f, &http).await;
     let id = id_of(&head);
@@ -417,15 +418,14 @@ async fn a_cancel_settles_before_the_final_event() {
     assert!(completion.unwrap() > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_failing_mid_answer_settles_before_the_final_event() {
+async fn a_provider_failing_mid_answer_settles_before_the_final_event(data_api: bool) {
     let mut parts = answer(&["some ", "words ", "then "], Duration::from_millis(50));
     parts.truncate(4);
     parts.push(Part::Cut);
     let fake = FakeOpenAi::start(vec![Reply::Stream(parts)]).await;
     let base_url = fake.base_url();
     let f = fleet(
-        false,
+        data_api,
         &[
             ("LLM_PROVIDER", "openai"),
             ("OPENAI_BASE_URL", &base_url),
@@ -457,10 +457,9 @@ async fn a_provider_failing_mid_answer_settles_before_the_final_event() {
     assert_eq!(sent[0]["max_tokens"], 16_384, "{}", sent[0]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_settles_the_turns_it_stops() {
+async fn sigterm_settles_the_turns_it_stops(data_api: bool) {
     let mut f = fleet(
-        false,
+        data_api,
         &[
             ("OFFLINE_CHUNK_DELAY_MS", "100"),
             ("SHUTDOWN_GRACE_MS", "100"),
