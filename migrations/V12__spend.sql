@@ -265,6 +265,7 @@ DECLARE
     first_in_window timestamptz;
     v_next timestamptz;
     v_wait integer;
+    v_settled boolean := false;
 BEGIN
     SELECT * INTO k FROM api_keys WHERE id = p_key;
     IF NOT FOUND THEN
@@ -278,12 +279,15 @@ BEGIN
                    '(set one in LLM_PRICES)', p_model);
         RETURN;
     END IF;
-    INSERT INTO key_spend (key_id, period_start)
-    VALUES (p_key, llm_period_start(k.period, v_now))
-    ON CONFLICT (key_id) DO NOTHING;
     -- From here on every statement sees what committed before it ran: the admissions of this
     -- key are one at a time.
-    PERFORM 1 FROM key_spend WHERE key_id = p_key FOR UPDATE;
+    SELECT * INTO s FROM key_spend WHERE key_id = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO key_spend (key_id, period_start)
+        VALUES (p_key, llm_period_start(k.period, v_now))
+        ON CONFLICT (key_id) DO NOTHING;
+        SELECT * INTO s FROM key_spend WHERE key_id = p_key FOR UPDATE;
+    END IF;
 
     -- Reservations whose process died settle from what their turn stored.
     FOR d IN SELECT * FROM reservations
@@ -302,9 +306,12 @@ BEGIN
             (d.prompt_bound * coalesce(d.input_price, 0) + v_est * coalesce(d.output_price, 0))
                 / 1000000,
             'lease', NULL);
+        v_settled := true;
     END LOOP;
 
-    SELECT * INTO s FROM key_spend WHERE key_id = p_key;
+    IF v_settled THEN
+        SELECT * INTO s FROM key_spend WHERE key_id = p_key;
+    END IF;
     IF s.period_start < llm_period_start(k.period, v_now) THEN
         s.spent_usd := 0;
         s.spent_tokens := 0;

@@ -11,6 +11,7 @@ use crate::error::StoreError;
 
 mod dataapi;
 pub mod db;
+mod delete;
 mod health;
 mod keys;
 mod pg;
@@ -237,6 +238,25 @@ pub trait Spend: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// What deleting one turn found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnDeleted {
+    Deleted,
+    NotFound,
+    /// It has not ended yet.
+    Running,
+    /// A later turn continues it (names it as its previous one).
+    Continued,
+}
+
+/// Deleting one turn.
+#[async_trait]
+pub trait TurnDelete: Send + Sync {
+    /// Deletes `owner`'s turn `id` unless it runs or a later turn continues it; a thread's only
+    /// turn takes its thread with it. Its usage stays counted.
+    async fn delete_turn(&self, owner: &str, id: Uuid) -> Result<TurnDeleted, StoreError>;
+}
+
 /// Usage reports, from the daily rollup.
 #[async_trait]
 pub trait UsageReport: Send + Sync {
@@ -358,12 +378,24 @@ pub trait HealthCheck: Send + Sync {
 /// What the stream function needs of a store: load the chain a turn continues, write the start,
 /// checkpoints and the end, and serve re-attaching and cancelling clients.
 pub trait ConversationWrite:
-    ConversationCreate + ConversationFinish + ConversationChain + ConversationLog + Spend
+    ConversationCreate
+    + ConversationFinish
+    + ConversationChain
+    + ConversationLog
+    + ConversationGet
+    + Spend
+    + TurnDelete
 {
 }
 
 impl<T> ConversationWrite for T where
-    T: ConversationCreate + ConversationFinish + ConversationChain + ConversationLog + Spend
+    T: ConversationCreate
+        + ConversationFinish
+        + ConversationChain
+        + ConversationLog
+        + ConversationGet
+        + Spend
+        + TurnDelete
 {
 }
 

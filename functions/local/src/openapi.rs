@@ -26,6 +26,11 @@ use utoipa::openapi::{RefOr, Schema};
         stream::openai::chat,
         stream::openai::models,
         stream::openai::one_model,
+        stream::responses::create,
+        stream::responses::retrieve,
+        stream::responses::cancel,
+        stream::responses::delete,
+        stream::responses::input_items,
         history::history,
         history::threads::list,
         history::threads::one,
@@ -123,6 +128,18 @@ fn pattern(s: Option<&mut RefOr<Schema>>, pattern: &str) -> bool {
         .is_some()
 }
 
+/// Refuses fields the schema does not name (the service answers them with a 400 naming them).
+fn closed(doc: &mut utoipa::openapi::OpenApi, name: &str) -> bool {
+    schema(doc, name)
+        .and_then(object)
+        .map(|o| {
+            o.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        })
+        .is_some()
+}
+
 /// Rules of the request checks that the types' annotations cannot state, written into the
 /// schemas, so that what the document allows is what the service accepts (a fuzzer that
 /// generates requests from it, such as schemathesis, finds no valid one refused). Returns how
@@ -172,6 +189,33 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
             }
             _ => false,
         },
+        // The Responses create body: the chat surface's rules, and no field it does not take.
+        pattern(property(doc, "ResponseCreateRequest", "model"), NOT_BLANK),
+        pattern(property(doc, "ResponseCreateRequest", "instructions"), NO_NUL),
+        pattern(property(doc, "TextItemPart", "text"), NO_NUL),
+        pattern(one_of(doc, "UserItemContent", 0), NO_NUL),
+        pattern(one_of(doc, "OtherItemContent", 0), NO_NUL),
+        pattern(one_of(doc, "ResponseInput", 0), NO_NUL),
+        match one_of(doc, "ResponseInput", 1) {
+            Some(RefOr::T(Schema::Array(a))) => {
+                a.min_items = Some(1);
+                let contains = serde_json::json!({"type": "object", "required": ["role"],
+                    "properties": {"role": {"const": "user"}}});
+                a.extensions
+                    .get_or_insert_with(Default::default)
+                    .insert("contains".into(), contains);
+                true
+            }
+            _ => false,
+        },
+        property(doc, "ResponseCreateRequest", "metadata")
+            .and_then(object)
+            .map(|o| o.max_properties = Some(16))
+            .is_some(),
+        closed(doc, "ResponseCreateRequest"),
+        closed(doc, "UserItem"),
+        closed(doc, "OtherItem"),
+        closed(doc, "TextParam"),
         // `Last-Event-ID`: a position, a whole number of up to 19 digits (empty: the start).
         doc.paths
             .paths

@@ -58,6 +58,10 @@ fn every_route_is_an_operation() {
             "/v1/chat/completions",
             "/v1/models",
             "/v1/models/{model}",
+            "/v1/responses",
+            "/v1/responses/{id}",
+            "/v1/responses/{id}/cancel",
+            "/v1/responses/{id}/input_items",
         ])
     );
     assert_eq!(

@@ -7,6 +7,7 @@ mod body;
 pub mod engine;
 pub mod native;
 pub mod openai;
+pub mod responses;
 
 use std::sync::Arc;
 
@@ -29,6 +30,13 @@ pub fn routes(state: StreamState) -> Router {
         .route("/v1/chat/completions", post(openai::chat))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{model}", get(openai::one_model))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        )
+        .route("/v1/responses/{id}/cancel", post(responses::cancel))
+        .route("/v1/responses/{id}/input_items", get(responses::input_items))
         .with_state(state)
 }
 

@@ -117,7 +117,6 @@ pub async fn resume(
     let id = turn_id(&raw)?;
     let from = position(request.headers(), params.after.as_deref())?;
     let parts = RequestParts::of(&request);
-    let keepalive = state.limits.keepalive_interval;
     let line = |reader: &Arc<Reader>| RequestLine {
         request_id: request_id
             .as_ref()
@@ -128,23 +127,38 @@ pub async fn resume(
         from,
         reader: reader.clone(),
     };
-    // In the process generating it: its live log.
-    if let Some(turn) = state.turns.get(&owner.0, id) {
+    let (events, reader) = follow_turn(&state, &owner.0, id, from, &parts).await?;
+    let reader_line = line(&reader);
+    let events = logged(events, reader_line);
+    Ok(sse::response(id, sse::body_of(events, reader)))
+}
+
+/// The items of one of `owner`'s turns from character `from` of its stored text, as they come,
+/// from any process: in the one generating it, its live log; anywhere else, the database (its
+/// log polled every `RESUME_POLL_MS`). Starts with the turn's `start`, ends with its final
+/// event. A 404 when `owner` has no such turn.
+pub(crate) async fn follow_turn(
+    state: &StreamState,
+    owner: &str,
+    id: Uuid,
+    from: usize,
+    parts: &RequestParts,
+) -> Result<(Items, Arc<Reader>), ApiError> {
+    let keepalive = state.limits.keepalive_interval;
+    if let Some(turn) = state.turns.get(owner, id) {
         let reader = turn.reader(View::Stored, parts.conn.clone());
         let events = turn.attach(reader.clone(), from, keepalive);
-        let events = logged(events, line(&reader));
-        return Ok(sse::response(id, sse::body_of(events, reader)));
+        return Ok((Box::pin(events), reader));
     }
-    // Anywhere else: the database.
     let at = i64::try_from(from).unwrap_or(i64::MAX);
     let first = awaiting_row(id, || async {
-        state.store.read_log(&owner.0, id, at, PIECE_CHARS).await
+        state.store.read_log(owner, id, at, PIECE_CHARS).await
     })
     .await?
     .ok_or(ApiError::NotFound("no turn with this id"))?;
     let poll = Poll {
         state: state.clone(),
-        owner: owner.0,
+        owner: owner.to_owned(),
         id,
         sent: from,
         first: Some(first),
@@ -155,10 +169,12 @@ pub async fn resume(
             .lambda_deadline
             .map(|d| lambda_stop(d, state.limits.resume_poll)),
     };
-    let reader = Arc::new(Reader::default());
-    let events = logged(poll.events(), line(&reader));
-    Ok(sse::response(id, sse::body_of(events, reader)))
+    Ok((Box::pin(poll.events()), Arc::new(Reader::default())))
 }
+
+/// A turn's items as a reader follows them.
+pub(crate) type Items =
+    std::pin::Pin<Box<dyn Stream<Item = Result<Item, Lagging>> + Send + 'static>>;
 
 /// The log line of a re-attached reader's request, written when its response ends (the
 /// response is an event stream, which the request log leaves to it).

@@ -36,7 +36,7 @@ use request::ChatRequest;
 use wire::Call;
 
 /// An error of a `/v1` route: its status and OpenAI's error object.
-pub struct V1Error(StatusCode, OpenAiError);
+pub struct V1Error(pub(crate) StatusCode, pub(crate) OpenAiError);
 
 impl IntoResponse for V1Error {
     fn into_response(self) -> Response {
@@ -65,6 +65,12 @@ fn static_code(code: &str) -> &'static str {
 impl From<OpenAiError> for V1Error {
     fn from(e: OpenAiError) -> Self {
         V1Error(StatusCode::BAD_REQUEST, e)
+    }
+}
+
+impl From<common::error::StoreError> for V1Error {
+    fn from(e: common::error::StoreError) -> Self {
+        ApiError::from(e).into()
     }
 }
 
@@ -270,7 +276,7 @@ async fn continued(
     Ok((ctx, messages))
 }
 
-fn model_not_found(model: &str) -> V1Error {
+pub(crate) fn model_not_found(model: &str) -> V1Error {
     V1Error(
         StatusCode::NOT_FOUND,
         OpenAiError::new(
@@ -312,7 +318,7 @@ pub fn failure_status(code: &str) -> u16 {
 /// The response of a turn that failed before its response began: the status of
 /// [`failure_status`], and OpenAI's error object; for a provider's refusal its own `code`,
 /// `param` and message, and its `Retry-After`.
-fn failed(event: &Failure, refusal: Option<Upstream>) -> Response {
+pub(crate) fn failed(event: &Failure, refusal: Option<Upstream>) -> Response {
     let status =
         StatusCode::from_u16(failure_status(&event.code)).unwrap_or(StatusCode::BAD_GATEWAY);
     let refusal = refusal.unwrap_or_default();
