@@ -17,7 +17,13 @@ impl<T: TextRows> TurnDelete for T {
                 &[Some(id.to_string()), Some(owner.to_owned())],
             )
             .await?;
-        match rows.first().and_then(|r| r.first()).cloned().flatten().as_deref() {
+        match rows
+            .first()
+            .and_then(|r| r.first())
+            .cloned()
+            .flatten()
+            .as_deref()
+        {
             Some("deleted") => Ok(TurnDeleted::Deleted),
             Some("not_found") => Ok(TurnDeleted::NotFound),
             Some("running") => Ok(TurnDeleted::Running),

@@ -191,7 +191,10 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
         },
         // The Responses create body: the chat surface's rules, and no field it does not take.
         pattern(property(doc, "ResponseCreateRequest", "model"), NOT_BLANK),
-        pattern(property(doc, "ResponseCreateRequest", "instructions"), NO_NUL),
+        pattern(
+            property(doc, "ResponseCreateRequest", "instructions"),
+            NO_NUL,
+        ),
         pattern(property(doc, "TextItemPart", "text"), NO_NUL),
         pattern(one_of(doc, "UserItemContent", 0), NO_NUL),
         pattern(one_of(doc, "OtherItemContent", 0), NO_NUL),

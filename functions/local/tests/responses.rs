@@ -23,7 +23,10 @@ async fn the_python_sdk_uses_responses_across_two_processes() {
     let (mut a, base_a) = serve(env!("CARGO_BIN_EXE_local"), "responses-a", &env).await;
     let (mut b, base_b) = serve(env!("CARGO_BIN_EXE_local"), "responses-b", &env).await;
     let python = workspace_root().join(".venv/bin/python");
-    assert!(python.exists(), "run `make test`: it installs the OpenAI SDK into .venv");
+    assert!(
+        python.exists(),
+        "run `make test`: it installs the OpenAI SDK into .venv"
+    );
     let out = Command::new(python)
         .arg(workspace_root().join("functions/local/tests/sdk/responses_sdk.py"))
         .args([&base_a, &base_b, &key])
@@ -57,7 +60,10 @@ async fn the_python_sdk_uses_responses_across_two_processes() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "hello responses");
-    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("Be brief."));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("Be brief.")
+    );
     assert_eq!(row.get::<_, String>(2), "complete");
     for gone in ["deleted", "not_stored"] {
         let n: i64 = client

@@ -36,7 +36,10 @@ pub fn routes(state: StreamState) -> Router {
             get(responses::retrieve).delete(responses::delete),
         )
         .route("/v1/responses/{id}/cancel", post(responses::cancel))
-        .route("/v1/responses/{id}/input_items", get(responses::input_items))
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(responses::input_items),
+        )
         .with_state(state)
 }
 

@@ -157,8 +157,7 @@ pub async fn create(
         return Err(blocked(&state, conversation, flag).await.into());
     }
     let key = key.map(|k| k.0);
-    let held = match spend::admit(&state, key.as_ref(), &mut conversation, &mut completion).await
-    {
+    let held = match spend::admit(&state, key.as_ref(), &mut conversation, &mut completion).await {
         Ok(held) => held,
         Err(e @ ApiError::Limited { .. }) => return Ok(e.into_response()),
         Err(e) => return Err(e.into()),
@@ -191,9 +190,7 @@ pub async fn create(
     tokio::spawn(async move {
         crate::engine::run::run(st.clone(), run, completion).await;
         // `store: false`: the turn lived while it ran (resume and cancel worked); now it goes.
-        if !store
-            && let Err(e) = st.store.delete_turn(&owner_name, id).await
-        {
+        if !store && let Err(e) = st.store.delete_turn(&owner_name, id).await {
             tracing::warn!(%id, error = %common::error::error_chain(&e),
                 "could not delete a response made with store: false");
         }
@@ -337,7 +334,8 @@ fn events(
                 Item::Final(event) => {
                     st.done = true;
                     let c = ended(&st.state, &st.owner, &st.base, Some(&event), &st.text).await;
-                    st.seq.closing(&wire::response(&c, &st.echo, None), &c.response)
+                    st.seq
+                        .closing(&wire::response(&c, &st.echo, None), &c.response)
                 }
                 Item::Tool(_) | Item::Logprobs(_) => String::new(),
             };
@@ -393,9 +391,10 @@ pub async fn retrieve(
     };
     let after = match params.starting_after.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(n) => Some(n.parse::<u64>().map_err(|_| {
-            bad("starting_after", "starting_after must be a sequence number")
-        })?),
+        Some(n) => Some(
+            n.parse::<u64>()
+                .map_err(|_| bad("starting_after", "starting_after must be a sequence number"))?,
+        ),
     };
     let found = awaiting_row(id, || async { state.store.get(&owner.0, id).await })
         .await?
@@ -434,7 +433,12 @@ pub async fn retrieve(
 fn bad(param: &str, message: &str) -> V1Error {
     V1Error(
         StatusCode::BAD_REQUEST,
-        OpenAiError::new("invalid_request_error", "invalid_request", message, Some(param)),
+        OpenAiError::new(
+            "invalid_request_error",
+            "invalid_request",
+            message,
+            Some(param),
+        ),
     )
 }
 
@@ -570,7 +574,11 @@ pub async fn input_items(
         if role == "system" {
             continue;
         }
-        let kind = if role == "assistant" { "output_text" } else { "input_text" };
+        let kind = if role == "assistant" {
+            "output_text"
+        } else {
+            "input_text"
+        };
         let content: Vec<Value> = match &m["content"] {
             Value::String(s) => vec![json!({"type": kind, "text": s})],
             Value::Array(parts) => parts

@@ -135,10 +135,10 @@ impl CreateRequest {
             }
         }
         let text_format = text_format(map.get("text"))?;
-        if let Some(format) = &text_format {
-            if let Some(rf) = response_format(format)? {
-                chat.insert("response_format".into(), rf);
-            }
+        if let Some(format) = &text_format
+            && let Some(rf) = response_format(format)?
+        {
+            chat.insert("response_format".into(), rf);
         }
         let body = serde_json::to_vec(&Value::Object(chat)).unwrap_or_default();
         let chat = ChatRequest::parse(&body, max_chars).map_err(|mut e| {
@@ -197,7 +197,10 @@ fn input(value: Option<&Value>) -> Result<Vec<Value>, OpenAiError> {
 fn message(i: usize, item: &Value) -> Result<Value, OpenAiError> {
     let at = |field: &str| format!("input[{i}].{field}");
     let Value::Object(item) = item else {
-        return Err(bad(&format!("input[{i}]"), "each input item must be an object"));
+        return Err(bad(
+            &format!("input[{i}]"),
+            "each input item must be an object",
+        ));
     };
     match item.get("type").and_then(Value::as_str) {
         None | Some("message") => {}
@@ -245,7 +248,12 @@ fn message(i: usize, item: &Value) -> Result<Value, OpenAiError> {
             }
             Value::Array(out)
         }
-        _ => return Err(bad(&at("content"), "content must be a string or a list of parts")),
+        _ => {
+            return Err(bad(
+                &at("content"),
+                "content must be a string or a list of parts",
+            ));
+        }
     };
     Ok(json!({"role": role, "content": content}))
 }

@@ -68,7 +68,9 @@ fn status(c: &Conversation) -> (&'static str, Value, Value) {
         Status::Complete => ("completed", Value::Null, Value::Null),
         Status::Cancelled => ("cancelled", Value::Null, Value::Null),
         Status::Partial | Status::Failed
-            if c.error.as_deref().is_some_and(|e| e.starts_with("guardrail_")) =>
+            if c.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("guardrail_")) =>
         {
             (
                 "incomplete",
@@ -255,35 +257,6 @@ impl Sequencer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_round_trip_and_numbers_follow_positions() {
-        let c = Conversation::start("o", "p".into(), "offline", "m");
-        assert_eq!(turn_of(&response_id(c.id)), Some(c.id));
-        assert_eq!(turn_of(&c.id.to_string()), Some(c.id));
-        assert_eq!(turn_of("resp_nope"), None);
-        let all = Sequencer {
-            turn: c.id,
-            after: None,
-        };
-        let head = response(&c, &Echo::stored(), None);
-        assert_eq!(all.opening(&head).matches("event: ").count(), 4);
-        assert!(all.delta("abc", 3).contains("\"sequence_number\":6"));
-        let later = Sequencer {
-            turn: c.id,
-            after: Some(6),
-        };
-        assert_eq!(later.opening(&head), "");
-        assert_eq!(later.delta("abc", 3), "");
-        let closing = later.closing(&head, "abc");
-        assert!(closing.starts_with("event: response.output_text.done"));
-        assert!(closing.contains("\"sequence_number\":10"));
-    }
-}
-
 /// One server-sent event of a Responses stream, as the document describes it.
 pub struct ResponseEvent;
 
@@ -331,3 +304,32 @@ impl utoipa::PartialSchema for ResponseEvent {
 }
 
 impl utoipa::ToSchema for ResponseEvent {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_numbers_follow_positions() {
+        let c = Conversation::start("o", "p".into(), "offline", "m");
+        assert_eq!(turn_of(&response_id(c.id)), Some(c.id));
+        assert_eq!(turn_of(&c.id.to_string()), Some(c.id));
+        assert_eq!(turn_of("resp_nope"), None);
+        let all = Sequencer {
+            turn: c.id,
+            after: None,
+        };
+        let head = response(&c, &Echo::stored(), None);
+        assert_eq!(all.opening(&head).matches("event: ").count(), 4);
+        assert!(all.delta("abc", 3).contains("\"sequence_number\":6"));
+        let later = Sequencer {
+            turn: c.id,
+            after: Some(6),
+        };
+        assert_eq!(later.opening(&head), "");
+        assert_eq!(later.delta("abc", 3), "");
+        let closing = later.closing(&head, "abc");
+        assert!(closing.starts_with("event: response.output_text.done"));
+        assert!(closing.contains("\"sequence_number\":10"));
+    }
+}
