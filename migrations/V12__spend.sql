@@ -267,6 +267,14 @@ DECLARE
     v_wait integer;
     v_settled boolean := false;
 BEGIN
+    -- The key's counters, locked: from here on every statement sees what committed before it
+    -- ran, and the admissions of this key are one at a time. Its limits come in the same read.
+    SELECT * INTO s FROM key_spend WHERE key_id = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO key_spend (key_id, period_start) VALUES (p_key, '-infinity')
+        ON CONFLICT (key_id) DO NOTHING;
+        SELECT * INTO s FROM key_spend WHERE key_id = p_key FOR UPDATE;
+    END IF;
     SELECT * INTO k FROM api_keys WHERE id = p_key;
     IF NOT FOUND THEN
         RETURN QUERY SELECT NULL::text, NULL::integer, NULL::text;
@@ -278,15 +286,6 @@ BEGIN
             format('the model %s has no price, and this key has a budget in USD '
                    '(set one in LLM_PRICES)', p_model);
         RETURN;
-    END IF;
-    -- From here on every statement sees what committed before it ran: the admissions of this
-    -- key are one at a time.
-    SELECT * INTO s FROM key_spend WHERE key_id = p_key FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO key_spend (key_id, period_start)
-        VALUES (p_key, llm_period_start(k.period, v_now))
-        ON CONFLICT (key_id) DO NOTHING;
-        SELECT * INTO s FROM key_spend WHERE key_id = p_key FOR UPDATE;
     END IF;
 
     -- Reservations whose process died settle from what their turn stored.
@@ -319,7 +318,10 @@ BEGIN
     n_window := 0;
     t_window := 0;
     IF k.rpm IS NOT NULL OR k.tpm IS NOT NULL THEN
-        DELETE FROM key_window WHERE key_id = p_key AND second <= v_second - interval '61 s';
+        -- The window's seconds, the ones that left it dropped on the way.
+        WITH gone AS (
+            DELETE FROM key_window WHERE key_id = p_key AND second <= v_second - interval '61 s'
+        )
         SELECT coalesce(sum(requests), 0), coalesce(sum(tokens), 0), min(second)
         INTO n_window, t_window, first_in_window
         FROM key_window WHERE key_id = p_key AND second > v_second - interval '61 s';
@@ -368,19 +370,21 @@ BEGIN
         RETURN;
     END IF;
 
-    INSERT INTO reservations (turn_id, key_id, owner, model, created_at, prompt_bound,
-        output_cap, input_price, output_price, tokens, usd)
-    VALUES (p_turn, p_key, p_owner, p_model, v_now, p_prompt, p_output, p_in, p_out,
-        v_tokens, v_usd);
+    -- Admitted: the reservation, its second of the window, and the key's counters, at once.
+    WITH reserved AS (
+        INSERT INTO reservations (turn_id, key_id, owner, model, created_at, prompt_bound,
+            output_cap, input_price, output_price, tokens, usd)
+        VALUES (p_turn, p_key, p_owner, p_model, v_now, p_prompt, p_output, p_in, p_out,
+            v_tokens, v_usd)
+    ), counted AS (
+        INSERT INTO key_window AS w (key_id, second, requests, tokens)
+        SELECT p_key, v_second, 1, v_tokens WHERE k.rpm IS NOT NULL OR k.tpm IS NOT NULL
+        ON CONFLICT (key_id, second) DO UPDATE
+        SET requests = w.requests + 1, tokens = w.tokens + EXCLUDED.tokens
+    )
     UPDATE key_spend SET running = running + 1, reserved_usd = reserved_usd + v_usd,
         reserved_tokens = reserved_tokens + v_tokens
     WHERE key_id = p_key;
-    IF k.rpm IS NOT NULL OR k.tpm IS NOT NULL THEN
-        INSERT INTO key_window AS w (key_id, second, requests, tokens)
-        VALUES (p_key, v_second, 1, v_tokens)
-        ON CONFLICT (key_id, second) DO UPDATE
-        SET requests = w.requests + 1, tokens = w.tokens + EXCLUDED.tokens;
-    END IF;
     RETURN QUERY SELECT NULL::text, NULL::integer, NULL::text;
 END
 $$;

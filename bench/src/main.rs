@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         Some("search") => search_bench::run(rows(1)?).await.map(drop),
         Some("history") => history_bench::run(rows(1)?).await.map(drop),
         Some("stream") => stream_bench::run().await.map(drop),
+        Some("spend") => spend_bench::standalone().await.map(drop),
         Some("faults") => faults_bench::run(&bin_dir()?).await.map(drop),
         Some("resume") => resume_bench::run().await.map(drop),
         Some("load") => {
@@ -66,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => anyhow::bail!(
             "usage: bench all BIN_DIR | functions BIN_DIR | search [ROWS] | history [ROWS] | \
-             stream | resume | faults BIN_DIR | load SERVER_BIN [SECONDS]"
+             stream | spend | resume | faults BIN_DIR | load SERVER_BIN [SECONDS]"
         ),
     }
 }

@@ -55,6 +55,20 @@ async fn batch(
     Ok((ttfb, cpu_time().saturating_sub(before)))
 }
 
+/// [`run`] on an upstream of its own (`bench spend`, `make bench-spend`).
+pub async fn standalone() -> anyhow::Result<SpendOverheads> {
+    let words: Vec<String> = (0..crate::stream_bench::WORDS)
+        .map(|i| format!("w{i} "))
+        .collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let reply = testkit::fake_openai::Reply::Stream(testkit::fake_openai::answer(
+        &refs,
+        Duration::from_millis(5),
+    ));
+    let fake = Arc::new(FakeOpenAi::start(vec![reply]).await);
+    run(&fake).await
+}
+
 pub async fn run(fake: &Arc<FakeOpenAi>) -> anyhow::Result<SpendOverheads> {
     let db = testkit::TestDb::new().await;
     let base = fake.base_url();

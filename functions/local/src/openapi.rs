@@ -128,6 +128,22 @@ fn pattern(s: Option<&mut RefOr<Schema>>, pattern: &str) -> bool {
         .is_some()
 }
 
+/// A list of messages that holds at least one `user` message (so at least one message).
+fn with_user(s: Option<&mut RefOr<Schema>>) -> bool {
+    match s {
+        Some(RefOr::T(Schema::Array(a))) => {
+            a.min_items = Some(1);
+            let contains = serde_json::json!({"type": "object", "required": ["role"],
+                "properties": {"role": {"const": "user"}}});
+            a.extensions
+                .get_or_insert_with(Default::default)
+                .insert("contains".into(), contains);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Refuses fields the schema does not name (the service answers them with a 400 naming them).
 fn closed(doc: &mut utoipa::openapi::OpenApi, name: &str) -> bool {
     schema(doc, name)
@@ -167,17 +183,7 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
         pattern(one_of(doc, "ChatContent", 0), NO_NUL),
         pattern(one_of(doc, "UserContent", 0), NO_NUL),
         // At least one user message.
-        match property(doc, "ChatCompletionRequest", "messages") {
-            Some(RefOr::T(Schema::Array(a))) => {
-                let contains = serde_json::json!({"type": "object", "required": ["role"],
-                    "properties": {"role": {"const": "user"}}});
-                a.extensions
-                    .get_or_insert_with(Default::default)
-                    .insert("contains".into(), contains);
-                true
-            }
-            _ => false,
-        },
+        with_user(property(doc, "ChatCompletionRequest", "messages")),
         property(doc, "ChatCompletionRequest", "metadata")
             .and_then(object)
             .map(|o| o.max_properties = Some(16))
@@ -199,18 +205,7 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
         pattern(one_of(doc, "UserItemContent", 0), NO_NUL),
         pattern(one_of(doc, "OtherItemContent", 0), NO_NUL),
         pattern(one_of(doc, "ResponseInput", 0), NO_NUL),
-        match one_of(doc, "ResponseInput", 1) {
-            Some(RefOr::T(Schema::Array(a))) => {
-                a.min_items = Some(1);
-                let contains = serde_json::json!({"type": "object", "required": ["role"],
-                    "properties": {"role": {"const": "user"}}});
-                a.extensions
-                    .get_or_insert_with(Default::default)
-                    .insert("contains".into(), contains);
-                true
-            }
-            _ => false,
-        },
+        with_user(one_of(doc, "ResponseInput", 1)),
         property(doc, "ResponseCreateRequest", "metadata")
             .and_then(object)
             .map(|o| o.max_properties = Some(16))

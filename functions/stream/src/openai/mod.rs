@@ -163,15 +163,7 @@ pub async fn chat(
         attempts: Default::default(),
     };
     if let Some(param) = state.provider.unsupported(&completion) {
-        return Err(V1Error(
-            StatusCode::BAD_REQUEST,
-            OpenAiError::new(
-                "invalid_request_error",
-                "unsupported_parameter",
-                format!("{param} is not supported by this service's model provider"),
-                Some(&param),
-            ),
-        ));
+        return Err(unsupported_by_provider(&param));
     }
     let own_system = req.system();
     let (ctx, messages) = continued(&state, &owner.0, &req).await?;
@@ -274,6 +266,19 @@ async fn continued(
     }
     messages.extend(req.messages.iter().cloned());
     Ok((ctx, messages))
+}
+
+/// A 400 `unsupported_parameter`: the provider cannot honour `param`.
+pub(crate) fn unsupported_by_provider(param: &str) -> V1Error {
+    V1Error(
+        StatusCode::BAD_REQUEST,
+        OpenAiError::new(
+            "invalid_request_error",
+            "unsupported_parameter",
+            format!("{param} is not supported by this service's model provider"),
+            Some(param),
+        ),
+    )
 }
 
 pub(crate) fn model_not_found(model: &str) -> V1Error {

@@ -108,15 +108,7 @@ pub async fn create(
         attempts: Default::default(),
     };
     if let Some(param) = state.provider.unsupported(&completion) {
-        return Err(V1Error(
-            StatusCode::BAD_REQUEST,
-            OpenAiError::new(
-                "invalid_request_error",
-                "unsupported_parameter",
-                format!("{param} is not supported by this service's model provider"),
-                Some(&param),
-            ),
-        ));
+        return Err(crate::openai::unsupported_by_provider(&param));
     }
     // The chain it continues, without its instructions (a response has only its own).
     let ctx = context::load(
