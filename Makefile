@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-history bench-stream bench-spend bench-faults bench-resume screenshots
+.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-history bench-stream bench-spend bench-responses bench-faults bench-resume screenshots
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -96,6 +96,11 @@ bench-resume:
 bench-stream:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
 	  $(CARGO_TARGET_DIR)/release/bench stream
+
+## make bench-responses: /v1/responses beside /v1/chat/completions, streamed
+bench-responses:
+	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
+	  $(CARGO_TARGET_DIR)/release/bench responses
 
 ## make bench-spend: a key with limits beside a key without, and the reservation statement alone
 bench-spend:

@@ -22,6 +22,7 @@ mod faults_bench;
 mod functions_bench;
 mod history_bench;
 mod load;
+mod responses_bench;
 mod resume_bench;
 mod routing_bench;
 mod search_bench;
@@ -56,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         Some("history") => history_bench::run(rows(1)?).await.map(drop),
         Some("stream") => stream_bench::run().await.map(drop),
         Some("spend") => spend_bench::standalone().await.map(drop),
+        Some("responses") => responses_bench::standalone().await.map(drop),
         Some("faults") => faults_bench::run(&bin_dir()?).await.map(drop),
         Some("resume") => resume_bench::run().await.map(drop),
         Some("load") => {
@@ -67,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => anyhow::bail!(
             "usage: bench all BIN_DIR | functions BIN_DIR | search [ROWS] | history [ROWS] | \
-             stream | spend | resume | faults BIN_DIR | load SERVER_BIN [SECONDS]"
+             stream | spend | responses | resume | faults BIN_DIR | load SERVER_BIN [SECONDS]"
         ),
     }
 }
@@ -186,6 +188,18 @@ async fn all(bin_dir: &std::path::Path) -> anyhow::Result<()> {
             ms(overheads.routing.one_target_added),
             ms(overheads.routing.down_first_added)
         ),
+    ]);
+    let pair = |(n, a, b): (usize, Duration, Duration)| format!("{n}: {} vs {} ms", ms(a), ms(b));
+    lines.push(vec![
+        "`/v1/responses` beside `/v1/chat/completions`, streamed, one upstream answering at \
+         once: time to the first text p50 · CPU time per stream, at 1 stream and at 20"
+            .into(),
+        overheads
+            .responses
+            .iter()
+            .map(|&(n, c, r, cc, rc)| format!("{} · {}", pair((n, r, c)), pair((n, rc, cc))))
+            .collect::<Vec<_>>()
+            .join(" — "),
     ]);
     lines.push(vec![
         "Spend control, `/stream` with a key with every limit set (none reached) over a key \

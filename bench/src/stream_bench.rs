@@ -235,6 +235,8 @@ pub struct Overheads {
     pub chat: crate::side_by_side::ChatOverheads,
     pub routing: crate::routing_bench::RoutingOverheads,
     pub spend: crate::spend_bench::SpendOverheads,
+    /// `/v1/responses` beside `/v1/chat/completions`.
+    pub responses: crate::responses_bench::ResponsesFigures,
 }
 
 pub async fn run() -> anyhow::Result<Overheads> {
@@ -286,12 +288,14 @@ pub async fn run() -> anyhow::Result<Overheads> {
     let thread_added = thread_overhead(&http, &url, &store).await?;
     let routing = crate::routing_bench::run(&http, &fake, &url).await?;
     let spend = crate::spend_bench::run(&fake).await?;
+    let responses = crate::responses_bench::run(&fake).await?;
     Ok(Overheads {
         added,
         thread_added,
         chat,
         routing,
         spend,
+        responses,
     })
 }
 
