@@ -272,6 +272,60 @@ async fn the_stream_function_url_delivers_chunks_one_by_one_and_saves_the_record
     assert_eq!(saved.get::<_, String>(0), "complete");
     assert_eq!(saved.get::<_, String>(1), "via v1");
     assert_eq!(saved.get::<_, String>(2), content);
+
+    // The Responses API through the same URL: typed events as they come, then re-attached
+    // after one of them.
+    let resp = http
+        .post(format!("{base}/stream/v1/responses"))
+        .body(r#"{"model":"m","stream":true,"input":"via responses"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = sse::read(resp, None).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.name, "response.completed", "{events:?}");
+    let deltas: Vec<_> = events
+        .iter()
+        .filter(|e| e.name == "response.output_text.delta")
+        .collect();
+    assert!(deltas.len() > 10, "{events:?}");
+    let spread = deltas.last().unwrap().at - deltas.first().unwrap().at;
+    assert!(
+        spread >= Duration::from_millis(150) * 4,
+        "response events arrived together: {spread:?}"
+    );
+    let id = last.data["response"]["id"].as_str().unwrap().to_owned();
+    let after = deltas[3].data["sequence_number"].as_u64().unwrap();
+    let rest = http
+        .get(format!(
+            "{base}/stream/v1/responses/{id}?stream=true&starting_after={after}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 200);
+    let rest = sse::read(rest, None).await;
+    assert!(
+        rest.iter()
+            .all(|e| e.data["sequence_number"].as_u64().unwrap() > after)
+    );
+    assert_eq!(rest.last().unwrap().name, "response.completed");
+    let text = |events: &[sse::Received]| -> String {
+        events
+            .iter()
+            .filter_map(|e| e.data["delta"].as_str())
+            .collect()
+    };
+    let whole = last.data["response"]["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(text(&events), whole);
+    assert_eq!(
+        text(&deltas[..4].iter().map(|e| (*e).clone()).collect::<Vec<_>>()) + &text(&rest),
+        whole
+    );
 }
 
 /// Routing on the Lambda path: the stream function, its `LLM_CONFIG` a file (outside the watched
