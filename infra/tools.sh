@@ -20,6 +20,10 @@ if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
   echo "tools.sh: installing the openai SDK into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check "openai==3.57.0"
 fi
+if ! "$venv/bin/python" -c "import agents" >/dev/null 2>&1; then
+  echo "tools.sh: installing the OpenAI Agents SDK into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "openai-agents==0.24.0"
+fi
 # schemathesis generates requests from openapi.json and checks the answers (and each SSE event)
 # against it.
 if ! "$venv/bin/python" -c "import schemathesis" >/dev/null 2>&1; then

@@ -214,6 +214,10 @@ fn precise(doc: &mut utoipa::openapi::OpenApi) -> usize {
         closed(doc, "UserItem"),
         closed(doc, "OtherItem"),
         closed(doc, "TextParam"),
+        pattern(property(doc, "FunctionCallOutputItem", "output"), NO_NUL),
+        closed(doc, "FunctionCallItem"),
+        closed(doc, "FunctionCallOutputItem"),
+        closed(doc, "ResponseTool"),
         // `Last-Event-ID`: a position, a whole number of up to 19 digits (empty: the start).
         doc.paths
             .paths

@@ -88,3 +88,51 @@ async fn the_python_sdk_uses_responses_across_two_processes() {
     a.stop();
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_sdk_runs_a_turn_with_a_function_tool() {
+    let db = TestDb::new().await;
+    let key = db.key("sdk", "agents").await;
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("AUTH", "required"),
+        ("OFFLINE_CHUNK_DELAY_MS", "1"),
+    ];
+    let (mut server, base) = serve(env!("CARGO_BIN_EXE_local"), "responses-agents", &env).await;
+    let python = workspace_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run `make test`: it installs openai-agents into .venv"
+    );
+    let out = Command::new(python)
+        .arg(workspace_root().join("functions/local/tests/sdk/agents_sdk.py"))
+        .args([&base, &key])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n--- server ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.output()
+    );
+    // Two responses: the one that called the tool, and the one that read its result.
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "SELECT tool_calls, tools, finish_reason FROM conversations ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let calls: Option<serde_json::Value> = rows[0].get(0);
+    assert_eq!(calls.unwrap()[0]["name"], "get_weather");
+    let tools: Option<serde_json::Value> = rows[0].get(1);
+    assert_eq!(tools.unwrap(), serde_json::json!(["get_weather"]));
+    assert_eq!(
+        rows[0].get::<_, Option<String>>(2).as_deref(),
+        Some("tool_calls")
+    );
+    server.stop();
+}

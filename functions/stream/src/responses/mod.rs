@@ -90,7 +90,10 @@ pub async fn create(
     let started = Instant::now();
     let parts = RequestParts::of(&request);
     let body = crate::body::read_body(request, state.limits.max_body_bytes).await?;
-    let req = CreateRequest::parse(&body, state.limits.max_prompt_chars)?;
+    let mut req = CreateRequest::parse(&body, state.limits.max_prompt_chars)?;
+    // The tools move into the provider's request; the turn keeps their names.
+    let tools = std::mem::take(&mut req.chat.tools);
+    let tool_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
     let chat = &req.chat;
     if state.model(Some(&chat.model)).is_err() {
         return Err(crate::openai::model_not_found(&chat.model));
@@ -103,8 +106,8 @@ pub async fn create(
         top_p: chat.top_p,
         stop: chat.stop.clone(),
         extra: chat.extra.clone(),
-        tools: Vec::new(),
-        tool_choice: None,
+        tools,
+        tool_choice: chat.tool_choice.clone(),
         attempts: Default::default(),
     };
     if let Some(param) = state.provider.unsupported(&completion) {
@@ -145,6 +148,9 @@ pub async fn create(
     let (prompt_parts, earlier) = chat.stored();
     conversation.messages = Some(Value::Array(earlier));
     conversation.prompt_parts = prompt_parts.map(Value::Array);
+    if !tool_names.is_empty() {
+        conversation.tools = Some(tool_names);
+    }
     if let Some(flag) = state.guard.check_prompt(&prompt) {
         return Err(blocked(&state, conversation, flag).await.into());
     }
@@ -563,7 +569,24 @@ pub async fn input_items(
     };
     for (i, m) in earlier.iter().chain(std::iter::once(&prompt)).enumerate() {
         let role = m["role"].as_str().unwrap_or("user");
-        if role == "system" {
+        if role == "system" || role == "developer" {
+            continue;
+        }
+        if role == "tool" {
+            data.push(
+                json!({"type": "function_call_output", "id": format!("fco_{}_{i}", c.id.simple()),
+                "call_id": m["tool_call_id"], "output": m["content"]}),
+            );
+            continue;
+        }
+        for (j, call) in m["tool_calls"].as_array().into_iter().flatten().enumerate() {
+            data.push(
+                json!({"type": "function_call", "id": format!("fc_{}_{i}_{j}", c.id.simple()),
+                "call_id": call["id"], "name": call["function"]["name"],
+                "arguments": call["function"]["arguments"], "status": "completed"}),
+            );
+        }
+        if m["content"].is_null() {
             continue;
         }
         let kind = if role == "assistant" {

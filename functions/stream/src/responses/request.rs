@@ -20,7 +20,7 @@ pub struct CreateRequest {
     pub echo: Echo,
 }
 
-const TAKEN: [&str; 14] = [
+const TAKEN: [&str; 18] = [
     "model",
     "input",
     "instructions",
@@ -35,6 +35,11 @@ const TAKEN: [&str; 14] = [
     "user",
     "text",
     "parallel_tool_calls",
+    "tools",
+    "tool_choice",
+    // Taken when they ask for nothing this service would not do anyway.
+    "include",
+    "truncation",
 ];
 
 fn bad(param: &str, message: impl Into<String>) -> OpenAiError {
@@ -120,8 +125,24 @@ impl CreateRequest {
             messages.push(json!({"role": "system", "content": text}));
         }
         messages.extend(input(map.get("input"))?);
+        match map.get("include") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) if a.is_empty() => {}
+            Some(_) => return Err(unsupported("include")),
+        }
+        match map.get("truncation") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(t)) if t == "disabled" => {}
+            Some(_) => return Err(unsupported("truncation")),
+        }
         let mut chat = Map::new();
         chat.insert("model".into(), model.into());
+        if let Some(tools) = map.get("tools").filter(|t| !t.is_null()) {
+            chat.insert("tools".into(), tools_of(tools)?);
+        }
+        if let Some(choice) = map.get("tool_choice").filter(|t| !t.is_null()) {
+            chat.insert("tool_choice".into(), choice_of(choice)?);
+        }
         chat.insert("messages".into(), messages.into());
         for (ours, theirs) in [
             ("max_output_tokens", "max_completion_tokens"),
@@ -149,6 +170,9 @@ impl CreateRequest {
                     .replace("response_format", "text.format");
                 if let Some(rest) = p.strip_prefix("messages") {
                     *p = format!("input{rest}");
+                }
+                if let Some(rest) = p.strip_prefix("tools[").and_then(|r| r.split_once(']')) {
+                    *p = format!("tools[{}]{}", rest.0, rest.1.replace(".function", ""));
                 }
             }
             e
@@ -182,11 +206,31 @@ impl CreateRequest {
 fn input(value: Option<&Value>) -> Result<Vec<Value>, OpenAiError> {
     match value {
         Some(Value::String(s)) => Ok(vec![json!({"role": "user", "content": s})]),
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| message(i, item))
-            .collect(),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut out: Vec<Value> = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.get("type").and_then(Value::as_str) {
+                    Some("function_call") => {
+                        let call = function_call(i, item)?;
+                        // Calls that follow each other are one assistant turn's calls.
+                        // Calls join the assistant message before them (its text, if any).
+                        match out.last_mut() {
+                            Some(last) if last["role"] == "assistant" => {
+                                match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                                    Some(calls) => calls.push(call),
+                                    None => last["tool_calls"] = json!([call]),
+                                }
+                            }
+                            _ => out.push(json!({"role": "assistant", "content": null,
+                                                 "tool_calls": [call]})),
+                        }
+                    }
+                    Some("function_call_output") => out.push(call_output(i, item)?),
+                    _ => out.push(message(i, item)?),
+                }
+            }
+            Ok(out)
+        }
         _ => Err(bad(
             "input",
             "input is required: a string, or a list of message items",
@@ -256,6 +300,92 @@ fn message(i: usize, item: &Value) -> Result<Value, OpenAiError> {
         }
     };
     Ok(json!({"role": role, "content": content}))
+}
+
+/// A `function_call` input item (a call the model made earlier) as a chat tool call.
+fn function_call(i: usize, item: &Value) -> Result<Value, OpenAiError> {
+    let at = |field: &str| format!("input[{i}].{field}");
+    let allowed = ["type", "call_id", "name", "arguments", "id", "status"];
+    if let Some(other) = item
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
+    {
+        return Err(unsupported(&at(other)));
+    }
+    let text = |field: &str| match item.get(field) {
+        Some(Value::String(s)) if !s.is_empty() || field == "arguments" => Ok(s.clone()),
+        _ => Err(bad(&at(field), format!("{field} must be a string"))),
+    };
+    Ok(json!({"id": text("call_id")?, "type": "function",
+              "function": {"name": text("name")?, "arguments": text("arguments")?}}))
+}
+
+/// A `function_call_output` input item (a call's result) as a chat tool message.
+fn call_output(i: usize, item: &Value) -> Result<Value, OpenAiError> {
+    let at = |field: &str| format!("input[{i}].{field}");
+    let allowed = ["type", "call_id", "output", "id", "status"];
+    if let Some(other) = item
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
+    {
+        return Err(unsupported(&at(other)));
+    }
+    let call_id = match item.get("call_id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(bad(&at("call_id"), "call_id must be a string")),
+    };
+    let output = match item.get("output") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(bad(&at("output"), "output must be a string")),
+    };
+    Ok(json!({"role": "tool", "tool_call_id": call_id, "content": output}))
+}
+
+/// `tools` (type `function`, flat: `name`, `description`, `parameters`, `strict`) as chat
+/// tools.
+fn tools_of(tools: &Value) -> Result<Value, OpenAiError> {
+    let Value::Array(tools) = tools else {
+        return Err(bad("tools", "tools must be a list"));
+    };
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(unsupported(&format!("tools[{i}].type")));
+            }
+            let mut function = Map::new();
+            for (k, v) in t.as_object().into_iter().flatten() {
+                match k.as_str() {
+                    "type" => {}
+                    "name" | "description" | "parameters" | "strict" => {
+                        if !v.is_null() {
+                            function.insert(k.clone(), v.clone());
+                        }
+                    }
+                    other => return Err(unsupported(&format!("tools[{i}].{other}"))),
+                }
+            }
+            Ok(json!({"type": "function", "function": function}))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+/// `tool_choice`: `none`, `auto`, `required` or `{"type": "function", "name"}`.
+fn choice_of(choice: &Value) -> Result<Value, OpenAiError> {
+    match choice {
+        Value::String(_) => Ok(choice.clone()),
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            match o.get("name") {
+                Some(Value::String(name)) => {
+                    Ok(json!({"type": "function", "function": {"name": name}}))
+                }
+                _ => Err(bad("tool_choice.name", "tool_choice.name must be a string")),
+            }
+        }
+        _ => Err(unsupported("tool_choice")),
+    }
 }
 
 /// `text`: `{"format": {"type": "text" | "json_object" | "json_schema", ...}}`.

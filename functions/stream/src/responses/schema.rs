@@ -37,6 +37,58 @@ pub struct ResponseCreateRequest {
     text: Option<TextParam>,
     /// Passed on as sent.
     parallel_tool_calls: Option<bool>,
+    /// Functions the model may call (at most 128); its calls come back as `function_call`
+    /// output items.
+    #[schema(max_items = 128)]
+    tools: Option<Vec<ResponseTool>>,
+    /// `none`, `auto`, `required`, or `{"type": "function", "name"}`.
+    tool_choice: Option<ResponseToolChoice>,
+    /// Only empty: nothing extra is included.
+    #[schema(max_items = 0)]
+    include: Option<Vec<String>>,
+    /// Only `disabled`.
+    #[schema(pattern = "^disabled$")]
+    truncation: Option<String>,
+}
+
+/// A function the model may call.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+struct ResponseTool {
+    #[schema(rename = "type", pattern = "^function$")]
+    kind: String,
+    #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
+    name: String,
+    description: Option<String>,
+    /// A JSON schema object.
+    parameters: Option<HashMap<String, serde_json::Value>>,
+    strict: Option<bool>,
+}
+
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum ResponseToolChoice {
+    Mode(ResponseToolChoiceMode),
+    Named(NamedResponseTool),
+}
+
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+enum ResponseToolChoiceMode {
+    None,
+    Auto,
+    Required,
+}
+
+/// `{"type": "function", "name"}`.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+struct NamedResponseTool {
+    #[schema(rename = "type", pattern = "^function$")]
+    kind: String,
+    name: String,
 }
 
 /// `input`: a string, or message items.
@@ -49,13 +101,43 @@ enum ResponseInput {
     Items(Vec<InputItem>),
 }
 
-/// One message item, by its role.
+/// One input item: a message by its role, a call the model made, or a call's result.
 #[derive(utoipa::ToSchema, serde::Deserialize)]
 #[allow(dead_code)]
 #[serde(untagged)]
 enum InputItem {
     User(UserItem),
     Other(OtherItem),
+    Call(FunctionCallItem),
+    Output(FunctionCallOutputItem),
+}
+
+/// `{"type": "function_call", "call_id", "name", "arguments"}`: a call the model made.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+struct FunctionCallItem {
+    #[schema(rename = "type", pattern = "^function_call$")]
+    kind: String,
+    #[schema(min_length = 1)]
+    call_id: String,
+    #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
+    name: String,
+    arguments: String,
+    id: Option<String>,
+    status: Option<String>,
+}
+
+/// `{"type": "function_call_output", "call_id", "output"}`: a call's result.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+struct FunctionCallOutputItem {
+    #[schema(rename = "type", pattern = "^function_call_output$")]
+    kind: String,
+    #[schema(min_length = 1)]
+    call_id: String,
+    output: String,
+    id: Option<String>,
+    status: Option<String>,
 }
 
 /// A `user` message: text, or `input_text` and `input_image` parts.

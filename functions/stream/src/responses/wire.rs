@@ -96,11 +96,21 @@ fn message(code: &str) -> String {
 pub fn response(c: &Conversation, echo: &Echo, text: Option<&str>) -> Value {
     let (status, error, incomplete) = status(c);
     let text = text.unwrap_or(&c.response);
-    let output = if c.status == Status::Streaming && text.is_empty() {
-        json!([])
-    } else {
-        json!([message_item(c.id, item_status(status), text)])
-    };
+    // The message first (a stream announces it before anything else), then the calls.
+    let mut output = Vec::new();
+    if !(c.status == Status::Streaming && text.is_empty()) {
+        output.push(message_item(c.id, item_status(status), text));
+    }
+    for (i, call) in c.tool_calls.iter().flatten().enumerate() {
+        output.push(json!({
+            "type": "function_call",
+            "id": format!("fc_{}_{i}", c.id.simple()),
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": call.arguments,
+            "status": "completed",
+        }));
+    }
     let usage = match (c.prompt_tokens, c.completion_tokens) {
         (Some(input), Some(output)) => json!({
             "input_tokens": input,
@@ -130,7 +140,7 @@ pub fn response(c: &Conversation, echo: &Echo, text: Option<&str>) -> Value {
         "temperature": echo.temperature,
         "text": {"format": echo.text_format.clone().unwrap_or_else(|| json!({"type": "text"}))},
         "tool_choice": "auto",
-        "tools": [],
+        "tools": c.tools.iter().flatten().map(|name| json!({"type": "function", "name": name})).collect::<Vec<_>>(),
         "top_p": echo.top_p,
         "truncation": "disabled",
         "usage": usage,
@@ -231,7 +241,7 @@ impl Sequencer {
             _ => "response.failed",
         };
         let item = message_item(self.turn, item_status(status), text);
-        let events = [
+        let mut events = vec![
             (
                 "response.output_text.done",
                 json!({"item_id": message_id(self.turn), "output_index": 0, "content_index": 0,
@@ -246,8 +256,37 @@ impl Sequencer {
                 "response.output_item.done",
                 json!({"output_index": 0, "item": item}),
             ),
-            (terminal, json!({"response": response})),
         ];
+        // The calls, each whole (the turn's log keeps text, so every process tells them alike).
+        let calls = response["output"].as_array().into_iter().flatten();
+        for (index, call) in calls.filter(|o| o["type"] == "function_call").enumerate() {
+            let output_index = index + 1;
+            let mut opened = call.clone();
+            opened["arguments"] = "".into();
+            opened["status"] = "in_progress".into();
+            let item_id = call["id"].clone();
+            events.extend([
+                (
+                    "response.output_item.added",
+                    json!({"output_index": output_index, "item": opened}),
+                ),
+                (
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": item_id, "output_index": output_index,
+                           "delta": call["arguments"]}),
+                ),
+                (
+                    "response.function_call_arguments.done",
+                    json!({"item_id": item_id, "output_index": output_index,
+                           "arguments": call["arguments"]}),
+                ),
+                (
+                    "response.output_item.done",
+                    json!({"output_index": output_index, "item": call}),
+                ),
+            ]);
+        }
+        events.push((terminal, json!({"response": response})));
         events
             .into_iter()
             .zip(base + 1..)
@@ -261,7 +300,7 @@ impl Sequencer {
 pub struct ResponseEvent;
 
 /// Every event type a Responses stream sends.
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 14] = [
     "response.created",
     "response.in_progress",
     "response.output_item.added",
@@ -270,6 +309,8 @@ pub const EVENT_TYPES: [&str; 12] = [
     "response.output_text.done",
     "response.content_part.done",
     "response.output_item.done",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
     "response.completed",
     "response.incomplete",
     "response.failed",
