@@ -58,18 +58,7 @@ async fn batch(
 pub async fn run(fake: &Arc<FakeOpenAi>) -> anyhow::Result<ResponsesFigures> {
     let db = testkit::TestDb::new().await;
     let base = fake.base_url();
-    let settings = db.settings_with(&[
-        ("LLM_PROVIDER", "openai"),
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("DB_POOL_SIZE", "16"),
-    ]);
-    let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
-    let state = stream::StreamState::from_settings(&settings, store.clone())
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let app = stream::router(state, store.clone(), common::auth::Auth::off(store));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let root = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { common::http::serve(listener, app).await });
+    let (root, _store) = crate::stream_bench::serve_stream(&db, &base, &[]).await?;
     let (chat, responses) = (
         format!("{root}/v1/chat/completions"),
         format!("{root}/v1/responses"),
@@ -128,14 +117,5 @@ pub async fn run(fake: &Arc<FakeOpenAi>) -> anyhow::Result<ResponsesFigures> {
 
 /// [`run`] on an upstream of its own (`bench responses`).
 pub async fn standalone() -> anyhow::Result<ResponsesFigures> {
-    let words: Vec<String> = (0..crate::stream_bench::WORDS)
-        .map(|i| format!("w{i} "))
-        .collect();
-    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let reply = testkit::fake_openai::Reply::Stream(testkit::fake_openai::answer(
-        &refs,
-        Duration::from_millis(5),
-    ));
-    let fake = Arc::new(FakeOpenAi::start(vec![reply]).await);
-    run(&fake).await
+    run(&crate::stream_bench::instant_upstream().await).await
 }

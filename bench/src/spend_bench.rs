@@ -57,37 +57,23 @@ async fn batch(
 
 /// [`run`] on an upstream of its own (`bench spend`, `make bench-spend`).
 pub async fn standalone() -> anyhow::Result<SpendOverheads> {
-    let words: Vec<String> = (0..crate::stream_bench::WORDS)
-        .map(|i| format!("w{i} "))
-        .collect();
-    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let reply = testkit::fake_openai::Reply::Stream(testkit::fake_openai::answer(
-        &refs,
-        Duration::from_millis(5),
-    ));
-    let fake = Arc::new(FakeOpenAi::start(vec![reply]).await);
-    run(&fake).await
+    run(&crate::stream_bench::instant_upstream().await).await
 }
 
 pub async fn run(fake: &Arc<FakeOpenAi>) -> anyhow::Result<SpendOverheads> {
     let db = testkit::TestDb::new().await;
     let base = fake.base_url();
-    let settings = db.settings_with(&[
-        ("LLM_PROVIDER", "openai"),
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("LLM_MODEL", "m"),
-        ("LLM_PRICES", r#"{"m": {"input": 0.15, "output": 0.6}}"#),
-        ("AUTH", "required"),
-        ("DB_POOL_SIZE", "16"),
-    ]);
-    let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
-    let state = stream::StreamState::from_settings(&settings, store.clone())
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let auth = common::auth::Auth::from_settings(&settings.auth, store.clone());
-    let app = stream::router(state, store.clone(), auth);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/stream", listener.local_addr()?);
-    tokio::spawn(async move { common::http::serve(listener, app).await });
+    let (root, store) = crate::stream_bench::serve_stream(
+        &db,
+        &base,
+        &[
+            ("LLM_MODEL", "m"),
+            ("LLM_PRICES", r#"{"m": {"input": 0.15, "output": 0.6}}"#),
+            ("AUTH", "required"),
+        ],
+    )
+    .await?;
+    let url = format!("{root}/stream");
     let http = reqwest::Client::new();
 
     // Every limit set, none within reach: each path of the statement runs, nothing is refused.

@@ -239,6 +239,42 @@ pub struct Overheads {
     pub responses: crate::responses_bench::ResponsesFigures,
 }
 
+/// A local upstream answering every request at once with [`WORDS`] chunks [`GAP`] apart.
+pub(crate) async fn instant_upstream() -> Arc<FakeOpenAi> {
+    let words: Vec<String> = (0..WORDS).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    Arc::new(FakeOpenAi::start(vec![Reply::Stream(answer(&refs, GAP))]).await)
+}
+
+/// The stream function's routes on `db` over the OpenAI-compatible upstream at `base`, with
+/// `extra` settings (`AUTH` off unless they set it), served on loopback: its root URL and store.
+pub(crate) async fn serve_stream(
+    db: &testkit::TestDb,
+    base: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(String, Arc<common::store::PgStore>)> {
+    let mut env = vec![
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", base),
+        ("DB_POOL_SIZE", "16"),
+    ];
+    env.extend_from_slice(extra);
+    let settings = db.settings_with(&env);
+    let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
+    let state = stream::StreamState::from_settings(&settings, store.clone())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let auth = if extra.iter().any(|(k, _)| *k == "AUTH") {
+        common::auth::Auth::from_settings(&settings.auth, store.clone())
+    } else {
+        common::auth::Auth::off(store.clone())
+    };
+    let app = stream::router(state, store.clone(), auth);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let root = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { common::http::serve(listener, app).await });
+    Ok((root, store))
+}
+
 pub async fn run() -> anyhow::Result<Overheads> {
     let words: Vec<String> = (0..WORDS).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -255,18 +291,8 @@ pub async fn run() -> anyhow::Result<Overheads> {
 
     let db = testkit::TestDb::new().await;
     let base = fake.base_url();
-    let settings = db.settings_with(&[
-        ("LLM_PROVIDER", "openai"),
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("DB_POOL_SIZE", "16"),
-    ]);
-    let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
-    let state = stream::StreamState::from_settings(&settings, store.clone())
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let app = stream::router(state, store.clone(), common::auth::Auth::off(store.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/stream", listener.local_addr()?);
-    tokio::spawn(async move { common::http::serve(listener, app).await });
+    let (root, store) = serve_stream(&db, &base, &[]).await?;
+    let url = format!("{root}/stream");
     let http = reqwest::Client::new();
 
     // Warm up connections and caches.
