@@ -266,20 +266,28 @@ DECLARE
     v_next timestamptz;
     v_wait integer;
     v_settled boolean := false;
+    v_stale_window boolean;
+    both_rows record;
 BEGIN
-    -- The key's counters, locked: from here on every statement sees what committed before it
-    -- ran, and the admissions of this key are one at a time. Its limits come in the same read.
-    SELECT * INTO s FROM key_spend WHERE key_id = p_key FOR UPDATE;
+    -- The key's counters, locked, and its limits: from here on every statement sees what
+    -- committed before it ran, and the admissions of this key are one at a time.
+    SELECT s0 AS sp, k0 AS ak INTO both_rows
+    FROM key_spend s0 JOIN api_keys k0 ON k0.id = s0.key_id
+    WHERE s0.key_id = p_key FOR UPDATE OF s0;
     IF NOT FOUND THEN
-        INSERT INTO key_spend (key_id, period_start) VALUES (p_key, '-infinity')
+        INSERT INTO key_spend (key_id, period_start)
+        SELECT id, '-infinity' FROM api_keys WHERE id = p_key
         ON CONFLICT (key_id) DO NOTHING;
-        SELECT * INTO s FROM key_spend WHERE key_id = p_key FOR UPDATE;
+        SELECT s0 AS sp, k0 AS ak INTO both_rows
+        FROM key_spend s0 JOIN api_keys k0 ON k0.id = s0.key_id
+        WHERE s0.key_id = p_key FOR UPDATE OF s0;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT NULL::text, NULL::integer, NULL::text;
+            RETURN;
+        END IF;
     END IF;
-    SELECT * INTO k FROM api_keys WHERE id = p_key;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT NULL::text, NULL::integer, NULL::text;
-        RETURN;
-    END IF;
+    s := both_rows.sp;
+    k := both_rows.ak;
     -- A USD budget cannot be held on a model without a price: refused, naming it.
     IF k.budget_usd IS NOT NULL AND (p_in IS NULL OR p_out IS NULL) THEN
         RETURN QUERY SELECT 'model_not_priced', NULL::integer,
@@ -318,13 +326,16 @@ BEGIN
     n_window := 0;
     t_window := 0;
     IF k.rpm IS NOT NULL OR k.tpm IS NOT NULL THEN
-        -- The window's seconds, the ones that left it dropped on the way.
-        WITH gone AS (
-            DELETE FROM key_window WHERE key_id = p_key AND second <= v_second - interval '61 s'
-        )
-        SELECT coalesce(sum(requests), 0), coalesce(sum(tokens), 0), min(second)
-        INTO n_window, t_window, first_in_window
-        FROM key_window WHERE key_id = p_key AND second > v_second - interval '61 s';
+        -- The window's seconds (at most 62 rows: the ones that left it are dropped below).
+        SELECT coalesce(sum(requests) FILTER (WHERE second > v_second - interval '61 s'), 0),
+               coalesce(sum(tokens) FILTER (WHERE second > v_second - interval '61 s'), 0),
+               min(second) FILTER (WHERE second > v_second - interval '61 s'),
+               coalesce(bool_or(second <= v_second - interval '61 s'), false)
+        INTO n_window, t_window, first_in_window, v_stale_window
+        FROM key_window WHERE key_id = p_key;
+        IF v_stale_window THEN
+            DELETE FROM key_window WHERE key_id = p_key AND second <= v_second - interval '61 s';
+        END IF;
     END IF;
     -- Seconds until the oldest second of the window leaves it.
     v_wait := greatest(1, ceil(extract(epoch FROM
