@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key keys revoke check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-history bench-stream bench-spend bench-responses bench-faults bench-resume screenshots
+.PHONY: deploy openapi dev test migrate replay key keys revoke local check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-history bench-stream bench-spend bench-responses bench-faults bench-resume screenshots
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -34,6 +34,11 @@ revoke:
 ## make keys: list the API keys (id, owner, name, created, revoked; never the keys themselves)
 keys:
 	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- key list
+
+## make local ARGS='purge --older-than 90 --dry-run': any `local` command on the dev database
+## (purge, export OWNER, owner erase OWNER, key ..., replay FILE)
+local:
+	@url="$$(infra/pg.sh dev)" && DATABASE_URL="$$url" cargo run -q -p local --bin local -- $(ARGS)
 
 ## make lambda-watch: migrate, then the Lambda emulator on 127.0.0.1:9000 (HOST=0.0.0.0 to listen
 ## on every interface, as `make dev`); function URLs under /lambda-url/<function>/

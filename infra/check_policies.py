@@ -5,7 +5,9 @@ profiles its routes name (BedrockRouteModels, BedrockRouteProfileArns); no secre
 (`{{resolve:...}}` puts it in the function's configuration in plain text): secrets are named by
 `*_SECRET_ARN` and read at cold start, with GetSecretValue on the named secrets only, and the
 OpenAI key readable by the stream function alone; a rule refusing AuthMode=off with a public
-function URL. Run by infra/check-template.sh."""
+function URL; the purge schedule's role may invoke the migrate function and nothing else; every
+route of the service (openapi.json) reaches a function (through the HTTP API, or the stream
+function's URL for the streaming paths). Run by infra/check-template.sh."""
 
 import json
 import sys
@@ -93,12 +95,54 @@ def secret_checks(template, text):
     return problems
 
 
+# Paths only the stream function's URL serves (its responses stream; the HTTP API buffers).
+STREAM_URL_PATHS = ("/stream", "/v1/", "/export")
+
+
+def route_checks(template):
+    """Each path and method of openapi.json is routed to a function in AWS."""
+    with open("openapi.json", encoding="utf-8") as f:
+        document = json.load(f)
+    routed = set()
+    for res in template["Resources"].values():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event in res["Properties"].get("Events", {}).values():
+            if event.get("Type") == "HttpApi":
+                props = event["Properties"]
+                routed.add((props["Path"], props["Method"].lower()))
+    problems = []
+    for path, methods in document["paths"].items():
+        # Every function answers /health on its own URL.
+        if path == "/health" or path.startswith(STREAM_URL_PATHS):
+            continue
+        for method in methods:
+            if (path, method) not in routed:
+                problems.append(f"{method.upper()} {path} reaches no function in template.yaml")
+    return problems
+
+
+def schedule_checks(template):
+    """The purge schedule's role invokes the migrate function, and nothing else."""
+    role = template["Resources"].get("PurgeScheduleRole")
+    if role is None:
+        return ["no PurgeScheduleRole: RETENTION_DAYS would never run in AWS"]
+    problems = []
+    for st, _ in statements(role["Properties"].get("Policies", [])):
+        if as_list(st.get("Action")) != ["lambda:InvokeFunction"]:
+            problems.append(f"PurgeScheduleRole may {st.get('Action')}")
+        if as_list(st.get("Resource")) != [{"Fn::GetAtt": ["MigrateFunction", "Arn"]}]:
+            problems.append(f"PurgeScheduleRole may act on {st.get('Resource')}")
+    return problems
+
+
 def main():
     template, matches = decode("template.yaml")
     if matches:
         sys.exit(f"template.yaml does not parse: {matches}")
     with open("template.yaml", encoding="utf-8") as f:
         problems = secret_checks(template, f.read())
+    problems += route_checks(template) + schedule_checks(template)
     bedrock = []
     for name, res in template["Resources"].items():
         if res.get("Type") != "AWS::Serverless::Function":
@@ -139,7 +183,8 @@ def main():
     print("check_policies.py: no wildcard actions or resources; Bedrock only for the stream "
           "function, only with LlmProvider=bedrock (its model) or LlmConfig (its routes' models "
           "and profiles); no secret resolved by the "
-          "template, each read only where it is needed; no keyless public URL")
+          "template, each read only where it is needed; no keyless public URL; the purge "
+          "schedule invokes only the migrate function; every route reaches a function")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,12 @@ async fn instance(settings: &common::Settings) -> anyhow::Result<String> {
     let store = Arc::new(common::store::PgStore::from_settings(settings)?);
     let state = stream::StreamState::from_settings(settings, store.clone())
         .map_err(|e| anyhow::anyhow!(e))?;
-    let app = stream::router(state, store.clone(), common::auth::Auth::off(store));
+    let app = stream::router(
+        state,
+        store.clone(),
+        store.clone(),
+        common::auth::Auth::off(store),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { common::http::serve(listener, app).await });

@@ -268,7 +268,7 @@ pub(crate) async fn serve_stream(
     } else {
         common::auth::Auth::off(store.clone())
     };
-    let app = stream::router(state, store.clone(), auth);
+    let app = stream::router(state, store.clone(), store.clone(), auth);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let root = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { common::http::serve(listener, app).await });

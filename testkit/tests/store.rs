@@ -1361,7 +1361,7 @@ async fn a_thread_is_read_a_page_at_a_time(h: &Harness) {
 }
 
 /// The roles of migration V9: a reader reads and nothing more, the history function's login
-/// also deletes threads, the stream function's writes turns but cannot change the schema.
+/// also deletes threads and turns, the stream function's writes turns but cannot change the schema.
 async fn each_function_connects_as_the_least_it_needs(h: &Harness) {
     let tag = &Uuid::now_v7().simple().to_string()[20..];
     let (reader, history, writer) = (
@@ -1453,6 +1453,13 @@ async fn each_function_connects_as_the_least_it_needs(h: &Harness) {
     as_writer.finish(&turn).await.unwrap();
 
     let hist = connect(as_user(&history)).await;
+    // `DELETE /history/{id}`: the newest turn of the thread, then (below) the thread.
+    let outcome: String = hist
+        .query_one("SELECT delete_turn($1, 'alice')", &[&turn.id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(outcome, "deleted");
     let deleted: bool = hist
         .query_one("SELECT delete_thread($1, 'alice')", &[&thread.id])
         .await

@@ -125,6 +125,9 @@ pub struct DbSettings {
     pub search_config: String,
     /// `SEARCH_CANDIDATES`: how many of the newest matches a search ranks (default 1000).
     pub search_candidates: i64,
+    /// `RETENTION_DAYS`: threads whose latest turn is older are purged (daily, and by `local
+    /// purge`); unset keeps everything.
+    pub retention_days: Option<u32>,
 }
 
 /// Limits of the `/stream` endpoint.
@@ -244,6 +247,22 @@ fn db_settings(env: &dyn Env) -> Result<DbSettings, SettingsError> {
         health_cache: millis(env, "HEALTH_CACHE_MS", 5000)?,
         search_config: env.var("SEARCH_CONFIG").unwrap_or_else(|| "english".into()),
         search_candidates: parse(env, "SEARCH_CANDIDATES", 1000i64)?,
+        retention_days: match env.var("RETENTION_DAYS") {
+            Some(raw) if !raw.trim().is_empty() => Some(
+                raw.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| (1..=3_650_000).contains(d))
+                    .ok_or_else(|| {
+                        invalid(
+                            "RETENTION_DAYS",
+                            &raw,
+                            "expected a whole number of days, at least 1 (unset: keep forever)",
+                        )
+                    })?,
+            ),
+            _ => None,
+        },
     };
     if db.search_candidates < 1 {
         return Err(invalid("SEARCH_CANDIDATES", "0", "must be at least 1"));
@@ -456,6 +475,24 @@ mod tests {
             err.contains("DB_POOL_SIZE") && err.contains("many"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn retention_is_whole_days_and_unset_keeps_everything() {
+        let with = |v: &'static str| {
+            Settings::from_source(&env(&[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("RETENTION_DAYS", v),
+            ]))
+        };
+        assert_eq!(with("90").unwrap().db.retention_days, Some(90));
+        assert_eq!(with(" ").unwrap().db.retention_days, None);
+        for bad in ["0", "-3", "1.5", "forever"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("RETENTION_DAYS") && err.contains(bad), "{err}");
+        }
+        let unset = Settings::from_source(&env(&[("DATABASE_URL", "postgres://x/y")])).unwrap();
+        assert_eq!(unset.db.retention_days, None);
     }
 
     #[test]

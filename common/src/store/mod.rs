@@ -14,6 +14,7 @@ pub mod db;
 mod delete;
 mod health;
 mod keys;
+pub mod lifecycle;
 mod pg;
 pub(crate) mod schema;
 mod sql;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 pub use dataapi::{DataApiStore, PIECE_CHARS, TEXT_BUDGET_BYTES};
 pub use health::CachedHealth;
+pub use lifecycle::Lifecycle;
 pub use pg::PgStore;
 pub use sql::{search_sql, search_window_sql};
 
@@ -257,6 +259,27 @@ pub trait TurnDelete: Send + Sync {
     async fn delete_turn(&self, owner: &str, id: Uuid) -> Result<TurnDeleted, StoreError>;
 }
 
+/// A range of an owner's turns for `GET /export`, oldest first: created at or after `from`,
+/// before `to`, after the keyset position `after` (the last turn sent), at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportQuery {
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    pub after: Option<Cursor>,
+    pub limit: i64,
+}
+
+/// Reading an owner's turns out, oldest first.
+#[async_trait]
+pub trait ConversationExport: Send + Sync {
+    /// One page of `owner`'s turns in `query`'s range, oldest first (ties by id), whole.
+    async fn export_page(
+        &self,
+        owner: &str,
+        query: &ExportQuery,
+    ) -> Result<Vec<Conversation>, StoreError>;
+}
+
 /// Usage reports, from the daily rollup.
 #[async_trait]
 pub trait UsageReport: Send + Sync {
@@ -408,6 +431,8 @@ pub trait Store:
     + ConversationChain
     + ThreadStore
     + UsageReport
+    + ConversationExport
+    + Lifecycle
     + HealthCheck
 {
 }
@@ -420,6 +445,8 @@ impl<T> Store for T where
         + ConversationChain
         + ThreadStore
         + UsageReport
+        + ConversationExport
+        + Lifecycle
         + HealthCheck
 {
 }

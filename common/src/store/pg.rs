@@ -18,8 +18,9 @@ use uuid::Uuid;
 use super::sql::{self, PHRASE_WINDOW_ROWS, search_sql, search_window_sql};
 use super::{
     CancelOutcome, ChainTurn, Checkpointed, ConversationChain, ConversationCreate,
-    ConversationFinish, ConversationGet, ConversationList, ConversationLog, ConversationSearch,
-    HealthCheck, Listed, LogRead, PageQuery, SearchHit, SearchQuery, ThreadStore,
+    ConversationExport, ConversationFinish, ConversationGet, ConversationList, ConversationLog,
+    ConversationSearch, ExportQuery, HealthCheck, Listed, LogRead, PageQuery, SearchHit,
+    SearchQuery, ThreadStore,
 };
 use crate::domain::{Conversation, Status, Thread, now_micros};
 use crate::error::StoreError;
@@ -289,6 +290,36 @@ impl ConversationGet for PgStore {
         );
         let rows = self.query(&sql, &[&id, &owner]).await?;
         rows.first().map(|r| self.decode(r)).transpose()
+    }
+}
+
+#[async_trait]
+impl ConversationExport for PgStore {
+    async fn export_page(
+        &self,
+        owner: &str,
+        query: &ExportQuery,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        // Each bound that is absent folds away when the statement is planned (custom plans).
+        let sql = format!(
+            "SELECT {} FROM conversations c WHERE c.owner = $1 \
+             AND ($2::timestamptz IS NULL OR c.created_at >= $2) \
+             AND ($3::timestamptz IS NULL OR c.created_at < $3) \
+             AND ($4::timestamptz IS NULL OR (c.created_at, c.id) > ($4, $5)) \
+             ORDER BY c.created_at, c.id LIMIT $6",
+            sql::columns()
+        );
+        let (after_at, after_id) = (query.after.map(|a| a.created_at), query.after.map(|a| a.id));
+        let params: Params<'_> = vec![
+            &owner,
+            &query.from,
+            &query.to,
+            &after_at,
+            &after_id,
+            &query.limit,
+        ];
+        let rows = self.query(&sql, &params).await?;
+        rows.iter().map(|r| self.decode(r)).collect()
     }
 }
 

@@ -15,6 +15,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let router = history::router(
         store.clone(),
         store.clone(),
+        store.clone(),
         store,
         health,
         auth,

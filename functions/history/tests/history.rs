@@ -16,6 +16,7 @@ fn app(db: &TestDb) -> axum::Router {
         store.clone(),
         store.clone(),
         store.clone(),
+        store.clone(),
         Auth::off(store),
         None,
     )
@@ -157,6 +158,7 @@ async fn health_reports_the_database_down_with_503() {
         down.clone(),
         down.clone(),
         down.clone(),
+        down.clone(),
         Auth::off(down),
         None,
     );
@@ -195,6 +197,7 @@ async fn a_query_cut_by_its_statement_timeout_is_a_503_not_a_500() {
         .unwrap(),
     );
     let app = history::router(
+        store.clone(),
         store.clone(),
         store.clone(),
         store.clone(),

@@ -37,10 +37,12 @@ fn router(settings: &Settings, store: Arc<dyn Backend>, stream_state: StreamStat
     let auth = Auth::from_settings(&settings.auth, store.clone());
     let api = Router::new()
         .merge(history::routes(store.clone()))
+        .merge(history::delete_routes(store.clone()))
         .merge(history::threads::routes(store.clone()))
         .merge(history::usage::routes(store.clone()))
         .merge(get::routes(store.clone()))
         .merge(stream::routes(stream_state))
+        .merge(stream::export::routes(store.clone()))
         .merge(search::routes(store.clone(), settings.db.search_candidates));
     let docs = Router::new().route(
         "/openapi.json",

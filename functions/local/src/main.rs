@@ -9,6 +9,9 @@
 //! - `local key list`: every key (id, owner, name, created, revoked, limits, spent this
 //!   period), never the key itself;
 //! - `local key revoke ID`: revoke a key;
+//! - `local purge [--older-than DAYS] [--dry-run]`: remove threads older than the retention;
+//! - `local export OWNER`: OWNER's turns as JSON Lines on stdout;
+//! - `local owner erase OWNER`: remove everything of OWNER;
 //! - `local openapi`: print the OpenAPI document;
 //! - `local help`: this list.
 
@@ -20,6 +23,7 @@ use common::store::Backend;
 use common::{Conversation, Settings};
 
 mod keys;
+mod lifecycle;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -47,6 +51,11 @@ usage: local [COMMAND]
   key revoke ID            revoke a key
   LIMITS: --rpm N --tpm N --concurrency N --budget-usd X --budget-tokens N
           --period day|month|total
+  purge [--older-than DAYS] [--dry-run]
+                           remove whole threads whose latest turn is older than DAYS days
+                           (default RETENTION_DAYS), in batches; print what went
+  export OWNER             OWNER's turns as JSON Lines on stdout, oldest first
+  owner erase OWNER        remove every turn, thread, key and usage row of OWNER
   openapi                  print the OpenAPI document
   help                     this text
 
@@ -67,7 +76,7 @@ async fn run() -> anyhow::Result<()> {
             print!("{USAGE}");
             return Ok(());
         }
-        None | Some("serve" | "migrate" | "replay" | "key") => {}
+        None | Some("serve" | "migrate" | "replay" | "key" | "purge" | "export" | "owner") => {}
         Some(other) => anyhow::bail!("unknown command {other:?}\n\n{USAGE}"),
     }
     let settings = Settings::load().await?;
@@ -94,6 +103,18 @@ async fn run() -> anyhow::Result<()> {
             store.migrate(&settings.db.search_config).await?;
             keys::key(store.as_ref(), &args[1..]).await
         }
+        Some("purge") => {
+            store.migrate(&settings.db.search_config).await?;
+            lifecycle::purge(store.as_ref(), &settings, &args[1..]).await
+        }
+        Some("export") => {
+            store.migrate(&settings.db.search_config).await?;
+            lifecycle::export(store.as_ref(), &args[1..]).await
+        }
+        Some("owner") => {
+            store.migrate(&settings.db.search_config).await?;
+            lifecycle::owner(store.as_ref(), &args[1..]).await
+        }
         Some(other) => anyhow::bail!("unknown command {other:?}\n\n{USAGE}"),
     }
 }
@@ -103,6 +124,9 @@ async fn serve(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<(
         .migrate(&settings.db.search_config)
         .await
         .context("applying migrations (is PostgreSQL reachable at DATABASE_URL?)")?;
+    if let Some(days) = settings.db.retention_days {
+        tokio::spawn(purge_daily(settings.clone(), store.clone(), days));
+    }
     let app = local::App::new(settings, store)?;
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse().context("PORT must be a port number")?,
@@ -158,6 +182,29 @@ async fn serve(settings: &Settings, store: Arc<dyn Backend>) -> anyhow::Result<(
     tracing::info!(stopped, "shut down");
     drop(stop_rx);
     Ok(())
+}
+
+/// `RETENTION_DAYS` on the local server: a purge at start and then once a day, as the schedule
+/// does in AWS.
+async fn purge_daily(settings: Settings, store: Arc<dyn Backend>, days: u32) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+    loop {
+        every.tick().await;
+        match common::store::lifecycle::purge_older_than(store.as_ref(), &settings, days, false)
+            .await
+        {
+            Ok(done) => tracing::info!(
+                days,
+                threads = done.threads,
+                turns = done.turns,
+                turn_logs = done.turn_logs,
+                batches = done.batches,
+                "purge done"
+            ),
+            Err(e) => tracing::warn!(error = %common::error::error_chain(&e),
+                "purge failed; it runs again in a day"),
+        }
+    }
 }
 
 /// Waits for SIGTERM (what container runtimes, systemd and ECS send) or Ctrl-C; names it.

@@ -45,6 +45,13 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Value {
 
 /// `cargo lambda watch` on a free port with the functions pointed at `db`.
 async fn watch(db: &TestDb, extra_env: &str) -> (Proc, String) {
+    let (proc, base, _) = watch_env(&format!("DATABASE_URL={},AUTH=off{extra_env}", db.url));
+    (proc, base)
+}
+
+/// `cargo lambda watch` on a free port with the functions' environment `env` (`K=V,K=V`): the
+/// process, the function URLs' base and the emulator's root (where the Invoke API answers).
+fn watch_env(env: &str) -> (Proc, String, String) {
     let port = free_port();
     let mut cmd = Command::new(cargo_lambda());
     cmd.current_dir(workspace_root())
@@ -58,10 +65,10 @@ async fn watch(db: &TestDb, extra_env: &str) -> (Proc, String) {
         ])
         .arg(port.to_string())
         .arg("--env-var")
-        .arg(format!("DATABASE_URL={},AUTH=off{extra_env}", db.url));
+        .arg(env);
     let proc = Proc::spawn(cmd, "cargo-lambda-watch");
-    let base = format!("http://127.0.0.1:{port}/lambda-url");
-    (proc, base)
+    let root = format!("http://127.0.0.1:{port}");
+    (proc, format!("{root}/lambda-url"), root)
 }
 
 #[tokio::test]
@@ -396,4 +403,104 @@ async fn the_stream_function_falls_back_along_its_route() {
     assert_eq!(attempts[0]["error_code"], "provider_unreachable");
     assert_eq!(attempts[1]["provider"], "backup");
     let _ = std::fs::remove_file(config);
+}
+
+/// `GET /export` is served by the stream function because its responses stream: 20 MB of
+/// turns (more than three times what a buffered function may answer) arrive whole, in order.
+#[tokio::test]
+async fn a_20_mb_export_streams_through_the_stream_function_url() {
+    let db = TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO conversations (id, owner, prompt, response, status, provider, model, \
+             created_at, updated_at) \
+             SELECT gen_random_uuid(), 'local', 'big ' || i, repeat(md5(i::text) || ' ', 3100), \
+             'complete', 'offline', 'm', now() - interval '1 hour' + i * interval '1 ms', now() \
+             FROM generate_series(1, 200) i",
+        )
+        .await
+        .unwrap();
+    let (proc, base) = watch(&db, "").await;
+    let http = client();
+    wait_ok(
+        &http,
+        &format!("{base}/stream/health"),
+        Duration::from_secs(240),
+        || proc.output(),
+    )
+    .await;
+    let resp = http
+        .get(format!("{base}/stream/export"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /export: {e}\n{}", tail(&proc.output())));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let body = resp.bytes().await.unwrap();
+    assert!(body.len() > 20_000_000, "{} bytes", body.len());
+    let prompts: Vec<String> = std::str::from_utf8(&body)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["prompt"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = (1..=200).map(|i| format!("big {i}")).collect();
+    assert_eq!(prompts, expected);
+}
+
+/// The daily schedule invokes the migrate function with `{"task": "purge"}`: on the pool and on
+/// the Data API, threads older than `RETENTION_DAYS` go and the rest stays.
+#[tokio::test]
+async fn the_scheduled_purge_runs_through_the_migrate_function_on_both_backends() {
+    for data_api in [false, true] {
+        let db = TestDb::new().await;
+        let rows = seed(&db, 5, 1).await;
+        let old: Vec<String> = rows[..3].iter().map(|r| format!("'{}'", r.id)).collect();
+        db.client()
+            .await
+            .batch_execute(&format!(
+                "UPDATE conversations SET created_at = created_at - interval '40 days' \
+                 WHERE id IN ({}); UPDATE threads t SET updated_at = c.created_at \
+                 FROM conversations c WHERE c.id = t.id",
+                old.join(",")
+            ))
+            .await
+            .unwrap();
+        let api = if data_api {
+            Some(testkit::data_api::DataApi::start(&testkit::admin_url()).await)
+        } else {
+            None
+        };
+        let env = match &api {
+            Some(api) => db
+                .data_api_env(&api.endpoint, &[("RETENTION_DAYS", "30")])
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => format!("DATABASE_URL={},RETENTION_DAYS=30", db.url),
+        };
+        let (proc, _, root) = watch_env(&env);
+        let http = client();
+        let invoke = format!("{root}/2015-03-31/functions/migrate/invocations");
+        // The first invocation may build the function.
+        let until = std::time::Instant::now() + Duration::from_secs(240);
+        let answer: Value = loop {
+            match http.post(&invoke).body(r#"{"task":"purge"}"#).send().await {
+                Ok(r) if r.status() == 200 => break r.json().await.unwrap(),
+                _ if std::time::Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => panic!("invoking migrate: {other:?}\n{}", tail(&proc.output())),
+            }
+        };
+        assert_eq!(answer["retention_days"], 30, "{answer}");
+        assert_eq!(answer["purged"]["threads"], 3, "{answer}");
+        assert_eq!(answer["purged"]["turns"], 3, "{answer}");
+        assert_eq!(db.count().await, 2, "data_api: {data_api}");
+        drop(proc);
+    }
 }

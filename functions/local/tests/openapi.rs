@@ -44,6 +44,7 @@ fn every_route_is_an_operation() {
         paths,
         BTreeSet::from([
             "/",
+            "/export",
             "/health",
             "/history",
             "/history/{id}",

@@ -5,6 +5,7 @@
 
 mod body;
 pub mod engine;
+pub mod export;
 pub mod native;
 pub mod openai;
 pub mod responses;
@@ -15,7 +16,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use common::auth::Auth;
 use common::http::{health_router, protect, with_fallbacks};
-use common::store::HealthCheck;
+use common::store::{ConversationExport, HealthCheck};
 
 pub use engine::{Limits, RequestParts, StreamState, StreamStore};
 pub use native::request::StreamRequest;
@@ -43,7 +44,15 @@ pub fn routes(state: StreamState) -> Router {
         .with_state(state)
 }
 
-/// The function's whole router: `/stream` behind the key check, and `/health`.
-pub fn router(state: StreamState, health: Arc<dyn HealthCheck>, auth: Auth) -> Router {
-    with_fallbacks(protect(routes(state), auth).merge(health_router(health)))
+/// The function's whole router: `/stream`, `/v1` and `/export` (which this function serves
+/// because its responses stream: an export has no size limit) behind the key check, and
+/// `/health`.
+pub fn router(
+    state: StreamState,
+    export: Arc<dyn ConversationExport>,
+    health: Arc<dyn HealthCheck>,
+    auth: Auth,
+) -> Router {
+    let api = routes(state).merge(export::routes(export));
+    with_fallbacks(protect(api, auth).merge(health_router(health)))
 }

@@ -12,6 +12,11 @@ async fn main() -> Result<(), lambda_http::Error> {
     common::announce(&settings);
     let state = StreamState::from_settings(&settings, store.clone())?;
     let auth = Auth::from_settings(&settings.auth, store.clone());
-    let router = stream::router(state, common::health(store.clone(), &settings), auth);
+    let router = stream::router(
+        state,
+        store.clone(),
+        common::health(store.clone(), &settings),
+        auth,
+    );
     common::run_lambda(|| lambda_http::run_with_streaming_response(router.clone())).await
 }

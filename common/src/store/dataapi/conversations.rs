@@ -13,8 +13,8 @@ use crate::domain::Conversation;
 use crate::error::StoreError;
 use crate::store::sql::{self, PHRASE_WINDOW_ROWS, search_template};
 use crate::store::{
-    Checkpointed, ConversationCreate, ConversationFinish, ConversationGet, ConversationList,
-    ConversationSearch, Listed, PageQuery, SearchHit, SearchQuery,
+    Checkpointed, ConversationCreate, ConversationExport, ConversationFinish, ConversationGet,
+    ConversationList, ConversationSearch, ExportQuery, Listed, PageQuery, SearchHit, SearchQuery,
 };
 
 /// The search SQL (shared with the pool) with named, typed parameters and the columns the Data
@@ -163,6 +163,44 @@ impl ConversationList for DataApiStore {
             items: rows.into_iter().map(|(c, ())| c).collect(),
             more: total > keep,
         })
+    }
+}
+
+#[async_trait]
+impl ConversationExport for DataApiStore {
+    async fn export_page(
+        &self,
+        owner: &str,
+        query: &ExportQuery,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let mut params = vec![text("owner", owner), long("limit", query.limit)];
+        let mut bounds = String::new();
+        if let Some(from) = query.from {
+            params.push(timestamp("from_ts", from));
+            bounds.push_str(&format!(" AND c.created_at >= {}", utc_param("from_ts")));
+        }
+        if let Some(to) = query.to {
+            params.push(timestamp("to_ts", to));
+            bounds.push_str(&format!(" AND c.created_at < {}", utc_param("to_ts")));
+        }
+        if let Some(after) = query.after {
+            params.push(timestamp("after_ts", after.created_at));
+            params.push(uuid("after_id", after.id));
+            bounds.push_str(&format!(
+                " AND (c.created_at, c.id) > ({}, CAST(:after_id AS uuid))",
+                utc_param("after_ts")
+            ));
+        }
+        let sql = format!(
+            "SELECT {} FROM conversations c WHERE c.owner = :owner{bounds} \
+             ORDER BY c.created_at, c.id LIMIT CAST(:limit AS int8)",
+            columns()
+        );
+        let keep = usize::try_from(query.limit).unwrap_or(0);
+        let (rows, _) = self
+            .read(&sql, params, query.limit, keep, &[], |_| Ok(()))
+            .await?;
+        Ok(rows.into_iter().map(|(c, ())| c).collect())
     }
 }
 

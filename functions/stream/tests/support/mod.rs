@@ -25,7 +25,12 @@ pub async fn serve(pairs: &[(&str, &str)]) -> Harness {
     let settings = db.settings_with(pairs);
     let store = Arc::new(PgStore::from_settings(&settings).unwrap());
     let state = StreamState::from_settings(&settings, store.clone()).unwrap();
-    let app = stream::router(state, store.clone(), Auth::off(store.clone()));
+    let app = stream::router(
+        state,
+        store.clone(),
+        store.clone(),
+        Auth::off(store.clone()),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { common::http::serve(listener, app).await });
