@@ -30,14 +30,23 @@ fn columns_of(response: &str, messages: &str) -> String {
     )
 }
 
+/// Commits the statement's transaction without waiting for its WAL to reach the disk: for the
+/// writes a turn's final record supersedes (its start row, its log pieces, its heartbeat), which
+/// other sessions see at once all the same. A PostgreSQL crash may lose the last few hundred
+/// milliseconds of them (`wal_writer_delay` × 3); the final record, committed durably, restores
+/// the row and the whole text. Half of a short turn's commits stop waiting for the disk.
+pub(crate) const ASYNC_COMMIT: &str = "set_config('synchronous_commit', 'off', true) IS NOT NULL";
+
 /// A turn's row as its stream starts ($1 id, $2 prompt, $3 provider, $4 model, $5 created_at,
 /// $6 owner, $7 thread_id, $8 previous_id, $9 system, $10 messages, $11 context_turns); nothing
 /// when it is already there. A turn of a deleted thread is refused by the table's trigger.
+/// Committed asynchronously ([`ASYNC_COMMIT`]).
 pub(crate) const CREATE: &str = "INSERT INTO conversations (id, prompt, response, status, \
     provider, model, created_at, updated_at, owner, thread_id, previous_id, system, messages, \
     context_turns, heartbeat_at) \
     SELECT $1::uuid, $2::text, '', 'streaming', $3::text, $4::text, $5::timestamptz, \
     $5::timestamptz, $6::text, $7::uuid, $8::uuid, $9::text, $10::jsonb, $11::int4, now() \
+    WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL \
     ON CONFLICT (id) DO NOTHING";
 
 /// One checkpoint in one statement: the row from [`CREATE`]'s parameters when it may be missing
@@ -46,7 +55,8 @@ pub(crate) const CREATE: &str = "INSERT INTO conversations (id, prompt, response
 /// A piece is idempotent by position and length: sent again at the same position (a checkpoint
 /// whose commit its caller did not hear of), the longer text stays, so the log never skips or
 /// repeats text. A row inserted by this statement is not yet visible to its own update: it
-/// reads as not found (and not cancelled); its heartbeat is its insert.
+/// reads as not found (and not cancelled); its heartbeat is its insert. Committed
+/// asynchronously ([`ASYNC_COMMIT`]).
 pub(crate) fn checkpoint(with_row: bool, with_piece: bool) -> String {
     let mut ctes = Vec::new();
     if with_row {
@@ -77,7 +87,10 @@ pub(crate) fn checkpoint(with_row: bool, with_piece: bool) -> String {
          RETURNING cancel_requested)"
             .to_owned(),
     );
-    format!("WITH {} SELECT cancel_requested FROM beat", ctes.join(", "))
+    format!(
+        "WITH {} SELECT cancel_requested FROM beat WHERE {ASYNC_COMMIT}",
+        ctes.join(", ")
+    )
 }
 
 /// The final record, inserted whole when its start was never written (a turn of a deleted
