@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key keys revoke local check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-history bench-stream bench-spend bench-responses bench-faults bench-resume screenshots
+.PHONY: deploy openapi dev test migrate replay key keys revoke local check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-scale bench-history bench-stream bench-spend bench-responses bench-faults bench-resume screenshots
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -85,6 +85,12 @@ bench-functions:
 bench-search:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \
 	  $(CARGO_TARGET_DIR)/release/bench search $(ROWS)
+
+## make bench-scale [ROWS=10000000]: the reads at ROWS turns (default 1M) beside 1M, shaped like
+## real chat; each size is loaded once into its own database (10M: about 45 GB and an hour)
+bench-scale:
+	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
+	  $(CARGO_TARGET_DIR)/release/bench scale $(ROWS)
 
 bench-history:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" \

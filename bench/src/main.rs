@@ -8,6 +8,8 @@
 //!   through the service and as raw SQL, each query many times.
 //! - `bench history [ROWS]`: first page, last page by offset and by cursor, one by id, on the
 //!   same database.
+//! - `bench scale [ROWS]`: the reads at ROWS turns (default 1,000,000) shaped like real chat,
+//!   beside the same reads at 1,000,000 (`make bench-scale ROWS=10000000`; not in `bench all`).
 //! - `bench stream`: time to first byte and per-chunk delay through the service vs calling the
 //!   same local provider server directly, at 1 and 50 concurrent streams.
 //! - `bench resume`: the time from a chunk leaving the provider to a re-attached reader (same
@@ -25,6 +27,7 @@ mod load;
 mod responses_bench;
 mod resume_bench;
 mod routing_bench;
+mod scale_bench;
 mod search_bench;
 mod side_by_side;
 mod spend_bench;
@@ -55,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         Some("functions") => functions_bench::run(&bin_dir()?).await.map(drop),
         Some("search") => search_bench::run(rows(1)?).await.map(drop),
         Some("history") => history_bench::run(rows(1)?).await.map(drop),
+        Some("scale") => scale_bench::run(rows(1)?).await,
         Some("stream") => stream_bench::run().await.map(drop),
         Some("spend") => spend_bench::standalone().await.map(drop),
         Some("responses") => responses_bench::standalone().await.map(drop),
@@ -68,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
             load::run(server, seconds).await
         }
         _ => anyhow::bail!(
-            "usage: bench all BIN_DIR | functions BIN_DIR | search [ROWS] | history [ROWS] | \
+            "usage: bench all BIN_DIR | functions BIN_DIR | search [ROWS] | history [ROWS] | scale [ROWS] | \
              stream | spend | responses | resume | faults BIN_DIR | load SERVER_BIN [SECONDS]"
         ),
     }
