@@ -18,7 +18,8 @@ use common::store::Cursor;
 use futures_util::SinkExt;
 use time::OffsetDateTime;
 
-use crate::search_bench::connect;
+use crate::history_bench::time;
+use crate::search_bench::{connect, with_db};
 use crate::stats::{ms, percentile, table};
 
 const RUNS: usize = 100;
@@ -302,20 +303,6 @@ async fn database(rows: usize) -> anyhow::Result<(String, common::Settings, Opti
     Ok((url, settings, Some(rows as f64 / secs)))
 }
 
-fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let cut = base
-        .rfind('/')
-        .filter(|i| *i > base.find("://").map_or(0, |s| s + 2))
-        .unwrap_or(base.len());
-    match query {
-        Some(q) => format!("{}/{db}?{q}", &base[..cut]),
-        None => format!("{}/{db}", &base[..cut]),
-    }
-}
-
 /// One size's figures.
 struct Size {
     rows: usize,
@@ -326,28 +313,6 @@ struct Size {
     index_bytes: f64,
     terms: Vec<(String, String, i64)>,
     url: String,
-}
-
-async fn time_urls(
-    http: &reqwest::Client,
-    urls: &[String],
-) -> anyhow::Result<(Duration, Duration)> {
-    for u in urls.iter().cycle().take(WARMUP) {
-        http.get(u).send().await?.bytes().await?;
-    }
-    let mut samples = Vec::with_capacity(RUNS);
-    for i in 0..RUNS {
-        let url = &urls[i % urls.len()];
-        let t = Instant::now();
-        let resp = http.get(url).send().await?;
-        anyhow::ensure!(resp.status() == 200, "{url}: {}", resp.status());
-        resp.bytes().await?;
-        samples.push(t.elapsed());
-    }
-    Ok((
-        percentile(&mut samples, 50.0),
-        percentile(&mut samples, 99.0),
-    ))
 }
 
 /// The terms searched: the vocabulary's words nearest 30%, 1% and 0.01% of turns (by the
@@ -393,7 +358,7 @@ async fn measure(rows: usize) -> anyhow::Result<Size> {
     let cols = "c.*";
     let mut reads = Vec::new();
 
-    let (p50, p99) = time_urls(&http, &[format!("{base}/history?limit={LIMIT}")]).await?;
+    let (p50, p99) = time(&http, &[format!("{base}/history?limit={LIMIT}")], RUNS).await?;
     reads.push((
         "`/history` first page".to_owned(),
         p50,
@@ -415,9 +380,10 @@ async fn measure(rows: usize) -> anyhow::Result<Size> {
         .await?;
     let (at, id): (OffsetDateTime, uuid::Uuid) = (before.get(0), before.get(1));
     let cursor = Cursor { created_at: at, id }.encode();
-    let (p50, p99) = time_urls(
+    let (p50, p99) = time(
         &http,
         &[format!("{base}/history?limit={LIMIT}&cursor={cursor}")],
+        RUNS,
     )
     .await?;
     let at_text = at
@@ -444,7 +410,7 @@ async fn measure(rows: usize) -> anyhow::Result<Size> {
         .map(|r| r.get(0))
         .collect();
     let urls: Vec<String> = ids.iter().map(|i| format!("{base}/history/{i}")).collect();
-    let (p50, p99) = time_urls(&http, &urls).await?;
+    let (p50, p99) = time(&http, &urls, RUNS).await?;
     reads.push((
         "`/history/{id}` (get)".to_owned(),
         p50,
@@ -454,7 +420,7 @@ async fn measure(rows: usize) -> anyhow::Result<Size> {
             ids[0]
         ),
     ));
-    let (p50, p99) = time_urls(&http, &[format!("{base}/threads?limit={LIMIT}")]).await?;
+    let (p50, p99) = time(&http, &[format!("{base}/threads?limit={LIMIT}")], RUNS).await?;
     reads.push((
         "`/threads` first page".to_owned(),
         p50,
@@ -476,7 +442,7 @@ async fn measure(rows: usize) -> anyhow::Result<Size> {
         .collect();
     anyhow::ensure!(!tens.is_empty(), "no thread of 10 turns");
     let urls: Vec<String> = tens.iter().map(|i| format!("{base}/threads/{i}")).collect();
-    let (p50, p99) = time_urls(&http, &urls).await?;
+    let (p50, p99) = time(&http, &urls, RUNS).await?;
     reads.push((
         "`/threads/{id}`, a thread of 10 turns".to_owned(),
         p50,
@@ -490,7 +456,7 @@ async fn measure(rows: usize) -> anyhow::Result<Size> {
     ));
     let terms = terms(&raw).await?;
     for (label, word, _) in &terms {
-        let (p50, p99) = time_urls(&http, &[format!("{base}/search?query={word}")]).await?;
+        let (p50, p99) = time(&http, &[format!("{base}/search?query={word}")], RUNS).await?;
         let search = common::store::search_sql(&settings.db.search_config);
         reads.push((
             format!("`/search` {label} term"),
@@ -505,11 +471,12 @@ async fn measure(rows: usize) -> anyhow::Result<Size> {
     }
     let month_end = OffsetDateTime::now_utc().date();
     let month_start = month_end - time::Duration::days(30);
-    let (p50, p99) = time_urls(
+    let (p50, p99) = time(
         &http,
         &[format!(
             "{base}/usage?group_by=day&from={month_start}&to={month_end}"
         )],
+        RUNS,
     )
     .await?;
     reads.push((

@@ -183,7 +183,8 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-fn with_db(url: &str, db: &str) -> String {
+/// `url` with its database name replaced by `db`.
+pub fn with_db(url: &str, db: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(b, q)| (b, Some(q)));

@@ -346,6 +346,30 @@ pub async fn finished(
     }
 }
 
+/// Runs each named test body (`async fn name(data_api: bool)`, at the test crate's root) twice,
+/// as `pool::name` on the connection pool and as `data_api::name` on the Data API backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod pool {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(false).await;
+                }
+            )*
+        }
+        mod data_api {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(true).await;
+                }
+            )*
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -241,5 +241,16 @@ pub async fn purge_older_than(
     dry: bool,
 ) -> Result<Purged, StoreError> {
     let before = OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
-    purge(store, before, super::stale_after(settings), dry).await
+    let done = purge(store, before, super::stale_after(settings), dry).await?;
+    if !dry {
+        tracing::info!(
+            days,
+            threads = done.threads,
+            turns = done.turns,
+            turn_logs = done.turn_logs,
+            batches = done.batches,
+            "purge done"
+        );
+    }
+    Ok(done)
 }

@@ -190,19 +190,12 @@ async fn purge_daily(settings: Settings, store: Arc<dyn Backend>, days: u32) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
     loop {
         every.tick().await;
-        match common::store::lifecycle::purge_older_than(store.as_ref(), &settings, days, false)
-            .await
+        // It logs what it removed.
+        if let Err(e) =
+            common::store::lifecycle::purge_older_than(store.as_ref(), &settings, days, false).await
         {
-            Ok(done) => tracing::info!(
-                days,
-                threads = done.threads,
-                turns = done.turns,
-                turn_logs = done.turn_logs,
-                batches = done.batches,
-                "purge done"
-            ),
-            Err(e) => tracing::warn!(error = %common::error::error_chain(&e),
-                "purge failed; it runs again in a day"),
+            tracing::warn!(error = %common::error::error_chain(&e),
+                "purge failed; it runs again in a day");
         }
     }
 }

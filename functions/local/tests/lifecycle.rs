@@ -144,28 +144,7 @@ impl Site {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod pool {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(false).await;
-                }
-            )*
-        }
-        mod data_api {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(true).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+testkit::on_both_backends!(
     purge_removes_old_threads_whole_and_keeps_the_rest,
     purge_batches_are_bounded_and_a_long_thread_goes_from_its_newest_end,
     export_sends_every_turn_of_the_caller_once_oldest_first,

@@ -164,30 +164,7 @@ async fn burst(
     (admitted, codes)
 }
 
-/// Runs each named test body over three processes on the pool, and on the Data API backend
-/// (its emulator).
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod pool {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(false).await;
-                }
-            )*
-        }
-        mod data_api {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(true).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+testkit::on_both_backends!(
     a_budget_holds_to_the_cent_under_60_concurrent_requests,
     rpm_admits_exactly_n_of_a_burst,
     concurrency_refuses_the_n_plus_first,

@@ -43,13 +43,5 @@ async fn purge(
         return Ok(json!({ "purged": null, "reason": "RETENTION_DAYS is unset" }));
     };
     let done = common::store::lifecycle::purge_older_than(store, settings, days, false).await?;
-    tracing::info!(
-        days,
-        threads = done.threads,
-        turns = done.turns,
-        turn_logs = done.turn_logs,
-        batches = done.batches,
-        "purge done"
-    );
     Ok(json!({ "purged": done, "retention_days": days }))
 }
