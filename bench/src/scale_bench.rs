@@ -28,7 +28,7 @@ const VOCABULARY: usize = 500_000;
 /// Zipf's exponent: the k-th word is used in proportion to 1/k^S.
 const ZIPF_S: f64 = 1.0;
 /// Bumped when the generated data changes: a database loaded by another version is reloaded.
-const DATA_VERSION: i32 = 3;
+const DATA_VERSION: i32 = 4;
 /// The page `/history` is read at by cursor (page 50,000 of 20 at 1M turns).
 const DEEP_PAGE: i64 = 50_000;
 const LIMIT: i64 = 20;
@@ -81,10 +81,18 @@ impl Words {
         let words = (0..VOCABULARY)
             .map(|i| match FUNCTION_WORDS.get(i) {
                 Some(w) => (*w).to_owned(),
-                // Four syllables encode the index (30^4 > VOCABULARY): every word distinct.
+                // The index in base 30, one syllable a digit: every word distinct, and the more
+                // frequent the shorter (as in a language: 4 letters up to rank 900, 6 up to
+                // 27,000, then 8).
                 None => {
-                    let d = |k: u32| SYLLABLES[(i / n.pow(k)) % n];
-                    format!("{}{}{}{}", d(0), d(1), d(2), d(3))
+                    let syllables = match i {
+                        ..900 => 2,
+                        900..27_000 => 3,
+                        _ => 4,
+                    };
+                    (0..syllables)
+                        .map(|k: u32| SYLLABLES[(i / n.pow(k)) % n])
+                        .collect()
                 }
             })
             .collect();
@@ -321,14 +329,14 @@ async fn terms(raw: &tokio_postgres::Client) -> anyhow::Result<Vec<(String, Stri
     let words = Words::new();
     let mut out = Vec::new();
     for (label, share) in [("common", 0.30), ("middling", 0.01), ("rare", 0.0001)] {
-        // The expected share of turns holding word k: 1 - (1 - p_k)^(words per turn, ~330).
+        // The expected share of turns holding word k: 1 - (1 - p_k)^(words per turn, ~400).
         let total = words.cumulative[VOCABULARY - 1];
         // Searchable words only: past the function words.
         let k = (FUNCTION_WORDS.len() + 1..=VOCABULARY)
             .min_by(|a, b| {
                 let f = |k: usize| {
                     let p = 1.0 / (k as f64).powf(ZIPF_S) / total;
-                    (1.0 - (1.0 - p).powf(330.0) - share).abs()
+                    (1.0 - (1.0 - p).powf(400.0) - share).abs()
                 };
                 f(*a).total_cmp(&f(*b))
             })

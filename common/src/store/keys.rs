@@ -97,15 +97,18 @@ fn limits_at(row: &TextRow, at: usize) -> Result<KeyLimits, StoreError> {
 }
 
 /// A key's spend in its current period and its reservations in flight, as text, from
-/// `api_keys k`, in [`spend_at`]'s order.
+/// [`WITH_SPEND`] (one join, not a lookup per column), in [`spend_at`]'s order.
 const SPEND: &str = "\
-    coalesce((SELECT CASE WHEN s.period_start < llm_period_start(k.period, now()) THEN 0 \
-              ELSE s.spent_usd END FROM key_spend s WHERE s.key_id = k.id), 0)::text, \
-    coalesce((SELECT CASE WHEN s.period_start < llm_period_start(k.period, now()) THEN 0 \
-              ELSE s.spent_tokens END FROM key_spend s WHERE s.key_id = k.id), 0)::text, \
-    coalesce((SELECT s.reserved_usd FROM key_spend s WHERE s.key_id = k.id), 0)::text, \
-    coalesce((SELECT s.reserved_tokens FROM key_spend s WHERE s.key_id = k.id), 0)::text, \
-    coalesce((SELECT s.running FROM key_spend s WHERE s.key_id = k.id), 0)::text";
+    (CASE WHEN s.period_start < llm_period_start(k.period, now()) THEN 0 \
+          ELSE coalesce(s.spent_usd, 0) END)::text, \
+    (CASE WHEN s.period_start < llm_period_start(k.period, now()) THEN 0 \
+          ELSE coalesce(s.spent_tokens, 0) END)::text, \
+    coalesce(s.reserved_usd, 0)::text, coalesce(s.reserved_tokens, 0)::text, \
+    coalesce(s.running, 0)::text";
+
+/// Where [`SPEND`] reads from: the keys `k` with their counters `s` (a key without limits has
+/// none).
+const WITH_SPEND: &str = "api_keys k LEFT JOIN key_spend s ON s.key_id = k.id";
 
 fn spend_at(row: &TextRow, at: usize) -> Result<KeySpend, StoreError> {
     Ok(KeySpend {
@@ -199,7 +202,7 @@ impl<T: TextRows> ApiKeys for T {
     async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let sql = format!(
             "SELECT k.id::text, k.owner, k.name, {}, {}, {LIMITS}, {SPEND} \
-             FROM api_keys k ORDER BY k.owner, k.created_at",
+             FROM {WITH_SPEND} ORDER BY k.owner, k.created_at",
             rfc3339("k.created_at"),
             rfc3339("k.revoked_at")
         );
@@ -341,7 +344,7 @@ impl<T: TextRows> UsageReport for T {
     }
 
     async fn key_spend(&self, key_id: Uuid) -> Result<Option<KeySpend>, StoreError> {
-        let sql = format!("SELECT {SPEND} FROM api_keys k WHERE k.id = $1::text::uuid");
+        let sql = format!("SELECT {SPEND} FROM {WITH_SPEND} WHERE k.id = $1::text::uuid");
         let rows = self.text_rows(&sql, &[t(key_id)]).await?;
         rows.first().map(|r| spend_at(r, 0)).transpose()
     }
