@@ -52,6 +52,13 @@ pub fn parse_cursor(raw: Option<&str>) -> Result<Option<Cursor>, ApiError> {
     }
 }
 
+/// A path's id: a UUID, or a 422 saying what one looks like.
+pub fn parse_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::try_parse(raw).map_err(|_| {
+        ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
+    })
+}
+
 /// A query's time: an RFC 3339 timestamp or a plain date (midnight UTC), within the years both
 /// stores take; empty is none. A 422 naming `name` otherwise.
 pub fn parse_time(name: &str, raw: Option<&str>) -> Result<Option<time::OffsetDateTime>, ApiError> {

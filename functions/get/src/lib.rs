@@ -10,7 +10,6 @@ use common::error::ErrorBody;
 use common::http::{ValidPath, health_router, protect, with_fallbacks};
 use common::store::{ConversationGet, HealthCheck};
 use common::{ApiError, Conversation};
-use uuid::Uuid;
 
 /// The `/history/{id}` route alone, for merging into the local server.
 pub fn routes(store: Arc<dyn ConversationGet>) -> Router {
@@ -41,9 +40,7 @@ pub async fn get_one(
     Extension(owner): Extension<Owner>,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<Json<Conversation>, ApiError> {
-    let id = Uuid::try_parse(&raw).map_err(|_| {
-        ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
-    })?;
+    let id = common::api::parse_id(&raw)?;
     // A turn whose `start` named it moments ago may not have its row yet.
     let mut turn = common::young::awaiting_row(id, || store.get(&owner.0, id))
         .await?

@@ -22,7 +22,6 @@ use common::store::{
     ConversationList, Cursor, HealthCheck, ThreadStore, TurnDelete, TurnDeleted, UsageReport,
 };
 use common::{ApiError, Conversation};
-use uuid::Uuid;
 
 /// The `/history` route alone, for merging into the local server.
 pub fn routes(list: Arc<dyn ConversationList>) -> Router {
@@ -113,9 +112,7 @@ pub async fn delete_one(
     Extension(owner): Extension<Owner>,
     ValidPath(raw): ValidPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = Uuid::try_parse(&raw).map_err(|_| {
-        ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
-    })?;
+    let id = common::api::parse_id(&raw)?;
     match store.delete_turn(&owner.0, id).await? {
         TurnDeleted::Deleted => Ok(StatusCode::NO_CONTENT),
         TurnDeleted::NotFound => Err(ApiError::NotFound("no conversation with this id")),

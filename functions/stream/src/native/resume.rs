@@ -38,9 +38,7 @@ pub struct ResumeParams {
 }
 
 fn turn_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(raw).map_err(|_| {
-        ApiError::invalid("id must be a UUID such as 0193a4c2-7f1e-7c3a-9b2d-5e8f1a2b3c4d")
-    })
+    common::api::parse_id(raw)
 }
 
 /// The largest position the store is asked for (its text positions are 32-bit).
