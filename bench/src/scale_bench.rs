@@ -28,7 +28,7 @@ const VOCABULARY: usize = 500_000;
 /// Zipf's exponent: the k-th word is used in proportion to 1/k^S.
 const ZIPF_S: f64 = 1.0;
 /// Bumped when the generated data changes: a database loaded by another version is reloaded.
-const DATA_VERSION: i32 = 4;
+const DATA_VERSION: i32 = 5;
 /// The page `/history` is read at by cursor (page 50,000 of 20 at 1M turns).
 const DEEP_PAGE: i64 = 50_000;
 const LIMIT: i64 = 20;
@@ -216,16 +216,6 @@ async fn copy_part(url: String, rows: usize, parts: usize, k: usize) -> anyhow::
 async fn database(rows: usize) -> anyhow::Result<(String, common::Settings, Option<f64>)> {
     let name = format!("llm_stream_scale_{rows}");
     let admin = testkit::admin_url();
-    let admin_client = connect(&admin).await?;
-    if admin_client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_none()
-    {
-        admin_client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
-    }
     let url = with_db(&admin, &name);
     let settings = common::Settings::from_source(
         &[
@@ -236,31 +226,59 @@ async fn database(rows: usize) -> anyhow::Result<(String, common::Settings, Opti
         .into_iter()
         .collect::<std::collections::HashMap<_, _>>(),
     )?;
-    let store = common::store::PgStore::from_settings(&settings)?;
-    common::db::migrate(store.pool(), "english").await?;
-    let client = connect(&url).await?;
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS bench_scale (rows bigint, version int)")
-        .await?;
-    let loaded = client
-        .query_opt("SELECT rows, version FROM bench_scale", &[])
-        .await?
-        .is_some_and(|r| r.get::<_, i64>(0) == rows as i64 && r.get::<_, i32>(1) == DATA_VERSION);
+    let migrate = || async {
+        let store = common::store::PgStore::from_settings(&settings)?;
+        common::db::migrate(store.pool(), "english").await?;
+        anyhow::Ok(())
+    };
+    // Loaded by a finished load of this data version, or made again from nothing (a load that
+    // stopped half way leaves its indexes dropped).
+    let loaded = match connect(&url).await {
+        Ok(client) => client
+            .query_opt("SELECT rows, version FROM bench_scale", &[])
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|r| {
+                r.get::<_, i64>(0) == rows as i64 && r.get::<_, i32>(1) == DATA_VERSION
+            }),
+        Err(_) => false,
+    };
     if loaded {
+        migrate().await?;
         eprintln!("bench-scale: {rows} turns already loaded in {name}");
         return Ok((url, settings, None));
     }
+    let admin_client = connect(&admin).await?;
+    // One statement each: neither runs in the transaction a multi-statement query is.
+    admin_client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    admin_client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    migrate().await?;
+    let client = connect(&url).await?;
+    client
+        .batch_execute("CREATE TABLE bench_scale (rows bigint, version int)")
+        .await?;
     eprintln!("bench-scale: loading {rows} turns into {name} (two COPY streams)...");
     let started = Instant::now();
-    client
-        .batch_execute(
-            "TRUNCATE conversations, threads, turn_chunks, usage_daily, bench_scale; \
-             DROP INDEX IF EXISTS conversations_search_idx; \
-             DROP INDEX IF EXISTS conversations_created_at_id_idx; \
-             DROP INDEX IF EXISTS conversations_owner_created_at_id_idx; \
-             DROP INDEX IF EXISTS conversations_thread_idx",
+    // The secondary indexes are dropped for the load and made again after it, as the
+    // migrations defined them.
+    let indexes: Vec<(String, String)> = client
+        .query(
+            "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'conversations' \
+             AND indexname <> 'conversations_pkey'",
+            &[],
         )
-        .await?;
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (name, _) in &indexes {
+        client.batch_execute(&format!("DROP INDEX {name}")).await?;
+    }
     let parts = 2;
     let mut tasks = Vec::new();
     for k in 0..parts {
@@ -286,14 +304,14 @@ async fn database(rows: usize) -> anyhow::Result<(String, common::Settings, Opti
                     completion_tokens, cost_usd) \
              SELECT owner, (created_at AT TIME ZONE 'UTC')::date, model, NULL, count(*), \
                     sum(prompt_tokens), sum(completion_tokens), 0 \
-             FROM conversations GROUP BY 1, 2, 3; \
-             CREATE INDEX conversations_created_at_id_idx ON conversations (created_at DESC, id DESC); \
-             CREATE INDEX conversations_owner_created_at_id_idx \
-               ON conversations (owner, created_at DESC, id DESC); \
-             CREATE INDEX conversations_thread_idx ON conversations (thread_id, created_at, id); \
-             CREATE INDEX conversations_search_idx ON conversations USING gin (search)",
+             FROM conversations GROUP BY 1, 2, 3",
         )
         .await?;
+    for (name, definition) in &indexes {
+        let step = Instant::now();
+        client.batch_execute(definition).await?;
+        eprintln!("bench-scale: {name} in {:.0?}", step.elapsed());
+    }
     // One statement each: VACUUM cannot run in the transaction a multi-statement query is.
     for table in ["conversations", "threads", "usage_daily"] {
         client
@@ -640,6 +658,11 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
         ],
         &facts,
     );
+    if std::env::var_os("EXPLAIN_ALL").is_some() {
+        for r in &big.reads {
+            eprintln!("{}:\n{}", r.0, explain(&big.url, &r.3).await?);
+        }
+    }
     let slowest = big.reads.iter().max_by_key(|r| r.2).context("a read")?;
     println!(
         "\nthe slowest read at {} turns: {} (p99 {} ms):\n",

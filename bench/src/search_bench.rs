@@ -388,9 +388,11 @@ async fn build_indexes(client: &tokio_postgres::Client) -> anyhow::Result<()> {
         .batch_execute(
             "SET maintenance_work_mem = '1GB'; \
              CREATE INDEX IF NOT EXISTS conversations_created_at_id_idx \
-               ON conversations (created_at DESC, id DESC); \
-             CREATE INDEX IF NOT EXISTS conversations_search_idx ON conversations USING gin (search)",
+               ON conversations (created_at DESC, id DESC)",
         )
+        .await?;
+    client
+        .batch_execute(common::store::SEARCH_INDEX_DDL)
         .await?;
     client.batch_execute("VACUUM ANALYZE conversations").await?;
     Ok(())

@@ -97,10 +97,12 @@ pub fn pool(settings: &DbSettings) -> Result<Pool, SettingsError> {
     // Custom plans always: a generic plan for the search query scans every match (see
     // store::pg), and the planning cost of the other statements is negligible. No parallel
     // workers: short queries from many concurrent requests; measured, a parallel walk of the
-    // created_at index made a 10 ms search take 130 ms on two cores.
+    // created_at index made a 10 ms search take 130 ms on two cores. No JIT: compiling costs
+    // tens of milliseconds, and the search's week-by-week plan is costed as if it read a
+    // thousand weeks (a set-returning function's default estimate), past `jit_above_cost`.
     config.options(format!(
         "-c statement_timeout={} -c plan_cache_mode=force_custom_plan \
-         -c max_parallel_workers_per_gather=0",
+         -c max_parallel_workers_per_gather=0 -c jit=off",
         settings.statement_timeout.as_millis()
     ));
     if config.get_application_name().is_none() {

@@ -25,6 +25,7 @@ pub use dataapi::{DataApiStore, PIECE_CHARS, TEXT_BUDGET_BYTES};
 pub use health::CachedHealth;
 pub use lifecycle::Lifecycle;
 pub use pg::PgStore;
+pub use schema::SEARCH_INDEX_DDL;
 pub use sql::{search_sql, search_window_sql};
 
 /// The store the settings name: a pool for `DATABASE_URL`, the RDS Data API for

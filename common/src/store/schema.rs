@@ -46,9 +46,19 @@ pub(crate) fn search_column_ddl(name: &str) -> [String; 4] {
              setweight(to_tsvector('{name}'::regconfig, coalesce(tool_calls, '[]'::jsonb)), 'C')) \
              STORED"
         ),
-        "CREATE INDEX conversations_search_idx ON conversations USING gin (search)".into(),
+        SEARCH_INDEX_DDL.into(),
     ]
 }
+
+/// Makes the search index as migration V16 does: over owner, words and UTC week when btree_gin
+/// is installed, over the words alone otherwise.
+pub const SEARCH_INDEX_DDL: &str = "DO $$ BEGIN \
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'btree_gin') THEN \
+        CREATE INDEX IF NOT EXISTS conversations_search_idx ON conversations USING gin ( \
+            owner, search, (date_trunc('week', created_at AT TIME ZONE 'UTC'))); \
+    ELSE \
+        CREATE INDEX IF NOT EXISTS conversations_search_idx ON conversations USING gin (search); \
+    END IF; END $$";
 
 /// Splits a migration file into statements at `;`, outside quotes, comments and dollar-quoted
 /// bodies. Statements that are only comments or blank are dropped.

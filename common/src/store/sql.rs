@@ -244,21 +244,13 @@ pub(crate) const THREAD_COLUMNS: &str = "t.id, t.title, t.turns, t.created_at, t
 /// `delete_thread`: a turn still running must not bring it back); whether there was one.
 pub(crate) const DELETE_THREAD: &str = "SELECT delete_thread($1::uuid, $2::text) AS deleted";
 
-/// The search query, around the rows it reads (`{source}`): the newest `$4` matches are the
-/// candidates, ranked; only the page's rows get a headline. The tsquery is written inline (not
-/// in a CTE) so that, with `plan_cache_mode = force_custom_plan` (set on every connection), the
-/// planner estimates the real match count: for a broad term it walks the `created_at` index
-/// newest first and stops after `$4` matches; for a rare one it reads the few GIN matches.
-/// `found` tells how many candidates there were.
+/// The search query, around its candidates (`{candidates}`: the newest `$4` matches of owner
+/// `$7` in the date range), which it ranks; only the page's rows get a headline. The tsquery is
+/// written inline (not in a CTE) so that, with `plan_cache_mode = force_custom_plan` (set on
+/// every connection), the planner estimates the real match count. `found` tells how many
+/// candidates there were.
 const SEARCH_TEMPLATE: &str = "\
-    WITH candidates AS ( \
-        SELECT c.id, c.created_at, c.search FROM {source} \
-        WHERE c.search @@ websearch_to_tsquery('{config}'::regconfig, $1::text) \
-          AND c.owner = $7::text \
-          AND ($2::timestamptz IS NULL OR c.created_at >= $2::timestamptz) \
-          AND ($3::timestamptz IS NULL OR c.created_at < $3::timestamptz) \
-        ORDER BY c.created_at DESC, c.id DESC \
-        LIMIT $4::int8), \
+    WITH candidates AS ({candidates}), \
     page AS ( \
         SELECT k.id, ts_rank(k.search, websearch_to_tsquery('{config}'::regconfig, $1::text)) AS rank \
         FROM candidates k \
@@ -274,9 +266,71 @@ const SEARCH_TEMPLATE: &str = "\
     FROM page JOIN conversations c ON c.id = page.id \
     ORDER BY page.rank DESC, c.created_at DESC, c.id DESC";
 
-/// The search over the whole table with text search configuration `config` (written into the
-/// SQL as a literal, so PostgreSQL computes the tsquery once, not once per row); the plan is
-/// PostgreSQL's choice.
+/// The matches of one UTC week (`w.week`), newest first, at most `$4`. Migration V16 indexes the
+/// week twice, and the planner picks by how common the words are: for a rare or middling term
+/// the GIN index (owner, words, week) gives this owner's matches of this week in one scan; for a
+/// broad one the btree (owner, week, created_at) is walked newest first and stops at the `$4`th
+/// match. (No `created_at` range here: the planner would AND the `created_at` index's bitmap of
+/// the whole week with the GIN's, a cost that grows with the table.)
+const WEEK_MATCHES: &str = "\
+    SELECT c.id, c.created_at, c.search FROM conversations c \
+    WHERE date_trunc('week', c.created_at AT TIME ZONE 'UTC') = w.week \
+      AND c.search @@ websearch_to_tsquery('{config}'::regconfig, $1::text) \
+      AND c.owner = $7::text \
+      AND ($2::timestamptz IS NULL OR c.created_at >= $2::timestamptz) \
+      AND ($3::timestamptz IS NULL OR c.created_at < $3::timestamptz) \
+    ORDER BY c.created_at DESC, c.id DESC \
+    LIMIT $4::int8";
+
+/// How many of the owner's newest weeks the search reads one by one before it reads the rest
+/// in one scan.
+pub(crate) const SEARCH_WEEKS: i32 = 8;
+
+/// The candidates: the owner's newest [`SEARCH_WEEKS`] weeks (from the week of the newest turn
+/// in the range) one at a time, newest first, then, only when they hold fewer than `$4`
+/// matches, everything older in one scan (for a rare term, one GIN scan instead of one a week).
+/// The heap rows read stay bounded whatever the table's size: a term common enough to have
+/// `$4` matches in eight weeks stops there; one that is not has at most about
+/// `$4 × weeks of history / 8` matches in all. (The older rows' bound is written so that no
+/// index can take it: the planner would AND the GIN's few matches with the `created_at` index's
+/// bitmap of most of the table. The weeks come out of `generate_series` newest
+/// first, the nested loop and the `UNION ALL` keep that order, and the outer LIMIT stops them.)
+const CANDIDATES_BY_WEEK: &str = "\
+    WITH newest AS (SELECT date_trunc('week', \
+        (SELECT n.created_at FROM conversations n WHERE n.owner = $7::text \
+            AND ($2::timestamptz IS NULL OR n.created_at >= $2::timestamptz) \
+            AND ($3::timestamptz IS NULL OR n.created_at < $3::timestamptz) \
+         ORDER BY n.created_at DESC, n.id DESC LIMIT 1) AT TIME ZONE 'UTC') AS week) \
+    (SELECT m.id, m.created_at, m.search \
+     FROM newest, generate_series(newest.week, newest.week - interval '{weeks} weeks', \
+         interval '-1 week') AS w(week) \
+     CROSS JOIN LATERAL ({week_matches}) m) \
+    UNION ALL \
+    (SELECT c.id, c.created_at, c.search FROM conversations c \
+     WHERE c.created_at + interval '0 s' \
+             < ((SELECT week FROM newest) - interval '{weeks} weeks') AT TIME ZONE 'UTC' \
+       AND c.search @@ websearch_to_tsquery('{config}'::regconfig, $1::text) \
+       AND c.owner = $7::text \
+       AND ($2::timestamptz IS NULL OR c.created_at >= $2::timestamptz) \
+     ORDER BY c.created_at DESC, c.id DESC \
+     LIMIT $4::int8) \
+    LIMIT $4::int8";
+
+/// The candidates among the newest `$8` rows of the owner in the range (the phrase window).
+const CANDIDATES_IN_WINDOW: &str = "\
+    SELECT c.id, c.created_at, c.search FROM \
+        (SELECT id, owner, created_at, search FROM conversations \
+         WHERE owner = $7::text \
+           AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz) \
+           AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz) \
+         ORDER BY created_at DESC, id DESC LIMIT $8::int8) c \
+    WHERE c.search @@ websearch_to_tsquery('{config}'::regconfig, $1::text) \
+    ORDER BY c.created_at DESC, c.id DESC \
+    LIMIT $4::int8";
+
+/// The search over every week of the owner's turns with text search configuration `config`
+/// (written into the SQL as a literal, so PostgreSQL computes the tsquery once, not once per
+/// row).
 pub fn search_sql(config: &str) -> String {
     search_template(config, false).replace("{columns}", &columns())
 }
@@ -290,23 +344,18 @@ pub fn search_window_sql(config: &str) -> String {
     search_template(config, true).replace("{columns}", &columns())
 }
 
-/// The search over the whole table, or over the phrase window (`window`), with its selected
-/// columns left as `{columns}` for the backend to fill in.
+/// The search by week, or over the phrase window (`window`), with its selected columns left as
+/// `{columns}` for the backend to fill in.
 pub(crate) fn search_template(config: &str, window: bool) -> String {
-    if !window {
-        return SEARCH_TEMPLATE
-            .replace("{source}", "conversations c")
-            .replace("{config}", config);
-    }
+    let candidates = if window {
+        CANDIDATES_IN_WINDOW.to_owned()
+    } else {
+        CANDIDATES_BY_WEEK
+            .replace("{week_matches}", WEEK_MATCHES)
+            .replace("{weeks}", &(SEARCH_WEEKS - 1).to_string())
+    };
     SEARCH_TEMPLATE
-        .replace(
-            "{source}",
-            "(SELECT id, owner, created_at, search FROM conversations \
-              WHERE owner = $7::text \
-                AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz) \
-                AND ($3::timestamptz IS NULL OR created_at < $3::timestamptz) \
-              ORDER BY created_at DESC, id DESC LIMIT $8::int8) c",
-        )
+        .replace("{candidates}", &candidates)
         .replace("{config}", config)
 }
 

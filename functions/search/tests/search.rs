@@ -317,6 +317,21 @@ async fn a_rare_term_is_found_through_the_gin_index() {
     let db = TestDb::new().await;
     testkit::seed(&db, 5_000, 1).await;
     save(&db, &[("quokka facts", "")]).await;
+    // As a table in use: ten weeks of turns, vacuumed and analyzed (as autovacuum does).
+    db.client()
+        .await
+        .batch_execute(
+            "UPDATE conversations SET created_at = now() - (n % 70) * interval '1 day' \
+             FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM conversations) r \
+             WHERE r.id = conversations.id",
+        )
+        .await
+        .unwrap();
+    db.client()
+        .await
+        .batch_execute("VACUUM ANALYZE conversations")
+        .await
+        .unwrap();
     let plan = db
         .explain(
             &common::store::search_sql("english"),
@@ -361,4 +376,74 @@ async fn changing_search_config_rebuilds_the_column_and_search_follows_it() {
 fn app_with(db: &TestDb, config: &str) -> axum::Router {
     let store = Arc::new(db.store().with_search_config(config));
     search::router(store.clone(), 1000, store.clone(), Auth::off(store))
+}
+
+/// The candidates are the newest matches across weeks (the search reads a week at a time,
+/// newest first, and skips weeks without a match), within `from`/`to`, on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_are_the_newest_matches_across_weeks_on_both_backends() {
+    use common::store::SearchQuery;
+    let db = TestDb::new().await;
+    let store = db.store();
+    let now = now_micros();
+    let days = |d: u64| now - Duration::from_secs(86_400 * d);
+    for (ago, prompt) in [
+        (70, "plum seventy"),
+        (63, "pear sixty-three"),
+        (22, "plum twenty-two"),
+        (21, "plum twenty-one"),
+        (20, "pear twenty"),
+        (1, "plum one"),
+    ] {
+        let mut c = Conversation::start("local", prompt.to_owned(), "offline", "m");
+        c.status = Status::Complete;
+        c.created_at = days(ago);
+        c.updated_at = c.created_at;
+        store.finish(&c).await.unwrap();
+    }
+    let mut other = Conversation::start("someone", "plum elsewhere".to_owned(), "offline", "m");
+    other.status = Status::Complete;
+    store.finish(&other).await.unwrap();
+    let api = testkit::data_api::DataApi::start(&testkit::admin_url()).await;
+    for endpoint in [None, Some(api.endpoint.as_str())] {
+        let backend = db.backend(endpoint, &[]);
+        let found = |candidates: i64, from: Option<u64>, to: Option<u64>| {
+            let backend = backend.clone();
+            async move {
+                let query = SearchQuery {
+                    text: "plum".into(),
+                    from: from.map(days),
+                    to: to.map(days),
+                    limit: 20,
+                    offset: 0,
+                    candidates,
+                };
+                let hits = backend.search("local", &query).await.unwrap().items;
+                hits.into_iter()
+                    .map(|h| h.conversation.prompt)
+                    .collect::<Vec<_>>()
+            }
+        };
+        // Equal ranks come newest first.
+        assert_eq!(
+            found(3, None, None).await,
+            ["plum one", "plum twenty-one", "plum twenty-two"],
+            "{endpoint:?}"
+        );
+        assert_eq!(found(1000, None, None).await.len(), 4, "{endpoint:?}");
+        assert_eq!(
+            found(2, None, Some(2)).await,
+            ["plum twenty-one", "plum twenty-two"],
+            "{endpoint:?}"
+        );
+        assert_eq!(
+            found(1000, Some(65), Some(21)).await,
+            ["plum twenty-two"],
+            "{endpoint:?}"
+        );
+        assert!(
+            found(1000, Some(19), Some(2)).await.is_empty(),
+            "{endpoint:?}"
+        );
+    }
 }
