@@ -19,7 +19,7 @@ use futures_util::SinkExt;
 use time::OffsetDateTime;
 
 use crate::history_bench::time;
-use crate::search_bench::{connect, with_db};
+use crate::search_bench::{bench_settings, connect, with_db};
 use crate::stats::{ms, percentile, table};
 
 const RUNS: usize = 100;
@@ -217,15 +217,7 @@ async fn database(rows: usize) -> anyhow::Result<(String, common::Settings, Opti
     let name = format!("llm_stream_scale_{rows}");
     let admin = testkit::admin_url();
     let url = with_db(&admin, &name);
-    let settings = common::Settings::from_source(
-        &[
-            ("DATABASE_URL", url.as_str()),
-            ("DB_STATEMENT_TIMEOUT_MS", "60000"),
-            ("AUTH", "off"),
-        ]
-        .into_iter()
-        .collect::<std::collections::HashMap<_, _>>(),
-    )?;
+    let settings = bench_settings(&url, "60000")?;
     let migrate = || async {
         let store = common::store::PgStore::from_settings(&settings)?;
         common::db::migrate(store.pool(), "english").await?;

@@ -183,6 +183,20 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// The service's settings for a bench database at `url`: no auth, statements cut at
+/// `statement_timeout_ms`.
+pub fn bench_settings(url: &str, statement_timeout_ms: &str) -> anyhow::Result<common::Settings> {
+    Ok(common::Settings::from_source(
+        &[
+            ("DATABASE_URL", url),
+            ("DB_STATEMENT_TIMEOUT_MS", statement_timeout_ms),
+            ("AUTH", "off"),
+        ]
+        .into_iter()
+        .collect::<std::collections::HashMap<_, _>>(),
+    )?)
+}
+
 /// `url` with its database name replaced by `db`.
 pub fn with_db(url: &str, db: &str) -> String {
     let (base, query) = url
@@ -280,15 +294,7 @@ pub async fn bench_db(rows: usize) -> anyhow::Result<(String, common::Settings)>
             .await?;
     }
     let url = with_db(&admin, DB);
-    let settings = common::Settings::from_source(
-        &[
-            ("DATABASE_URL", url.as_str()),
-            ("DB_STATEMENT_TIMEOUT_MS", "30000"),
-            ("AUTH", "off"),
-        ]
-        .into_iter()
-        .collect::<std::collections::HashMap<_, _>>(),
-    )?;
+    let settings = bench_settings(&url, "30000")?;
     let store = common::store::PgStore::from_settings(&settings)?;
     common::db::migrate(store.pool(), "english").await?;
     load(&url, rows).await?;
