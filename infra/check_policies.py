@@ -7,7 +7,8 @@ profiles its routes name (BedrockRouteModels, BedrockRouteProfileArns); no secre
 OpenAI key readable by the stream function alone; a rule refusing AuthMode=off with a public
 function URL; the purge schedule's role may invoke the migrate function and nothing else; every
 route of the service (openapi.json) reaches a function (through the HTTP API, or the stream
-function's URL for the streaming paths). Run by infra/check-template.sh."""
+function's URL for the streaming paths); the stream function may invoke itself (background
+responses) and no other function. Run by infra/check-template.sh."""
 
 import json
 import sys
@@ -136,13 +137,30 @@ def schedule_checks(template):
     return problems
 
 
+def self_invoke_checks(template):
+    """The stream function may invoke itself (background responses), and nothing else."""
+    policy = template["Resources"].get("StreamSelfInvokePolicy")
+    if policy is None:
+        return ["no StreamSelfInvokePolicy: background responses would never run in AWS"]
+    problems = []
+    props = policy["Properties"]
+    if props.get("Roles") != [{"Ref": "StreamFunctionRole"}]:
+        problems.append(f"StreamSelfInvokePolicy is attached to {props.get('Roles')}")
+    for st, _ in statements(props.get("PolicyDocument", {})):
+        if as_list(st.get("Action")) != ["lambda:InvokeFunction"]:
+            problems.append(f"StreamSelfInvokePolicy allows {st.get('Action')}")
+        if as_list(st.get("Resource")) != [{"Fn::GetAtt": ["StreamFunction", "Arn"]}]:
+            problems.append(f"StreamSelfInvokePolicy acts on {st.get('Resource')}")
+    return problems
+
+
 def main():
     template, matches = decode("template.yaml")
     if matches:
         sys.exit(f"template.yaml does not parse: {matches}")
     with open("template.yaml", encoding="utf-8") as f:
         problems = secret_checks(template, f.read())
-    problems += route_checks(template) + schedule_checks(template)
+    problems += route_checks(template) + schedule_checks(template) + self_invoke_checks(template)
     bedrock = []
     for name, res in template["Resources"].items():
         if res.get("Type") != "AWS::Serverless::Function":
@@ -184,7 +202,8 @@ def main():
           "function, only with LlmProvider=bedrock (its model) or LlmConfig (its routes' models "
           "and profiles); no secret resolved by the "
           "template, each read only where it is needed; no keyless public URL; the purge "
-          "schedule invokes only the migrate function; every route reaches a function")
+          "schedule invokes only the migrate function; the stream function invokes only "
+          "itself; every route reaches a function")
 
 
 if __name__ == "__main__":

@@ -161,6 +161,12 @@ pub async fn openai_errors(
 }
 
 /// The deadline of the Lambda invocation a request belongs to (none outside Lambda).
+/// Whether the request came through the Lambda runtime (whose process may be frozen as soon as
+/// the response is complete).
+pub fn in_lambda(extensions: &axum::http::Extensions) -> bool {
+    extensions.get::<lambda_http::Context>().is_some()
+}
+
 pub fn lambda_deadline(extensions: &axum::http::Extensions) -> Option<std::time::SystemTime> {
     extensions
         .get::<lambda_http::Context>()

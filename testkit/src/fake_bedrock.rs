@@ -169,7 +169,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(why) = check_signature(&uri, &headers, &body) {
+    if let Err(why) = check_signature("bedrock", &uri, &headers, &body) {
         shared.refused.lock().unwrap().push(why.clone());
         return error(StatusCode::FORBIDDEN, "InvalidSignatureException", &why);
     }
@@ -298,9 +298,15 @@ fn frame(event: &Event) -> Bytes {
     Bytes::from(out)
 }
 
-/// Recomputes the request's SigV4 signature (service `bedrock`, [`REGION`], the test
-/// credentials, the headers it says it signed, its body) and compares it with the one sent.
-fn check_signature(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+/// Recomputes the request's SigV4 signature (for `service`, [`REGION`], the test credentials
+/// ([`ACCESS_KEY_ID`], [`SECRET_ACCESS_KEY`], [`SESSION_TOKEN`]), the headers it says it
+/// signed, its body) and compares it with the one sent.
+pub fn check_signature(
+    service: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     let auth = headers
         .get("authorization")
@@ -319,10 +325,9 @@ fn check_signature(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), St
     let signed = field("SignedHeaders=")?;
     let signature = field("Signature=")?;
     let scope: Vec<&str> = credential.split('/').collect();
-    if scope.len() != 5 || scope[0] != ACCESS_KEY_ID || scope[2] != REGION || scope[3] != "bedrock"
-    {
+    if scope.len() != 5 || scope[0] != ACCESS_KEY_ID || scope[2] != REGION || scope[3] != service {
         return Err(format!(
-            "credential scope {credential}: expected {ACCESS_KEY_ID}/<date>/{REGION}/bedrock/aws4_request"
+            "credential scope {credential}: expected {ACCESS_KEY_ID}/<date>/{REGION}/{service}/aws4_request"
         ));
     }
     let date = headers
@@ -357,7 +362,7 @@ fn check_signature(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), St
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(REGION)
-        .name("bedrock")
+        .name(service)
         .time(at.into())
         .settings(SigningSettings::default())
         .build()
@@ -381,7 +386,7 @@ fn check_signature(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), St
     } else {
         Err(format!(
             "signature mismatch (headers signed: {signed}): the request was not signed for \
-             bedrock in {REGION} with the test credentials"
+             {service} in {REGION} with the test credentials"
         ))
     }
 }

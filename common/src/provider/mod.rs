@@ -109,11 +109,12 @@ pub struct Message {
     /// A participant's name, as OpenAI's API takes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// An assistant message's calls.
+    /// An assistant message's calls (written in OpenAI's shape; read in it or as stored).
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        serialize_with = "openai_calls"
+        serialize_with = "openai_calls",
+        deserialize_with = "either_calls"
     )]
     pub tool_calls: Vec<ToolCall>,
     /// A tool message's call.
@@ -123,6 +124,34 @@ pub struct Message {
 
 fn openai_calls<S: serde::Serializer>(calls: &[ToolCall], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(calls.iter().map(ToolCall::to_openai))
+}
+
+/// Calls in OpenAI's shape (`{"id", "type", "function": {"name", "arguments"}}`, as
+/// [`openai_calls`] writes them) or as stored (`{"id", "name", "arguments"}`).
+fn either_calls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ToolCall>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Function {
+        name: String,
+        arguments: String,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        OpenAi { id: String, function: Function },
+        Stored(ToolCall),
+    }
+    let calls: Vec<Either> = serde::Deserialize::deserialize(d)?;
+    Ok(calls
+        .into_iter()
+        .map(|c| match c {
+            Either::OpenAi { id, function } => ToolCall {
+                id,
+                name: function.name,
+                arguments: function.arguments,
+            },
+            Either::Stored(call) => call,
+        })
+        .collect())
 }
 
 impl Message {
@@ -138,8 +167,9 @@ impl Message {
 }
 
 /// What to generate: the messages in order (the system message first when there is one, the
-/// turns of the conversation, the new user message last).
-#[derive(Debug, Clone, PartialEq)]
+/// turns of the conversation, the new user message last). As JSON it is what a background
+/// response's generation is queued with (see `responses::background` in the stream function).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CompletionRequest {
     pub messages: Vec<Message>,
     pub model: String,
@@ -156,6 +186,7 @@ pub struct CompletionRequest {
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
     /// Where a routed provider notes every target it tries (see [`router`]).
+    #[serde(skip)]
     pub attempts: Attempts,
 }
 

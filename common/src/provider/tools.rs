@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A function the model may call (`{"type": "function", "function": {...}}` on the wire).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tool {
     pub name: String,
     pub description: Option<String>,
@@ -19,7 +19,7 @@ pub struct Tool {
 }
 
 /// Whether and which tool the model must call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToolChoice {
     None,
     Auto,

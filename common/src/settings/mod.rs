@@ -166,6 +166,40 @@ pub struct StreamSettings {
     /// `SHUTDOWN_GRACE_MS`: on SIGTERM or Ctrl-C, how long running answers may go on before
     /// they are stopped and saved as they are, with error `shutdown` (default 8000).
     pub shutdown_grace: Duration,
+    /// In Lambda: how the function invokes itself to run a background response (`None`
+    /// outside Lambda, where a task of the process runs it).
+    pub self_invoke: Option<SelfInvoke>,
+}
+
+/// What a Lambda function needs to invoke itself asynchronously (a background response): what
+/// Lambda puts in every function's environment, `AWS_LAMBDA_FUNCTION_NAME`, `AWS_REGION` and
+/// the credentials, and `AWS_ENDPOINT_URL_LAMBDA` (or `AWS_ENDPOINT_URL`) for another Invoke
+/// API, such as `cargo lambda watch`'s.
+#[derive(Debug, Clone)]
+pub struct SelfInvoke {
+    pub function_name: String,
+    pub region: String,
+    /// Default: `https://lambda.{region}.amazonaws.com`.
+    pub endpoint_url: String,
+    pub credentials: AwsCredentials,
+}
+
+/// [`SelfInvoke`] when this process is a Lambda function (`AWS_LAMBDA_RUNTIME_API` is set) whose
+/// environment names it whole; else `None` (a background response is then refused in Lambda).
+fn self_invoke(env: &dyn Env) -> Option<SelfInvoke> {
+    env.var("AWS_LAMBDA_RUNTIME_API")?;
+    let region = env
+        .var("AWS_REGION")
+        .or_else(|| env.var("AWS_DEFAULT_REGION"))?;
+    Some(SelfInvoke {
+        function_name: env.var("AWS_LAMBDA_FUNCTION_NAME")?,
+        endpoint_url: env
+            .var("AWS_ENDPOINT_URL_LAMBDA")
+            .or_else(|| env.var("AWS_ENDPOINT_URL"))
+            .unwrap_or_else(|| format!("https://lambda.{region}.amazonaws.com")),
+        region,
+        credentials: aws_credentials(env, "a background response in Lambda").ok()?,
+    })
 }
 
 /// `AUTH`: `required` (the default) or `off`.
@@ -309,6 +343,7 @@ fn stream_settings(env: &dyn Env) -> Result<StreamSettings, SettingsError> {
         max_context_chars: parse(env, "MAX_CONTEXT_CHARS", 200_000usize)?,
         resume_poll: millis(env, "RESUME_POLL_MS", 250)?,
         shutdown_grace: millis(env, "SHUTDOWN_GRACE_MS", 8000)?,
+        self_invoke: self_invoke(env),
     })
 }
 

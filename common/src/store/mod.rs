@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::domain::Conversation;
 use crate::error::StoreError;
 
+mod background;
 mod dataapi;
 pub mod db;
 mod delete;
@@ -21,6 +22,7 @@ mod sql;
 
 use std::sync::Arc;
 
+pub use background::{BackgroundRuns, TakenRun};
 pub use dataapi::{DataApiStore, PIECE_CHARS, TEXT_BUDGET_BYTES};
 pub use health::CachedHealth;
 pub use lifecycle::Lifecycle;
@@ -409,6 +411,7 @@ pub trait ConversationWrite:
     + ConversationGet
     + Spend
     + TurnDelete
+    + BackgroundRuns
 {
 }
 
@@ -420,6 +423,7 @@ impl<T> ConversationWrite for T where
         + ConversationGet
         + Spend
         + TurnDelete
+        + BackgroundRuns
 {
 }
 

@@ -53,6 +53,23 @@ pub fn router(
     health: Arc<dyn HealthCheck>,
     auth: Auth,
 ) -> Router {
+    let internal = internal_routes(state.clone());
     let api = routes(state).merge(export::routes(export));
-    with_fallbacks(protect(api, auth).merge(health_router(health)))
+    with_fallbacks(
+        protect(api, auth)
+            .merge(health_router(health))
+            .merge(internal),
+    )
+}
+
+/// The route a Lambda invocation of this function calls to generate a background response
+/// (see [`responses::background`]): outside the key check, since its one-time token is its
+/// authentication.
+pub fn internal_routes(state: StreamState) -> Router {
+    Router::new()
+        .route(
+            responses::background::RUN_PATH,
+            post(responses::background::run_queued),
+        )
+        .with_state(state)
 }

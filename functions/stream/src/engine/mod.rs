@@ -81,6 +81,9 @@ pub struct StreamState {
     pub prices: Arc<common::spend::Prices>,
     /// When a limited key's reservation counts as its process's death.
     pub spend: SpendTimes,
+    /// In Lambda: how a background response's generation is handed to another invocation
+    /// of this function (see [`crate::responses::background`]).
+    pub self_invoke: Option<Arc<crate::responses::background::Invoker>>,
 }
 
 /// When a reservation is settled as dead: after `stale` without a heartbeat of its turn (five
@@ -122,6 +125,11 @@ impl StreamState {
                 stale: common::store::heartbeat_stale(settings),
                 lease: common::store::stale_after(settings),
             },
+            self_invoke: settings
+                .stream
+                .self_invoke
+                .as_ref()
+                .map(|s| Arc::new(crate::responses::background::Invoker::new(s))),
         })
     }
 
@@ -149,9 +157,11 @@ impl StreamState {
 }
 
 /// What a handler keeps of its request once the body is read: the connection (to close it when
-/// the client lags) and the Lambda invocation's deadline.
+/// the client lags), whether it came through the Lambda runtime, and the Lambda invocation's
+/// deadline.
 pub struct RequestParts {
     pub conn: Option<common::http::ConnHandle>,
+    pub in_lambda: bool,
     pub lambda_deadline: Option<std::time::SystemTime>,
 }
 
@@ -162,6 +172,7 @@ impl RequestParts {
                 .extensions()
                 .get::<axum::extract::ConnectInfo<common::http::ConnHandle>>()
                 .map(|c| c.0.clone()),
+            in_lambda: common::http::in_lambda(request.extensions()),
             lambda_deadline: common::http::lambda_deadline(request.extensions()),
         }
     }

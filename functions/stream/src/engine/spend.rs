@@ -13,7 +13,7 @@ use common::{ApiError, Conversation};
 use super::StreamState;
 
 /// What a turn was reserved at.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Held {
     pub prompt_bound: i64,
     pub output_cap: i64,

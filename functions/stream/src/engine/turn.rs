@@ -504,6 +504,11 @@ impl Drop for ReaderGuard {
 }
 
 impl Reader {
+    /// Marks a reader that will read nothing (a background response's creator) as gone, quietly.
+    pub fn detach(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+    }
+
     /// Counts `text_bytes` of text and `frame_bytes` of response as taken.
     pub fn took(&self, text_bytes: usize, frame_bytes: usize) {
         self.taken.fetch_add(text_bytes as u64, Ordering::SeqCst);

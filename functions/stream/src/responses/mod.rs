@@ -6,6 +6,7 @@
 //! searchable, in its thread (`previous_response_id` continues the chain `previous_id` does),
 //! under the same guardrails, budgets and routing.
 
+pub mod background;
 pub mod request;
 pub mod schema;
 pub mod wire;
@@ -91,6 +92,12 @@ pub async fn create(
     let parts = RequestParts::of(&request);
     let body = crate::body::read_body(request, state.limits.max_body_bytes).await?;
     let mut req = CreateRequest::parse(&body, state.limits.max_prompt_chars)?;
+    // In Lambda, another invocation generates a background response (see `background`).
+    let invoker = match (req.background, parts.in_lambda, &state.self_invoke) {
+        (true, true, None) => return Err(background::unavailable()),
+        (true, true, Some(invoker)) => Some(invoker.clone()),
+        _ => None,
+    };
     // The tools move into the provider's request; the turn keeps their names.
     let tools = std::mem::take(&mut req.chat.tools);
     let tool_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
@@ -161,8 +168,13 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     };
     let head = wire::response(&conversation, &req.echo, None);
-    let base = conversation.clone();
     let id = conversation.id;
+    if let Some(invoker) = invoker {
+        let c = conversation;
+        background::queue(&state, &invoker, c, completion, held, req.store, request_id).await?;
+        return Ok(with_turn_id(Json(head).into_response(), id));
+    }
+    let base = conversation.clone();
     let mut run = begin(
         &state,
         conversation,
@@ -177,6 +189,9 @@ pub async fn create(
     } else {
         StatusRule::AtEnd(failure_status)
     };
+    if req.background {
+        run.client.detach();
+    }
     let items: Items = Box::pin(run.turn.follow(
         run.client.clone(),
         View::Raw,
@@ -184,15 +199,7 @@ pub async fn create(
         state.limits.keepalive_interval,
     ));
     let turn = run.turn.clone();
-    let (st, owner_name, store) = (state.clone(), owner.0.clone(), req.store);
-    tokio::spawn(async move {
-        crate::engine::run::run(st.clone(), run, completion).await;
-        // `store: false`: the turn lived while it ran (resume and cancel worked); now it goes.
-        if !store && let Err(e) = st.store.delete_turn(&owner_name, id).await {
-            tracing::warn!(%id, error = %common::error::error_chain(&e),
-                "could not delete a response made with store: false");
-        }
-    });
+    background::detach(state.clone(), run, completion, req.store);
     let mut response = if req.background {
         Json(head).into_response()
     } else if req.stream {
@@ -237,10 +244,15 @@ pub async fn create(
     response
         .extensions_mut()
         .insert(common::telemetry::LogsItself);
+    Ok(with_turn_id(response, id))
+}
+
+/// `response` with the turn's id in `x-conversation-id`.
+fn with_turn_id(mut response: Response, id: Uuid) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert("x-conversation-id", v);
     }
-    Ok(response)
+    response
 }
 
 /// The turn as it ended: its stored record (the final event comes after the save), or, when
