@@ -98,69 +98,7 @@ pub async fn create(
         (true, true, Some(invoker)) => Some(invoker.clone()),
         _ => None,
     };
-    // The tools move into the provider's request; the turn keeps their names.
-    let tools = std::mem::take(&mut req.chat.tools);
-    let tool_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
-    let chat = &req.chat;
-    if state.model(Some(&chat.model)).is_err() {
-        return Err(crate::openai::model_not_found(&chat.model));
-    }
-    let mut completion = CompletionRequest {
-        messages: chat.messages.clone(),
-        model: chat.model.clone(),
-        max_tokens: chat.max_tokens,
-        temperature: chat.temperature,
-        top_p: chat.top_p,
-        stop: chat.stop.clone(),
-        extra: chat.extra.clone(),
-        tools,
-        tool_choice: chat.tool_choice.clone(),
-        attempts: Default::default(),
-    };
-    if let Some(param) = state.provider.unsupported(&completion) {
-        return Err(crate::openai::unsupported_by_provider(&param));
-    }
-    // The chain it continues, without its instructions (a response has only its own).
-    let ctx = context::load(
-        state.store.as_ref(),
-        &owner.0,
-        "",
-        None,
-        req.previous,
-        state.limits.max_context_chars,
-    )
-    .await
-    .map_err(|e| match e {
-        ApiError::NotFound(_) => V1Error(
-            StatusCode::NOT_FOUND,
-            OpenAiError::new(
-                "invalid_request_error",
-                "previous_response_not_found",
-                "previous_response_id names no response of yours",
-                Some("previous_response_id"),
-            ),
-        ),
-        e => e.into(),
-    })?;
-    let mut messages = ctx.messages.clone();
-    messages.pop();
-    messages.retain(|m| m.role != Role::System);
-    messages.extend(chat.messages.iter().cloned());
-    completion.messages = messages;
-    let prompt = chat.prompt();
-    let mut conversation =
-        Conversation::start(&owner.0, prompt.clone(), state.provider.name(), &chat.model);
-    place(&mut conversation, &ctx);
-    conversation.system = req.instructions.clone();
-    let (prompt_parts, earlier) = chat.stored();
-    conversation.messages = Some(Value::Array(earlier));
-    conversation.prompt_parts = prompt_parts.map(Value::Array);
-    if !tool_names.is_empty() {
-        conversation.tools = Some(tool_names);
-    }
-    if let Some(flag) = state.guard.check_prompt(&prompt) {
-        return Err(blocked(&state, conversation, flag).await.into());
-    }
+    let (mut conversation, mut completion) = prepare(&state, &owner.0, &mut req).await?;
     let key = key.map(|k| k.0);
     let held = match spend::admit(&state, key.as_ref(), &mut conversation, &mut completion).await {
         Ok(held) => held,
@@ -220,31 +158,117 @@ pub async fn create(
             ),
         }
     } else {
-        let mut items = items;
-        let mut text = String::new();
-        let mut end = None;
-        while let Some(Ok(item)) = items.next().await {
-            match item {
-                Item::Delta { text: t, .. } => text.push_str(&t),
-                Item::Final(e) => {
-                    end = Some(e);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        match end {
-            Some(StreamEvent::Error(f)) if text.is_empty() => failed(&f, turn.refusal()),
-            _ => {
-                let c = ended(&state, &owner.0, &base, end.as_ref(), &text).await;
-                Json(wire::response(&c, &req.echo, None)).into_response()
-            }
-        }
+        whole(&state, &owner.0, &base, &req.echo, &turn, items).await
     };
     response
         .extensions_mut()
         .insert(common::telemetry::LogsItself);
     Ok(with_turn_id(response, id))
+}
+
+/// A create call's turn as it starts and its provider request: the model checked, the chain it
+/// continues loaded (without its instructions: a response has only its own), the prompt past
+/// the guardrails (a refused one is recorded as `blocked`).
+async fn prepare(
+    state: &StreamState,
+    owner: &str,
+    req: &mut CreateRequest,
+) -> Result<(Conversation, CompletionRequest), V1Error> {
+    // The tools move into the provider's request; the turn keeps their names.
+    let tools = std::mem::take(&mut req.chat.tools);
+    let tool_names: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
+    let chat = &req.chat;
+    if state.model(Some(&chat.model)).is_err() {
+        return Err(crate::openai::model_not_found(&chat.model));
+    }
+    let mut completion = CompletionRequest {
+        messages: chat.messages.clone(),
+        model: chat.model.clone(),
+        max_tokens: chat.max_tokens,
+        temperature: chat.temperature,
+        top_p: chat.top_p,
+        stop: chat.stop.clone(),
+        extra: chat.extra.clone(),
+        tools,
+        tool_choice: chat.tool_choice.clone(),
+        attempts: Default::default(),
+    };
+    if let Some(param) = state.provider.unsupported(&completion) {
+        return Err(crate::openai::unsupported_by_provider(&param));
+    }
+    // The chain it continues, without its instructions (a response has only its own).
+    let ctx = context::load(
+        state.store.as_ref(),
+        owner,
+        "",
+        None,
+        req.previous,
+        state.limits.max_context_chars,
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::NotFound(_) => V1Error(
+            StatusCode::NOT_FOUND,
+            OpenAiError::new(
+                "invalid_request_error",
+                "previous_response_not_found",
+                "previous_response_id names no response of yours",
+                Some("previous_response_id"),
+            ),
+        ),
+        e => e.into(),
+    })?;
+    let mut messages = ctx.messages.clone();
+    messages.pop();
+    messages.retain(|m| m.role != Role::System);
+    messages.extend(chat.messages.iter().cloned());
+    completion.messages = messages;
+    let prompt = chat.prompt();
+    let mut conversation =
+        Conversation::start(owner, prompt.clone(), state.provider.name(), &chat.model);
+    place(&mut conversation, &ctx);
+    conversation.system = req.instructions.clone();
+    let (prompt_parts, earlier) = chat.stored();
+    conversation.messages = Some(Value::Array(earlier));
+    conversation.prompt_parts = prompt_parts.map(Value::Array);
+    if !tool_names.is_empty() {
+        conversation.tools = Some(tool_names);
+    }
+    if let Some(flag) = state.guard.check_prompt(&prompt) {
+        return Err(blocked(state, conversation, flag).await.into());
+    }
+    Ok((conversation, completion))
+}
+
+/// The response of a create call without streaming: once the turn has ended, as it ended, or
+/// the error of a turn that failed before any text.
+async fn whole(
+    state: &StreamState,
+    owner: &str,
+    base: &Conversation,
+    echo: &Echo,
+    turn: &crate::engine::turn::LiveTurn,
+    mut items: Items,
+) -> Response {
+    let mut text = String::new();
+    let mut end = None;
+    while let Some(Ok(item)) = items.next().await {
+        match item {
+            Item::Delta { text: t, .. } => text.push_str(&t),
+            Item::Final(e) => {
+                end = Some(e);
+                break;
+            }
+            _ => {}
+        }
+    }
+    match end {
+        Some(StreamEvent::Error(f)) if text.is_empty() => failed(&f, turn.refusal()),
+        _ => {
+            let c = ended(state, owner, base, end.as_ref(), &text).await;
+            Json(wire::response(&c, echo, None)).into_response()
+        }
+    }
 }
 
 /// `response` with the turn's id in `x-conversation-id`.
