@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/llm-stream/target
 VENV := $(CURDIR)/.venv
 
-.PHONY: deploy openapi dev test migrate replay key keys revoke local check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-scale bench-history bench-stream bench-spend bench-responses bench-faults bench-resume screenshots
+.PHONY: deploy openapi dev test migrate replay key keys revoke local check-template load lambda-watch tools fmt lint pg-stop bench bench-functions bench-search bench-scale bench-history bench-stream bench-spend bench-responses bench-faults bench-resume bench-instructions screenshots
 
 ## make dev: find or start PostgreSQL, migrate, serve every route on :3000 (offline provider)
 dev:
@@ -107,6 +107,10 @@ bench-resume:
 bench-stream:
 	@cargo build -q --release -p bench && TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off \
 	  $(CARGO_TARGET_DIR)/release/bench stream
+
+## make bench-instructions: instructions per streamed /v1 call, plain and with tools (callgrind: no timing noise)
+bench-instructions:
+	@cargo build -q --release -p local && bench/instructions.sh
 
 ## make bench-responses: /v1/responses beside /v1/chat/completions, streamed
 bench-responses:

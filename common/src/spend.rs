@@ -300,10 +300,7 @@ pub fn prompt_bound(request: &CompletionRequest) -> u64 {
     for t in &request.tools {
         bytes += t.name.len() as u64;
         bytes += t.description.as_ref().map_or(0, |d| d.len() as u64);
-        bytes += t
-            .parameters
-            .as_ref()
-            .map_or(0, |p| p.to_string().len() as u64);
+        bytes += t.parameters.as_ref().map_or(0, |p| p.get().len() as u64);
     }
     let messages = request.messages.len() as u64 + 1;
     bytes + images * IMAGE_TOKENS + messages * MESSAGE_OVERHEAD_TOKENS

@@ -352,14 +352,19 @@ fn answer_tool(request: &CompletionRequest) -> Option<super::Tool> {
                     .get("description")
                     .and_then(|d| d.as_str())
                     .map(str::to_owned),
-                parameters: spec.get("schema").filter(|s| s.is_object()).cloned(),
+                parameters: spec
+                    .get("schema")
+                    .filter(|s| s.is_object())
+                    .map(super::RawJson::from_value),
                 strict: None,
             })
         }
         "json_object" => Some(super::Tool {
             name: "json_object".into(),
             description: Some("The answer, as a JSON object".into()),
-            parameters: Some(serde_json::json!({"type": "object"})),
+            parameters: Some(super::RawJson::from_value(
+                &serde_json::json!({"type": "object"}),
+            )),
             strict: None,
         }),
         _ => None,
@@ -384,10 +389,10 @@ fn tool_config(tools: &[super::Tool], choice: Option<&ToolChoice>) -> Option<Too
     let specs = tools
         .iter()
         .filter_map(|t| {
-            let schema = t
-                .parameters
-                .clone()
-                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+            let schema = t.parameters.as_ref().map_or_else(
+                || serde_json::json!({"type": "object", "properties": {}}),
+                super::RawJson::value,
+            );
             ToolSpecification::builder()
                 .name(&t.name)
                 .set_description(t.description.clone())

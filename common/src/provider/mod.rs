@@ -20,7 +20,7 @@ pub mod tools;
 
 pub use offline::OfflineProvider;
 pub use openai::{OpenAiProvider, parse_chunk};
-pub use tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};
+pub use tools::{RawJson, Tool, ToolCall, ToolCallDelta, ToolChoice};
 
 /// Who says a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

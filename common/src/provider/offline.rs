@@ -181,7 +181,10 @@ fn tool_calls(request: &CompletionRequest, prompt: &str) -> Vec<Chunk> {
     let mut out = Vec::new();
     for (i, tool) in chosen.into_iter().enumerate() {
         let index = i as u32;
-        let schema = tool.parameters.clone().unwrap_or(Value::Null);
+        let schema = tool
+            .parameters
+            .as_ref()
+            .map_or(Value::Null, super::RawJson::value);
         let args = example(&schema, &schema, prompt, 0).to_string();
         let cut = args
             .char_indices()
@@ -371,9 +374,11 @@ mod tool_tests {
         Tool {
             name: "get_weather".into(),
             description: None,
-            parameters: Some(json!({"type": "object",
+            parameters: Some(crate::provider::RawJson::from_value(
+                &json!({"type": "object",
                 "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-                "required": ["city", "days"]})),
+                "required": ["city", "days"]}),
+            )),
             strict: None,
         }
     }

@@ -196,7 +196,7 @@ struct WireFunctionDef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<&'a serde_json::Value>,
+    parameters: Option<&'a serde_json::value::RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     strict: Option<bool>,
 }
@@ -208,7 +208,7 @@ impl<'a> WireTool<'a> {
             function: WireFunctionDef {
                 name: &t.name,
                 description: t.description.as_deref(),
-                parameters: t.parameters.as_ref(),
+                parameters: t.parameters.as_ref().map(super::RawJson::raw),
                 strict: t.strict,
             },
         }

@@ -13,9 +13,59 @@ use serde_json::Value;
 pub struct Tool {
     pub name: String,
     pub description: Option<String>,
-    /// The JSON schema of its arguments.
-    pub parameters: Option<Value>,
+    /// The JSON schema of its arguments, as sent.
+    pub parameters: Option<RawJson>,
     pub strict: Option<bool>,
+}
+
+/// A JSON value kept as the text it came as (a tool's schema): passed on to an upstream byte for
+/// byte, and parsed only where a provider needs its structure (Bedrock's tool specs, the
+/// offline provider's example arguments). Building and dropping a tree of values for every
+/// schema of every request cost more than the rest of a tool's handling.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// Keeps `raw` (valid JSON: it came out of a parser).
+    pub fn new(raw: Box<serde_json::value::RawValue>) -> Self {
+        Self(raw)
+    }
+
+    /// `value` written out.
+    pub fn from_value(value: &Value) -> Self {
+        Self(
+            serde_json::value::to_raw_value(value)
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
+        )
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// As a tree of values.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+
+    pub fn raw(&self) -> &serde_json::value::RawValue {
+        &self.0
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// From any JSON (a queued background run is read back as a tree of values).
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from_value(&Value::deserialize(d)?))
+    }
 }
 
 /// Whether and which tool the model must call.

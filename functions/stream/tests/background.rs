@@ -53,6 +53,14 @@ async fn invoke_api() -> (String, Got) {
     (format!("http://{addr}"), got)
 }
 
+struct Queued {
+    turn: uuid::Uuid,
+    created: Value,
+    path: String,
+    headers: axum::http::HeaderMap,
+    event: Value,
+}
+
 struct Lambda {
     db: TestDb,
     base: String,
@@ -126,6 +134,25 @@ impl Lambda {
         (row.get(0), row.get(1))
     }
 
+    /// A background create call that the function answered and queued: the turn, the created
+    /// response, and the one Invoke call it made (path, headers, the event).
+    async fn queue(&self, got: &Got, body: Value) -> Queued {
+        let resp = self.create(body).await;
+        assert_eq!(resp.status(), 200);
+        let turn =
+            uuid::Uuid::parse_str(resp.headers()["x-conversation-id"].to_str().unwrap()).unwrap();
+        let created = resp.json().await.unwrap();
+        let (path, headers, body) = got.lock().unwrap().pop().expect("an Invoke call");
+        assert!(got.lock().unwrap().is_empty(), "one Invoke call");
+        Queued {
+            turn,
+            created,
+            path,
+            headers,
+            event: serde_json::from_slice(&body).unwrap(),
+        }
+    }
+
     /// Delivers an invocation event to the function, as the Lambda runtime would: its path,
     /// headers and body. Returns the status and the whole body.
     async fn deliver(&self, event: &Value) -> (u16, String) {
@@ -146,24 +173,26 @@ impl Lambda {
 async fn a_background_response_is_generated_by_the_invocation_it_queues() {
     let (endpoint, got) = invoke_api().await;
     let f = lambda(Some(&endpoint), &[]).await;
-    let resp = f
-        .create(json!({"model": "m", "background": true, "input": "queue me", "store": true}))
+    let Queued {
+        turn,
+        created,
+        path,
+        headers,
+        event,
+    } = f
+        .queue(
+            &got,
+            json!({"model": "m", "background": true, "input": "queue me", "store": true}),
+        )
         .await;
-    assert_eq!(resp.status(), 200);
-    let turn =
-        uuid::Uuid::parse_str(resp.headers()["x-conversation-id"].to_str().unwrap()).unwrap();
-    let created: Value = resp.json().await.unwrap();
     assert_eq!(created["status"], "in_progress", "{created}");
 
     // One signed Event invocation of the function itself.
-    let (path, headers, body) = got.lock().unwrap().pop().expect("an Invoke call");
-    assert!(got.lock().unwrap().is_empty());
     assert_eq!(
         path,
         "/2015-03-31/functions/llm-stream-StreamFunction/invocations"
     );
     assert_eq!(headers["x-amz-invocation-type"], "Event");
-    let event: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         event["rawPath"],
         format!("/internal/background/{turn}").as_str()
@@ -221,14 +250,12 @@ async fn a_run_that_starts_after_its_turn_went_stale_is_not_generated() {
     let (endpoint, got) = invoke_api().await;
     // Heartbeats every 20 ms: stale after the floor of 2 s.
     let f = lambda(Some(&endpoint), &[("CHECKPOINT_INTERVAL_MS", "20")]).await;
-    let resp = f
-        .create(json!({"model": "m", "background": true, "input": "too late"}))
+    let Queued { turn, event, .. } = f
+        .queue(
+            &got,
+            json!({"model": "m", "background": true, "input": "too late"}),
+        )
         .await;
-    assert_eq!(resp.status(), 200);
-    let turn =
-        uuid::Uuid::parse_str(resp.headers()["x-conversation-id"].to_str().unwrap()).unwrap();
-    let (_, _, body) = got.lock().unwrap().pop().unwrap();
-    let event: Value = serde_json::from_slice(&body).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
     let read: Value = f
         .http
@@ -253,14 +280,12 @@ async fn a_run_that_starts_after_its_turn_went_stale_is_not_generated() {
 async fn a_background_response_without_store_is_deleted_when_it_ends() {
     let (endpoint, got) = invoke_api().await;
     let f = lambda(Some(&endpoint), &[]).await;
-    let resp = f
-        .create(json!({"model": "m", "background": true, "input": "forget me", "store": false}))
+    let Queued { turn, event, .. } = f
+        .queue(
+            &got,
+            json!({"model": "m", "background": true, "input": "forget me", "store": false}),
+        )
         .await;
-    assert_eq!(resp.status(), 200);
-    let turn =
-        uuid::Uuid::parse_str(resp.headers()["x-conversation-id"].to_str().unwrap()).unwrap();
-    let (_, _, body) = got.lock().unwrap().pop().unwrap();
-    let event: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(f.status(turn).await.0, "streaming");
     assert_eq!(f.deliver(&event).await.0, 202);
     let left =

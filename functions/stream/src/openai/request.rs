@@ -79,20 +79,55 @@ pub(super) fn unsupported(param: &str, message: impl Into<String>) -> Refusal {
     )
 }
 
+/// A request body's fields as values, but `tools` as the text it was sent as (see
+/// [`super::tools::tools`]): one pass over the body.
+struct Fields {
+    map: Map<String, Value>,
+    tools: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Fields, A::Error> {
+                let mut fields = Fields {
+                    map: Map::new(),
+                    tools: None,
+                };
+                while let Some(key) = a.next_key::<String>()? {
+                    if key == "tools" {
+                        fields.tools = Some(a.next_value()?);
+                    } else {
+                        let value = a.next_value()?;
+                        fields.map.insert(key, value);
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 impl ChatRequest {
     /// Parses a JSON body; `max_chars` bounds each message's text (`MAX_PROMPT_CHARS`).
     pub fn parse(body: &[u8], max_chars: usize) -> Result<Self, Refusal> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            OpenAiError::new(
-                "invalid_request_error",
-                "invalid_json",
-                format!("the body is not valid JSON: {e}"),
-                None,
-            )
+        let Fields { map, tools } = serde_json::from_slice(body).map_err(|_| {
+            match serde_json::from_slice::<Value>(body) {
+                Err(e) => OpenAiError::new(
+                    "invalid_request_error",
+                    "invalid_json",
+                    format!("the body is not valid JSON: {e}"),
+                    None,
+                ),
+                Ok(_) => bad("body", "the body must be a JSON object"),
+            }
         })?;
-        let Value::Object(mut map) = value else {
-            return Err(bad("body", "the body must be a JSON object"));
-        };
         refuse_unsupported(&map)?;
         let model = model(&map)?;
         let (raw_messages, messages) = messages(&map, max_chars)?;
@@ -109,7 +144,7 @@ impl ChatRequest {
             Some(_) => return Err(bad("user", "user must be a string")),
         }
         let previous_id = previous_id(&map)?;
-        let tools = super::tools::tools(map.remove("tools"))?;
+        let tools = super::tools::tools(tools)?;
         let tool_choice = super::tools::tool_choice(&map)?;
         super::tools::checked_as_sent(&map)?;
         let extra = passed_on(&map)?;
@@ -560,6 +595,34 @@ mod tests {
         );
     }
 
+    /// A tool's schema goes to the provider as the text it was sent as; the other fields are
+    /// read as ever, and a `null` list or schema is none.
+    #[test]
+    fn tool_schemas_are_kept_as_sent() {
+        let r = parse(
+            r#"{"tools":[{"type":"function","extra":1,"function":{"name":"a","parameters":
+                {"type": "object",  "properties": {"q": {"type": "string", "x": 1.50}}}}},
+                {"type":"function","function":{"name":"b","parameters":null,"strict":null}}],
+                "model":"m","messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.tools[0].parameters.as_ref().unwrap().get(),
+            r#"{"type": "object",  "properties": {"q": {"type": "string", "x": 1.50}}}"#
+        );
+        assert_eq!(
+            (r.tools[1].parameters.as_ref(), r.tools[1].strict),
+            (None, None)
+        );
+        assert!(r.extra.get("tools").is_none());
+        let none =
+            parse(r#"{"model":"m","tools":null,"messages":[{"role":"user","content":"x"}]}"#);
+        assert!(none.unwrap().tools.is_empty());
+        // Not an object, not JSON: as before.
+        assert_eq!(refused("[1]").1.as_deref(), Some("body"));
+        assert_eq!(refused("{").0, "invalid_json");
+    }
+
     #[test]
     fn tools_tool_messages_and_formats_parse_as_openai_defines_them() {
         let r = parse(
@@ -593,6 +656,20 @@ mod tests {
                 "tools[0].function.name",
             ),
             (r#""tools":{}"#, "tools"),
+            (r#""tools":[{"function":{"name":"f"}}]"#, "tools[0].type"),
+            (r#""tools":[{"type":"function"}]"#, "tools[0].function"),
+            (
+                r#""tools":[{"type":"function","function":{"name":"f","parameters":[]}}]"#,
+                "tools[0].function.parameters",
+            ),
+            (
+                r#""tools":[{"type":"function","function":{"name":"f","description":1}}]"#,
+                "tools[0].function.description",
+            ),
+            (
+                r#""tools":[{"type":"function","function":{"name":"f","strict":"yes"}}]"#,
+                "tools[0].function.strict",
+            ),
             (r#""tool_choice":"sometimes""#, "tool_choice"),
             (r#""parallel_tool_calls":"yes""#, "parallel_tool_calls"),
             (

@@ -3,7 +3,9 @@
 //! `response_format`, an assistant message's `tool_calls` and a tool message's
 //! `tool_call_id`. A bad value is a 400 naming its `param`.
 
-use common::provider::{Tool, ToolCall, ToolChoice};
+use common::provider::{RawJson, Tool, ToolCall, ToolChoice};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::request::{Refusal, bad, unsupported};
@@ -21,9 +23,75 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// `tools`: function definitions (none: an empty list), taken out of the request (their
-/// schemas move into the tools, never copied).
-pub fn tools(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
+/// `tools`: function definitions (none: an empty list), from the text the request sent. Tools
+/// as OpenAI defines them are read straight into [`Tool`]s, their schemas kept as sent (no tree
+/// of values is built for them: see [`RawJson`]); anything else is checked field by field,
+/// which names what is wrong.
+pub fn tools(raw: Option<Box<RawValue>>) -> Result<Vec<Tool>, Refusal> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    if let Some(tools) = as_defined(&raw) {
+        return Ok(tools);
+    }
+    checked(serde_json::from_str(raw.get()).ok())
+}
+
+/// A tool exactly as OpenAI defines it (unknown fields are ignored, as OpenAI does).
+#[derive(Deserialize)]
+struct DefinedTool {
+    #[serde(rename = "type")]
+    _kind: FunctionKind,
+    function: DefinedFunction,
+}
+
+#[derive(Deserialize)]
+enum FunctionKind {
+    #[serde(rename = "function")]
+    Function,
+}
+
+#[derive(Deserialize)]
+struct DefinedFunction {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Box<RawValue>>,
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+/// The tools of `raw` when every one is as OpenAI defines it; `None` for anything else.
+fn as_defined(raw: &RawValue) -> Option<Vec<Tool>> {
+    if raw.get() == "null" {
+        return Some(Vec::new());
+    }
+    let list: Vec<DefinedTool> = serde_json::from_str(raw.get()).ok()?;
+    if list.len() > MAX_TOOLS {
+        return None;
+    }
+    list.into_iter()
+        .map(|t| {
+            let f = t.function;
+            let parameters = match f.parameters {
+                None => None,
+                Some(p) if p.get().starts_with('{') => Some(RawJson::new(p)),
+                Some(p) if p.get() == "null" => None,
+                Some(_) => return None,
+            };
+            valid_name(&f.name).then_some(Tool {
+                name: f.name,
+                description: f.description,
+                parameters,
+                strict: f.strict,
+            })
+        })
+        .collect()
+}
+
+/// `tools` checked field by field: the refusal names the first field that is wrong.
+fn checked(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
     let list = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(list)) if list.len() <= MAX_TOOLS => list,
@@ -77,7 +145,7 @@ pub fn tools(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
         };
         let parameters = match f.remove("parameters") {
             None | Some(Value::Null) => None,
-            Some(p @ Value::Object(_)) => Some(p),
+            Some(p @ Value::Object(_)) => Some(RawJson::from_value(&p)),
             Some(_) => {
                 return Err(bad(
                     &format!("{param}.function.parameters"),

@@ -400,7 +400,9 @@ mod tests {
             tools: vec![Tool {
                 name: "weather".into(),
                 description: Some("the weather".into()),
-                parameters: Some(json!({"type": "object"})),
+                parameters: Some(common::provider::RawJson::from_value(
+                    &json!({"type": "object"}),
+                )),
                 strict: Some(true),
             }],
             tool_choice: Some(ToolChoice::Function("weather".into())),
