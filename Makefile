@@ -67,10 +67,12 @@ RELEASE_BUILDS = cargo build -q --release -p stream --no-default-features && \
 	  cp $(CARGO_TARGET_DIR)/release/stream $(CARGO_TARGET_DIR)/release/stream-without-bedrock && \
 	  cargo build -q --release -p history -p get -p search -p stream -p migrate -p local -p bench
 
-## make bench: the whole benchmark report (release builds; loads 1,000,000 rows once into llm_stream_bench)
+## make bench: the whole benchmark report (release builds; loads 1,000,000 rows once into llm_stream_bench),
+## then the instruction count of bench-instructions
 bench:
 	@$(RELEASE_BUILDS) && \
-	  TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off $(CARGO_TARGET_DIR)/release/bench all $(CARGO_TARGET_DIR)/release
+	  TEST_DATABASE_URL="$$(infra/pg.sh admin)" METRICS=off $(CARGO_TARGET_DIR)/release/bench all $(CARGO_TARGET_DIR)/release && \
+	  bench/instructions.sh
 
 ## make load: 200 concurrent streams + history/search traffic for 60 s (SECONDS=...) on loopback
 load:
