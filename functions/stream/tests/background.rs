@@ -120,18 +120,35 @@ impl Lambda {
             .unwrap()
     }
 
-    async fn status(&self, id: uuid::Uuid) -> (String, Option<String>) {
+    /// The turn's status and error as stored (`None`: no such turn).
+    async fn stored(&self, id: uuid::Uuid) -> Option<(String, Option<String>)> {
         let row = self
             .db
             .client()
             .await
-            .query_one(
+            .query_opt(
                 "SELECT status, error FROM conversations WHERE id = $1::text::uuid",
                 &[&id.to_string()],
             )
             .await
             .unwrap();
-        (row.get(0), row.get(1))
+        row.map(|r| (r.get(0), r.get(1)))
+    }
+
+    async fn status(&self, id: uuid::Uuid) -> (String, Option<String>) {
+        self.stored(id).await.expect("the turn's row")
+    }
+
+    /// `GET /v1/responses/{id}`.
+    async fn read(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/responses/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// A background create call that the function answered and queued: the turn, the created
@@ -222,15 +239,7 @@ async fn a_background_response_is_generated_by_the_invocation_it_queues() {
     // The invocation's response ends once the turn has ended, and the record is saved.
     assert_eq!(body, format!("{{\"id\":\"{turn}\",\"run\":\"ended\"}}\n"));
     assert_eq!(f.status(turn).await, ("complete".into(), None));
-    let done: Value = f
-        .http
-        .get(format!("{}/v1/responses/resp_{}", f.base, turn.simple()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done = f.read(&format!("resp_{}", turn.simple())).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert!(
         !done["output"][0]["content"][0]["text"]
@@ -257,15 +266,7 @@ async fn a_run_that_starts_after_its_turn_went_stale_is_not_generated() {
         )
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
-    let read: Value = f
-        .http
-        .get(format!("{}/v1/responses/{turn}", f.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = f.read(&turn.to_string()).await;
     assert_eq!(read["status"], "failed", "{read}");
     let (status, body) = f.deliver(&event).await;
     assert_eq!(status, 409, "{body}");
@@ -288,16 +289,7 @@ async fn a_background_response_without_store_is_deleted_when_it_ends() {
         .await;
     assert_eq!(f.status(turn).await.0, "streaming");
     assert_eq!(f.deliver(&event).await.0, 202);
-    let left =
-        f.db.client()
-            .await
-            .query_one(
-                "SELECT count(*) FROM conversations WHERE id = $1::text::uuid",
-                &[&turn.to_string()],
-            )
-            .await
-            .unwrap();
-    assert_eq!(left.get::<_, i64>(0), 0);
+    assert_eq!(f.stored(turn).await, None);
 }
 
 /// When the function cannot invoke itself (its Invoke API refuses connections), the create call
