@@ -4,7 +4,7 @@
 //! checks the SigV4 signature and keeps what it got); the invocation event, delivered to the
 //! function's internal route, generates the turn. Every request carries the Lambda runtime's
 //! context, as lambda_http gives it. The whole path under `cargo lambda watch` is in
-//! `local/tests/lambda_watch.rs`.
+//! `local/tests/lambda_watch/background.rs`.
 
 use std::sync::{Arc, Mutex};
 

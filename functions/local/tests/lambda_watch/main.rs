@@ -2,94 +2,22 @@
 //! The Lambda path for real: the function binaries run under `cargo lambda watch` (the Lambda
 //! runtime API emulator) and are called through their function URLs.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod background;
+mod harness;
+
 use std::time::Duration;
 
+use harness::{client, get_json, ready, tail, watch, watch_env};
 use serde_json::Value;
-use testkit::process::{Proc, free_port, wait_ok, workspace_root};
 use testkit::sse;
 use testkit::{TestDb, seed};
-
-fn cargo_lambda() -> PathBuf {
-    let path = std::env::var("CARGO_LAMBDA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join(".venv/bin/cargo-lambda"));
-    assert!(
-        path.exists(),
-        "cargo-lambda not found at {}: run `make test` (it installs it into .venv)",
-        path.display()
-    );
-    path
-}
-
-/// A client that gives up on a request after a minute, so a dead function fails the test
-/// instead of hanging it.
-fn client() -> reqwest::Client {
-    common::install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-/// The last lines of a long output.
-fn tail(output: &str) -> String {
-    let lines: Vec<&str> = output.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
-}
-
-/// `cargo lambda watch` on a free port with the functions pointed at `db`.
-async fn watch(db: &TestDb, extra_env: &str) -> (Proc, String) {
-    let (proc, base, _) = watch_env(&format!("DATABASE_URL={},AUTH=off{extra_env}", db.url));
-    (proc, base)
-}
-
-/// `cargo lambda watch` on a free port with the functions' environment `env` (`K=V,K=V`): the
-/// process, the function URLs' base and the emulator's root (where the Invoke API answers).
-fn watch_env(env: &str) -> (Proc, String, String) {
-    watch_on(free_port(), env, &[])
-}
-
-/// `cargo lambda watch` on `port` with the functions' environment `env` and more flags.
-fn watch_on(port: u16, env: &str, flags: &[&str]) -> (Proc, String, String) {
-    let mut cmd = Command::new(cargo_lambda());
-    cmd.current_dir(workspace_root())
-        .args([
-            "lambda",
-            "watch",
-            "--ignore-changes",
-            "-A",
-            "127.0.0.1",
-            "-P",
-        ])
-        .arg(port.to_string())
-        .arg("--env-var")
-        .arg(env)
-        .args(flags);
-    let proc = Proc::spawn(cmd, "cargo-lambda-watch");
-    let root = format!("http://127.0.0.1:{port}");
-    (proc, format!("{root}/lambda-url"), root)
-}
 
 #[tokio::test]
 async fn history_and_get_answer_through_their_function_urls() {
     let db = TestDb::new().await;
     let rows = seed(&db, 5, 1).await;
     let (proc, base) = watch(&db, "").await;
-    let http = client();
-    // The first call may build the function: allow time for that.
-    wait_ok(
-        &http,
-        &format!("{base}/history/health"),
-        Duration::from_secs(240),
-        || proc.output(),
-    )
-    .await;
+    let http = ready(&proc, &base, "history").await;
 
     // Each function says at start that it serves without keys, and nothing warns about the
     // concurrency `cargo lambda watch` sets.
@@ -153,14 +81,7 @@ async fn search_answers_through_its_function_url() {
     let db = TestDb::new().await;
     let rows = seed(&db, 3, 1).await;
     let (proc, base) = watch(&db, "").await;
-    let http = client();
-    wait_ok(
-        &http,
-        &format!("{base}/search/health"),
-        Duration::from_secs(240),
-        || proc.output(),
-    )
-    .await;
+    let http = ready(&proc, &base, "search").await;
     let page = get_json(
         &http,
         &format!("{base}/search/search?query=%22prompt%201%22"),
@@ -182,14 +103,7 @@ async fn search_answers_through_its_function_url() {
 async fn the_stream_function_url_delivers_chunks_one_by_one_and_saves_the_record() {
     let db = TestDb::new().await;
     let (proc, base) = watch(&db, ",OFFLINE_CHUNK_DELAY_MS=150").await;
-    let http = client();
-    wait_ok(
-        &http,
-        &format!("{base}/stream/health"),
-        Duration::from_secs(240),
-        || proc.output(),
-    )
-    .await;
+    let http = ready(&proc, &base, "stream").await;
 
     let started = std::time::Instant::now();
     let resp = http
@@ -340,104 +254,6 @@ async fn the_stream_function_url_delivers_chunks_one_by_one_and_saves_the_record
     );
 }
 
-/// A background response on the Lambda path: the create call's invocation ends with its
-/// answer, and the stream function invokes itself (an `Event` invocation, signed, through the
-/// emulator's Invoke API) to generate the turn in another invocation, which any later call
-/// follows. The emulator runs up to two instances of the function, as Lambda would.
-#[tokio::test]
-async fn a_background_response_completes_in_another_invocation_after_its_create_call_returned() {
-    let db = TestDb::new().await;
-    let port = free_port();
-    let env = format!(
-        "DATABASE_URL={},AUTH=off,OFFLINE_CHUNK_DELAY_MS=100,AWS_REGION=us-east-1,\
-         AWS_ACCESS_KEY_ID=AKIDEXAMPLE,AWS_SECRET_ACCESS_KEY=secret,AWS_SESSION_TOKEN=token,\
-         AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:{port}",
-        db.url
-    );
-    let (proc, root, _) = watch_on(port, &env, &["--concurrency", "2"]);
-    let base = format!("{root}/stream");
-    let http = client();
-    wait_ok(
-        &http,
-        &format!("{base}/health"),
-        Duration::from_secs(240),
-        || proc.output(),
-    )
-    .await;
-
-    let resp = http
-        .post(format!("{base}/v1/responses"))
-        .body(r#"{"model":"m","background":true,"input":"answer in the background"}"#)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST /v1/responses: {e}\n{}", tail(&proc.output())));
-    assert_eq!(resp.status(), 200, "{}", tail(&proc.output()));
-    let created: Value = resp.json().await.unwrap();
-    assert_eq!(created["background"], true, "{created}");
-    assert!(
-        ["queued", "in_progress"].contains(&created["status"].as_str().unwrap()),
-        "{created}"
-    );
-    let id = created["id"].as_str().unwrap().to_owned();
-    // The create call has returned; the answer (its chunks 100 ms apart) is still being made.
-    let now = get_json(&http, &format!("{base}/v1/responses/{id}")).await;
-    assert_eq!(
-        now["status"],
-        "in_progress",
-        "{now}\n{}",
-        tail(&proc.output())
-    );
-
-    // Its events from another invocation, replayed from the turn log and followed live.
-    let events = http
-        .get(format!(
-            "{base}/v1/responses/{id}?stream=true&starting_after=0"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(events.status(), 200);
-    let events = sse::read(events, None).await;
-    let last = events.last().unwrap();
-    assert_eq!(
-        last.name,
-        "response.completed",
-        "{events:?}\n{}",
-        tail(&proc.output())
-    );
-    let text: String = events
-        .iter()
-        .filter(|e| e.name == "response.output_text.delta")
-        .filter_map(|e| e.data["delta"].as_str())
-        .collect();
-    assert!(!text.is_empty());
-
-    let done = get_json(&http, &format!("{base}/v1/responses/{id}")).await;
-    assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["output"][0]["content"][0]["text"], text.as_str());
-    let output = proc.output();
-    assert!(
-        output.contains("running a background response"),
-        "no invocation ran it:\n{}",
-        tail(&output)
-    );
-    // The record is the turn's, and the queued run was taken (once).
-    let turn = uuid::Uuid::try_parse(id.trim_start_matches("resp_")).unwrap();
-    let saved = db
-        .client()
-        .await
-        .query_one(
-            "SELECT status, response, (SELECT count(*) FROM background_runs) \
-             FROM conversations WHERE id = $1::text::uuid",
-            &[&turn.to_string()],
-        )
-        .await
-        .unwrap();
-    assert_eq!(saved.get::<_, String>(0), "complete");
-    assert_eq!(saved.get::<_, String>(1), text);
-    assert_eq!(saved.get::<_, i64>(2), 0);
-}
-
 /// Routing on the Lambda path: the stream function, its `LLM_CONFIG` a file (outside the watched
 /// tree) whose route's first target refuses connections, answers from the second through its
 /// function URL, and keeps both attempts.
@@ -467,14 +283,7 @@ async fn the_stream_function_falls_back_along_its_route() {
     .unwrap();
     let db = TestDb::new().await;
     let (proc, base) = watch(&db, &format!(",LLM_CONFIG={}", config.display())).await;
-    let http = client();
-    wait_ok(
-        &http,
-        &format!("{base}/stream/health"),
-        Duration::from_secs(240),
-        || proc.output(),
-    )
-    .await;
+    let http = ready(&proc, &base, "stream").await;
     let resp = http
         .post(format!("{base}/stream/stream"))
         .body(r#"{"prompt":"route me"}"#)
@@ -525,14 +334,7 @@ async fn a_20_mb_export_streams_through_the_stream_function_url() {
         .await
         .unwrap();
     let (proc, base) = watch(&db, "").await;
-    let http = client();
-    wait_ok(
-        &http,
-        &format!("{base}/stream/health"),
-        Duration::from_secs(240),
-        || proc.output(),
-    )
-    .await;
+    let http = ready(&proc, &base, "stream").await;
     let resp = http
         .get(format!("{base}/stream/export"))
         .send()
