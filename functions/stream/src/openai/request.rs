@@ -79,11 +79,11 @@ pub(super) fn unsupported(param: &str, message: impl Into<String>) -> Refusal {
     )
 }
 
-/// A request body's fields as values, but `tools` as the text it was sent as (see
-/// [`super::tools::tools`]): one pass over the body.
+/// A request body's fields as values, but `tools` as its parts, each schema as the text it
+/// was sent as (see [`super::tools::ToolsField`]): one pass over the body.
 struct Fields {
     map: Map<String, Value>,
-    tools: Option<Box<serde_json::value::RawValue>>,
+    tools: Option<super::tools::ToolsField>,
 }
 
 impl<'de> serde::Deserialize<'de> for Fields {
@@ -657,6 +657,20 @@ mod tests {
             ),
             (r#""tools":{}"#, "tools"),
             (r#""tools":[{"function":{"name":"f"}}]"#, "tools[0].type"),
+            (
+                r#""tools":[{"type":1,"function":{"name":"f"}}]"#,
+                "tools[0].type",
+            ),
+            (r#""tools":"all""#, "tools"),
+            (r#""tools":[1]"#, "tools[0]"),
+            (
+                r#""tools":[{"type":"function","function":{}}]"#,
+                "tools[0].function.name",
+            ),
+            (
+                r#""tools":[{"type":"function","function":"f"}]"#,
+                "tools[0].function",
+            ),
             (r#""tools":[{"type":"function"}]"#, "tools[0].function"),
             (
                 r#""tools":[{"type":"function","function":{"name":"f","parameters":[]}}]"#,

@@ -23,78 +23,188 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// `tools`: function definitions (none: an empty list), from the text the request sent. Tools
-/// as OpenAI defines them are read straight into [`Tool`]s, their schemas kept as sent (no tree
-/// of values is built for them: see [`RawJson`]); anything else is checked field by field,
-/// which names what is wrong.
-pub fn tools(raw: Option<Box<RawValue>>) -> Result<Vec<Tool>, Refusal> {
-    let Some(raw) = raw else {
-        return Ok(Vec::new());
+/// A request's `tools` as read in one pass over the body: each tool's parts, its schema kept as
+/// the text it came as (no tree of values is built for it: see [`RawJson`]), anything else
+/// kept only as far as [`tools`] needs to name what is wrong.
+pub enum ToolsField {
+    Null,
+    List(Vec<ToolItem>),
+    NotList,
+}
+
+/// One element of `tools`.
+pub enum ToolItem {
+    Tool {
+        kind: Option<Value>,
+        function: Option<FunctionItem>,
+    },
+    NotObject,
+}
+
+/// A tool's `function`.
+pub enum FunctionItem {
+    Function {
+        name: Option<Value>,
+        description: Option<Value>,
+        parameters: Option<Box<RawValue>>,
+        strict: Option<Value>,
+    },
+    NotObject,
+}
+
+/// Implements `Deserialize` for a type read from any JSON value: `$map` reads an object, any
+/// other value (skipped) gives `$other`.
+macro_rules! any_json {
+    ($ty:ty, $other:expr, |$access:ident| $map:block) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("any JSON value")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut $access: A,
+                    ) -> Result<$ty, A::Error> {
+                        $map
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<$ty, A::Error> {
+                        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                        Ok($other)
+                    }
+                    fn visit_bool<E>(self, _: bool) -> Result<$ty, E> {
+                        Ok($other)
+                    }
+                    fn visit_i64<E>(self, _: i64) -> Result<$ty, E> {
+                        Ok($other)
+                    }
+                    fn visit_u64<E>(self, _: u64) -> Result<$ty, E> {
+                        Ok($other)
+                    }
+                    fn visit_f64<E>(self, _: f64) -> Result<$ty, E> {
+                        Ok($other)
+                    }
+                    fn visit_str<E>(self, _: &str) -> Result<$ty, E> {
+                        Ok($other)
+                    }
+                    fn visit_unit<E>(self) -> Result<$ty, E> {
+                        Ok($other)
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
     };
-    if let Some(tools) = as_defined(&raw) {
-        return Ok(tools);
+}
+
+/// The field's value: null, a list of tools, or anything else.
+impl<'de> Deserialize<'de> for ToolsField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Option::<ListOrNot>::deserialize(d)? {
+            None => Ok(ToolsField::Null),
+            Some(ListOrNot(Some(list))) => Ok(ToolsField::List(list)),
+            Some(ListOrNot(None)) => Ok(ToolsField::NotList),
+        }
     }
-    checked(serde_json::from_str(raw.get()).ok())
 }
 
-/// A tool exactly as OpenAI defines it (unknown fields are ignored, as OpenAI does).
-#[derive(Deserialize)]
-struct DefinedTool {
-    #[serde(rename = "type")]
-    _kind: FunctionKind,
-    function: DefinedFunction,
-}
+/// A list of tools, or (`None`) any other value.
+struct ListOrNot(Option<Vec<ToolItem>>);
 
-#[derive(Deserialize)]
-enum FunctionKind {
-    #[serde(rename = "function")]
-    Function,
-}
-
-#[derive(Deserialize)]
-struct DefinedFunction {
-    name: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    parameters: Option<Box<RawValue>>,
-    #[serde(default)]
-    strict: Option<bool>,
-}
-
-/// The tools of `raw` when every one is as OpenAI defines it; `None` for anything else.
-fn as_defined(raw: &RawValue) -> Option<Vec<Tool>> {
-    if raw.get() == "null" {
-        return Some(Vec::new());
+impl<'de> Deserialize<'de> for ListOrNot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ListOrNot;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ListOrNot, A::Error> {
+                let mut list = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    list.push(item);
+                }
+                Ok(ListOrNot(Some(list)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ListOrNot, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(ListOrNot(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ListOrNot, E> {
+                Ok(ListOrNot(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ListOrNot, E> {
+                Ok(ListOrNot(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ListOrNot, E> {
+                Ok(ListOrNot(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ListOrNot, E> {
+                Ok(ListOrNot(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ListOrNot, E> {
+                Ok(ListOrNot(None))
+            }
+        }
+        d.deserialize_any(V)
     }
-    let list: Vec<DefinedTool> = serde_json::from_str(raw.get()).ok()?;
-    if list.len() > MAX_TOOLS {
-        return None;
-    }
-    list.into_iter()
-        .map(|t| {
-            let f = t.function;
-            let parameters = match f.parameters {
-                None => None,
-                Some(p) if p.get().starts_with('{') => Some(RawJson::new(p)),
-                Some(p) if p.get() == "null" => None,
-                Some(_) => return None,
-            };
-            valid_name(&f.name).then_some(Tool {
-                name: f.name,
-                description: f.description,
-                parameters,
-                strict: f.strict,
-            })
-        })
-        .collect()
 }
 
-/// `tools` checked field by field: the refusal names the first field that is wrong.
-fn checked(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
-    let list = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(list)) if list.len() <= MAX_TOOLS => list,
+any_json!(ToolItem, ToolItem::NotObject, |map| {
+    let (mut kind, mut function) = (None, None);
+    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        match key.as_ref() {
+            "type" => kind = Some(map.next_value()?),
+            "function" => function = Some(map.next_value()?),
+            _ => {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(ToolItem::Tool { kind, function })
+});
+
+any_json!(FunctionItem, FunctionItem::NotObject, |map| {
+    let (mut name, mut description, mut parameters, mut strict) = (None, None, None, None);
+    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        match key.as_ref() {
+            "name" => name = Some(map.next_value()?),
+            "description" => description = Some(map.next_value()?),
+            "parameters" => parameters = Some(map.next_value()?),
+            "strict" => strict = Some(map.next_value()?),
+            _ => {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(FunctionItem::Function {
+        name,
+        description,
+        parameters,
+        strict,
+    })
+});
+
+/// `tools`: function definitions (none: an empty list), checked as OpenAI checks them; the
+/// refusal names the first field that is wrong.
+pub fn tools(field: Option<ToolsField>) -> Result<Vec<Tool>, Refusal> {
+    let list = match field {
+        None | Some(ToolsField::Null) => return Ok(Vec::new()),
+        Some(ToolsField::List(list)) if list.len() <= MAX_TOOLS => list,
         Some(_) => {
             return Err(bad(
                 "tools",
@@ -105,10 +215,10 @@ fn checked(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
     let mut out: Vec<Tool> = Vec::with_capacity(list.len());
     for (i, t) in list.into_iter().enumerate() {
         let param = format!("tools[{i}]");
-        let Value::Object(mut t) = t else {
+        let ToolItem::Tool { kind, function } = t else {
             return Err(bad(&param, "a tool must be an object"));
         };
-        match t.get("type").and_then(Value::as_str) {
+        match kind.as_ref().and_then(Value::as_str) {
             Some("function") => {}
             Some(_) => {
                 return Err(unsupported(
@@ -118,13 +228,19 @@ fn checked(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
             }
             None => return Err(bad(&format!("{param}.type"), "a tool needs its type")),
         }
-        let Some(Value::Object(mut f)) = t.remove("function") else {
+        let Some(FunctionItem::Function {
+            name,
+            description,
+            parameters,
+            strict,
+        }) = function
+        else {
             return Err(bad(
                 &format!("{param}.function"),
                 "a function tool needs its function object",
             ));
         };
-        let name = match f.remove("name") {
+        let name = match name {
             Some(Value::String(n)) if valid_name(&n) => n,
             _ => {
                 return Err(bad(
@@ -133,7 +249,7 @@ fn checked(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
                 ));
             }
         };
-        let description = match f.remove("description") {
+        let description = match description {
             None | Some(Value::Null) => None,
             Some(Value::String(d)) => Some(d),
             Some(_) => {
@@ -143,9 +259,10 @@ fn checked(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
                 ));
             }
         };
-        let parameters = match f.remove("parameters") {
-            None | Some(Value::Null) => None,
-            Some(p @ Value::Object(_)) => Some(RawJson::from_value(&p)),
+        let parameters = match parameters {
+            None => None,
+            Some(p) if p.get() == "null" => None,
+            Some(p) if p.get().starts_with('{') => Some(RawJson::new(p)),
             Some(_) => {
                 return Err(bad(
                     &format!("{param}.function.parameters"),
@@ -153,9 +270,9 @@ fn checked(value: Option<Value>) -> Result<Vec<Tool>, Refusal> {
                 ));
             }
         };
-        let strict = match f.get("strict") {
+        let strict = match strict {
             None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::Bool(b)) => Some(b),
             Some(_) => {
                 return Err(bad(
                     &format!("{param}.function.strict"),
