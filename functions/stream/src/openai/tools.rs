@@ -52,10 +52,16 @@ pub enum FunctionItem {
     NotObject,
 }
 
-/// Implements `Deserialize` for a type read from any JSON value: `$map` reads an object, any
-/// other value (skipped) gives `$other`.
+/// Implements `Deserialize` for a type read from any JSON value: `$map` reads an object, `$seq`
+/// a list (by default skipped), any other value gives `$other`.
 macro_rules! any_json {
     ($ty:ty, $other:expr, |$access:ident| $map:block) => {
+        any_json!($ty, $other, |$access| $map, |seq| {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok($other)
+        });
+    };
+    ($ty:ty, $other:expr, |$access:ident| $map:block, |$items:ident| $seq:block) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
@@ -72,10 +78,9 @@ macro_rules! any_json {
                     }
                     fn visit_seq<A: serde::de::SeqAccess<'de>>(
                         self,
-                        mut seq: A,
+                        mut $items: A,
                     ) -> Result<$ty, A::Error> {
-                        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                        Ok($other)
+                        $seq
                     }
                     fn visit_bool<E>(self, _: bool) -> Result<$ty, E> {
                         Ok($other)
@@ -116,53 +121,24 @@ impl<'de> Deserialize<'de> for ToolsField {
 /// A list of tools, or (`None`) any other value.
 struct ListOrNot(Option<Vec<ToolItem>>);
 
-impl<'de> Deserialize<'de> for ListOrNot {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = ListOrNot;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<ListOrNot, A::Error> {
-                let mut list = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    list.push(item);
-                }
-                Ok(ListOrNot(Some(list)))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<ListOrNot, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(ListOrNot(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<ListOrNot, E> {
-                Ok(ListOrNot(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<ListOrNot, E> {
-                Ok(ListOrNot(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<ListOrNot, E> {
-                Ok(ListOrNot(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<ListOrNot, E> {
-                Ok(ListOrNot(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<ListOrNot, E> {
-                Ok(ListOrNot(None))
-            }
+any_json!(
+    ListOrNot,
+    ListOrNot(None),
+    |map| {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(ListOrNot(None))
+    },
+    |items| {
+        let mut list = Vec::new();
+        while let Some(item) = items.next_element()? {
+            list.push(item);
         }
-        d.deserialize_any(V)
+        Ok(ListOrNot(Some(list)))
     }
-}
+);
 
 any_json!(ToolItem, ToolItem::NotObject, |map| {
     let (mut kind, mut function) = (None, None);

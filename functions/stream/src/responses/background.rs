@@ -239,13 +239,7 @@ pub async fn queue(
     tracing::error!(%id, error = %why, "could not start a background response");
     // What was queued goes (the failed record keeps what a turn keeps).
     let _ = state.store.take_run(id, &hash).await;
-    let mut failed = start;
-    failed.status = Status::Failed;
-    failed.error = Some("background_unavailable".into());
-    failed.updated_at = common::domain::now_micros();
-    if let Err(e) = state.store.finish(&failed).await {
-        tracing::error!(%id, error = %error_chain(&e), "could not record the failed start");
-    }
+    save_failed(state, job.conversation, "background_unavailable").await;
     Err(V1Error(
         StatusCode::SERVICE_UNAVAILABLE,
         OpenAiError::new(
@@ -332,19 +326,25 @@ pub async fn run_queued(
     Ok((StatusCode::ACCEPTED, Body::from_stream(ended)).into_response())
 }
 
-/// A run taken after its turn's heartbeat went stale: the turn has read as failed
-/// (`interrupted`) since, and is saved so rather than started late.
-async fn expired(state: &StreamState, mut c: Conversation) -> ApiError {
-    tracing::warn!(id = %c.id, "a background run started too late; its turn is saved as failed");
+/// Saves turn `c` (as it started), which will not be generated, as `failed` with `code`; what
+/// it keeps of its request redacted as every record's is.
+async fn save_failed(state: &StreamState, mut c: Conversation, code: &str) {
     if let Some(r) = &state.redactor {
         r.redact_request(&mut c);
     }
     c.status = Status::Failed;
-    c.error = Some("interrupted".into());
+    c.error = Some(code.to_owned());
     c.updated_at = common::domain::now_micros();
     if let Err(e) = state.store.finish(&c).await {
-        tracing::error!(id = %c.id, error = %error_chain(&e), "could not save the late run's turn");
+        tracing::error!(id = %c.id, error = %error_chain(&e), "could not save a background turn as failed");
     }
+}
+
+/// A run taken after its turn's heartbeat went stale: the turn has read as failed
+/// (`interrupted`) since, and is saved so rather than started late.
+async fn expired(state: &StreamState, c: Conversation) -> ApiError {
+    tracing::warn!(id = %c.id, "a background run started too late; its turn is saved as failed");
+    save_failed(state, c, "interrupted").await;
     ApiError::Conflict {
         code: "run_expired",
         message: "the run waited longer than its turn's heartbeat lasts".into(),
