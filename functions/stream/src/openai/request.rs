@@ -596,11 +596,11 @@ mod tests {
     }
 
     /// A tool's schema goes to the provider as the text it was sent as; the other fields are
-    /// read as ever, and a `null` list or schema is none.
+    /// read as ever (a string with escapes too), and a `null` list or schema is none.
     #[test]
     fn tool_schemas_are_kept_as_sent() {
         let r = parse(
-            r#"{"tools":[{"type":"function","extra":1,"function":{"name":"a","parameters":
+            r#"{"tools":[{"type":"func\u0074ion","extra":1,"function":{"name":"a","parameters":
                 {"type": "object",  "properties": {"q": {"type": "string", "x": 1.50}}}}},
                 {"type":"function","function":{"name":"b","parameters":null,"strict":null}}],
                 "model":"m","messages":[{"role":"user","content":"x"}]}"#,
@@ -659,6 +659,10 @@ mod tests {
             (r#""tools":[{"function":{"name":"f"}}]"#, "tools[0].type"),
             (
                 r#""tools":[{"type":1,"function":{"name":"f"}}]"#,
+                "tools[0].type",
+            ),
+            (
+                r#""tools":[{"type":["function"],"function":{"name":"f"}}]"#,
                 "tools[0].type",
             ),
             (r#""tools":"all""#, "tools"),

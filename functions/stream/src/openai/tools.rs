@@ -35,7 +35,7 @@ pub enum ToolsField {
 /// One element of `tools`.
 pub enum ToolItem {
     Tool {
-        kind: Option<Value>,
+        kind: Kind,
         function: Option<FunctionItem>,
     },
     NotObject,
@@ -52,8 +52,16 @@ pub enum FunctionItem {
     NotObject,
 }
 
+/// A tool's `type`: `function`, another string, or none (absent, or not a string).
+pub enum Kind {
+    Missing,
+    Function,
+    Other,
+}
+
 /// Implements `Deserialize` for a type read from any JSON value: `$map` reads an object, `$seq`
-/// a list (by default skipped), any other value gives `$other`.
+/// a list (by default skipped), `$str` a string (by default `$other`), any other value gives
+/// `$other`.
 macro_rules! any_json {
     ($ty:ty, $other:expr, |$access:ident| $map:block) => {
         any_json!($ty, $other, |$access| $map, |seq| {
@@ -62,6 +70,11 @@ macro_rules! any_json {
         });
     };
     ($ty:ty, $other:expr, |$access:ident| $map:block, |$items:ident| $seq:block) => {
+        any_json!($ty, $other, |$access| $map, |$items| $seq, |_s| {
+            Ok($other)
+        });
+    };
+    ($ty:ty, $other:expr, |$access:ident| $map:block, |$items:ident| $seq:block, |$s:ident| $str:block) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
@@ -94,8 +107,8 @@ macro_rules! any_json {
                     fn visit_f64<E>(self, _: f64) -> Result<$ty, E> {
                         Ok($other)
                     }
-                    fn visit_str<E>(self, _: &str) -> Result<$ty, E> {
-                        Ok($other)
+                    fn visit_str<E>(self, $s: &str) -> Result<$ty, E> {
+                        $str
                     }
                     fn visit_unit<E>(self) -> Result<$ty, E> {
                         Ok($other)
@@ -140,11 +153,34 @@ any_json!(
     }
 );
 
+any_json!(
+    Kind,
+    Kind::Missing,
+    |map| {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Kind::Missing)
+    },
+    |seq| {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Kind::Missing)
+    },
+    |s| {
+        Ok(if s == "function" {
+            Kind::Function
+        } else {
+            Kind::Other
+        })
+    }
+);
+
 any_json!(ToolItem, ToolItem::NotObject, |map| {
-    let (mut kind, mut function) = (None, None);
+    let (mut kind, mut function) = (Kind::Missing, None);
     while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
         match key.as_ref() {
-            "type" => kind = Some(map.next_value()?),
+            "type" => kind = map.next_value()?,
             "function" => function = Some(map.next_value()?),
             _ => {
                 map.next_value::<serde::de::IgnoredAny>()?;
@@ -190,19 +226,20 @@ pub fn tools(field: Option<ToolsField>) -> Result<Vec<Tool>, Refusal> {
     };
     let mut out: Vec<Tool> = Vec::with_capacity(list.len());
     for (i, t) in list.into_iter().enumerate() {
-        let param = format!("tools[{i}]");
+        // The field a refusal names (made only when there is one).
+        let at = |field: &str| format!("tools[{i}]{field}");
         let ToolItem::Tool { kind, function } = t else {
-            return Err(bad(&param, "a tool must be an object"));
+            return Err(bad(&at(""), "a tool must be an object"));
         };
-        match kind.as_ref().and_then(Value::as_str) {
-            Some("function") => {}
-            Some(_) => {
+        match kind {
+            Kind::Function => {}
+            Kind::Other => {
                 return Err(unsupported(
-                    &format!("{param}.type"),
+                    &at(".type"),
                     "only function tools are supported",
                 ));
             }
-            None => return Err(bad(&format!("{param}.type"), "a tool needs its type")),
+            Kind::Missing => return Err(bad(&at(".type"), "a tool needs its type")),
         }
         let Some(FunctionItem::Function {
             name,
@@ -212,7 +249,7 @@ pub fn tools(field: Option<ToolsField>) -> Result<Vec<Tool>, Refusal> {
         }) = function
         else {
             return Err(bad(
-                &format!("{param}.function"),
+                &at(".function"),
                 "a function tool needs its function object",
             ));
         };
@@ -220,7 +257,7 @@ pub fn tools(field: Option<ToolsField>) -> Result<Vec<Tool>, Refusal> {
             Some(Value::String(n)) if valid_name(&n) => n,
             _ => {
                 return Err(bad(
-                    &format!("{param}.function.name"),
+                    &at(".function.name"),
                     "a function's name is 1 to 64 letters, digits, underscores or dashes",
                 ));
             }
@@ -230,7 +267,7 @@ pub fn tools(field: Option<ToolsField>) -> Result<Vec<Tool>, Refusal> {
             Some(Value::String(d)) => Some(d),
             Some(_) => {
                 return Err(bad(
-                    &format!("{param}.function.description"),
+                    &at(".function.description"),
                     "description must be a string",
                 ));
             }
@@ -241,7 +278,7 @@ pub fn tools(field: Option<ToolsField>) -> Result<Vec<Tool>, Refusal> {
             Some(p) if p.get().starts_with('{') => Some(RawJson::new(p)),
             Some(_) => {
                 return Err(bad(
-                    &format!("{param}.function.parameters"),
+                    &at(".function.parameters"),
                     "parameters must be a JSON schema object",
                 ));
             }
@@ -250,10 +287,7 @@ pub fn tools(field: Option<ToolsField>) -> Result<Vec<Tool>, Refusal> {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(b),
             Some(_) => {
-                return Err(bad(
-                    &format!("{param}.function.strict"),
-                    "strict must be a boolean",
-                ));
+                return Err(bad(&at(".function.strict"), "strict must be a boolean"));
             }
         };
         out.push(Tool {
