@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use testkit::fake_openai::FakeOpenAi;
 
-use crate::side_by_side::cpu_time;
+use crate::runtimes::cpu_time_of;
 use crate::stats::{ms, percentile, table};
 use crate::stream_bench::{Sample, measure};
 
@@ -40,7 +40,7 @@ async fn batch(
     responses: bool,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let before = cpu_time();
+    let before = cpu_time_of(None);
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (h, u) = (http.clone(), url.to_owned());
@@ -51,7 +51,7 @@ async fn batch(
     for t in tasks {
         ttfb.push(t.await??.ttfb);
     }
-    Ok((ttfb, cpu_time().saturating_sub(before)))
+    Ok((ttfb, cpu_time_of(None).saturating_sub(before)))
 }
 
 /// Runs on `fake`, the stream benchmark's upstream.

@@ -1,7 +1,9 @@
 //! The OpenAI-compatible API side by side with the upstream called directly, `/stream` and a
-//! bare proxy (the floor of forwarding on this machine): time to first content and CPU time per
-//! stream, at one and 20 streams, against an upstream that answers at once and one whose first
-//! token takes [`MODEL_FIRST_TOKEN`].
+//! bare proxy (the floor of forwarding on this machine), each also with three function tools
+//! offered: time to first content and CPU time per stream, at one and 20 streams, against an
+//! upstream that answers at once and one whose first token takes [`MODEL_FIRST_TOKEN`]. Then
+//! the CPU time of the service's own threads per stream, with tools and without, the service
+//! on a runtime of its own ([`crate::runtimes`]) as if it were its own process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +11,10 @@ use std::time::Duration;
 use serde_json::json;
 use testkit::fake_openai::FakeOpenAi;
 
+use crate::runtimes::{SERVICE, cpu_time_of};
 use crate::stats::{ms, percentile, table};
 use crate::stream_bench::{
-    MODEL_FIRST_TOKEN, SLOW_START, Sample, WORDS, chat, chat_with_tools, direct_with,
-    direct_with_tools, service_with,
+    MODEL_FIRST_TOKEN, SLOW_START, Sample, WORDS, chat_bytes, chat_request, service_with,
 };
 
 /// The floor any proxy pays: a server on the service's HTTP stack that sends each request on
@@ -50,121 +52,163 @@ pub async fn bare_proxy(upstream: String) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// The CPU time this process's threads (bench client, local upstream and service alike) have
-/// used so far: the sum of their run times in `/proc/self/task/*/schedstat` (nanoseconds).
-pub(crate) fn cpu_time() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
+/// The ways to a stream compared, in the order they run in each round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Direct,
+    Stream,
+    Chat,
+    Proxy,
+    ChatTools,
+    DirectTools,
+    ProxyTools,
 }
 
-/// One path's time to first content (p50, p99) and the process's CPU time per whole stream.
-#[derive(Clone, Copy)]
-struct PathFigures {
+const WAYS: [Way; 7] = [
+    Way::Direct,
+    Way::Stream,
+    Way::Chat,
+    Way::Proxy,
+    Way::ChatTools,
+    Way::DirectTools,
+    Way::ProxyTools,
+];
+
+impl Way {
+    /// One stream of `prompt` this way.
+    async fn stream(
+        self,
+        http: reqwest::Client,
+        fake: Arc<FakeOpenAi>,
+        urls: Urls,
+        bodies: Arc<Bodies>,
+    ) -> anyhow::Result<Sample> {
+        let direct = format!("{}/chat/completions", fake.base_url());
+        match self {
+            Way::Direct => chat_bytes(&http, &direct, bodies.plain.clone()).await,
+            Way::Stream => service_with(&http, &urls.stream, bodies.stream.clone()).await,
+            Way::Chat => chat_bytes(&http, &urls.chat, bodies.plain.clone()).await,
+            Way::Proxy => chat_bytes(&http, &urls.proxy, bodies.plain.clone()).await,
+            Way::ChatTools => chat_bytes(&http, &urls.chat, bodies.tools.clone()).await,
+            Way::DirectTools => chat_bytes(&http, &direct, bodies.tools.clone()).await,
+            Way::ProxyTools => chat_bytes(&http, &urls.proxy, bodies.tools.clone()).await,
+        }
+    }
+}
+
+/// The bodies each way sends for one prompt, made once.
+struct Bodies {
+    plain: bytes::Bytes,
+    tools: bytes::Bytes,
+    stream: String,
+}
+
+impl Bodies {
+    fn of(prompt: &str) -> Arc<Self> {
+        Arc::new(Self {
+            plain: chat_request(prompt, false),
+            tools: chat_request(prompt, true),
+            stream: json!({ "prompt": prompt }).to_string(),
+        })
+    }
+}
+
+/// One way's time to first content (p50, p99), and the whole process's CPU time per whole
+/// stream (bench client, local upstream, and the service or the proxy).
+#[derive(Clone, Copy, Default)]
+struct Figures {
     p50: Duration,
     p99: Duration,
     cpu: Duration,
 }
 
-/// One way to a stream: starts one, resolving to what it measured.
-type Path = Box<
-    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Sample>> + Send>>,
->;
-
-/// The figures of each of `paths`, measured interleaved: round after round, each path in turn
-/// runs `concurrency` streams, so that whatever else the machine does (the database's own
-/// work, the scheduler) falls on every path alike; `rounds` rounds.
-async fn interleaved(
-    paths: &[Path],
-    concurrency: usize,
-    rounds: usize,
-) -> anyhow::Result<Vec<PathFigures>> {
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
-    let mut cpu = vec![Duration::ZERO; paths.len()];
-    for _ in 0..rounds {
-        for (i, path) in paths.iter().enumerate() {
-            let before = cpu_time();
-            let tasks: Vec<_> = (0..concurrency).map(|_| tokio::spawn(path())).collect();
-            for t in tasks {
-                samples[i].push(t.await??.ttfb);
-            }
-            cpu[i] += cpu_time().saturating_sub(before);
-        }
-    }
-    let n = u32::try_from(concurrency * rounds)?;
-    Ok(samples
-        .into_iter()
-        .zip(cpu)
-        .map(|(mut t, cpu)| PathFigures {
-            p50: percentile(&mut t, 50.0),
-            p99: percentile(&mut t, 99.0),
-            cpu: cpu / n,
-        })
-        .collect())
-}
-
-/// Time to first content, one upstream, side by side: the upstream directly, `/stream`,
-/// `/v1/chat/completions`, the bare proxy, `/v1/chat/completions` with three tools offered and
-/// the upstream directly with the same tools, at `concurrency` streams of `prompt`, in that
-/// order (measured interleaved, 400 streams each).
+/// The figures of each way, measured interleaved: round after round, each way in turn runs
+/// `concurrency` streams of `prompt`, so that whatever else the machine does (the database's
+/// own work, the scheduler) falls on every way alike; 400 streams each.
 async fn side_by_side(
     http: &reqwest::Client,
     fake: &Arc<FakeOpenAi>,
     urls: &Urls,
     concurrency: usize,
     prompt: &'static str,
-) -> anyhow::Result<[PathFigures; 6]> {
-    let body = json!({ "prompt": prompt }).to_string();
-    let (h, f) = (http.clone(), fake.clone());
-    let direct: Path = Box::new(move || {
-        let (h, f) = (h.clone(), f.clone());
-        Box::pin(async move { direct_with(&h, &f, prompt).await })
-    });
-    let (h, u) = (http.clone(), urls.stream.clone());
-    let stream: Path = Box::new(move || {
-        let (h, u, b) = (h.clone(), u.clone(), body.clone());
-        Box::pin(async move { service_with(&h, &u, b).await })
-    });
-    let chat_path = |url: &String| -> Path {
-        let (h, u) = (http.clone(), url.clone());
-        Box::new(move || {
-            let (h, u) = (h.clone(), u.clone());
-            Box::pin(async move { chat(&h, &u, prompt).await })
-        })
-    };
-    let (h, u) = (http.clone(), urls.chat.clone());
-    let tools: Path = Box::new(move || {
-        let (h, u) = (h.clone(), u.clone());
-        Box::pin(async move { chat_with_tools(&h, &u, prompt).await })
-    });
-    let (h, f) = (http.clone(), fake.clone());
-    let direct_tools: Path = Box::new(move || {
-        let (h, f) = (h.clone(), f.clone());
-        Box::pin(async move { direct_with_tools(&h, &f, prompt).await })
-    });
-    let paths = [
-        direct,
-        stream,
-        chat_path(&urls.chat),
-        chat_path(&urls.proxy),
-        tools,
-        direct_tools,
-    ];
-    let f = interleaved(&paths, concurrency, 400 / concurrency).await?;
-    Ok([f[0], f[1], f[2], f[3], f[4], f[5]])
+) -> anyhow::Result<[Figures; 7]> {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); WAYS.len()];
+    let mut cpu = [Duration::ZERO; WAYS.len()];
+    let bodies = Bodies::of(prompt);
+    for _ in 0..400 / concurrency {
+        for (i, way) in WAYS.into_iter().enumerate() {
+            let before = cpu_time_of(None);
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let stream =
+                        way.stream(http.clone(), fake.clone(), urls.clone(), bodies.clone());
+                    tokio::spawn(stream)
+                })
+                .collect();
+            for t in tasks {
+                samples[i].push(t.await??.ttfb);
+            }
+            cpu[i] += cpu_time_of(None).saturating_sub(before);
+        }
+    }
+    let n = u32::try_from(400 / concurrency * concurrency)?;
+    let mut figures = [Figures::default(); WAYS.len()];
+    for (i, mut t) in samples.into_iter().enumerate() {
+        figures[i] = Figures {
+            p50: percentile(&mut t, 50.0),
+            p99: percentile(&mut t, 99.0),
+            cpu: cpu[i] / n,
+        };
+    }
+    Ok(figures)
+}
+
+/// The CPU time per stream of the service's own threads, `/v1/chat/completions` plain and with
+/// three tools offered, at `concurrency` streams, the upstream answering at once: the service
+/// at `url` runs on the runtime [`SERVICE`]. Interleaved as [`side_by_side`]; after each batch
+/// the service is left [`SETTLE`] to finish its work (the row written after a stream's end), so
+/// that it counts towards its own batch.
+async fn service_cpu(
+    http: &reqwest::Client,
+    url: &str,
+    concurrency: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    const SETTLE: Duration = Duration::from_millis(10);
+    let mut cpu = [Duration::ZERO; 2];
+    let bodies = Bodies::of("hi");
+    for _ in 0..400 / concurrency {
+        for (i, tools) in [false, true].into_iter().enumerate() {
+            let before = cpu_time_of(Some(SERVICE));
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (http, url) = (http.clone(), url.to_owned());
+                    let body = if tools {
+                        bodies.tools.clone()
+                    } else {
+                        bodies.plain.clone()
+                    };
+                    tokio::spawn(async move { chat_bytes(&http, &url, body).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await??;
+            }
+            tokio::time::sleep(SETTLE).await;
+            cpu[i] += cpu_time_of(Some(SERVICE)).saturating_sub(before);
+        }
+    }
+    let n = u32::try_from(400 / concurrency * concurrency)?;
+    Ok((cpu[0] / n, cpu[1] / n))
 }
 
 /// Where the side-by-side comparison sends its requests.
+#[derive(Clone)]
 pub struct Urls {
     pub stream: String,
     pub chat: String,
     pub proxy: String,
+    /// `/v1/chat/completions` of a second service, on a runtime of its own ([`SERVICE`]).
+    pub chat_own: String,
 }
 
 /// `/v1/chat/completions` beside the upstream directly and a bare proxy.
@@ -179,92 +223,127 @@ pub struct ChatOverheads {
     /// Its ratio when the upstream's first token takes [`MODEL_FIRST_TOKEN`].
     pub ratio_20_model: f64,
     /// The CPU time per stream `/stream`, `/v1/chat/completions` and the bare proxy add to the
-    /// direct path at 20 streams, the upstream answering at once. (One stream at a time, idle
-    /// worker threads waking for every chunk cost more than the work: the table shows it.)
+    /// direct path at 20 streams, the upstream answering at once (the whole process's). (One
+    /// stream at a time, idle worker threads waking for every chunk cost more than the work:
+    /// the table shows it.)
     pub cpu_added: (Duration, Duration, Duration),
-    /// What `/v1/chat/completions` adds with three tools offered (over the upstream called
-    /// directly with the same tools) over what it adds without, at 20 streams, the upstream
-    /// answering at once: time to first content p50, and CPU time per stream.
+    /// `/v1/chat/completions` with three tools offered over without, at 20 streams, the
+    /// upstream answering at once: what it adds to the time to first content p50 (over the
+    /// upstream called directly with the same body, and without), and the CPU time per stream
+    /// of the service's own threads.
     pub tools_ratio_20: (f64, f64),
+    /// The same time ratio for the bare proxy: what the larger body costs any hop.
+    pub proxy_tools_ratio_20: f64,
+    /// The service's own CPU time per stream with tools over without, one stream at a time.
+    pub tools_cpu_ratio_1: f64,
     /// `/v1/chat/completions` p50 over `/stream` p50 at 20 streams, the upstream answering at
     /// once.
     pub chat_over_stream_20: f64,
 }
 
-/// The upstream directly, `/stream`, `/v1/chat/completions` and the bare proxy side by side
-/// (prints the time and CPU tables).
+fn over(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+/// The upstream directly, `/stream`, `/v1/chat/completions` and the bare proxy side by side,
+/// each with and without tools, then the service's own CPU time with and without (prints the
+/// tables).
 pub async fn compare(
     http: &reqwest::Client,
     fake: &Arc<FakeOpenAi>,
     urls: &Urls,
 ) -> anyhow::Result<ChatOverheads> {
-    let mut side = Vec::new();
-    let mut chat_added = (Duration::ZERO, Duration::ZERO);
-    let (mut chat_ratio_20, mut chat_ratio_20_model, mut proxy_ratio_20) = (0.0, 0.0, 0.0);
-    let mut cpu = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let (mut tools_ratio_20, mut chat_over_stream_20) = ((0.0, 0.0), 0.0);
-    let mut cpu_rows = Vec::new();
-    let model_ms = MODEL_FIRST_TOKEN.as_millis();
+    let (mut time_rows, mut cpu_rows, mut tools_rows) = (Vec::new(), Vec::new(), Vec::new());
+    let mut result = ChatOverheads {
+        added: (Duration::ZERO, Duration::ZERO),
+        ratio_20: 0.0,
+        proxy_ratio_20: 0.0,
+        ratio_20_model: 0.0,
+        cpu_added: (Duration::ZERO, Duration::ZERO, Duration::ZERO),
+        tools_ratio_20: (0.0, 0.0),
+        proxy_tools_ratio_20: 0.0,
+        tools_cpu_ratio_1: 0.0,
+        chat_over_stream_20: 0.0,
+    };
+    let added = |x: Duration, base: Duration| x.saturating_sub(base);
     for (concurrency, prompt) in [(1usize, "hi"), (20, "hi"), (20, SLOW_START)] {
-        let [d, s, c, p, t, dt] = side_by_side(http, fake, urls, concurrency, prompt).await?;
-        let over = |x: Duration| x.as_secs_f64() / d.p50.as_secs_f64().max(1e-9);
-        let (ratio, proxy_ratio) = (over(c.p50), over(p.p50));
-        let cpu_added = |x: PathFigures| x.cpu.saturating_sub(d.cpu);
+        let [d, s, c, p, t, dt, pt] = side_by_side(http, fake, urls, concurrency, prompt).await?;
+        let tools_time = over(added(t.p50, dt.p50), added(c.p50, d.p50));
+        let proxy_tools_time = over(added(pt.p50, dt.p50), added(p.p50, d.p50));
         match (concurrency, prompt) {
-            (1, _) => chat_added = (c.p50.saturating_sub(d.p50), c.p99.saturating_sub(d.p99)),
-            (_, SLOW_START) => chat_ratio_20_model = ratio,
+            (1, _) => result.added = (added(c.p50, d.p50), added(c.p99, d.p99)),
+            (_, SLOW_START) => result.ratio_20_model = over(c.p50, d.p50),
             _ => {
-                (chat_ratio_20, proxy_ratio_20) = (ratio, proxy_ratio);
-                cpu = (cpu_added(s), cpu_added(c), cpu_added(p));
-                let per = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
-                // What the service adds with tools (over the upstream called directly with the
-                // same tools) beside what it adds without.
-                tools_ratio_20 = (
-                    per(t.p50.saturating_sub(dt.p50), c.p50.saturating_sub(d.p50)),
-                    per(t.cpu.saturating_sub(dt.cpu), cpu_added(c)),
+                result.ratio_20 = over(c.p50, d.p50);
+                result.proxy_ratio_20 = over(p.p50, d.p50);
+                result.cpu_added = (
+                    added(s.cpu, d.cpu),
+                    added(c.cpu, d.cpu),
+                    added(p.cpu, d.cpu),
                 );
-                chat_over_stream_20 = per(c.p50, s.p50);
+                result.tools_ratio_20.0 = tools_time;
+                result.proxy_tools_ratio_20 = proxy_tools_time;
+                result.chat_over_stream_20 = over(c.p50, s.p50);
             }
         }
-        side.push(vec![
-            concurrency.to_string(),
-            if prompt == SLOW_START {
-                format!("after {model_ms} ms")
-            } else {
-                "at once".into()
-            },
+        let first_token = if prompt == SLOW_START {
+            format!("after {} ms", MODEL_FIRST_TOKEN.as_millis())
+        } else {
+            "at once".into()
+        };
+        let row = |cells: Vec<String>| {
+            let mut row = vec![concurrency.to_string(), first_token.clone()];
+            row.extend(cells);
+            row
+        };
+        time_rows.push(row(vec![
             ms(d.p50),
             ms(s.p50),
             ms(c.p50),
-            ms(c.p50.saturating_sub(d.p50)),
-            format!("{ratio:.2}"),
+            ms(added(c.p50, d.p50)),
+            format!("{:.2}", over(c.p50, d.p50)),
             ms(p.p50),
-            format!("{proxy_ratio:.2}"),
-            ms(dt.p50),
-            ms(t.p50),
+            format!("{:.2}", over(p.p50, d.p50)),
             ms(d.p99),
             ms(s.p99),
             ms(c.p99),
             ms(p.p99),
-            ms(t.p99),
-        ]);
-        cpu_rows.push(vec![
-            concurrency.to_string(),
-            if prompt == SLOW_START {
-                format!("after {model_ms} ms")
-            } else {
-                "at once".into()
-            },
+        ]));
+        cpu_rows.push(row(vec![
             ms(d.cpu),
             ms(s.cpu),
             ms(c.cpu),
             ms(p.cpu),
-            ms(dt.cpu),
-            ms(t.cpu),
-            ms(cpu_added(s)),
-            ms(cpu_added(c)),
-            ms(cpu_added(p)),
-            ms(t.cpu.saturating_sub(dt.cpu)),
+            ms(added(s.cpu, d.cpu)),
+            ms(added(c.cpu, d.cpu)),
+            ms(added(p.cpu, d.cpu)),
+        ]));
+        tools_rows.push(row(vec![
+            ms(dt.p50),
+            ms(t.p50),
+            ms(added(c.p50, d.p50)),
+            ms(added(t.p50, dt.p50)),
+            format!("{tools_time:.2}"),
+            ms(added(p.p50, d.p50)),
+            ms(added(pt.p50, dt.p50)),
+            format!("{proxy_tools_time:.2}"),
+            ms(t.p99),
+        ]));
+    }
+    let mut own_rows = Vec::new();
+    for concurrency in [1usize, 20] {
+        let (plain, tools) = service_cpu(http, &urls.chat_own, concurrency).await?;
+        let ratio = over(tools, plain);
+        if concurrency == 1 {
+            result.tools_cpu_ratio_1 = ratio;
+        } else {
+            result.tools_ratio_20.1 = ratio;
+        }
+        own_rows.push(vec![
+            concurrency.to_string(),
+            ms(plain),
+            ms(tools),
+            format!("{ratio:.3}"),
         ]);
     }
     println!(
@@ -282,20 +361,17 @@ pub async fn compare(
             "/v1 ÷ direct p50",
             "bare proxy p50",
             "bare proxy ÷ direct p50",
-            "direct + tools p50",
-            "/v1 + tools p50",
             "direct p99",
             "/stream p99",
             "/v1 p99",
             "bare proxy p99",
-            "/v1 + tools p99",
         ],
-        &side,
+        &time_rows,
     );
     println!(
         "\nCPU time per whole stream of {WORDS} chunks, this process (bench client, local upstream and, \
-         but for direct, the service; PostgreSQL's own not counted), and what each path adds to direct \
-         (milliseconds):\n"
+         but for direct, the service or the proxy; PostgreSQL's own not counted), and what each path adds \
+         to direct (milliseconds):\n"
     );
     table(
         &[
@@ -305,22 +381,38 @@ pub async fn compare(
             "/stream",
             "/v1",
             "bare proxy",
-            "direct + tools",
-            "/v1 + tools",
             "/stream added",
             "/v1 added",
             "bare proxy added",
-            "/v1 + tools added (over direct + tools)",
         ],
         &cpu_rows,
     );
-    Ok(ChatOverheads {
-        added: chat_added,
-        ratio_20: chat_ratio_20,
-        proxy_ratio_20,
-        ratio_20_model: chat_ratio_20_model,
-        cpu_added: cpu,
-        tools_ratio_20,
-        chat_over_stream_20,
-    })
+    println!(
+        "\n/v1/chat/completions with three function tools offered beside plain, time to first content \
+         (milliseconds; added = over the upstream called directly with the same body; the bare proxy's \
+         for what the larger body costs any hop):\n"
+    );
+    table(
+        &[
+            "streams",
+            "upstream's first token",
+            "direct + tools p50",
+            "/v1 + tools p50",
+            "/v1 added p50",
+            "/v1 + tools added p50",
+            "ratio",
+            "bare proxy added p50",
+            "bare proxy + tools added p50",
+            "ratio",
+            "/v1 + tools p99",
+        ],
+        &tools_rows,
+    );
+    println!(
+        "\nCPU time per whole stream of the service's own threads (milliseconds; the service on a \
+         runtime of its own, as its own process would be; the upstream answering at once; PostgreSQL's \
+         own not counted):\n"
+    );
+    table(&["streams", "/v1", "/v1 + tools", "ratio"], &own_rows);
+    Ok(result)
 }

@@ -9,7 +9,7 @@ use common::spend::{KeyLimits, Period, Reservation};
 use common::store::Spend;
 use testkit::fake_openai::FakeOpenAi;
 
-use crate::side_by_side::cpu_time;
+use crate::runtimes::cpu_time_of;
 use crate::stats::{ms, percentile, table};
 use crate::stream_bench::{Sample, measure};
 
@@ -41,7 +41,7 @@ async fn batch(
     key: &str,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let before = cpu_time();
+    let before = cpu_time_of(None);
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (h, u, k) = (http.clone(), url.to_owned(), key.to_owned());
@@ -52,7 +52,7 @@ async fn batch(
     for t in tasks {
         ttfb.push(t.await??.ttfb);
     }
-    Ok((ttfb, cpu_time().saturating_sub(before)))
+    Ok((ttfb, cpu_time_of(None).saturating_sub(before)))
 }
 
 /// [`run`] on an upstream of its own (`bench spend`, `make bench-spend`).

@@ -69,21 +69,6 @@ pub(crate) async fn direct_with(
     measure(resp, started, "\"content\":\"w").await
 }
 
-/// The upstream directly, with the tools of [`tools`] in the request (the baseline of
-/// [`chat_with_tools`]: the bench client and the upstream handle the same bodies).
-pub(crate) async fn direct_with_tools(
-    http: &reqwest::Client,
-    fake: &FakeOpenAi,
-    prompt: &str,
-) -> anyhow::Result<Sample> {
-    chat_with_tools(
-        http,
-        &format!("{}/chat/completions", fake.base_url()),
-        prompt,
-    )
-    .await
-}
-
 async fn service(http: &reqwest::Client, url: &str) -> anyhow::Result<Sample> {
     service_with(http, url, r#"{"prompt":"hi"}"#.to_owned()).await
 }
@@ -130,21 +115,6 @@ pub(crate) fn tools() -> serde_json::Value {
     ])
 }
 
-/// A streamed `/v1` call with `tools` offered.
-pub(crate) async fn chat_with_tools(
-    http: &reqwest::Client,
-    url: &str,
-    prompt: &str,
-) -> anyhow::Result<Sample> {
-    chat_body(
-        http,
-        url,
-        json!({"model": "m", "stream": true, "tools": tools(), "tool_choice": "auto",
-               "messages": [{"role": "user", "content": prompt}]}),
-    )
-    .await
-}
-
 async fn chat_body(
     http: &reqwest::Client,
     url: &str,
@@ -152,6 +122,36 @@ async fn chat_body(
 ) -> anyhow::Result<Sample> {
     let started = Instant::now();
     let resp = http.post(url).json(&body).send().await?;
+    anyhow::ensure!(resp.status() == 200, "{}", resp.status());
+    measure(resp, started, "\"content\":\"w").await
+}
+
+/// A streamed Chat Completions body for `prompt`, with the tools of [`tools`] or without, as
+/// the bytes sent: made once and sent many times, so that the bench client's own work per
+/// request stays small beside what it measures.
+pub(crate) fn chat_request(prompt: &str, with_tools: bool) -> bytes::Bytes {
+    let mut body = json!({"model": "m", "stream": true,
+                          "messages": [{"role": "user", "content": prompt}]});
+    if with_tools {
+        body["tools"] = tools();
+        body["tool_choice"] = json!("auto");
+    }
+    bytes::Bytes::from(body.to_string())
+}
+
+/// Sends a body made by [`chat_request`] to `url`.
+pub(crate) async fn chat_bytes(
+    http: &reqwest::Client,
+    url: &str,
+    body: bytes::Bytes,
+) -> anyhow::Result<Sample> {
+    let started = Instant::now();
+    let resp = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
     anyhow::ensure!(resp.status() == 200, "{}", resp.status());
     measure(resp, started, "\"content\":\"w").await
 }
@@ -253,13 +253,39 @@ pub(crate) async fn serve_stream(
     base: &str,
     extra: &[(&str, &str)],
 ) -> anyhow::Result<(String, Arc<common::store::PgStore>)> {
+    start_service(stream_settings(db, base, extra), extra).await
+}
+
+/// [`serve_stream`] on a runtime of its own ([`crate::runtimes::SERVICE`]), its pool's and its
+/// provider's connections too, so that the CPU time of its threads is told apart.
+async fn serve_stream_own(
+    db: &testkit::TestDb,
+    base: &str,
+) -> anyhow::Result<(String, Arc<common::store::PgStore>)> {
+    let settings = stream_settings(db, base, &[]);
+    crate::runtimes::service_runtime()
+        .spawn(async move { start_service(settings, &[]).await })
+        .await?
+}
+
+fn stream_settings(
+    db: &testkit::TestDb,
+    base: &str,
+    extra: &[(&str, &str)],
+) -> common::settings::Settings {
     let mut env = vec![
         ("LLM_PROVIDER", "openai"),
         ("OPENAI_BASE_URL", base),
         ("DB_POOL_SIZE", "16"),
     ];
     env.extend_from_slice(extra);
-    let settings = db.settings_with(&env);
+    db.settings_with(&env)
+}
+
+async fn start_service(
+    settings: common::settings::Settings,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(String, Arc<common::store::PgStore>)> {
     let store = Arc::new(common::store::PgStore::from_settings(&settings)?);
     let state = stream::StreamState::from_settings(&settings, store.clone())
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -289,6 +315,9 @@ pub async fn run() -> anyhow::Result<Overheads> {
         .await,
     );
 
+    // The upstream reads of each request only its prompt, as the bench client sends bodies
+    // made once: the machine's cores go to the service under test.
+    fake.without_journal();
     let db = testkit::TestDb::new().await;
     let base = fake.base_url();
     let (root, store) = serve_stream(&db, &base, &[]).await?;
@@ -305,10 +334,15 @@ pub async fn run() -> anyhow::Result<Overheads> {
         stream: url.clone(),
         chat: url.replace("/stream", "/v1/chat/completions"),
         proxy: side_by_side::bare_proxy(base.clone()).await?,
+        chat_own: format!(
+            "{}/v1/chat/completions",
+            serve_stream_own(&db, &base).await?.0
+        ),
     };
     for _ in 0..20 {
         chat(&http, &urls.chat, "hi").await?;
         chat(&http, &urls.proxy, "hi").await?;
+        chat(&http, &urls.chat_own, "hi").await?;
     }
     let chat = side_by_side::compare(&http, &fake, &urls).await?;
     let thread_added = thread_overhead(&http, &url, &store).await?;

@@ -154,6 +154,8 @@ struct Shared {
     attempts: Mutex<std::collections::HashMap<String, usize>>,
     /// Streams whose client closed the connection before the answer's end.
     dropped: std::sync::atomic::AtomicUsize,
+    /// Keeps no journal of the requests (see [`FakeOpenAi::without_journal`]).
+    unjournaled: std::sync::atomic::AtomicBool,
 }
 
 /// A running fake provider. Replies are used in order; the last one repeats.
@@ -197,6 +199,15 @@ impl FakeOpenAi {
     /// The `OPENAI_BASE_URL` for this server.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// Keeps no journal of the requests from now on, and reads of each only its prompt: a
+    /// benchmark's upstream, whose work on large bodies (a tree of values for each, kept)
+    /// would weigh on the machine the service under test shares with it.
+    pub fn without_journal(&self) {
+        self.shared
+            .unjournaled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The JSON bodies received so far.
@@ -264,15 +275,36 @@ impl Drop for Unfinished {
     }
 }
 
+/// Of a request, only its messages' text (what a benchmark's upstream reads).
+#[derive(serde::Deserialize)]
+struct Prompt {
+    messages: Vec<PromptMessage>,
+}
+
+#[derive(serde::Deserialize)]
+struct PromptMessage {
+    #[serde(default)]
+    content: Option<Value>,
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let prompt = parsed["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    shared.requests.lock().unwrap().push(parsed);
+    let prompt = if shared.unjournaled.load(std::sync::atomic::Ordering::SeqCst) {
+        serde_json::from_slice::<Prompt>(&body)
+            .ok()
+            .and_then(|p| p.messages.into_iter().last()?.content)
+            .and_then(|c| c.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    } else {
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let prompt = parsed["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        shared.requests.lock().unwrap().push(parsed);
+        prompt
+    };
     let reply = if let Some(responder) = &shared.responder {
         let attempt = {
             let mut attempts = shared.attempts.lock().unwrap();
