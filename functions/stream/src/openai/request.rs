@@ -99,12 +99,12 @@ impl<'de> serde::Deserialize<'de> for Fields {
                     map: Map::new(),
                     tools: None,
                 };
-                while let Some(key) = a.next_key::<String>()? {
+                while let Some(key) = a.next_key::<std::borrow::Cow<'de, str>>()? {
                     if key == "tools" {
                         fields.tools = Some(a.next_value()?);
                     } else {
                         let value = a.next_value()?;
-                        fields.map.insert(key, value);
+                        fields.map.insert(key.into_owned(), value);
                     }
                 }
                 Ok(fields)
@@ -117,8 +117,17 @@ impl<'de> serde::Deserialize<'de> for Fields {
 impl ChatRequest {
     /// Parses a JSON body; `max_chars` bounds each message's text (`MAX_PROMPT_CHARS`).
     pub fn parse(body: &[u8], max_chars: usize) -> Result<Self, Refusal> {
-        let Fields { map, tools } = serde_json::from_slice(body).map_err(|_| {
-            match serde_json::from_slice::<Value>(body) {
+        // The body's UTF-8 checked once, in one pass, rather than each string's on its own.
+        let text = std::str::from_utf8(body).map_err(|e| {
+            OpenAiError::new(
+                "invalid_request_error",
+                "invalid_json",
+                format!("the body is not valid JSON: it is not UTF-8 ({e})"),
+                None,
+            )
+        })?;
+        let Fields { map, tools } =
+            serde_json::from_str(text).map_err(|_| match serde_json::from_str::<Value>(text) {
                 Err(e) => OpenAiError::new(
                     "invalid_request_error",
                     "invalid_json",
@@ -126,8 +135,7 @@ impl ChatRequest {
                     None,
                 ),
                 Ok(_) => bad("body", "the body must be a JSON object"),
-            }
-        })?;
+            })?;
         refuse_unsupported(&map)?;
         let model = model(&map)?;
         let (raw_messages, messages) = messages(&map, max_chars)?;
@@ -621,6 +629,8 @@ mod tests {
         // Not an object, not JSON: as before.
         assert_eq!(refused("[1]").1.as_deref(), Some("body"));
         assert_eq!(refused("{").0, "invalid_json");
+        let not_utf8 = ChatRequest::parse(b"{\"model\":\"\xff\"}", 100).unwrap_err();
+        assert_eq!(not_utf8.error.code.as_deref(), Some("invalid_json"));
     }
 
     #[test]
