@@ -59,13 +59,28 @@ pub enum Kind {
     Other,
 }
 
+/// Reads an object to its end, keeping nothing.
+fn skip_map<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map
+        .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+        .is_some()
+    {}
+    Ok(())
+}
+
+/// Reads a list to its end, keeping nothing.
+fn skip_seq<'de, A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
 /// Implements `Deserialize` for a type read from any JSON value: `$map` reads an object, `$seq`
 /// a list (by default skipped), `$str` a string (by default `$other`), any other value gives
 /// `$other`.
 macro_rules! any_json {
     ($ty:ty, $other:expr, |$access:ident| $map:block) => {
         any_json!($ty, $other, |$access| $map, |seq| {
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            skip_seq(seq)?;
             Ok($other)
         });
     };
@@ -83,12 +98,15 @@ macro_rules! any_json {
                     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                         f.write_str("any JSON value")
                     }
+                    // An arm may only hand its reader to `skip_map` or `skip_seq`.
+                    #[allow(unused_mut)]
                     fn visit_map<A: serde::de::MapAccess<'de>>(
                         self,
                         mut $access: A,
                     ) -> Result<$ty, A::Error> {
                         $map
                     }
+                    #[allow(unused_mut)]
                     fn visit_seq<A: serde::de::SeqAccess<'de>>(
                         self,
                         mut $items: A,
@@ -138,10 +156,7 @@ any_json!(
     ListOrNot,
     ListOrNot(None),
     |map| {
-        while map
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
+        skip_map(map)?;
         Ok(ListOrNot(None))
     },
     |items| {
@@ -157,14 +172,11 @@ any_json!(
     Kind,
     Kind::Missing,
     |map| {
-        while map
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
+        skip_map(map)?;
         Ok(Kind::Missing)
     },
     |seq| {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        skip_seq(seq)?;
         Ok(Kind::Missing)
     },
     |s| {
