@@ -58,12 +58,13 @@ impl OpenAiProvider {
         })
     }
 
-    async fn send_once(&self, body: &Body<'_>) -> Result<reqwest::Response, ProviderError> {
+    async fn send_once(&self, body: &bytes::Bytes) -> Result<reqwest::Response, ProviderError> {
         let mut req = self
             .client
             .post(&self.url)
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .json(body);
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
         if let Some(key) = &self.key {
             req = req.bearer_auth(key.expose());
         }
@@ -129,6 +130,11 @@ impl Provider for OpenAiProvider {
             tool_choice: request.tool_choice.as_ref().map(ToolChoice::to_openai),
             extra: &request.extra,
         };
+        // Written once for every attempt, into a buffer most bodies fit without growing.
+        let mut written = Vec::with_capacity(BODY_CAPACITY);
+        serde_json::to_writer(&mut written, &body)
+            .map_err(|e| ProviderError::Connect(Box::new(e)))?;
+        let body = bytes::Bytes::from(written);
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(5))
@@ -152,6 +158,10 @@ impl Provider for OpenAiProvider {
         Ok(Box::pin(chunks(resp.bytes_stream().eventsource())))
     }
 }
+
+/// The bytes set aside for a request body before it is written: a plain call's and one with
+/// a few tools fit, and a long thread's grows from there.
+const BODY_CAPACITY: usize = 2048;
 
 /// The request body, as OpenAI's Chat Completions takes it.
 #[derive(serde::Serialize)]
