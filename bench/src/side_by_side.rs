@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use testkit::fake_openai::FakeOpenAi;
 
 use crate::runtimes::{SERVICE, cpu_time_of};
 use crate::stats::{ms, percentile, table};
@@ -68,10 +67,10 @@ const WAYS: [Way; 7] = [
     Way::Direct,
     Way::Stream,
     Way::Chat,
-    Way::Proxy,
     Way::ChatTools,
     Way::DirectTools,
     Way::ProxyTools,
+    Way::Proxy,
 ];
 
 impl Way {
@@ -79,18 +78,17 @@ impl Way {
     async fn stream(
         self,
         http: reqwest::Client,
-        fake: Arc<FakeOpenAi>,
-        urls: Urls,
+        urls: Arc<Urls>,
         bodies: Arc<Bodies>,
     ) -> anyhow::Result<Sample> {
-        let direct = format!("{}/chat/completions", fake.base_url());
+        let direct = &urls.direct;
         match self {
-            Way::Direct => chat_bytes(&http, &direct, bodies.plain.clone()).await,
+            Way::Direct => chat_bytes(&http, direct, bodies.plain.clone()).await,
             Way::Stream => service_with(&http, &urls.stream, bodies.stream.clone()).await,
             Way::Chat => chat_bytes(&http, &urls.chat, bodies.plain.clone()).await,
             Way::Proxy => chat_bytes(&http, &urls.proxy, bodies.plain.clone()).await,
             Way::ChatTools => chat_bytes(&http, &urls.chat, bodies.tools.clone()).await,
-            Way::DirectTools => chat_bytes(&http, &direct, bodies.tools.clone()).await,
+            Way::DirectTools => chat_bytes(&http, direct, bodies.tools.clone()).await,
             Way::ProxyTools => chat_bytes(&http, &urls.proxy, bodies.tools.clone()).await,
         }
     }
@@ -122,12 +120,34 @@ struct Figures {
     cpu: Duration,
 }
 
+/// Streams of each way at `concurrency` streams at a time: at 20, more than at one, as a batch
+/// of 20 takes little longer than a batch of one.
+fn streams_per_way(concurrency: usize) -> usize {
+    if concurrency == 1 {
+        400
+    } else {
+        60 * concurrency
+    }
+}
+
+/// After each batch the service is left this long to finish its work (the row written after a
+/// stream's end), so that it counts towards its own batch and does not slow the next.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// The order of the ways in round `round`: with a step of 1 to 6 in turn (7 is prime), each
+/// way follows each other way equally often, so that no way gains or pays for what runs
+/// before it.
+fn order(round: usize) -> impl Iterator<Item = usize> {
+    let step = 1 + round % (WAYS.len() - 1);
+    (0..WAYS.len()).map(move |k| k * step % WAYS.len())
+}
+
 /// The figures of each way, measured interleaved: round after round, each way in turn runs
 /// `concurrency` streams of `prompt`, so that whatever else the machine does (the database's
-/// own work, the scheduler) falls on every way alike; 400 streams each.
+/// own work, the scheduler) falls on every way alike; [`streams_per_way`] streams each. The
+/// order changes from round to round ([`order`]) and each batch ends with a [`SETTLE`].
 async fn side_by_side(
     http: &reqwest::Client,
-    fake: &Arc<FakeOpenAi>,
     urls: &Urls,
     concurrency: usize,
     prompt: &'static str,
@@ -135,23 +155,25 @@ async fn side_by_side(
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); WAYS.len()];
     let mut cpu = [Duration::ZERO; WAYS.len()];
     let bodies = Bodies::of(prompt);
-    for _ in 0..400 / concurrency {
-        for (i, way) in WAYS.into_iter().enumerate() {
+    let urls = Arc::new(urls.clone());
+    let rounds = streams_per_way(concurrency) / concurrency;
+    for round in 0..rounds {
+        for i in order(round) {
             let before = cpu_time_of(None);
             let tasks: Vec<_> = (0..concurrency)
                 .map(|_| {
-                    let stream =
-                        way.stream(http.clone(), fake.clone(), urls.clone(), bodies.clone());
+                    let stream = WAYS[i].stream(http.clone(), urls.clone(), bodies.clone());
                     tokio::spawn(stream)
                 })
                 .collect();
             for t in tasks {
                 samples[i].push(t.await??.ttfb);
             }
+            tokio::time::sleep(SETTLE).await;
             cpu[i] += cpu_time_of(None).saturating_sub(before);
         }
     }
-    let n = u32::try_from(400 / concurrency * concurrency)?;
+    let n = u32::try_from(rounds * concurrency)?;
     let mut figures = [Figures::default(); WAYS.len()];
     for (i, mut t) in samples.into_iter().enumerate() {
         figures[i] = Figures {
@@ -173,7 +195,6 @@ async fn service_cpu(
     url: &str,
     concurrency: usize,
 ) -> anyhow::Result<(Duration, Duration)> {
-    const SETTLE: Duration = Duration::from_millis(10);
     let mut cpu = [Duration::ZERO; 2];
     let bodies = Bodies::of("hi");
     for _ in 0..400 / concurrency {
@@ -204,6 +225,8 @@ async fn service_cpu(
 /// Where the side-by-side comparison sends its requests.
 #[derive(Clone)]
 pub struct Urls {
+    /// The upstream's `/chat/completions`.
+    pub direct: String,
     pub stream: String,
     pub chat: String,
     pub proxy: String,
@@ -248,11 +271,7 @@ fn over(a: Duration, b: Duration) -> f64 {
 /// The upstream directly, `/stream`, `/v1/chat/completions` and the bare proxy side by side,
 /// each with and without tools, then the service's own CPU time with and without (prints the
 /// tables).
-pub async fn compare(
-    http: &reqwest::Client,
-    fake: &Arc<FakeOpenAi>,
-    urls: &Urls,
-) -> anyhow::Result<ChatOverheads> {
+pub async fn compare(http: &reqwest::Client, urls: &Urls) -> anyhow::Result<ChatOverheads> {
     let (mut time_rows, mut cpu_rows, mut tools_rows) = (Vec::new(), Vec::new(), Vec::new());
     let mut result = ChatOverheads {
         added: (Duration::ZERO, Duration::ZERO),
@@ -267,7 +286,7 @@ pub async fn compare(
     };
     let added = |x: Duration, base: Duration| x.saturating_sub(base);
     for (concurrency, prompt) in [(1usize, "hi"), (20, "hi"), (20, SLOW_START)] {
-        let [d, s, c, p, t, dt, pt] = side_by_side(http, fake, urls, concurrency, prompt).await?;
+        let [d, s, c, t, dt, pt, p] = side_by_side(http, urls, concurrency, prompt).await?;
         let tools_time = over(added(t.p50, dt.p50), added(c.p50, d.p50));
         let proxy_tools_time = over(added(pt.p50, dt.p50), added(p.p50, d.p50));
         match (concurrency, prompt) {

@@ -20,6 +20,9 @@ pub(crate) const MODEL_FIRST_TOKEN: Duration = Duration::from_millis(20);
 /// The prompt the local upstream answers after [`MODEL_FIRST_TOKEN`].
 pub(crate) const SLOW_START: &str = "slow start";
 
+/// The prompt the local upstream answers with its [`WORDS`] chunks at once, without gaps.
+pub(crate) const NO_GAPS: &str = "no gaps";
+
 /// What one stream measured: time to the first text, and the gaps between text chunks.
 pub(crate) struct Sample {
     pub(crate) ttfb: Duration,
@@ -233,6 +236,7 @@ pub struct Overheads {
     pub added: (Duration, Duration),
     pub thread_added: (Duration, Duration),
     pub chat: crate::side_by_side::ChatOverheads,
+    pub tools_ab: crate::tools_ab::ToolsAb,
     pub routing: crate::routing_bench::RoutingOverheads,
     pub spend: crate::spend_bench::SpendOverheads,
     /// `/v1/responses` beside `/v1/chat/completions`.
@@ -307,9 +311,11 @@ pub async fn run() -> anyhow::Result<Overheads> {
     let instant = answer(&refs, GAP);
     let mut model_like = vec![Part::Sleep(MODEL_FIRST_TOKEN)];
     model_like.extend(instant.iter().cloned());
+    let no_gaps = answer(&refs, Duration::ZERO);
     let fake = Arc::new(
         FakeOpenAi::by_prompt(move |prompt, _| match prompt {
             SLOW_START => Reply::Stream(model_like.clone()),
+            NO_GAPS => Reply::Stream(no_gaps.clone()),
             _ => Reply::Stream(instant.clone()),
         })
         .await,
@@ -331,6 +337,7 @@ pub async fn run() -> anyhow::Result<Overheads> {
     }
     let added = stream_overhead(&http, &fake, &url).await?;
     let urls = side_by_side::Urls {
+        direct: format!("{base}/chat/completions"),
         stream: url.clone(),
         chat: url.replace("/stream", "/v1/chat/completions"),
         proxy: side_by_side::bare_proxy(base.clone()).await?,
@@ -344,7 +351,8 @@ pub async fn run() -> anyhow::Result<Overheads> {
         chat(&http, &urls.proxy, "hi").await?;
         chat(&http, &urls.chat_own, "hi").await?;
     }
-    let chat = side_by_side::compare(&http, &fake, &urls).await?;
+    let chat = side_by_side::compare(&http, &urls).await?;
+    let tools_ab = crate::tools_ab::run(&http, &urls.direct, &urls.chat).await?;
     let thread_added = thread_overhead(&http, &url, &store).await?;
     let routing = crate::routing_bench::run(&http, &fake, &url).await?;
     let spend = crate::spend_bench::run(&fake).await?;
@@ -353,6 +361,7 @@ pub async fn run() -> anyhow::Result<Overheads> {
         added,
         thread_added,
         chat,
+        tools_ab,
         routing,
         spend,
         responses,

@@ -201,9 +201,10 @@ impl FakeOpenAi {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Keeps no journal of the requests from now on, and reads of each only its prompt: a
-    /// benchmark's upstream, whose work on large bodies (a tree of values for each, kept)
-    /// would weigh on the machine the service under test shares with it.
+    /// Keeps no journal of the requests from now on, and reads of each only its prompt, the
+    /// first `content` string, found by its bytes (see `first_content`): a benchmark's
+    /// upstream, whose work on large bodies (a tree of values for each, kept) would weigh on
+    /// the machine the service under test shares with it.
     pub fn without_journal(&self) {
         self.shared
             .unjournaled
@@ -275,25 +276,26 @@ impl Drop for Unfinished {
     }
 }
 
-/// Of a request, only its messages' text (what a benchmark's upstream reads).
-#[derive(serde::Deserialize)]
-struct Prompt {
-    messages: Vec<PromptMessage>,
-}
-
-#[derive(serde::Deserialize)]
-struct PromptMessage {
-    #[serde(default)]
-    content: Option<Value>,
+/// A benchmark's prompt: the text of the first `"content":"` string in `body`, found by its
+/// bytes rather than by reading the JSON (a benchmark's prompts hold no escapes), so that the
+/// upstream's work does not grow with the rest of the body (tools, say) on the cores it shares
+/// with the service under test.
+fn first_content(body: &[u8]) -> String {
+    const KEY: &[u8] = b"\"content\":\"";
+    body.windows(KEY.len())
+        .position(|w| w == KEY)
+        .and_then(|at| {
+            let rest = &body[at + KEY.len()..];
+            let end = rest.iter().position(|&b| b == b'"')?;
+            std::str::from_utf8(&rest[..end]).ok()
+        })
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let prompt = if shared.unjournaled.load(std::sync::atomic::Ordering::SeqCst) {
-        serde_json::from_slice::<Prompt>(&body)
-            .ok()
-            .and_then(|p| p.messages.into_iter().last()?.content)
-            .and_then(|c| c.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        first_content(&body)
     } else {
         let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let prompt = parsed["messages"]
@@ -398,5 +400,20 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
                 .body(Body::from_stream(stream))
                 .unwrap()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_content;
+
+    #[test]
+    fn a_benchmark_prompt_is_the_first_content_string_whatever_else_the_body_holds() {
+        let body = br#"{"messages":[{"content":"slow start","role":"user"}],"model":"m","tools":[{"type":"function","function":{"name":"f","description":"content"}}]}"#;
+        assert_eq!(first_content(body), "slow start");
+        let ours = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        assert_eq!(first_content(ours), "hi");
+        assert_eq!(first_content(br#"{"messages":[]}"#), "");
+        assert_eq!(first_content(br#"{"content":"unterminated"#), "");
     }
 }
