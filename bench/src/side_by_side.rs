@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::runtimes::{SERVICE, cpu_time_of};
-use crate::stats::{ms, percentile, table};
+use crate::stats::{ms, over, percentile, table};
 use crate::stream_bench::{
-    MODEL_FIRST_TOKEN, SLOW_START, Sample, WORDS, chat_bytes, chat_request, service_with,
+    MODEL_FIRST_TOKEN, SLOW_START, Sample, WORDS, chat_bytes, chat_request, round, service_with,
 };
 
 /// The floor any proxy pays: a server on the service's HTTP stack that sends each request on
@@ -51,8 +51,8 @@ pub async fn bare_proxy(upstream: String) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// The ways to a stream compared, in the order they run in each round.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// The ways to a stream compared (the order they run in changes from round to round: [`order`]).
+#[derive(Clone, Copy)]
 enum Way {
     Direct,
     Stream,
@@ -157,18 +157,14 @@ async fn side_by_side(
     let bodies = Bodies::of(prompt);
     let urls = Arc::new(urls.clone());
     let rounds = streams_per_way(concurrency) / concurrency;
-    for round in 0..rounds {
-        for i in order(round) {
+    for r in 0..rounds {
+        for i in order(r) {
             let before = cpu_time_of(None);
-            let tasks: Vec<_> = (0..concurrency)
-                .map(|_| {
-                    let stream = WAYS[i].stream(http.clone(), urls.clone(), bodies.clone());
-                    tokio::spawn(stream)
-                })
-                .collect();
-            for t in tasks {
-                samples[i].push(t.await??.ttfb);
-            }
+            let batch = round(concurrency, concurrency, || {
+                WAYS[i].stream(http.clone(), urls.clone(), bodies.clone())
+            })
+            .await?;
+            samples[i].extend(batch.iter().map(|s| s.ttfb));
             tokio::time::sleep(SETTLE).await;
             cpu[i] += cpu_time_of(None).saturating_sub(before);
         }
@@ -200,20 +196,12 @@ async fn service_cpu(
     for _ in 0..400 / concurrency {
         for (i, tools) in [false, true].into_iter().enumerate() {
             let before = cpu_time_of(Some(SERVICE));
-            let tasks: Vec<_> = (0..concurrency)
-                .map(|_| {
-                    let (http, url) = (http.clone(), url.to_owned());
-                    let body = if tools {
-                        bodies.tools.clone()
-                    } else {
-                        bodies.plain.clone()
-                    };
-                    tokio::spawn(async move { chat_bytes(&http, &url, body).await })
-                })
-                .collect();
-            for t in tasks {
-                t.await??;
-            }
+            let body = if tools { &bodies.tools } else { &bodies.plain };
+            round(concurrency, concurrency, || {
+                let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
+                async move { chat_bytes(&http, &url, body).await }
+            })
+            .await?;
             tokio::time::sleep(SETTLE).await;
             cpu[i] += cpu_time_of(Some(SERVICE)).saturating_sub(before);
         }
@@ -262,10 +250,6 @@ pub struct ChatOverheads {
     /// `/v1/chat/completions` p50 over `/stream` p50 at 20 streams, the upstream answering at
     /// once.
     pub chat_over_stream_20: f64,
-}
-
-fn over(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
 
 /// The upstream directly, `/stream`, `/v1/chat/completions` and the bare proxy side by side,

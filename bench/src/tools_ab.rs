@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::stats::{ms, percentile, table};
-use crate::stream_bench::{NO_GAPS, WORDS, chat_bytes, chat_request};
+use crate::stats::{ms, over, percentile, table};
+use crate::stream_bench::{NO_GAPS, WORDS, chat_bytes, chat_request, round};
 
 /// One body's time to first content, directly and through the service (p50, p99).
 #[derive(Clone, Copy, Default)]
@@ -52,10 +52,6 @@ fn padded(plain: &[u8], len: usize) -> anyhow::Result<bytes::Bytes> {
     Ok(bytes::Bytes::from(body.to_string()))
 }
 
-fn over(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
-}
-
 /// `concurrency` streams of each body to each of `urls`, `rounds` times (the figures of each
 /// body).
 async fn measure(
@@ -66,22 +62,19 @@ async fn measure(
     rounds: usize,
 ) -> anyhow::Result<[Figures; 3]> {
     let mut samples: [[Vec<Duration>; 2]; 3] = Default::default();
-    for round in 0..rounds {
+    for r in 0..rounds {
         let mut order = [0, 1, 2];
-        if round % 2 == 1 {
+        if r % 2 == 1 {
             order.reverse();
         }
         for i in order {
             for (j, url) in urls.into_iter().enumerate() {
-                let tasks: Vec<_> = (0..concurrency)
-                    .map(|_| {
-                        let (http, url, body) = (http.clone(), url.to_owned(), bodies[i].clone());
-                        tokio::spawn(async move { chat_bytes(&http, &url, body).await })
-                    })
-                    .collect();
-                for t in tasks {
-                    samples[i][j].push(t.await??.ttfb);
-                }
+                let batch = round(concurrency, concurrency, || {
+                    let (http, url, body) = (http.clone(), url.to_owned(), bodies[i].clone());
+                    async move { chat_bytes(&http, &url, body).await }
+                })
+                .await?;
+                samples[i][j].extend(batch.iter().map(|s| s.ttfb));
             }
         }
     }
